@@ -7,7 +7,7 @@ Exit codes (also in README.md):
     0   success, every row/file usable
     1   finished, but some rows/files failed (they are recorded in the manifest and the summary)
     2   usage error (bad option or argument; printed by typer/click)
-    3   bad input: invalid manifest, bad crop box, unknown class, missing file or run, too few images
+    3   bad input: invalid manifest, bad crop box, unknown class, missing file/run, too few images
     4   a required resource is missing (e.g. Inception-v3 weights not found offline)
     5   numeric failure (NaN/Inf loss, imaginary matrix square root)
     130 interrupted (Ctrl-C / SIGTERM); training saved a checkpoint first

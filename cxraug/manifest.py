@@ -137,7 +137,8 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
     if status not in STATUSES:
         errors.append(f"{where}: status={g.get('status')!r}; use one of {', '.join(STATUSES)}")
     if label and label not in LABELS:
-        errors.append(f"{where}: label={g.get('label')!r} is unknown; use one of {', '.join(LABELS)}")
+        known_labels = ", ".join(LABELS)
+        errors.append(f"{where}: label={g.get('label')!r} is unknown; use one of {known_labels}")
     if status == "ok" and not label:
         errors.append(f"{where}: label is empty on a usable row; use one of {', '.join(LABELS)}")
     if split and split not in SPLITS:
