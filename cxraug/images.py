@@ -3,11 +3,13 @@
 `read_gray(path)` returns a grayscale float32 image in [0, 1] with EXIF orientation applied,
 or raises `ImageError` whose `.reason` is the short text stored in the manifest. It copes with
 8/16-bit, grayscale/RGB/RGBA/palette PNG, CMYK and EXIF-rotated JPEG, TIFF, BMP and WebP, and
-checks a file's header *before* decoding so that an enormous image is refused in bounded memory.
+checks a file's header (JPEG, PNG, TIFF, BMP, WebP) *before* decoding so that an enormous image
+is refused in bounded memory.
 
 Conversions (documented because they change pixel values):
 - colour -> gray: ITU-R BT.601 luma (OpenCV COLOR_BGR2GRAY);
-- alpha: composited over black (X-ray backgrounds are dark);
+- alpha (an alpha channel, or a PNG tRNS transparency chunk): composited over black (X-ray
+  backgrounds are dark);
 - 16-bit: divided by 2**b - 1 where b is the image's effective bit depth rounded up to 10, 12,
   14 or 16 bits (12-bit detectors stored in 16-bit containers are common in radiography);
 - palette: expanded to RGB by libpng, then luma.
@@ -117,22 +119,97 @@ def _png_info(data: bytes) -> ImageInfo:
     return ImageInfo("PNG", width, height, channels, depth)
 
 
+def _png_trns(data: bytes) -> bytes | None:
+    """The tRNS chunk's payload (transparency without an alpha channel), None if absent.
+
+    tRNS must come before the first IDAT, so only the chunks up to it are walked."""
+    i = 8
+    while i + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        ctype = data[i + 4 : i + 8]
+        if ctype == b"tRNS":
+            return data[i + 8 : i + 8 + length]
+        if ctype in (b"IDAT", b"IEND"):
+            return None
+        i += 12 + length
+    return None
+
+
+def _tiff_info(data: bytes) -> ImageInfo:
+    """Width/height/samples/bits from the first IFD (enough to refuse a huge TIFF early)."""
+    endian = "<" if data[:2] == b"II" else ">"
+    tags: dict[int, int] = {}
+    try:
+        (ifd,) = struct.unpack(endian + "I", data[4:8])
+        (n,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+        for k in range(n):
+            off = ifd + 2 + 12 * k
+            tag, typ, _cnt = struct.unpack(endian + "HHI", data[off : off + 8])
+            if tag in (256, 257, 258, 277, 274):  # width, height, bits, samples, orientation
+                fmt = endian + ("H" if typ == 3 else "I")
+                size = 2 if typ == 3 else 4
+                (tags[tag],) = struct.unpack(fmt, data[off + 8 : off + 8 + size])
+    except struct.error as e:
+        raise ImageError("corrupt TIFF (unreadable first directory)") from e
+    if 256 not in tags or 257 not in tags:
+        raise ImageError("corrupt TIFF (no width/height tags)")
+    return ImageInfo("TIFF", tags[256], tags[257], tags.get(277, 1), tags.get(258),
+                     tags.get(274, 1))  # fmt: skip
+
+
+def _bmp_info(data: bytes) -> ImageInfo:
+    if len(data) < 30:
+        raise ImageError("corrupt BMP (header too short)")
+    (hdr,) = struct.unpack("<I", data[14:18])
+    if hdr == 12:  # OS/2 BITMAPCOREHEADER
+        w, h, _planes, bits = struct.unpack("<HHHH", data[18:26])
+    else:
+        w, h, _planes, bits = struct.unpack("<iiHH", data[18:30])
+    return ImageInfo("BMP", abs(w), abs(h), None, bits)  # negative height = top-down rows
+
+
+def _webp_info(data: bytes) -> ImageInfo:
+    chunk = data[12:16]
+    try:
+        if chunk == b"VP8X":  # extended: 24-bit canvas size minus one
+            w = int.from_bytes(data[24:27], "little") + 1
+            h = int.from_bytes(data[27:30], "little") + 1
+        elif chunk == b"VP8L":  # lossless: 14-bit sizes minus one after the 0x2f signature
+            (bits,) = struct.unpack("<I", data[21:25])
+            w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        elif chunk == b"VP8 ":  # lossy: key frame start code, then 14-bit sizes
+            w, h = (v & 0x3FFF for v in struct.unpack("<HH", data[26:30]))
+        else:
+            return ImageInfo("WEBP", None, None, None, None)
+    except struct.error as e:
+        raise ImageError("corrupt WebP (header too short)") from e
+    return ImageInfo("WEBP", w, h, None, 8)
+
+
 def probe(data: bytes) -> ImageInfo:
-    """Format and size from the header alone (no decoding)."""
+    """Format and size from the header alone (no decoding).
+
+    width/height are as stored; a JPEG/TIFF with `orientation` 5-8 displays them swapped."""
     fmt = _sniff(data)
     if fmt == "JPEG":
         return _jpeg_info(data)
     if fmt == "PNG":
         return _png_info(data)
-    return ImageInfo(fmt, None, None, None, None)
+    if fmt == "TIFF":
+        return _tiff_info(data)
+    if fmt == "BMP":
+        return _bmp_info(data)
+    return _webp_info(data)
 
 
 def _check_complete(fmt: str, data: bytes) -> None:
     # libjpeg pads a truncated JPEG with grey and only warns; we refuse it instead.
     if fmt == "JPEG":
         t = data.rstrip(b"\x00\r\n \t")
-        # EOI at the end, or within the last 4 KiB (some writers append junk after it)
-        if not t.endswith(b"\xff\xd9") and t.rfind(b"\xff\xd9") < len(t) - 4096:
+        # EOI at the end, or within the last 4 KiB (some writers append junk after it).
+        # rfind's -1 must fail too: a small file has len(t) - 4096 < -1.
+        eoi = t.rfind(b"\xff\xd9")
+        if not t.endswith(b"\xff\xd9") and (eoi < 0 or eoi < len(t) - 4096):
             raise ImageError("truncated JPEG (no end-of-image marker)")
     if fmt == "PNG" and b"IEND" not in data[-64:]:
         raise ImageError("truncated PNG (no IEND chunk)")
@@ -205,15 +282,21 @@ def decode_gray(
             raise ImageError(f"image has zero size ({info.width}x{info.height})")
     _check_complete(info.format, data)
     buf = np.frombuffer(data, dtype=np.uint8)
+    trns = _png_trns(data) if info.format == "PNG" and info.channels in (1, 3) else None
     applied = 1
     reduced_flags = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                      8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # fmt: skip
     if info.format == "JPEG" and reduce in reduced_flags and info.channels in (1, 3):
         arr = cv2.imdecode(buf, reduced_flags[reduce])
         applied = reduce
-    elif info.format == "PNG" and info.channels in (2, 4):
-        # keep alpha (IMREAD_UNCHANGED); PNG carries no EXIF orientation in practice
+    elif info.format == "PNG" and (info.channels in (2, 4) or trns is not None):
+        # keep alpha (IMREAD_UNCHANGED; libpng turns a palette/RGB tRNS chunk into an alpha
+        # channel); PNG carries no EXIF orientation in practice
         arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if arr is not None and arr.ndim == 2 and trns is not None and len(trns) >= 2:
+            # gray + tRNS: libpng via OpenCV drops it; pixels equal to the key are transparent
+            key = struct.unpack(">H", trns[:2])[0]
+            arr = np.where(arr == key, 0, arr).astype(arr.dtype)
     else:
         # ANYDEPTH keeps 16 bit; not UNCHANGED, so OpenCV applies the EXIF orientation
         arr = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
@@ -255,6 +338,31 @@ def write_png_gray(path: Path, img_u8: np.ndarray) -> None:
     atomic_write_bytes(Path(path), encode_png_gray(img_u8))
 
 
+def write_png_rgb(path: Path, img_rgb_u8: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image (e.g. a contact sheet) as PNG, atomically."""
+    if img_rgb_u8.dtype != np.uint8 or img_rgb_u8.ndim != 3 or img_rgb_u8.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8, got {img_rgb_u8.shape} {img_rgb_u8.dtype}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img_rgb_u8, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError("PNG encoding failed")
+    atomic_write_bytes(Path(path), buf.tobytes())
+
+
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """[-1, 1] float image(s) -> uint8 (the quantisation applied when images are saved)."""
     return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def encode_image(arr: np.ndarray, suffix: str, *, jpeg_quality: int = 92) -> bytes:
+    """Encode (H, W) or (H, W, 3|4) pixels in OpenCV channel order (BGR[A]) as PNG (uint8 or
+    uint16) or JPEG (uint8) bytes; used to write demo and test images in several formats."""
+    suffix = suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"cannot encode {suffix!r}; use .png or .jpg")
+    if arr.dtype not in (np.uint8, np.uint16) or (suffix != ".png" and arr.dtype != np.uint8):
+        raise ValueError(f"cannot encode {arr.dtype} as {suffix}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix != ".png" else []
+    ok, buf = cv2.imencode(suffix, arr, params)
+    if not ok:
+        raise ImageError(f"{suffix} encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,260 @@
+"""Benchmark: one paper-size CGAN iteration (batch 128, 224x224) on this machine.
+
+In ONE run, each part in its own subprocess (own peak RSS, no thread interference):
+  ours      cxraug's compiled step (XLA; and without XLA unless --quick)
+  keras     a Keras-GAN-style train_on_batch loop of the same networks, fixed for Keras 3
+            (pitfalls #21): D.trainable toggled around its own update, one Adam per model,
+            and a check that D's weights really change in the D step and not in the G step
+  gemm      the GEMM roofline: tf.matmul of the model's big shapes, fwd and both bwd forms
+  generate  `cxraug generate` of 1,020 images (PNG writes included), untrained paper-size G
+
+FLOPs are counted analytically from the layer shapes (2*M*N*K per matmul):
+  paper-equivalent work per iteration = 8*B*Dfwd + 4*B*Gfwd  (Keras-GAN: D fwd+2 bwd on 2B,
+      G predict on B, G fwd+2 bwd on B, D fwd + data-bwd on B) = 107.6 GFLOP at paper size
+  executed by cxraug's step = 8*B*Dfwd + 3*B*Gfwd (the G forward pass is reused) = 94.2 GFLOP
+Usage: .venv/bin/python bench/train_step.py [--quick] [--iters N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+B, S, L = 128, 224, 128
+G_W, D_W = (128, 256, 512, 1024), (512, 512, 512, 512)
+
+
+def fwd_flops_per_sample() -> tuple[float, float]:
+    g = [L, *G_W, S * S]
+    d = [S * S, *D_W, 1]
+    gf = sum(2 * a * b for a, b in zip(g[:-1], g[1:], strict=True))
+    df = sum(2 * a * b for a, b in zip(d[:-1], d[1:], strict=True))
+    return gf, df
+
+
+def paper_flops() -> float:
+    gf, df = fwd_flops_per_sample()
+    return 8 * B * df + 4 * B * gf
+
+
+def our_flops() -> float:
+    gf, df = fwd_flops_per_sample()
+    return 8 * B * df + 3 * B * gf
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _data(n: int = 600) -> tuple[object, object]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return (rng.uniform(-1, 1, (n, S, S)).astype(np.float32),
+            (rng.uniform(size=n) < 0.26).astype(np.int64))  # fmt: skip
+
+
+def part_ours(iters: int, xla: bool) -> dict[str, float]:
+    from cxraug.train_config import TrainConfig
+    from cxraug.trainstep import build_state, make_step, resident_dataset
+
+    img, lab = _data()
+    st = build_state(TrainConfig(xla=xla))
+    step = make_step(st, *resident_dataset(img, lab))  # type: ignore[arg-type]
+    t = time.perf_counter()
+    step(0.1, True)
+    step(0.0, False)
+    compile_s = time.perf_counter() - t
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step(0.0, False)
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return {"s_per_it": ts[len(ts) // 2], "best": ts[0], "compile_s": compile_s}
+
+
+def part_keras(iters: int) -> dict[str, float]:
+    import keras
+    import numpy as np
+
+    from cxraug.models import build_models
+    from cxraug.tf_setup import tf
+    from cxraug.train_config import TrainConfig
+
+    cfg = TrainConfig()
+    g, d = build_models(cfg)
+
+    class Combined(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.g, self.d = g, d
+
+        def call(self, inputs: list, training: bool = False) -> object:
+            z, y = inputs
+            return self.d([self.g([z, y], training=training), y], training=training)
+
+    def adam() -> keras.optimizers.Optimizer:
+        return keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1)
+
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    d.compile(optimizer=adam(), loss=bce)  # jit_compile="auto" -> False on CPU (pitfalls #18)
+    comb = Combined()
+    d.trainable = False
+    comb.compile(optimizer=adam(), loss=bce)
+    img, lab = _data()
+    rng = np.random.default_rng(0)
+    ones, zeros = np.ones((B, 1), np.float32), np.zeros((B, 1), np.float32)
+    k0 = d.hidden[0].kernel
+
+    def iteration() -> tuple[bool, bool]:
+        idx = rng.integers(0, len(lab), B)  # type: ignore[arg-type]
+        z = rng.standard_normal((B, L)).astype(np.float32)
+        y = lab[idx].astype(np.int32)  # type: ignore[index]
+        fake = g.predict_on_batch([z, y])  # Keras-GAN: inference-mode BN
+        d.trainable = True
+        before = k0.numpy()[:64, :8].copy()
+        d.train_on_batch([img[idx][..., None], y], ones)  # type: ignore[index]
+        d.train_on_batch([fake, y], zeros)
+        d_changed = not np.array_equal(before, k0.numpy()[:64, :8])
+        d.trainable = False
+        before = k0.numpy()[:64, :8].copy()
+        comb.train_on_batch([z, y], ones)
+        d_frozen = np.array_equal(before, k0.numpy()[:64, :8])
+        return d_changed, d_frozen
+
+    t = time.perf_counter()
+    checks = [iteration() for _ in range(2)]
+    compile_s = time.perf_counter() - t
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        checks.append(iteration())
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    ok = all(c for c, _ in checks) and all(f for _, f in checks)
+    del tf
+    return {"s_per_it": ts[len(ts) // 2], "best": ts[0], "compile_s": compile_s,
+            "d_trains_and_freezes": float(ok)}  # fmt: skip
+
+
+def part_gemm(reps: int) -> dict[str, float]:
+    from cxraug.tf_setup import tf
+
+    p = S * S
+    shapes = [  # (M, K, N, transpose_a, transpose_b): the model's big matmuls
+        (B, 1024, p, False, False),  # G output layer forward
+        (2 * B, p, 512, False, False),  # D first layer forward
+        (p, 2 * B, 512, True, False),  # D first layer weight gradient  x^T @ dy
+        (2 * B, 512, p, False, True),  # D first layer data gradient    dy @ W^T
+        (1024, B, p, True, False),  # G output layer weight gradient
+    ]
+    total_f = total_t = 0.0
+    out: dict[str, float] = {}
+    for m, k, n, ta, tb in shapes:
+        a = tf.random.normal((k, m) if ta else (m, k))
+        b = tf.random.normal((n, k) if tb else (k, n))
+        f = tf.function(lambda a, b, ta=ta, tb=tb: tf.matmul(a, b, transpose_a=ta,
+                                                                transpose_b=tb))  # fmt: skip
+        f(a, b).numpy()
+        t = time.perf_counter()
+        for _ in range(reps):
+            f(a, b).numpy()
+        dt = (time.perf_counter() - t) / reps
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / dt / 1e9
+        total_f += 2 * m * k * n
+        total_t += dt
+    out["roofline"] = total_f / total_t / 1e9
+    return out
+
+
+def part_generate() -> dict[str, float]:
+    from cxraug.checkpoint import save_checkpoint
+    from cxraug.generate import generate
+    from cxraug.manifest import Manifest, Record, write_manifest
+    from cxraug.train_config import GenerateConfig, TrainConfig
+    from cxraug.trainstep import build_state
+    from cxraug.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.at(tmp)
+        st = build_state(TrainConfig())
+        save_checkpoint(st, ws.runs_dir / "bench", keep=1)
+        (ws.runs_dir / "bench" / "config.json").write_text(st.cfg.to_json())
+        write_manifest(ws.manifest_path, Manifest([Record(id="a", path="a.png",
+                                                          label="normal", split="train")]))
+        del st
+        t = time.perf_counter()
+        res = generate(ws, GenerateConfig(label="covid", n=1020, run="bench"))
+        dt = time.perf_counter() - t
+        assert res.count == 1020 and len(list((ws.synthetic_dir / "covid").glob("*.png"))) == 1020
+    return {"s_1020": dt}
+
+
+def run_part(args: list[str]) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    p = subprocess.run([sys.executable, __file__, "--part", *args], capture_output=True,
+                       text=True, env=env)  # fmt: skip
+    if p.returncode:
+        raise SystemExit(f"part {args} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 timed iterations, no no-XLA run")
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.part:
+        name, *rest = a.part
+        n = int(rest[0]) if rest else 5
+        res = {"ours": lambda: part_ours(n, True), "ours_noxla": lambda: part_ours(n, False),
+               "keras": lambda: part_keras(n), "gemm": lambda: part_gemm(n),
+               "generate": part_generate}[name]()  # fmt: skip
+        res["peak_rss_gib"] = peak_rss_gib()
+        print(json.dumps(res))
+        return
+    n = a.iters or (3 if a.quick else 8)
+    load = os.getloadavg()[0]
+    gemm = run_part(["gemm", str(max(3, n // 2))])
+    ours = run_part(["ours", str(n)])
+    noxla = None if a.quick else run_part(["ours_noxla", str(n)])
+    keras = run_part(["keras", str(n)])
+    gen = run_part(["generate"])
+    roof = gemm["roofline"]
+    pf, of = paper_flops(), our_flops()
+    print(f"machine: {os.cpu_count()} cores, load average at start {load:.2f} "
+          f"(other jobs compete for the cores when > ~0.5)")
+    print(f"work per iteration: paper-equivalent {pf / 1e9:.1f} GFLOP, executed by cxraug "
+          f"{of / 1e9:.1f} GFLOP; GEMM roofline {roof:.0f} GFLOP/s "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in gemm.items() if k != 'roofline')})")
+    hdr = (f"{'variant':34s} {'s/it':>6s} {'best':>6s} {'exec GF/s':>9s} {'%roof':>6s} "
+           f"{'paperGF/s':>9s} {'x keras':>7s} {'RSS GiB':>7s} {'compile s':>9s}")  # fmt: skip
+    print(hdr)
+    print("-" * len(hdr))
+    rows = [("cxraug step (XLA)", ours, of), ("cxraug step (no XLA)", noxla, of),
+            ("Keras-GAN train_on_batch loop", keras, pf)]  # fmt: skip
+    for label, r, fl in rows:
+        if r is None:
+            continue
+        s = r["s_per_it"]
+        print(f"{label:34s} {s:6.3f} {r['best']:6.3f} {fl / s / 1e9:9.1f} "
+              f"{100 * fl / s / 1e9 / roof:5.0f}% {pf / s / 1e9:9.1f} "
+              f"{keras['s_per_it'] / s:7.2f} {r['peak_rss_gib']:7.2f} {r['compile_s']:9.1f}")
+    print(f"Keras loop check (D trains in its step, frozen in the G step): "
+          f"{'ok' if keras['d_trains_and_freezes'] else 'FAILED'}")
+    print(f"generate 1,020 images (224 px, PNG writes, checkpoint load): {gen['s_1020']:.2f} s, "
+          f"peak RSS {gen['peak_rss_gib']:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

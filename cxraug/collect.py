@@ -1,0 +1,366 @@
+"""`cxraug collect`: record the images of local dataset copies in the workspace manifest.
+
+Nothing is copied: each manifest row points at the file where it lies. Pipeline:
+    sources.list_source (metadata/folder rules) -> inspect every file in 2 processes (sha256,
+    size, full decode check, 256-bit difference hash) -> exact duplicates -> near-duplicates
+    (reported, not removed) -> train/test split by patient group -> merge user edits -> write.
+
+Split groups are connected components linking rows that share a patient id, a file (metadata
+rows naming the same file), exact bytes, or a near-duplicate image: whatever could leak one
+patient's image from the training set into the test set ends up on one side.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from cxraug.errors import InputError, vassert
+from cxraug.fsutil import atomic_write_json, atomic_write_text
+from cxraug.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.manifest import LABELS, Manifest, Record, crop_box_problem, parse_manifest_text
+from cxraug.sources import Candidate, FileCheck, inspect_files, list_source, parse_source
+from cxraug.ui import warn
+from cxraug.workspace import Workspace
+
+CONFIG_NAME = "collect-config.json"
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    test_fraction: float = 0.2  # share of each class's images put in `test`, by patient group
+    seed: int = 0  # drives the split (np.random.default_rng)
+    workers: int = 2  # processes that hash and decode files
+    near_dup_bits: int = 14  # 256-bit dHash distance at or under which two images are reported
+    fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    force: bool = False  # rebuild an existing manifest (keeping user edits of surviving ids)
+    show_progress: bool = True
+
+
+def _to_record(c: Candidate, chk: FileCheck, ws: Workspace) -> Record:
+    notes = list(c.notes)
+    status, reason = c.status, c.reason
+    if chk.error:
+        if status == "ok":
+            status, reason = "error", chk.error
+        else:
+            notes.append(f"file also unusable: {chk.error}")
+    try:  # stored relative when the data lies inside the workspace, else absolute
+        path = c.path.relative_to(ws.root).as_posix()
+    except ValueError:
+        path = str(c.path)
+    return Record(
+        id=c.id, path=path, label=c.label, status=status, reason=reason, source=c.source,
+        source_path=c.source_path, patient_id=c.patient_id, view=c.view, license=c.license,
+        sha256=chk.sha256, width=chk.width, height=chk.height, note="; ".join(notes),
+    )  # fmt: skip
+
+
+def _add_note(r: Record, note: str) -> None:
+    r.note = f"{r.note}; {note}" if r.note else note
+
+
+def mark_exact_duplicates(records: list[Record]) -> int:
+    """The first usable row of each sha256 stays ok, later usable copies become `duplicate`."""
+    first: dict[str, Record] = {}
+    n = 0
+    for r in records:
+        if not r.sha256 or r.status != "ok":
+            continue
+        keep = first.setdefault(r.sha256, r)
+        if keep is not r:
+            reason = f"duplicate of {keep.id}"
+            if keep.label != r.label:
+                reason += f" (labelled {keep.label} there, {r.label} here)"
+                _add_note(keep, f"same file labelled {r.label} in {r.id}")
+            r.set_status("duplicate", reason)
+            n += 1
+    return n
+
+
+def near_duplicate_pairs(
+    hashes: np.ndarray, max_bits: int, block: int = 512
+) -> list[tuple[int, int, int]]:
+    """(i, j, distance) with i < j for rows of `hashes` ((N, 32) uint8) within max_bits."""
+    h = hashes.view(">u8")  # (N, 4) 64-bit words
+    out: list[tuple[int, int, int]] = []
+    for s in range(0, len(h), block):
+        d = np.zeros((min(block, len(h) - s), len(h)), np.int32)  # (B, N) Hamming distances
+        for k in range(h.shape[1]):
+            d += np.bitwise_count(h[s : s + block, k, None] ^ h[None, :, k])
+        for i, j in zip(*np.nonzero(d <= max_bits), strict=True):
+            if s + i < j:
+                out.append((int(s + i), int(j), int(d[i, j])))
+    return out
+
+
+class _Groups:
+    """Union-find over row indices."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int, max_size: int | None = None) -> bool:
+        a, b = self.find(i), self.find(j)
+        if a == b or (max_size is not None and self.size[a] + self.size[b] > max_size):
+            return a == b
+        self.parent[a] = b
+        self.size[b] += self.size[a]
+        return True
+
+    def link_equal(self, keys: Iterable[str]) -> None:
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k:
+                self.union(i, first.setdefault(k, i))
+
+
+def assign_splits(records: list[Record], pairs: Iterable[tuple[int, int]], test_fraction: float,
+                  seed: int) -> list[tuple[int, int]]:  # fmt: skip
+    """Set `split` on ok rows, by patient group, stratified by class; clear it on other rows.
+
+    Per class, the groups are shuffled (seeded) and each is put in test while that brings the
+    test image count closer to round(fraction * images); the rest go to train. Near-duplicate
+    pairs join groups only up to max(20, 2% of rows) rows, so that a too-loose threshold cannot
+    glue the whole dataset into one group. Returns the pairs that could not be joined."""
+    g = _Groups(len(records))
+    g.link_equal(r.patient_id for r in records)
+    g.link_equal(r.sha256 for r in records)
+    g.link_equal(r.path for r in records)
+    cap = max(20, len(records) // 50)
+    unjoined = [(i, j) for i, j in pairs if not g.union(i, j, max_size=cap)]
+    members: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        r.split = ""
+        if r.status == "ok":
+            members.setdefault(g.find(i), []).append(i)
+    groups = sorted(members.values(), key=lambda m: min(records[i].id for i in m))
+    for k, label in enumerate(LABELS):
+        # a group's class is its majority (ties: the scarce covid class)
+        mine = [m for m in groups
+                if max(LABELS, key=lambda lb: (sum(records[i].label == lb for i in m),
+                                               LABELS.index(lb))) == label]  # fmt: skip
+        target = round(test_fraction * sum(len(m) for m in mine))
+        rng = np.random.default_rng([seed, k])  # one stream per class: classes independent
+        n_test = 0
+        for gi in rng.permutation(len(mine)):
+            m = mine[gi]
+            to_test = n_test < target and abs(n_test + len(m) - target) <= abs(target - n_test)
+            n_test += len(m) if to_test else 0
+            for i in m:
+                records[i].split = "test" if to_test else "train"
+    return unjoined
+
+
+@dataclass
+class MergeInfo:
+    """What a `--force` rebuild carried over from the manifest it replaced."""
+
+    backup: str = ""
+    kept_crops: int = 0
+    dropped_crops: list[str] = field(default_factory=list)
+    kept_synthetic: int = 0
+    kept_extra_columns: list[str] = field(default_factory=list)
+    dropped_rows: list[str] = field(default_factory=list)
+
+
+def merge_previous(records: list[Record], old: Manifest) -> tuple[list[Record], MergeInfo]:
+    """Keep user edits of surviving ids (crop box, extra columns) and all synthetic rows."""
+    info = MergeInfo(kept_extra_columns=list(old.extra_columns))
+    new_by_id = {r.id: r for r in records}
+    out = list(records)
+    for o in old:
+        n = new_by_id.get(o.id)
+        if o.synthetic and n is None:
+            out.append(o)
+            info.kept_synthetic += 1
+        elif n is None:
+            info.dropped_rows.append(o.id)
+            continue
+        else:
+            n.extra = dict(o.extra)
+            if o.crop is not None:
+                problem = crop_box_problem(o.crop, n.width, n.height)
+                if problem:
+                    info.dropped_crops.append(f"{o.id}: {problem}")
+                    _add_note(n, f"previous crop box dropped: {problem}")
+                else:
+                    n.crop = o.crop
+                    info.kept_crops += 1
+    return out, info
+
+
+@dataclass
+class CollectResult:
+    manifest_path: Path
+    config_path: Path
+    table: list[tuple[str, str, str, int]]  # (source, label, status, rows)
+    splits: dict[str, dict[str, int]]  # label -> {"train", "test", "train_patients", ...}
+    exact_duplicates: int
+    near_duplicates: list[tuple[str, str, int]]  # (id, id, dHash bits)
+    skipped_files: dict[str, int]  # source -> non-image files ignored
+    errors: list[tuple[str, str]]  # (id, reason) of rows with status error
+    merge: MergeInfo | None = None
+
+    @property
+    def n_errors(self) -> int:
+        return len(self.errors)
+
+    def status_counts(self) -> dict[str, int]:
+        c: Counter[str] = Counter()
+        for _, _, status, n in self.table:
+            c[status] += n
+        return dict(c)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "manifest": str(self.manifest_path), "config": str(self.config_path),
+            "status_counts": self.status_counts(),
+            "rows": [dict(source=s, label=lb, status=st, count=n) for s, lb, st, n in self.table],
+            "splits": self.splits, "exact_duplicates": self.exact_duplicates,
+            "near_duplicate_pairs": [dict(a=a, b=b, bits=d) for a, b, d in self.near_duplicates],
+            "skipped_files": self.skipped_files,
+            "errors": [dict(id=i, reason=r) for i, r in self.errors],
+            "merge": asdict(self.merge) if self.merge else None,
+        }  # fmt: skip
+
+
+def _split_counts(records: list[Record]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for label in LABELS:
+        d: dict[str, int] = {}
+        for split in ("train", "test"):
+            rows = [r for r in records if r.status == "ok" and r.label == label
+                    and r.split == split and not r.synthetic]  # fmt: skip
+            d[split] = len(rows)
+            d[f"{split}_patients"] = len({r.patient_id or r.id for r in rows})
+        out[label] = d
+    return out
+
+
+def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int]]) -> None:
+    per_row: dict[int, list[str]] = {}
+    for i, j, d in pairs:
+        per_row.setdefault(i, []).append(f"{records[j].id} ({d}/256 bits)")
+        per_row.setdefault(j, []).append(f"{records[i].id} ({d}/256 bits)")
+    for i, others in per_row.items():
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        _add_note(records[i], "near-duplicate of " + ", ".join(others[:3]) + more)
+
+
+def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
+    """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied)."""
+    vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
+    vassert(0.0 <= config.test_fraction < 1.0,
+            f"--test-fraction {config.test_fraction} must be in [0, 1), e.g. 0.2")  # fmt: skip
+    vassert(config.workers >= 1, f"--workers {config.workers} must be at least 1")
+    vassert(0 <= config.near_dup_bits <= 256, "near_dup_bits must be in [0, 256]")
+    specs = [parse_source(s) for s in sources]
+    names = Counter(s.name for s in specs)
+    clash = sorted(n for n, k in names.items() if k > 1)
+    vassert(not clash, f"two sources are named {', '.join(clash)}; name them apart with "
+                       "NAME=, e.g. nih=folder:/data/nih kaggle=folder:/data/kaggle")  # fmt: skip
+    old_text = ""
+    if workspace.manifest_path.exists():
+        vassert(config.force, f"{workspace.manifest_path} already exists; re-run with --force "
+                "to rebuild it (crop boxes, extra columns and synthetic rows of ids that still "
+                "exist are kept; the old file is saved as manifest.csv.bak)")  # fmt: skip
+        old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
+    listings = [list_source(s) for s in specs]
+    cands = [c for listing in listings for c in listing.candidates]
+    checks = inspect_files([c.path for c in cands], workers=config.workers,
+                           fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
+                           show_progress=config.show_progress)  # fmt: skip
+    records = [_to_record(c, chk, workspace) for c, chk in zip(cands, checks, strict=True)]
+    n_dup = mark_exact_duplicates(records)
+    ok = [i for i, r in enumerate(records) if r.status == "ok"]
+    hashes = np.array([np.frombuffer(checks[i].dhash, np.uint8) for i in ok], np.uint8)
+    local = near_duplicate_pairs(hashes.reshape(-1, 32), config.near_dup_bits)
+    pairs = [(ok[i], ok[j], d) for i, j, d in local]
+    _note_near_duplicates(records, pairs)
+    unjoined = assign_splits(records, [(i, j) for i, j, _ in pairs], config.test_fraction,
+                             config.seed)  # fmt: skip
+    if unjoined:
+        warn(f"{len(unjoined)} near-duplicate pair(s) were not kept in one split (their groups "
+             "grew too large): is --near-dup-bits too loose for these images?")  # fmt: skip
+    merge: MergeInfo | None = None
+    extra_columns: list[str] = []
+    if old_text:
+        try:
+            old = parse_manifest_text(old_text, workspace.manifest_path.name)
+            records, merge = merge_previous(records, old)
+            extra_columns = merge.kept_extra_columns
+        except InputError as e:
+            warn(f"the existing manifest could not be read, so nothing was merged from it: {e}")
+            merge = MergeInfo()
+        merge.backup = str(workspace.manifest_path) + ".bak"
+        atomic_write_text(Path(merge.backup), old_text)
+    manifest = Manifest(records, extra_columns)
+    workspace.save_manifest(manifest)
+    table = Counter((r.source, r.label or "-", r.status) for r in records)
+    result = CollectResult(
+        manifest_path=workspace.manifest_path, config_path=workspace.root / CONFIG_NAME,
+        table=sorted((s, lb, st, n) for (s, lb, st), n in table.items()),
+        splits=_split_counts(records), exact_duplicates=n_dup,
+        near_duplicates=[(records[i].id, records[j].id, d) for i, j, d in pairs],
+        skipped_files={lst.spec.name: len(lst.skipped) for lst in listings if lst.skipped},
+        errors=[(r.id, r.reason) for r in records if r.status == "error"], merge=merge,
+    )  # fmt: skip
+    for label, d in result.splits.items():
+        if d["train"] and not d["test"] and config.test_fraction > 0:
+            warn(f"class {label}: all {d['train']} usable images are in train; too few patient "
+                 f"groups for a {config.test_fraction} test split")  # fmt: skip
+    atomic_write_json(result.config_path, {
+        "config": asdict(config), "sources": [f"{s.name}={s.scheme}:{s.root}" for s in specs],
+        "summary": result.to_json(),
+    })  # fmt: skip
+    return result
+
+
+def summary_tables(result: CollectResult) -> list[Table]:
+    """Rich tables for the terminal: rows per source x class x status, then the split."""
+    t = Table(title="collect summary")
+    for col in ("source", "class", "status", "rows"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    for s, lb, st, n in result.table:
+        style = {"error": "red", "duplicate": "yellow", "excluded": "dim"}.get(st, "")
+        t.add_row(s, lb, st, str(n), style=style)
+    sp = Table(title="split by patient")
+    for col in ("class", "train", "test", "train patients", "test patients"):
+        sp.add_column(col, justify="left" if col == "class" else "right")
+    for lb, d in result.splits.items():
+        sp.add_row(lb, *(str(d[k]) for k in ("train", "test", "train_patients", "test_patients")))
+    return [t, sp]
+
+
+def summary_lines(result: CollectResult, max_errors: int = 10) -> list[str]:
+    """Plain-text facts to show under the tables (duplicates, skipped files, merge, errors)."""
+    lines = [f"manifest: {result.manifest_path} ({sum(n for *_, n in result.table)} rows)",
+             f"exact duplicates: {result.exact_duplicates} (status duplicate); near-duplicate "
+             f"pairs: {len(result.near_duplicates)} (reported in the note column, kept)"]
+    for src, n in result.skipped_files.items():
+        lines.append(f"{src}: ignored {n} file(s) without an image name")
+    m = result.merge
+    if m is not None:
+        lines.append(f"merged previous manifest (saved as {m.backup}): kept {m.kept_crops} crop "
+                     f"box(es), {m.kept_synthetic} synthetic row(s), extra columns "
+                     f"{m.kept_extra_columns or 'none'}; dropped {len(m.dropped_rows)} row(s) "
+                     f"whose file is gone, {len(m.dropped_crops)} invalid crop box(es)")
+    for rid, reason in result.errors[:max_errors]:
+        lines.append(f"error: {rid}: {reason}")
+    if result.n_errors > max_errors:
+        lines.append(f"... and {result.n_errors - max_errors} more rows with status error")
+    return lines

@@ -1,0 +1,352 @@
+"""`cxraug filter`: a reproducible, explained keep/reject decision for every synthetic image.
+
+The paper removed "noisy" synthetic images by eye; this stage replaces that with checks whose
+thresholds are calibrated on the REAL TRAINING images of the same class (cxraug.decide).
+
+    filter_synthetic(ws, config, label=...)   manifest rows -> statuses, reasons, notes, sheet
+    filter_folder(ws, folder, config, ...)    a folder of PNGs -> report only (CSV optional)
+
+Every synthetic row of the class (status ok, rejected or error) is re-evaluated on each run,
+so the same inputs and options always give the same statuses; real rows are never touched.
+An image file that cannot be read is rejected as "unreadable: <why>".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from cxraug.dataset import load_dataset
+from cxraug.decide import Decision, Evaluation, FilterConfig, decide, evaluate
+from cxraug.errors import ImageError, InputError
+from cxraug.filter_sheet import write_sheet
+from cxraug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cxraug.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
+from cxraug.manifest import LABELS, Record
+from cxraug.quality import SCORE_NAMES
+from cxraug.ui import progress, warn
+from cxraug.workspace import Workspace
+
+__all__ = [
+    "Decision",
+    "FilterConfig",
+    "FilterResult",
+    "decide",
+    "evaluate",
+    "filter_folder",
+    "filter_synthetic",
+    "load_reference",
+    "summary_table",
+]
+
+REEVALUATED_STATUSES = ("ok", "rejected", "error")
+
+
+@dataclass
+class FilterResult:
+    label: str
+    decisions: list[Decision]
+    evaluation: Evaluation | None
+    n_real: int
+    sheet_path: Path | None = None
+    config_path: Path | None = None
+    report_path: Path | None = None
+    moved: int = 0
+    move_failures: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return sum(d.kept for d in self.decisions)
+
+    def by_reason(self) -> dict[str, int]:
+        """Rejected images counted by their primary (first) reason."""
+        return dict(sorted(Counter(d.primary for d in self.decisions if not d.kept).items()))
+
+    def to_json(self) -> dict[str, object]:
+        ev = self.evaluation
+        return {
+            "class": self.label,
+            "n_synthetic": len(self.decisions),
+            "n_real": self.n_real,
+            "kept": self.kept,
+            "rejected": len(self.decisions) - self.kept,
+            "rejected_by_reason": self.by_reason(),
+            "thresholds": ev.thresholds if ev else {},
+            "sheet": str(self.sheet_path) if self.sheet_path else None,
+            "config": str(self.config_path) if self.config_path else None,
+            "report": str(self.report_path) if self.report_path else None,
+            "moved": self.moved,
+            "move_failures": self.move_failures,
+            "decisions": [
+                {
+                    "id": d.id,
+                    "status": "ok" if d.kept else "rejected",
+                    "reason": d.reason,
+                    "scores": d.scores,
+                }
+                for d in self.decisions
+            ],
+        }
+
+
+def load_reference(ws: Workspace, label: str, config: FilterConfig) -> tuple[np.ndarray, list[str]]:
+    """The real TRAINING images of `label` as saved pixels: (M, H, W) uint8 and their ids."""
+    if label not in LABELS:
+        raise InputError(f"unknown class {label!r}; use one of {', '.join(LABELS)}")
+    ds = load_dataset(ws.dataset_path).subset(split="train", label=label)
+    if len(ds) < config.min_real:
+        raise InputError(
+            f"{ws.dataset_path} holds {len(ds)} real {label} training image(s); the filter "
+            f"needs at least {config.min_real} to calibrate its thresholds. Collect more real "
+            f"{label} images and re-run `cxraug preprocess`"
+        )
+    return to_uint8(ds.images), [str(i) for i in ds.ids]
+
+
+def _read_images(
+    paths: list[Path], size: tuple[int, int]
+) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+    """Read every file; returns (readable indices, their (H, W) uint8 pixels, {index: why not})."""
+    ok_idx: list[int] = []
+    imgs: list[np.ndarray] = []
+    bad: dict[int, str] = {}
+    with progress() as bar:
+        task = bar.add_task("reading synthetic images", total=len(paths))
+        for i, p in enumerate(paths):
+            try:
+                img = read_gray_u8(p)
+            except ImageError as e:
+                bad[i] = f"unreadable: {e.reason}"
+            else:
+                if img.shape != size:
+                    raise InputError(
+                        f"{p} is {img.shape[1]}x{img.shape[0]} but the real training images are "
+                        f"{size[1]}x{size[0]}; filter compares images at the processed size "
+                        "(a resize would change the noise scores), so generate with a model "
+                        "trained on this dataset or re-run `cxraug preprocess` at that size"
+                    )
+                ok_idx.append(i)
+                imgs.append(img)
+            bar.advance(task)
+    return ok_idx, imgs, bad
+
+
+def _judge(
+    ids: list[str], paths: list[Path], real: np.ndarray, real_ids: list[str], config: FilterConfig
+) -> tuple[list[Decision], Evaluation]:
+    ok_idx, imgs, bad = _read_images(paths, (real.shape[1], real.shape[2]))
+    stack = np.stack(imgs) if imgs else np.zeros((0, *real.shape[1:]), np.uint8)
+    ev = evaluate(stack, real, [ids[i] for i in ok_idx], real_ids, config)
+    by_index = dict(zip(ok_idx, ev.decisions, strict=True))
+    decisions = [
+        by_index[i] if i in by_index else Decision(ids[i], False, ("unreadable",), (bad[i],))
+        for i in range(len(ids))
+    ]
+    return decisions, ev
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b) or read_bytes(a) == read_bytes(b)
+    except (OSError, ImageError):
+        return False
+
+
+def _move_files(
+    ws: Workspace, moves: list[tuple[Record, Path, Path]]
+) -> tuple[list[Path], list[str]]:
+    """Phase 1 of a move: give each file its new name too (hard link, or copy) and point its
+    record there. The caller saves the manifest, then unlinks the old names (phase 3), so at
+    every moment the manifest names a file that exists."""
+    done: list[Path] = []
+    failures: list[str] = []
+    for rec, src, dst in moves:
+        try:
+            if dst.exists():
+                if not _same_file(src, dst):
+                    raise FileExistsError(f"{dst} exists with different content; remove it")
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:  # no hard links here (other device, some filesystems)
+                    atomic_write_bytes(dst, read_bytes(src))
+        except (OSError, ImageError) as e:
+            failures.append(f"{rec.id}: not moved ({e})")
+            continue
+        rec.path = ws.relpath(dst)
+        done.append(src)
+    return done, failures
+
+
+def filter_synthetic(
+    ws: Workspace,
+    config: FilterConfig = FilterConfig(),
+    *,
+    label: str = "covid",
+    move_rejected: bool = False,
+    sheet: Path | None = None,
+    force: bool = False,
+) -> FilterResult:
+    """Judge every synthetic `label` row of the manifest and record the verdicts in it."""
+    manifest = ws.load_manifest()
+    if label not in LABELS:
+        raise InputError(f"unknown class {label!r}; use one of {', '.join(LABELS)}")
+    rows = sorted(
+        (
+            r
+            for r in manifest
+            if r.synthetic and r.label == label and r.status in REEVALUATED_STATUSES
+        ),
+        key=lambda r: r.id,
+    )
+    if not rows:
+        raise InputError(
+            f"no synthetic {label} rows in {ws.manifest_path}; run `cxraug generate --class "
+            f"{label}` first (or use --folder DIR to judge a folder of PNGs)"
+        )
+    sheet_path = _output_path(sheet, ws.synthetic_dir / label / "filter-sheet.png", force)
+    real, real_ids = load_reference(ws, label, config)
+    decisions, ev = _judge(
+        [r.id for r in rows], [r.resolve(ws.root) for r in rows], real, real_ids, config
+    )
+    for rec, d in zip(rows, decisions, strict=True):
+        rec.set_status("ok" if d.kept else "rejected", d.reason)
+        rec.note = d.note() if d.scores else ""
+
+    result = FilterResult(label, decisions, ev, len(real_ids))
+    thumbs = {r.id: r.resolve(ws.root) for r in rows}  # paths before any move, for the sheet
+    done: list[Path] = []
+    moves: list[tuple[Record, Path, Path]] = []
+    if move_rejected:
+        home = ws.synthetic_dir / label
+        for rec, d in zip(rows, decisions, strict=True):
+            src = rec.resolve(ws.root)
+            dst = (home / "rejected" / src.name) if not d.kept else (home / src.name)
+            in_rejected = src.parent.resolve() == (home / "rejected").resolve()
+            if d.primary != "unreadable" and (not d.kept) != in_rejected and src.is_file():
+                moves.append((rec, src, dst))
+        done, result.move_failures = _move_files(ws, moves)
+    try:
+        ws.save_manifest(manifest)
+    except BaseException:
+        for _rec, src, dst in moves:  # undo phase 1: old names remain
+            if src in done and dst.exists():
+                dst.unlink()
+        raise
+    for src in done:  # phase 3: the manifest now names the new files
+        try:
+            src.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            warn(f"moved but could not remove the old file {src}: {e}")
+    result.moved = len(done)
+    for f in result.move_failures:
+        warn(f)
+    _write_outputs(result, thumbs, config, sheet_path)
+    return result
+
+
+def filter_folder(
+    ws: Workspace,
+    folder: Path,
+    config: FilterConfig = FilterConfig(),
+    *,
+    label: str = "covid",
+    report: Path | None = None,
+    sheet: Path | None = None,
+    force: bool = False,
+) -> FilterResult:
+    """Judge a folder of images (not recursive) without touching the manifest; ids are the
+    file names. Writes the CSV report and the sheet only when asked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--folder {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and looks_like_image_name(p))
+    if not files:
+        raise InputError(f"no images (.png, .jpg, ...) in {folder}")
+    report_path = _output_path(report, None, force)
+    sheet_path = _output_path(sheet, None, force)
+    real, real_ids = load_reference(ws, label, config)
+    decisions, ev = _judge([p.name for p in files], files, real, real_ids, config)
+    result = FilterResult(label, decisions, ev, len(real_ids), report_path=report_path)
+    if report_path is not None:
+        atomic_write_text(report_path, _report_csv(decisions, files))
+    _write_outputs(result, {p.name: p for p in files}, config, sheet_path or report_path)
+    return result
+
+
+def _output_path(given: Path | None, default: Path | None, force: bool) -> Path | None:
+    """A user-named output must not overwrite an existing file without --force."""
+    if given is None:
+        return default
+    if Path(given).exists() and not force:
+        raise InputError(
+            f"{given} already exists; pass --force to overwrite it or choose another path"
+        )
+    return Path(given)
+
+
+def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real", "nearest_real"])
+    for d, p in zip(decisions, files, strict=True):
+        scores = [f"{d.scores[k]:.6g}" if k in d.scores else "" for k in (*SCORE_NAMES, "nn_real")]
+        w.writerow(
+            [d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores, d.nearest_real]
+        )
+    return buf.getvalue()
+
+
+def _write_outputs(
+    result: FilterResult, thumbs: dict[str, Path], config: FilterConfig, anchor: Path | None
+) -> None:
+    """Contact sheet (when `anchor` is a .png) and the resolved config + thresholds JSON."""
+    if anchor is None or result.evaluation is None:
+        return
+    if anchor.suffix.lower() == ".png":
+        write_sheet(anchor, result.decisions, thumbs, config)
+        result.sheet_path = anchor
+    result.config_path = anchor.with_name(anchor.stem + ".config.json")
+    payload = {
+        "class": result.label,
+        "n_real": result.n_real,
+        "kept": result.kept,
+        "rejected": len(result.decisions) - result.kept,
+        "rejected_by_reason": result.by_reason(),
+        **result.evaluation.calibration_json(config),
+    }
+    atomic_write_json(result.config_path, payload)
+
+
+def summary_table(result: FilterResult) -> Table:
+    """Kept / rejected counts per primary reason, with the thresholds that decided them."""
+    n = len(result.decisions)
+    t = Table(
+        title=f"filter: {result.label}, {n} synthetic vs {result.n_real} real training images",
+        title_justify="left",
+    )
+    t.add_column("decision")
+    t.add_column("images", justify="right")
+    t.add_row("[green]kept[/green]", str(result.kept))
+    for key, count in result.by_reason().items():
+        t.add_row(f"[red]rejected: {key}[/red]", str(count))
+    if result.moved:
+        t.add_row("files moved", str(result.moved))
+    for label, p in (
+        ("sheet", result.sheet_path),
+        ("config", result.config_path),
+        ("report", result.report_path),
+    ):
+        if p is not None:
+            t.caption = (t.caption + "\n" if t.caption else "") + f"{label}: {p}"
+    return t

@@ -1,0 +1,313 @@
+"""`cxraug preprocess`: manifest rows -> processed/dataset.npz (+ processed/config.json).
+
+Per image (the paper's section "Resize Images" / "Image Cropping"):
+    decode (cxraug.images: any format/bit depth, EXIF orientation) -> gray float [0, 1]
+    -> manual crop box (original pixels, x1/y1 exclusive) -> resize to size x size
+    -> x * 2 - 1, so pixels lie in [-1, 1] (the generator ends in tanh).
+
+Resize policy: like the paper, the crop is resized straight to size x size, so its aspect
+ratio is NOT kept (a 4:3 chest becomes slightly narrower). `keep_aspect=True` instead scales the
+longest side to `size` and pads the rest with black (-1), centred. The filter is cv2.INTER_AREA
+(pixel-area averaging: no aliasing when shrinking) when both sides shrink, else INTER_CUBIC.
+
+Huge JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (DCT scaling) when the crop
+still has >= 2x the target size per side afterwards: the paper's 5623x4757 scans then cost a
+fraction of the time and memory, and INTER_AREA does the remaining reduction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rich.table import Table
+
+from cxraug import __version__
+from cxraug.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.crops import apply_crop_boxes, read_crop_boxes
+from cxraug.dataset import Dataset, save_dataset
+from cxraug.errors import ImageError, InputError, vassert
+from cxraug.fsutil import atomic_write_json, sha256_file
+from cxraug.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.loading import (
+    Box,
+    ImageTask,
+    LoadOptions,
+    load_image,
+    run_parallel,
+    tasks_for,
+    usable_rows,
+)
+from cxraug.manifest import LABELS, SPLITS, Record, label_index
+from cxraug.workspace import Workspace
+
+#: Config fields that change the output pixels: a dataset built with other values is stale.
+OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    size: int = 224  # output side in pixels (the paper: 224)
+    keep_aspect: bool = False  # False = stretch the crop to size x size, as the paper does
+    jpeg_reduce: bool = True  # decode big JPEGs at 1/2..1/8 scale when the crop stays >= 2*size
+    workers: int = 2  # processes (the machine has 2 cores); 1 = run in this process
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
+    verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(self.jpeg_reduce, self.max_megapixels, self.verify_sha256)
+
+
+# ---- the per-image maths ------------------------------------------------------------------
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    shrink = img.shape[1] >= w and img.shape[0] >= h
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def preprocess_image(
+    gray01: np.ndarray, crop: Box | None, size: int, keep_aspect: bool = False
+) -> np.ndarray:
+    """(H, W) float [0, 1] image -> (size, size) float32 in [-1, 1]; `crop` in its pixels."""
+    if gray01.ndim != 2:
+        raise ValueError(f"expected an (H, W) gray image, got shape {gray01.shape}")
+    H, W = gray01.shape
+    x0, y0, x1, y1 = crop if crop is not None else (0, 0, W, H)
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise ValueError(f"crop {crop} does not fit an image of {W}x{H}")
+    region = np.asarray(gray01[y0:y1, x0:x1], np.float32)  # (h, w)
+    h, w = region.shape
+    if keep_aspect:
+        s = size / max(h, w)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        out = np.zeros((size, size), np.float32)  # black padding = -1 after scaling
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[top : top + nh, left : left + nw] = _resize(region, nw, nh)
+    else:
+        out = _resize(region, size, size)  # (size, size)
+    # cubic overshoots a little at edges; clip before mapping [0, 1] -> [-1, 1]
+    return (np.clip(out, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
+
+
+@dataclass
+class _Done:
+    index: int
+    ok: bool = False  # the image was written to row `index` of the output file
+    reason: str = ""
+    reduced: int = 1
+    thumb: tuple[np.ndarray, Box | None] | None = None
+
+
+# Workers write their (S, S) results straight into a float32 file mapped by every process
+# (np.memmap), not back through a pipe: pickling ~340 MB of pixels cost more than a second.
+_OUTPUTS: dict[str, np.memmap] = {}
+
+
+def _output(path: str, shape: tuple[int, int, int]) -> np.memmap:
+    mm = _OUTPUTS.get(path)
+    if mm is None:
+        mm = _OUTPUTS[path] = np.memmap(path, np.float32, "r+", shape=shape)
+    return mm
+
+
+def _preprocess_one(
+    task: ImageTask, config: PreprocessConfig, out: str, shape: tuple[int, int, int], thumbs: bool
+) -> _Done:
+    try:
+        im = load_image(task, config.load_options(), config.size)
+    except ImageError as e:
+        return _Done(task.index, reason=e.reason)
+    _output(out, shape)[task.index] = preprocess_image(
+        im.gray, im.crop, config.size, config.keep_aspect
+    )
+    thumb = make_thumb(im.gray, im.crop) if thumbs else None
+    return _Done(task.index, True, reduced=im.reduced, thumb=thumb)
+
+
+def _run_images(
+    ws: Workspace, rows: list[Record], config: PreprocessConfig, thumbs: bool, show: bool
+) -> tuple[np.ndarray, list[_Done]]:
+    """Preprocess every row: ((N, S, S) float32 with garbage in failed rows, results)."""
+    shape = (len(rows), config.size, config.size)
+    ws.processed_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".images-", suffix=".f32", dir=ws.processed_dir)
+    os.close(fd)
+    try:
+        np.memmap(tmp, np.float32, "w+", shape=shape).flush()  # sized, zero-filled (sparse)
+        fn = partial(_preprocess_one, config=config, out=tmp, shape=shape, thumbs=thumbs)
+        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show)
+        _OUTPUTS.pop(tmp, None)  # in-process run: flushes when dropped
+        images = np.array(np.memmap(tmp, np.float32, "r", shape=shape))  # (N, S, S) in memory
+    finally:
+        _OUTPUTS.pop(tmp, None)
+        os.unlink(tmp)
+    return images, done
+
+
+# ---- preprocess ---------------------------------------------------------------------------
+
+
+@dataclass
+class PreprocessResult:
+    dataset_path: Path
+    config_path: Path
+    n_images: int
+    counts: dict[str, dict[str, int]]  # split -> label -> images
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    crop_boxes_applied: int = 0
+    reduced: int = 0  # images decoded with JPEG DCT scaling
+    seconds: float = 0.0
+    up_to_date: bool = False
+    contact_sheets: list[Path] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.n_images + len(self.errors)) / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            dataset_path=str(self.dataset_path),
+            config_path=str(self.config_path),
+            errors=[{"id": i, "reason": r} for i, r in self.errors],
+            contact_sheets=[str(p) for p in self.contact_sheets],
+            images_per_s=round(self.images_per_s, 2),
+            seconds=round(self.seconds, 3),
+        )
+        return d
+
+
+def _config_path(ws: Workspace) -> Path:
+    return ws.processed_dir / "config.json"
+
+
+def _check_existing(ws: Workspace, config: PreprocessConfig, force: bool) -> dict[str, Any] | None:
+    """The previous config.json when its dataset exists and may be reused; raises if it
+    was built with different output settings (unless force)."""
+    if force or not ws.dataset_path.exists():
+        return None
+    try:
+        old = json.loads(_config_path(ws).read_text(encoding="utf-8"))
+        old_cfg = {k: old["config"][k] for k in OUTPUT_FIELDS}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(
+            f"{ws.dataset_path} exists but {_config_path(ws)} is missing or "
+            "unreadable, so it cannot be checked; pass --force to rebuild it"
+        ) from None
+    new_cfg = {k: getattr(config, k) for k in OUTPUT_FIELDS}
+    if old_cfg != new_cfg:
+        diff = ", ".join(
+            f"{k} {old_cfg[k]} -> {new_cfg[k]}" for k in OUTPUT_FIELDS if old_cfg[k] != new_cfg[k]
+        )
+        raise InputError(
+            f"{ws.dataset_path} was built with other settings ({diff}); "
+            "pass --force to overwrite it"
+        )
+    return old
+
+
+def preprocess(
+    ws: Workspace,
+    config: PreprocessConfig,
+    crop_boxes: Path | None = None,
+    *,
+    force: bool = False,
+    contact_sheet: Path | None = None,
+    show_progress: bool = True,
+) -> PreprocessResult:
+    """Build processed/dataset.npz from the manifest's usable real rows.
+
+    Same output settings and an unchanged manifest -> nothing is rebuilt (`up_to_date`), unless
+    a contact sheet is asked for. Unreadable images become `error` rows in the manifest."""
+    vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
+    vassert(config.workers >= 1, "--workers must be at least 1")
+    old = _check_existing(ws, config, force)
+    manifest = ws.load_manifest()
+    applied = 0
+    if crop_boxes is not None:
+        applied = apply_crop_boxes(manifest, read_crop_boxes(crop_boxes, manifest, ws.root))
+        if applied:
+            ws.save_manifest(manifest)
+    rows = usable_rows(ws)
+    result = PreprocessResult(ws.dataset_path, _config_path(ws), 0, {}, crop_boxes_applied=applied)
+    if old is not None and contact_sheet is None:
+        if old.get("manifest_sha256") == sha256_file(ws.manifest_path):
+            result.n_images, result.counts = int(old["n_images"]), old["counts"]
+            result.up_to_date = True
+            return result
+
+    t0 = time.perf_counter()
+    images, done = _run_images(ws, rows, config, contact_sheet is not None, show_progress)
+    result.seconds = time.perf_counter() - t0
+
+    good = [d for d in done if d.ok]
+    result.errors = [(rows[d.index].id, d.reason) for d in done if not d.ok]
+    result.reduced = sum(d.reduced > 1 for d in good)
+    if result.errors:  # record them so the next stages (and the user) see why
+        manifest = ws.load_manifest()
+        by_id = manifest.by_id()
+        for rid, reason in result.errors:
+            by_id[rid].set_status("error", reason)
+        ws.save_manifest(manifest)
+    if contact_sheet is not None:
+        items = [SheetItem(rows[d.index].id, *d.thumb) for d in good if d.thumb is not None]
+        result.contact_sheets = render_contact_sheet(items, contact_sheet)
+    if not good:
+        raise InputError(
+            f"none of the {len(rows)} usable images could be read; their reasons "
+            f"are in {ws.manifest_path} (status error)"
+        )
+
+    sel = [rows[d.index] for d in good]
+    ds = Dataset(
+        images[[d.index for d in good]],  # (N, S, S)
+        np.array([label_index(r.label) for r in sel], np.int64),
+        np.array([r.id for r in sel]),
+        np.array([r.split for r in sel]),
+    )
+    result.n_images = len(ds)
+    result.counts = {
+        s: {c: int(((ds.splits == s) & (ds.labels == i)).sum()) for i, c in enumerate(LABELS)}
+        for s in SPLITS
+    }
+    _config_path(ws).unlink(missing_ok=True)  # a crash below must not leave a stale pairing
+    save_dataset(ws.dataset_path, ds)
+    atomic_write_json(
+        _config_path(ws),
+        {
+            "config": asdict(config),
+            "output_fields": list(OUTPUT_FIELDS),
+            "manifest_sha256": sha256_file(ws.manifest_path),
+            "dataset_sha256": sha256_file(ws.dataset_path),
+            "crop_boxes_file": str(crop_boxes) if crop_boxes else None,
+            "n_images": result.n_images,
+            "counts": result.counts,
+            "errors": [{"id": i, "reason": r} for i, r in result.errors],
+            "cxraug_version": __version__,
+        },
+    )
+    return result
+
+
+def summary_table(result: PreprocessResult) -> Table:
+    """Images per class x split (rich table for the terminal)."""
+    t = Table(title=f"{result.dataset_path}", show_footer=True)
+    t.add_column("split", footer="all")
+    for c in LABELS:
+        t.add_column(
+            c, justify="right", footer=str(sum(result.counts.get(s, {}).get(c, 0) for s in SPLITS))
+        )
+    t.add_column("all", justify="right", footer=str(result.n_images))
+    for s in SPLITS:
+        row = result.counts.get(s, {})
+        t.add_row(s, *(str(row.get(c, 0)) for c in LABELS), str(sum(row.values())))
+    return t

@@ -1,0 +1,206 @@
+"""`cxraug train`: run the paper's CGAN training loop on processed/dataset.npz.
+
+Each "epoch" of the paper is one ITERATION: one batch drawn at random with replacement. The
+loop runs the compiled step of cxraug.trainstep, checks the losses every iteration (NaN/Inf ->
+NumericError, exit 5, last good checkpoint untouched), logs, samples a fixed noise grid, and
+checkpoints every --checkpoint-interval iterations and on SIGINT/SIGTERM (then exit 130).
+`--resume` restores weights, optimizer slots, RNG state and iteration, so that an interrupted
+and resumed run follows the same trajectory as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import TextColumn
+
+from cxraug.checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
+from cxraug.dataset import load_dataset
+from cxraug.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError
+from cxraug.fsutil import atomic_write_text
+from cxraug.runlog import RunLog
+from cxraug.tf_setup import tf
+from cxraug.train_config import RESUMABLE_CHANGES, TrainConfig
+from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset
+from cxraug.ui import err, progress, warn
+from cxraug.workspace import Workspace
+
+
+class TrainingInterrupted(CxrError):
+    """SIGINT/SIGTERM: a checkpoint was saved, the run can be resumed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    checkpoint: Path | None
+    metrics: dict[str, float]
+    seconds: float
+    config: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "iteration": self.iteration,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "metrics": self.metrics, "seconds": round(self.seconds, 2)}  # fmt: skip
+
+
+def find_run(ws: Workspace, run: str) -> Path:
+    """A run given as a path, a name under WORKSPACE/runs, or a path relative to WORKSPACE."""
+    for cand in (Path(run), ws.runs_dir / run, ws.root / run):
+        if (cand / "config.json").is_file() or (cand / "checkpoints").is_dir():
+            return cand.resolve()
+    raise InputError(f"no training run {run!r} (looked in {ws.runs_dir}); give a run folder "
+                     "or a name listed under WORKSPACE/runs")  # fmt: skip
+
+
+def _resolve(ws: Workspace, overrides: dict[str, Any], name: str | None, resume: str | None,
+             force: bool) -> tuple[Path, TrainConfig, Any]:  # fmt: skip
+    if resume is not None:
+        run_dir = find_run(ws, resume)
+        latest = find_latest(run_dir)
+        if latest is None:
+            raise InputError(f"run {run_dir} has no usable checkpoint to resume from; "
+                             "start a new run (use --force to replace this one)")  # fmt: skip
+        ckpt = read_checkpoint(latest)
+        bad = [k for k, v in overrides.items()
+               if k not in RESUMABLE_CHANGES and getattr(ckpt.config, k) != v]  # fmt: skip
+        if bad:
+            raise InputError(f"cannot change {', '.join(sorted(bad))} when resuming (the run "
+                             f"was started with other values); start a new run instead")
+        ok = {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}
+        return run_dir, ckpt.config.replace(**ok), ckpt
+    run_name = name or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = ws.runs_dir / run_name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise InputError(f"run folder {run_dir} already exists; pass --resume {run_name} to "
+                             "continue it, --force to replace it, or choose another --name")
+        shutil.rmtree(run_dir)
+    return run_dir, TrainConfig(**overrides), None
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the iteration."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(
+    ws: Workspace,
+    overrides: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    resume: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    on_iteration: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) one run; `overrides` are TrainConfig fields given on the CLI."""
+    overrides = dict(overrides or {})
+    run_dir, cfg, ckpt = _resolve(ws, overrides, name, resume, force)
+    ds = load_dataset(ws.dataset_path).subset(split="train")
+    if len(ds) == 0:
+        raise InputError(f"{ws.dataset_path} has no train-split images; re-run `cxraug preprocess`")
+    if "image_size" in overrides and overrides["image_size"] != ds.image_size:
+        raise InputError(f"--image-size {overrides['image_size']} differs from the dataset's "
+                         f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")  # fmt: skip
+    if ckpt is None:
+        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
+    elif cfg.image_size != ds.image_size:
+        raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
+                         f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
+    if cfg.mixed_precision != "none" and not tf.config.list_physical_devices("GPU"):
+        warn("mixed precision on a CPU is usually slower than fp32")
+    atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+
+    state = build_state(cfg)
+    if ckpt is not None:
+        restore(state, ckpt)
+    images, labels = resident_dataset(ds.images, ds.labels)
+    step = make_step(state, images, labels)
+    log = RunLog(run_dir, cfg, resume_from=state.iteration)
+    wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
+    t0 = time.perf_counter()
+    last_ckpt = ckpt.path if ckpt is not None else None
+    metrics: dict[str, float] = {}
+    info = TextColumn("{task.fields[info]}")
+    try:
+        with _StopFlag() as stop, progress(info, disable=quiet) as bar:
+            task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
+            if state.iteration == 0:
+                log.sample(state.gen, 0)
+            while state.iteration < cfg.iterations:
+                sigma = cfg.noise_sigma(state.iteration)
+                ts = time.perf_counter()
+                metrics = step(sigma, sigma > 0)
+                dt = time.perf_counter() - ts
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise NumericError(
+                        f"non-finite loss at iteration {state.iteration + 1} "
+                        f"(d_loss={metrics['d_loss']}, g_loss={metrics['g_loss']}); stopped. "
+                        f"Last good checkpoint: {last_ckpt or 'none'}. Lower --lr, check the "
+                        "dataset for NaN pixels, or resume from that checkpoint"
+                    )
+                state.iteration += 1
+                it = state.iteration
+                log.record(it, metrics, 1.0 / dt, wall0 + time.perf_counter() - t0)
+                bar.update(task, completed=it, info=f"D {metrics['d_loss']:.3f} "
+                           f"G {metrics['g_loss']:.3f} {1.0 / dt:.2f} it/s")  # fmt: skip
+                if it % cfg.sample_interval == 0:
+                    log.sample(state.gen, it)
+                if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
+                    last_ckpt = _checkpoint(state, run_dir)
+                if on_iteration is not None:
+                    on_iteration(it)
+                if stop.signum is not None:
+                    if last_ckpt is None or not last_ckpt.name.endswith(f"{it:07d}.npz"):
+                        last_ckpt = _checkpoint(state, run_dir)
+                    raise TrainingInterrupted(
+                        f"training interrupted at iteration {it}; checkpoint saved to "
+                        f"{last_ckpt}. Continue with `cxraug train --resume {run_dir.name}`"
+                    )
+            if last_ckpt is None or not last_ckpt.name.endswith(f"{state.iteration:07d}.npz"):
+                last_ckpt = _checkpoint(state, run_dir)
+    finally:
+        if log.rows:
+            log.plot()
+        log.close()
+    if not quiet:
+        err.print(f"run {run_dir}: {state.iteration} iterations, checkpoint {last_ckpt}")
+    return TrainResult(run_dir, state.iteration, last_ckpt, metrics,
+                       time.perf_counter() - t0, cfg)  # fmt: skip
+
+
+def _checkpoint(state: Any, run_dir: Path) -> Path:
+    if not all_finite(state):
+        raise NumericError(f"weights became non-finite at iteration {state.iteration}; the "
+                           "last good checkpoint was kept. Lower --lr and resume")  # fmt: skip
+    return save_checkpoint(state, run_dir, state.cfg.keep_checkpoints)

@@ -1,0 +1,182 @@
+"""The compiled CGAN training step: explicit GradientTape, explicit variable lists.
+
+One iteration (batch B, images (H, W, 1)):
+    idx ~ U{0..N-1}^B (with replacement), z ~ N(0, I) (B, L), y = labels[idx]
+    fake = G([z, y], training)                               # (B, H, W, 1), the ONLY G pass
+    D step: logits = D([real + s*e_r ; fake + s*e_f], [y; y], groups=2)   # ONE pass, (2B,)
+            d_loss = mean BCE(1, logits[:B]) and BCE(0, logits[B:]); Adam update of D only
+    G step: D' = updated D on the SAME fake + s*e_f (same z, same labels, so the recorded
+            G forward pass equals a fresh one: reusing it changes nothing but the cost)
+            g_loss = mean BCE(1, D'(fake)); Adam update of G only
+Fake labels are the real batch's labels, so D cannot learn the class prior (pitfalls #3).
+`s` is the annealed instance-noise sigma. BatchNorm in D normalises the real and fake halves
+separately (GroupBatchNorm, groups=2): exactly what two separate D passes would compute.
+Every random number comes from one tf.random.Generator seeded by --seed, in-graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from cxraug.errors import InputError
+from cxraug.models import Discriminator, Generator, build_models, dropout_layers
+from cxraug.tf_setup import tf
+from cxraug.train_config import TrainConfig
+
+METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
+
+
+def make_strategy(name: str) -> Any:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()  # all local GPUs (or logical devices)
+    if name == "multiworker":  # cluster layout from the TF_CONFIG environment variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _make_optimizer(cfg: TrainConfig, name: str) -> Any:
+    opt = keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name=name)
+    if cfg.mixed_precision == "fp16":  # fp16 gradients underflow without loss scaling
+        opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_ls")
+    return opt
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds: networks, both optimizers, the RNG and the iteration."""
+
+    cfg: TrainConfig
+    strategy: Any
+    gen: Generator
+    disc: Discriminator
+    g_opt: Any
+    d_opt: Any
+    rng: Any  # tf.random.Generator
+    iteration: int = 0
+    _steps: dict[bool, Callable[..., Any]] = field(default_factory=dict)
+
+
+def build_state(cfg: TrainConfig, strategy: Any | None = None) -> TrainState:
+    strategy = strategy if strategy is not None else make_strategy(cfg.strategy)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        raise InputError(f"batch size {cfg.batch_size} does not split over "
+                         f"{strategy.num_replicas_in_sync} replicas; use a multiple of it")
+    with strategy.scope():
+        gen, disc = build_models(cfg)
+        g_opt, d_opt = _make_optimizer(cfg, "g_adam"), _make_optimizer(cfg, "d_adam")
+        g_opt.build(gen.trainable_variables)  # create the slots now: checkpoints hold them
+        d_opt.build(disc.trainable_variables)
+    # Outside the scope: one generator, used in cross-replica context only.
+    rng = tf.random.Generator.from_seed(cfg.seed, alg="philox")
+    return TrainState(cfg, strategy, gen, disc, g_opt, d_opt, rng)
+
+
+def _bce_sum(target: float, logits: Any) -> Any:
+    t = tf.fill(tf.shape(logits), target)
+    return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(t, logits))
+
+
+def _grads(opt: Any, tape: Any, loss: Any, variables: list[Any]) -> list[Any]:
+    if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+        return tape.gradient(opt.scale_loss(loss), variables)  # apply() unscales
+    return tape.gradient(loss, variables)
+
+
+def make_step(
+    state: TrainState, images: Any, labels: Any
+) -> Callable[[float, bool], dict[str, float]]:
+    """A function (sigma, noisy) -> metrics that runs one compiled iteration in place.
+
+    `images` (N, H, W) float32 and `labels` (N,) int32 are tf.Variables resident in memory.
+    Two graphs are traced at most: with instance noise (sigma > 0) and without.
+    """
+    cfg, st = state.cfg, state.strategy
+    gen, disc, rng = state.gen, state.disc, state.rng
+    b_glob = cfg.batch_size
+    b = b_glob // st.num_replicas_in_sync
+    s = cfg.image_size
+    n_drop = len(dropout_layers(cfg))
+    drop_w = [cfg.d_widths[i] for i in dropout_layers(cfg)]
+    n_images = int(images.shape[0])
+
+    def replica_step(idx: Any, z: Any, e_real: Any, e_fake: Any, u_d: Any, u_g: Any,
+                     sigma: Any) -> dict[str, Any]:  # fmt: skip
+        r = tf.distribute.get_replica_context().replica_id_in_sync_group
+        lo = r * b  # this replica's slice of the global batch
+        idx, z = idx[lo : lo + b], z[lo : lo + b]
+        real = tf.gather(images, idx)[..., None]  # (b, H, W, 1)
+        y = tf.gather(labels, idx)  # (b,) fakes get the real batch's labels
+        with tf.GradientTape() as g_tape:
+            fake = gen([z, y], training=True)  # (b, H, W, 1)
+            fake_in = fake if e_fake is None else fake + sigma * e_fake[lo : lo + b]
+            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                real_in = real if e_real is None else real + sigma * e_real[lo : lo + b]
+                x = tf.concat([real_in, fake_in], 0)  # (2b, H, W, 1)
+                ud = [tf.concat([u[lo : lo + b], u[b_glob + lo : b_glob + lo + b]], 0)
+                      for u in u_d]  # fmt: skip
+                logits = disc([x, tf.concat([y, y], 0)], training=True, groups=2, dropout_u=ud)
+                d_sum = _bce_sum(1.0, logits[:b]) + _bce_sum(0.0, logits[b:])
+                d_loss = d_sum / (2.0 * b_glob)  # global mean: replica gradients are summed
+            d_vars = disc.trainable_variables
+            state.d_opt.apply_gradients(zip(_grads(state.d_opt, d_tape, d_loss, d_vars),
+                                            d_vars, strict=True))  # fmt: skip
+            # G step through the UPDATED D (control dependencies keep program order)
+            g_logits = disc([fake_in, y], training=True, groups=1,
+                            dropout_u=[u[lo : lo + b] for u in u_g])  # fmt: skip
+            g_sum = _bce_sum(1.0, g_logits)
+            g_loss = g_sum / float(b_glob)
+        g_vars = gen.trainable_variables
+        state.g_opt.apply_gradients(zip(_grads(state.g_opt, g_tape, g_loss, g_vars),
+                                        g_vars, strict=True))  # fmt: skip
+        f32 = tf.float32
+        return {
+            "d_sum": d_sum, "g_sum": g_sum,
+            "real_ok": tf.reduce_sum(tf.cast(logits[:b] > 0, f32)),
+            "fake_ok": tf.reduce_sum(tf.cast(logits[b:] < 0, f32)),
+        }  # fmt: skip
+
+    def step(sigma: Any, noisy: bool) -> dict[str, Any]:
+        # All randomness drawn here, in cross-replica context, for the GLOBAL batch:
+        # the result does not depend on the number of replicas.
+        idx = rng.uniform([b_glob], 0, n_images, dtype=tf.int64)
+        z = rng.normal([b_glob, cfg.latent_dim])
+        e_real = rng.normal([b_glob, s, s, 1]) if noisy else None
+        e_fake = rng.normal([b_glob, s, s, 1]) if noisy else None
+        u_d = [rng.uniform([2 * b_glob, w]) for w in drop_w]
+        u_g = [rng.uniform([b_glob, w]) for w in drop_w]
+        assert len(u_d) == n_drop
+        out = st.run(replica_step, args=(idx, z, e_real, e_fake, u_d, u_g, sigma))
+        tot = {k: st.reduce("SUM", v, axis=None) for k, v in out.items()}
+        return {
+            "d_loss": tot["d_sum"] / (2.0 * b_glob), "g_loss": tot["g_sum"] / float(b_glob),
+            "d_real_acc": tot["real_ok"] / b_glob, "d_fake_acc": tot["fake_ok"] / b_glob,
+        }  # fmt: skip
+
+    # XLA needs one device; tf.distribute over several replicas runs without it.
+    jit = bool(cfg.xla) and st.num_replicas_in_sync == 1 and cfg.strategy == "default"
+    compiled = tf.function(step, jit_compile=jit, reduce_retracing=False)
+
+    def run(sigma: float, noisy: bool) -> dict[str, float]:
+        out = compiled(tf.constant(sigma, tf.float32), bool(noisy))
+        return {k: float(v) for k, v in out.items()}
+
+    return run
+
+
+def resident_dataset(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
+    """The training images and labels as host-resident, non-trainable tf.Variables."""
+    with tf.device("/CPU:0"):
+        return (tf.Variable(images.astype(np.float32, copy=False), trainable=False),
+                tf.Variable(labels.astype(np.int32), trainable=False))  # fmt: skip
+
+
+def all_finite(state: TrainState) -> bool:
+    """True when every weight and optimizer slot is finite (checked before saving)."""
+    vs = state.gen.weights + state.disc.weights + state.g_opt.variables + state.d_opt.variables
+    return all(bool(np.isfinite(v.numpy()).all()) for v in vs
+               if "float" in str(v.dtype))  # fmt: skip

@@ -1,0 +1,142 @@
+"""`cxraug generate`: determinism, -n independence, manifest rows, --balance arithmetic,
+refusals and errors (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cxraug.checkpoint import find_latest
+from cxraug.cli import app
+from cxraug.fsutil import sha256_file
+from cxraug.generate import balance_count
+from cxraug.images import read_gray_u8
+from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.train import train
+from cxraug.workspace import Workspace
+
+from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir conftest)
+
+runner = CliRunner()
+
+
+def real_rows(normal: int, covid: int) -> list[Record]:
+    rows = [Record(id=f"n{i}", path=f"n{i}.png", label="normal", split="train")
+            for i in range(normal)]  # fmt: skip
+    rows += [Record(id=f"c{i}", path=f"c{i}.png", label="covid", split="train")
+             for i in range(covid)]  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = make_workspace(tmp_path_factory.mktemp("gen"))
+    write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
+    train(ws, {**TINY, "iterations": 2}, name="r1", quiet=True)
+    return ws
+
+
+def copy_ws(ws: Workspace, dst: Path) -> Workspace:
+    shutil.copytree(ws.root, dst)
+    return Workspace.at(dst)
+
+
+def gen(ws: Workspace, *args: str) -> object:
+    return runner.invoke(app, ["generate", "-w", str(ws.root), *args])
+
+
+def test_same_seed_same_bytes_and_image_i_independent_of_n(trained: Workspace,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    a, b = copy_ws(trained, tmp_path / "a"), copy_ws(trained, tmp_path / "b")
+    r = gen(a, "--class", "covid", "-n", "5", "--seed", "3", "--batch-size", "4")
+    assert r.exit_code == 0 and "wrote 5 covid image(s)" in r.output, r.output
+    r = gen(b, "--class", "covid", "-n", "7", "--seed", "3", "--batch-size", "4", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["count"] == 7
+    for i in range(5):
+        name = f"synthetic/covid/r1-s3-{i:06d}.png"
+        assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
+    # another batch size: same noise; pixels agree to within float rounding (<= 1 grey level)
+    c = copy_ws(trained, tmp_path / "c")
+    assert gen(c, "--class", "covid", "-n", "5", "--seed", "3", "--batch-size", "2").exit_code == 0
+    for i in range(5):
+        name = f"synthetic/covid/r1-s3-{i:06d}.png"
+        d = read_gray_u8(a.root / name).astype(int) - read_gray_u8(c.root / name).astype(int)
+        assert np.abs(d).max() <= 1
+    # another seed gives other images
+    assert gen(a, "--class", "covid", "-n", "1", "--seed", "4").exit_code == 0
+    assert (a.root / "synthetic/covid/r1-s4-000000.png").read_bytes() != (
+        a.root / "synthetic/covid/r1-s3-000000.png").read_bytes()  # fmt: skip
+
+
+def test_manifest_rows_and_config(trained: Workspace, tmp_path: Path) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    assert gen(ws, "--class", "covid", "-n", "3", "--seed", "1").exit_code == 0
+    m = read_manifest(ws.manifest_path)
+    rows = [r for r in m if r.synthetic]
+    ck = find_latest(ws.runs_dir / "r1")
+    assert ck is not None
+    assert [r.id for r in rows] == [f"synthetic/covid/r1-s1-{i:06d}" for i in range(3)]
+    for i, r in enumerate(rows):
+        assert (r.label, r.split, r.status, r.source) == ("covid", "train", "ok", "synthetic")
+        assert r.path == f"synthetic/covid/r1-s1-{i:06d}.png"
+        assert r.sha256 == sha256_file(ws.root / r.path)
+        assert (r.seed, r.noise_index, r.width, r.height) == (1, i, 16, 16)
+        assert r.run == "runs/r1" and r.checkpoint_sha256 == sha256_file(ck)
+    cfg = json.loads((ws.root / "synthetic/covid/generate-r1-s1.json").read_text())
+    assert cfg["n"] == 3 and cfg["train_config"]["image_size"] == 16
+    # again without --force: refused, nothing changed; with --force: rows stay unique
+    r = gen(ws, "--class", "covid", "-n", "3", "--seed", "1")
+    assert r.exit_code == 3 and "--force" in r.output
+    assert gen(ws, "--class", "covid", "-n", "3", "--seed", "1", "--force").exit_code == 0
+    assert len(read_manifest(ws.manifest_path)) == 14 + 3
+
+
+def test_balance_arithmetic() -> None:
+    rows = real_rows(10, 3)
+    rows.append(Record(id="t", path="t.png", label="covid", split="test"))  # test: not counted
+    rows.append(Record(id="x", path="x.png", label="covid", split="train", status="excluded"))
+    rows.append(Record(id="s", path="s.png", label="covid", split="train", synthetic=True))
+    assert balance_count(Manifest(rows), "covid") == 10 - (3 + 1)
+    assert balance_count(Manifest(rows), "normal") == 0
+
+
+def test_balance_cli(trained: Workspace, tmp_path: Path) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    r = gen(ws, "--class", "covid", "--balance", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["count"] == 6
+    r = gen(ws, "--class", "covid", "--balance", "--seed", "9")
+    assert r.exit_code == 0 and "nothing to generate" in r.output
+
+
+def test_errors(trained: Workspace, tmp_path: Path) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    r = gen(ws, "--class", "pneumonia", "-n", "1")
+    assert r.exit_code == 3 and "unknown class 'pneumonia'" in r.output
+    r = gen(ws, "--class", "covid", "-n", "1", "--run", "nope")
+    assert r.exit_code == 3 and "no training run 'nope'" in r.output
+    r = gen(ws, "--class", "covid")
+    assert r.exit_code == 2 and "--balance" in r.output
+    empty = Workspace.at(tmp_path / "empty")
+    empty.root.mkdir()
+    write_manifest(empty.manifest_path, Manifest(real_rows(1, 1)))
+    r = gen(empty, "--class", "covid", "-n", "1")
+    assert r.exit_code == 3 and "cxraug train" in r.output
+    # a checkpoint whose stored config does not match its arrays (e.g. another model version)
+    ck = find_latest(ws.runs_dir / "r1")
+    assert ck is not None
+    with np.load(ck) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["config"]["g_widths"] = [16, 24]  # same depth, other width
+    arrays["meta"] = np.array(json.dumps(meta))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    r = gen(ws, "--class", "covid", "-n", "1", "--checkpoint", str(bad))
+    assert r.exit_code == 3 and "does not match this model" in r.output, r.output
+    r = gen(ws, "--class", "covid", "-n", "1", "--checkpoint", str(tmp_path / "none.npz"))
+    assert r.exit_code == 3 and "does not exist" in r.output
