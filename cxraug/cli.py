@@ -201,8 +201,8 @@ def preprocess_command(
         else:
             show.print(summary_table(res))
             show.print(f"{res.n_images} images in {res.seconds:.1f} s ({res.images_per_s:.1f} "
-                       f"images/s, {res.reduced} JPEGs DCT-reduced); config: {res.config_path}",
-                       highlight=False)  # fmt: skip
+                       f"images/s, {res.reduced} JPEGs DCT-reduced) -> {res.dataset_path} "
+                       f"(settings: {res.config_path.name})", highlight=False)  # fmt: skip
         errors, sheets, payload = res.errors, res.contact_sheets, res.to_json()
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)
@@ -234,7 +234,8 @@ def _widths(text: str | None, what: str) -> tuple[int, ...] | None:
 
 
 def _d(value: object) -> str:
-    return f"[default: {','.join(map(str, value)) if isinstance(value, tuple) else value}]"
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return f"\\[default: {shown}]"  # escaped: rich markup would eat "[...]"
 
 
 @app.command("train")
@@ -242,10 +243,10 @@ def _d(value: object) -> str:
 def train_command(
     workspace: Path = workspace_option(),
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
-                                    "[default: a timestamp]."),
+                                    "\\[default: a timestamp]."),
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
         "runs/ or a run folder) from its latest checkpoint: same iteration, optimizer and "
-        "RNG state. Only --iterations, intervals and --xla may change."),
+        "RNG state. Only --iterations and the intervals may change."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     iterations: int | None = typer.Option(None, "--iterations", "--epochs", help="Training "
         "iterations. The paper's 'epochs' ARE iterations: each draws one random batch with "
@@ -284,7 +285,7 @@ def train_command(
     strategy: str | None = typer.Option(None, help="default | mirrored (all local GPUs) | "
         f"multiworker (TF_CONFIG). {_d(_TD.strategy)}"),
     image_size: int | None = typer.Option(None, help="Must equal the dataset's size "
-                                          "[default: the dataset's]."),
+                                          "\\[default: the dataset's]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
@@ -328,8 +329,8 @@ def generate_command(
     n: int | None = typer.Option(None, "-n", help="Number of images (or use --balance)."),
     balance: bool = typer.Option(False, "--balance", help="n = usable real train images of the "
         "majority class - usable train images (real + synthetic) of --class."),
-    run: str | None = typer.Option(None, help="Run name or folder [default: newest run]."),
-    checkpoint: str | None = typer.Option(None, help="Checkpoint file [default: the run's "
+    run: str | None = typer.Option(None, help="Run name or folder \\[default: newest run]."),
+    checkpoint: str | None = typer.Option(None, help="Checkpoint file \\[default: the run's "
                                           "latest]."),
     seed: int = typer.Option(_GD.seed, help="Noise seed: image i uses z from (seed, i)."),
     batch_size: int = typer.Option(_GD.batch_size, help="Images per generator batch."),
@@ -384,7 +385,9 @@ def filter_command(
     ),
     percentile_lo: float = typer.Option(_FLT.percentile_lo, help="Lower real percentile."),
     percentile_hi: float = typer.Option(_FLT.percentile_hi, help="Upper real percentile."),
-    margin: float = typer.Option(_FLT.margin, help="Widen [lo, hi] by this fraction per side."),
+    margin: float = typer.Option(
+        _FLT.margin, help="Widen the calibrated range by this fraction per side."
+    ),
     noise_max: float | None = typer.Option(None, help=f"Max noise ratio {_CAL}."),
     contrast_min: float | None = typer.Option(None, help=f"Min pixel std {_CAL}."),
     contrast_max: float | None = typer.Option(None, help=f"Max pixel std {_CAL}."),

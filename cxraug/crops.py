@@ -209,7 +209,7 @@ def _content_box(u8: np.ndarray) -> Box:
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
-MIN_BOX_SHARE = 0.35  # a body box smaller than this share of the content is not believed
+MIN_BOX_SHARE = 0.3  # a body box smaller than this share of the content is not believed
 
 
 def _bright_box(region: np.ndarray, thr: float) -> tuple[Box, float] | None:
@@ -238,11 +238,12 @@ def suggest_box(gray01: np.ndarray, pad: float = 0.05, work_side: int = 256) -> 
     """Guess the chest's bounding box in a (H, W) [0, 1] image; returns (box, note).
 
     Downscale to `work_side`, trim uniform borders (figure frames, padding), threshold the
-    blurred image at Otsu's level (bright = body), keep the large bright components without
-    thin strokes, take their bounding box and pad it by `pad` of its size. On low-contrast
-    images Otsu can split bone from soft tissue and keep only the mediastinum, so a box under
-    MIN_BOX_SHARE of the content is retried at half the threshold; failing that, the full
-    image is returned with a "fallback" note. A person reviews the result on a contact sheet.
+    blurred image at half Otsu's level (body vs. dark air around it), keep the large
+    components without thin strokes (letters, arrows), take their bounding box and pad it by
+    `pad` of its size. Half, not full Otsu: on portable AP films with a bright abdomen Otsu's
+    level keeps only the lower half and cuts the lung apices, and a too-large box is the
+    lesser harm. A box under MIN_BOX_SHARE of the content is retried at Otsu's level, then
+    the full image is returned with a "fallback" note. A person reviews the boxes on a sheet.
     """
     H, W = gray01.shape
     s = min(1.0, work_side / max(H, W))
@@ -255,7 +256,7 @@ def suggest_box(gray01: np.ndarray, pad: float = 0.05, work_side: int = 256) -> 
     otsu, _ = cv2.threshold(region, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     found: tuple[Box, float] | None = None
     how = ""
-    for thr, label in ((otsu, "bright body region"), (otsu / 2, "body region, half threshold")):
+    for thr, label in ((otsu / 2, "body region"), (otsu, "bright region")):
         found = _bright_box(region, thr)
         if found is not None and found[1] >= MIN_BOX_SHARE:
             how = label

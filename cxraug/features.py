@@ -14,6 +14,7 @@ numbers are comparable with each other, not with papers. The extractor name says
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,14 @@ class FeatureExtractor:
     embed: Embed
 
 
+def keras_module() -> Any:
+    """Keras, imported only after cxraug.tf_setup has set TensorFlow's environment (oneDNN on):
+    a plain `import keras` first would load TensorFlow without it."""
+    from cxraug.tf_setup import tf  # noqa: F401
+
+    return importlib.import_module("keras")
+
+
 def resize_to_inception(img_u8: np.ndarray, resize: str) -> np.ndarray:
     """(H, W) uint8 -> (299, 299) float32 in [0, 255] with the named filter."""
     if img_u8.dtype != np.uint8 or img_u8.ndim != 2:
@@ -79,8 +88,7 @@ def resize_to_inception(img_u8: np.ndarray, resize: str) -> np.ndarray:
 
 def prepare_batch(images_u8: list[np.ndarray], resize: str) -> np.ndarray:
     """List of (H, W) uint8 -> (B, 299, 299, 3) float32 in [-1, 1] (Inception's input)."""
-    from keras.applications.inception_v3 import preprocess_input
-
+    preprocess_input = keras_module().applications.inception_v3.preprocess_input
     gray = np.stack([resize_to_inception(im, resize) for im in images_u8])  # (B, 299, 299)
     rgb = np.repeat(gray[:, :, :, None], 3, axis=3)  # (B, 299, 299, 3): gray copied
     return np.asarray(preprocess_input(rgb), np.float32)
@@ -159,12 +167,10 @@ def hash_weights(path: Path) -> tuple[str, str]:
 
 
 def _inception(weights: str | None) -> Any:
-    from keras.applications import InceptionV3
-
-    from cxraug.tf_setup import tf  # noqa: F401  (sets oneDNN before Keras imports TF)
-
     shape = (INCEPTION_SIZE, INCEPTION_SIZE, 3)
-    return InceptionV3(include_top=False, weights=weights, pooling="avg", input_shape=shape)
+    return keras_module().applications.InceptionV3(
+        include_top=False, weights=weights, pooling="avg", input_shape=shape
+    )
 
 
 class _LazyNetwork:
@@ -180,8 +186,12 @@ class _LazyNetwork:
 
         if self._fn is None:
             model = self._build()
+            # autograph=False: a Keras model call needs no Python-to-graph conversion
             self._fn = tf.function(
-                lambda t: model(t, training=False), jit_compile=self._xla, reduce_retracing=True
+                lambda t: model(t, training=False),
+                jit_compile=self._xla,
+                reduce_retracing=True,
+                autograph=False,
             )
         return np.asarray(self._fn(tf.constant(x)))
 

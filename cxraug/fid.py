@@ -15,6 +15,7 @@ what was asked is recomputed with a warning, never reused.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,11 +83,11 @@ def set_features(
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    stored, f = json.loads(str(z["meta"])), z["features"].astype(np.float64)
+                    stored, f = json.loads(str(z["meta"])), np.asarray(z["features"], np.float64)
                     ok = (
                         stored == meta and list(z["keys"]) == s.keys and f.shape == (len(s), ex.dim)
                     )
-            except (OSError, KeyError, ValueError) as e:
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
                 ok, f = False, np.empty(0)
                 warn(f"feature cache {path} is unreadable ({e}); recomputing it")
             if ok:
@@ -104,10 +105,10 @@ def set_features(
         show_progress=show_progress,
     )
     if path is not None:
-        # float32 is what the network produced: storing it loses nothing
+        # float64 as computed: a cache hit gives bit-identical results
         atomic_save_npz(
             path,
-            features=f.astype(np.float32),
+            features=f,
             keys=np.asarray(s.keys, str),
             meta=np.asarray(json.dumps(meta, sort_keys=True)),
         )
@@ -198,8 +199,6 @@ def compute_fid(
             "upwards at small N; compare FIDs only at equal N (KID is unbiased)"
         )
     fd = metrics.fid_from_features(fr, ff, eps=config.eps)
-    if fd.max_imag > 0:
-        notes.append(f"dropped an imaginary part of up to {fd.max_imag:.2e} from sqrtm (round-off)")
     if fd.eps is not None:
         notes.append(f"sqrtm was singular: added eps={fd.eps} to both covariances")
     kid_ss, split_ss = np.random.SeedSequence(config.seed).spawn(2)
@@ -216,9 +215,10 @@ def compute_fid(
     if half >= 2:
         perm = np.random.default_rng(split_ss).permutation(len(real))
         try:
-            baseline = metrics.fid_from_features(
-                fr[perm[:half]], fr[perm[half : 2 * half]], eps=config.eps
-            ).value
+            bfd = metrics.fid_from_features(fr[perm[:half]], fr[perm[half : 2 * half]], config.eps)
+            baseline = bfd.value
+            if bfd.eps is not None:
+                notes.append(f"baseline sqrtm was singular: added eps={bfd.eps} to covariances")
         except NumericError as e:
             notes.append(f"real-vs-real baseline not computed: {e}")
     else:
@@ -309,12 +309,18 @@ def report_table(r: FidReport) -> Table:
     flag = "" if r.standard else "NOT a standard FID"
     title = f"FID report ({r.extractor})" + ("" if r.standard else f" — {flag}: untrained features")
     t = Table(title=title, title_justify="left")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_column("note")
+    t.add_column("metric", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
+    t.add_column("note", overflow="fold")
     kid = f"{r.kid_mean:.5f} ± {r.kid_std:.5f}"
+    # sqrtm round-off: the imaginary part dropped is said, not hidden (fid_imag_dropped in JSON)
+    dropped = (
+        f"; dropped sqrtm imag. part <= {r.fid_imag_dropped:.1e}" if r.fid_imag_dropped else ""
+    )
+    if r.fid_eps is not None:
+        dropped += f"; eps={r.fid_eps} added to covariances (singular sqrtm)"
     rows = [
-        ("FID", _fmt(r.fid), f"N_real={r.n_real}, N_fake={r.n_fake}"),
+        ("FID", _fmt(r.fid), f"N_real={r.n_real}, N_fake={r.n_fake}" + dropped),
         (
             "FID real-vs-real baseline",
             _fmt(r.baseline_fid),

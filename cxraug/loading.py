@@ -9,6 +9,8 @@ over worker processes in chunks, with a progress bar on stderr.
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -133,36 +135,52 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """fork when it is safe, else spawn. A forked worker starts at once with everything this
+    process imported (a spawned one re-imports numpy, OpenCV and the CLI: ~0.5-1 CPU-second
+    each, a large share of a ~5 CPU-second job), but forking while other threads run can copy
+    a held lock into the child: only fork while this is the only thread and TensorFlow (thread
+    pools) is not loaded."""
+    if (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and "tensorflow" not in sys.modules
+    ):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 def run_parallel(
     fn: Callable[[ImageTask], R], tasks: list[ImageTask], workers: int, what: str, show: bool
 ) -> list[R]:
-    """`fn` over `tasks` in `workers` processes; results sorted by task index.
+    """`fn` over `tasks` in `workers` processes, in chunks; results sorted by task index.
 
-    Processes are spawned, not forked: safe even when TensorFlow (threads) is loaded. `fn` must
-    be picklable (a module-level function or a functools.partial of one)."""
+    `fn` must be picklable (a module-level function or a functools.partial of one)."""
     vassert(workers >= 1, "--workers must be at least 1")
     done: list[R] = []
-    with progress(disable=not show) as bar:
-        tid = bar.add_task(what, total=len(tasks))
-        if workers == 1 or len(tasks) <= CHUNK:
-            before = cv2.getNumThreads()
-            _init_worker()  # same single-threaded OpenCV as a worker (fair 1-vs-N timing)
-            try:
+    if workers == 1 or len(tasks) <= CHUNK:
+        before = cv2.getNumThreads()
+        _init_worker()  # same single-threaded OpenCV as a worker (fair 1-vs-N timing)
+        try:
+            with progress(disable=not show) as bar:
+                tid = bar.add_task(what, total=len(tasks))
                 for t in tasks:
                     done.append(fn(t))
                     bar.advance(tid)
-            finally:
-                cv2.setNumThreads(before)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-            try:
-                chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-                futures = [ex.submit(_run_chunk, fn, c) for c in chunks]
-                for f in as_completed(futures):
-                    part = f.result()
-                    done.extend(part)
-                    bar.advance(tid, len(part))
-            finally:  # on Ctrl-C drop the queued chunks instead of finishing them
-                ex.shutdown(wait=True, cancel_futures=True)
+        finally:
+            cv2.setNumThreads(before)
+        return done
+    ex = ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker)
+    try:
+        ex.submit(int).result()  # start the workers now, before the progress bar's thread
+        with progress(disable=not show) as bar:
+            tid = bar.add_task(what, total=len(tasks))
+            chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+            futures = [ex.submit(_run_chunk, fn, c) for c in chunks]
+            for f in as_completed(futures):
+                part = f.result()
+                done.extend(part)
+                bar.advance(tid, len(part))
+    finally:  # on Ctrl-C drop the queued chunks instead of finishing them
+        ex.shutdown(wait=True, cancel_futures=True)
     return sorted(done, key=lambda d: d.index)

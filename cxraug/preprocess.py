@@ -136,7 +136,8 @@ def _preprocess_one(
 def _run_images(
     ws: Workspace, rows: list[Record], config: PreprocessConfig, thumbs: bool, show: bool
 ) -> tuple[np.ndarray, list[_Done]]:
-    """Preprocess every row: ((N, S, S) float32 with garbage in failed rows, results)."""
+    """Preprocess every row: ((N_ok, S, S) float32 of the rows that worked, in row order;
+    per-row results)."""
     shape = (len(rows), config.size, config.size)
     ws.processed_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".images-", suffix=".f32", dir=ws.processed_dir)
@@ -145,8 +146,9 @@ def _run_images(
         np.memmap(tmp, np.float32, "w+", shape=shape).flush()  # sized, zero-filled (sparse)
         fn = partial(_preprocess_one, config=config, out=tmp, shape=shape, thumbs=thumbs)
         done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show)
-        _OUTPUTS.pop(tmp, None)  # in-process run: flushes when dropped
-        images = np.array(np.memmap(tmp, np.float32, "r", shape=shape))  # (N, S, S) in memory
+        _OUTPUTS.pop(tmp, None)  # drop this process's own mapping (in-process runs)
+        ok = [d.index for d in done if d.ok]
+        images = np.array(np.memmap(tmp, np.float32, "r", shape=shape)[ok])  # (N_ok, S, S)
     finally:
         _OUTPUTS.pop(tmp, None)
         os.unlink(tmp)
@@ -269,7 +271,7 @@ def preprocess(
 
     sel = [rows[d.index] for d in good]
     ds = Dataset(
-        images[[d.index for d in good]],  # (N, S, S)
+        images,  # (N, S, S): the good rows, in manifest order
         np.array([label_index(r.label) for r in sel], np.int64),
         np.array([r.id for r in sel]),
         np.array([r.split for r in sel]),
@@ -300,7 +302,7 @@ def preprocess(
 
 def summary_table(result: PreprocessResult) -> Table:
     """Images per class x split (rich table for the terminal)."""
-    t = Table(title=f"{result.dataset_path}", show_footer=True)
+    t = Table(title="images per split x class", show_footer=True)
     t.add_column("split", footer="all")
     for c in LABELS:
         t.add_column(

@@ -117,8 +117,9 @@ class TrainConfig:
 
 
 #: Options that may change when a run is resumed (they do not change the algorithm's state).
+#: Not xla: XLA draws other random numbers from the same generator state than plain TF does.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "xla"}
+    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints"}
 )
 DEFAULTS = TrainConfig()
 

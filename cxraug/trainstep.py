@@ -17,7 +17,7 @@ Every random number comes from one tf.random.Generator seeded by --seed, in-grap
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -58,7 +58,6 @@ class TrainState:
     d_opt: Any
     rng: Any  # tf.random.Generator
     iteration: int = 0
-    _steps: dict[bool, Callable[..., Any]] = field(default_factory=dict)
 
 
 def build_state(cfg: TrainConfig, strategy: Any | None = None) -> TrainState:
@@ -81,10 +80,11 @@ def _bce_sum(target: float, logits: Any) -> Any:
     return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(t, logits))
 
 
-def _grads(opt: Any, tape: Any, loss: Any, variables: list[Any]) -> list[Any]:
+def _scaled(opt: Any, loss: Any) -> Any:
+    """The loss to differentiate (call inside the tape): fp16 scales it, apply() unscales."""
     if isinstance(opt, keras.optimizers.LossScaleOptimizer):
-        return tape.gradient(opt.scale_loss(loss), variables)  # apply() unscales
-    return tape.gradient(loss, variables)
+        return opt.scale_loss(loss)
+    return loss
 
 
 def make_step(
@@ -122,17 +122,18 @@ def make_step(
                 logits = disc([x, tf.concat([y, y], 0)], training=True, groups=2, dropout_u=ud)
                 d_sum = _bce_sum(1.0, logits[:b]) + _bce_sum(0.0, logits[b:])
                 d_loss = d_sum / (2.0 * b_glob)  # global mean: replica gradients are summed
+                d_obj = _scaled(state.d_opt, d_loss)
             d_vars = disc.trainable_variables
-            state.d_opt.apply_gradients(zip(_grads(state.d_opt, d_tape, d_loss, d_vars),
-                                            d_vars, strict=True))  # fmt: skip
+            d_grads = d_tape.gradient(d_obj, d_vars)
+            state.d_opt.apply_gradients(zip(d_grads, d_vars, strict=True))
             # G step through the UPDATED D (control dependencies keep program order)
             g_logits = disc([fake_in, y], training=True, groups=1,
                             dropout_u=[u[lo : lo + b] for u in u_g])  # fmt: skip
             g_sum = _bce_sum(1.0, g_logits)
             g_loss = g_sum / float(b_glob)
+            g_obj = _scaled(state.g_opt, g_loss)
         g_vars = gen.trainable_variables
-        state.g_opt.apply_gradients(zip(_grads(state.g_opt, g_tape, g_loss, g_vars),
-                                        g_vars, strict=True))  # fmt: skip
+        state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
         f32 = tf.float32
         return {
             "d_sum": d_sum, "g_sum": g_sum,

@@ -18,8 +18,9 @@ def tiny_extractor(name: str = "tiny-test", standard: bool = True) -> feats.Feat
 
     def embed(x: np.ndarray) -> np.ndarray:
         g = x[:, :296, :296, 0].reshape(len(x), 4, 74, 4, 74)
-        return np.concatenate([g.mean((2, 4)).reshape(len(x), -1),
-                               g.std((2, 4)).reshape(len(x), -1)], axis=1)  # fmt: skip
+        return np.concatenate(
+            [g.mean((2, 4)).reshape(len(x), -1), g.std((2, 4)).reshape(len(x), -1)], axis=1
+        )
 
     return feats.FeatureExtractor(name, standard, None, 32, embed)
 
@@ -59,8 +60,10 @@ def test_extract_features_is_batch_size_independent_and_ordered() -> None:
     rng = np.random.default_rng(2)
     imgs = [rng.integers(0, 256, (20 + i, 30), dtype=np.uint8) for i in range(10)]
     ex = tiny_extractor()
-    res = {b: feats.extract_features(lambda i: imgs[i], 10, ex, batch_size=b, show_progress=False)
-           for b in (1, 7, 32)}  # fmt: skip
+    res = {
+        b: feats.extract_features(lambda i: imgs[i], 10, ex, batch_size=b, show_progress=False)
+        for b in (1, 7, 32)
+    }
     for b in (7, 32):
         np.testing.assert_allclose(res[b], res[1], atol=1e-5)
     single = ex.embed(feats.prepare_batch([imgs[9]], "bilinear-aa"))[0]
@@ -82,8 +85,12 @@ def test_missing_weights_message_names_file_url_place_and_flag(no_keras_cache: P
         feats.find_weights()
     msg = str(e.value)
     assert e.value.exit_code == EXIT_MISSING_RESOURCE
-    for part in (feats.WEIGHTS_FILE, feats.WEIGHTS_URL, "--weights",
-                 str(no_keras_cache / "kh" / "models")):  # fmt: skip
+    for part in (
+        feats.WEIGHTS_FILE,
+        feats.WEIGHTS_URL,
+        "--weights",
+        str(no_keras_cache / "kh" / "models"),
+    ):
         assert part in msg
     with pytest.raises(MissingResourceError, match="--weights .*nope.h5: no such file"):
         feats.find_weights(no_keras_cache / "nope.h5")
@@ -112,15 +119,16 @@ def test_load_extractor_rejects_bad_kinds() -> None:
 
 
 def test_reinitialise_is_deterministic_and_local() -> None:
-    from cxraug.tf_setup import tf  # noqa: F401
-
     import keras
 
-    def model() -> keras.Model:
-        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(16, 3),
-                                 keras.layers.BatchNormalization()])  # fmt: skip
+    from cxraug.tf_setup import tf  # noqa: F401
 
-    global_state = np.random.get_state()[1].copy()
+    def model() -> keras.Model:
+        return keras.Sequential(
+            [keras.Input((8, 8, 3)), keras.layers.Conv2D(16, 3), keras.layers.BatchNormalization()]
+        )
+
+    global_state = np.random.get_state()[1].copy()  # noqa: NPY002
     a, b, c = model(), model(), model()
     feats.reinitialise(a, 5)
     feats.reinitialise(b, 5)
@@ -132,7 +140,7 @@ def test_reinitialise_is_deterministic_and_local() -> None:
             assert float(np.std(np.asarray(va))) == pytest.approx(np.sqrt(2 / 27), rel=0.15)
         if str(va.path).endswith("moving_variance"):
             np.testing.assert_array_equal(np.asarray(va), 1.0)
-    np.testing.assert_array_equal(np.random.get_state()[1], global_state)  # no global seeding
+    np.testing.assert_array_equal(np.random.get_state()[1], global_state)  # noqa: NPY002
 
 
 @pytest.mark.slow
@@ -141,8 +149,10 @@ def test_random_inception_is_deterministic_and_batch_independent() -> None:
     imgs = [rng.integers(0, 256, (24 + 3 * i, 32), dtype=np.uint8) for i in range(9)]
     ex = feats.random_extractor()
     assert ex.name == "inception_v3-random-init(seed=0)" and ex.standard is False
-    res = {b: feats.extract_features(lambda i: imgs[i], 9, ex, batch_size=b, show_progress=False)
-           for b in (1, 7, 32)}  # fmt: skip
+    res = {
+        b: feats.extract_features(lambda i: imgs[i], 9, ex, batch_size=b, show_progress=False)
+        for b in (1, 7, 32)
+    }
     assert res[1].shape == (9, 2048) and np.isfinite(res[1]).all()
     assert res[1].std(axis=0).mean() > 1e-3  # different images -> different features
     for b in (7, 32):

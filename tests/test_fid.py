@@ -24,10 +24,12 @@ def tiny_extractor(name: str = "tiny-test", standard: bool = True) -> feats.Feat
 
     def embed(x: np.ndarray) -> np.ndarray:
         g = x[:, :296, :296, 0].reshape(len(x), 4, 74, 4, 74)
-        return np.concatenate([g.mean((2, 4)).reshape(len(x), -1),
-                               g.std((2, 4)).reshape(len(x), -1)], axis=1)  # fmt: skip
+        return np.concatenate(
+            [g.mean((2, 4)).reshape(len(x), -1), g.std((2, 4)).reshape(len(x), -1)], axis=1
+        )
 
     return feats.FeatureExtractor(name, standard, None, 32, embed)
+
 
 runner = CliRunner()
 SMALL = fid.FidConfig(kid_subsets=10, kid_subset_size=50)
@@ -36,8 +38,10 @@ SMALL = fid.FidConfig(kid_subsets=10, kid_subset_size=50)
 def _images(seed: int, n: int, bright: float = 0.0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     base = np.linspace(0, 120, 32)[None, :] + np.linspace(0, 60, 32)[:, None]
-    return [np.clip(base + bright + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
-            for _ in range(n)]  # fmt: skip
+    return [
+        np.clip(base + bright + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
+        for _ in range(n)
+    ]
 
 
 def _folder(path: Path, imgs: list[np.ndarray]) -> Path:
@@ -46,12 +50,25 @@ def _folder(path: Path, imgs: list[np.ndarray]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default workspace is "."; never let a test write .cache/ into the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every extractor the CLI asks for is the tiny one; random mode keeps its real label."""
-    monkeypatch.setattr(feats, "inception_extractor", lambda weights=None, xla=False: tiny_extractor())
-    monkeypatch.setattr(feats, "random_extractor", lambda seed=0, xla=False: tiny_extractor(
-        f"inception_v3-random-init(seed={seed})", standard=False))  # fmt: skip
+    monkeypatch.setattr(
+        feats, "inception_extractor", lambda weights=None, xla=False: tiny_extractor()
+    )
+    monkeypatch.setattr(
+        feats,
+        "random_extractor",
+        lambda seed=0, xla=False: tiny_extractor(
+            f"inception_v3-random-init(seed={seed})", standard=False
+        ),
+    )
     monkeypatch.setattr(ui.out, "width", 250)  # keep each table row on one line
 
 
@@ -105,7 +122,8 @@ def test_cli_json_cache_hit_and_invalidation(tmp_path: Path, tiny: None) -> None
     assert code == 0 and second["cache"] == {"real": "hit", "fake": "hit"}
     assert "real: feature cache hit" in out
     assert {k: v for k, v in second.items() if k != "cache"} == {
-        k: v for k, v in first.items() if k != "cache"}  # fmt: skip
+        k: v for k, v in first.items() if k != "cache"
+    }
     write_png_gray(real / "sub0" / "img000.png", _images(99, 1)[0])  # one file changes
     code, out, third = _run(str(real), str(fake), "-w", str(ws), "--json", "--kid-subsets", "5")
     assert code == 0 and third["cache"] == {"real": "miss", "fake": "hit"}
@@ -129,6 +147,11 @@ def test_cli_no_cache_and_stale_entry_is_not_reused(tmp_path: Path, tiny: None) 
     code, out, again = _run(str(real), str(fake), "--cache-dir", str(cache), "--json")
     assert code == 0 and again["cache"] == {"real": "miss", "fake": "miss"}
     assert "does not match the inputs; recomputing" in out and again["fid"] == data["fid"]
+    for entry in cache.glob("*.npz"):
+        entry.write_bytes(b"PK\x03\x04 torn")  # not a valid npz/zip
+    code, out, third = _run(str(real), str(fake), "--cache-dir", str(cache), "--json")
+    assert code == 0 and third["cache"] == {"real": "miss", "fake": "miss"}
+    assert "is unreadable" in out and third["fid"] == data["fid"]
 
 
 def test_cli_random_mode_is_labelled_non_standard_everywhere(tmp_path: Path, tiny: None) -> None:
@@ -139,8 +162,11 @@ def test_cli_random_mode_is_labelled_non_standard_everywhere(tmp_path: Path, tin
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert "NOT a standard FID" in lines[0] and "inception_v3-random-init(seed=0)" in lines[0]
-    metric_lines = [ln for ln in lines if ln.startswith("│") and ln.strip("│ ").startswith(
-        ("FID", "KID", "precision", "recall"))]  # fmt: skip
+    metric_lines = [
+        ln
+        for ln in lines
+        if ln.startswith("│") and ln.strip("│ ").startswith(("FID", "KID", "precision", "recall"))
+    ]
     assert len(metric_lines) == 5
     assert all("NOT a standard FID" in ln for ln in metric_lines)
     code, _, data = _run(*args, "--json")
@@ -177,12 +203,14 @@ def test_cli_bad_inputs_exit_3(tmp_path: Path, tiny: None) -> None:
         assert r.exit_code == 3, (args, r.output)
         assert message in r.output, (args, r.output)
     r = runner.invoke(app, ["fid", str(good), str(broken), "--no-cache"])
-    assert "zz-bad.png: truncated PNG" in r.output
+    assert "zz-bad.png: corrupt PNG" in r.output
     out = tmp_path / "report.json"
     out.write_text("{}")
-    r = runner.invoke(app, ["fid", str(good), str(good), "--out", str(out)])
+    r = runner.invoke(app, ["fid", str(good), str(good), "--out", str(out), "--no-cache"])
     assert r.exit_code == 3 and "--force" in r.output
-    r = runner.invoke(app, ["fid", str(good), str(good), "--out", str(out), "--force"])
+    r = runner.invoke(
+        app, ["fid", str(good), str(good), "--out", str(out), "--force", "--no-cache"]
+    )
     assert r.exit_code == 0 and json.loads(out.read_text())["config"]["seed"] == 0
 
 
@@ -193,27 +221,45 @@ def _workspace(root: Path) -> tuple[Path, np.ndarray]:
     n = 8
     images = np.clip(rng.normal(0, 0.5, (n, 24, 24)), -1, 1).astype(np.float32)
     ids = [f"cohen/img{i}" for i in range(n)]
-    save_dataset(root / "processed" / "dataset.npz", Dataset(
-        images, np.ones(n, np.int64), np.asarray(ids), np.asarray(["test"] * n)))  # fmt: skip
+    save_dataset(
+        root / "processed" / "dataset.npz",
+        Dataset(images, np.ones(n, np.int64), np.asarray(ids), np.asarray(["test"] * n)),
+    )
     recs = [Record(id=i, path=f"/nowhere/{i}.png", label="covid", split="test") for i in ids]
     for i in range(n):
         write_png_gray(root / "synthetic" / "covid" / f"s{i}.png", to_uint8(images[i]))
-        recs.append(Record(id=f"synthetic/covid/s{i}", path=f"synthetic/covid/s{i}.png",
-                           label="covid", split="train", synthetic=True, run="runs/r1"))  # fmt: skip
+        recs.append(
+            Record(
+                id=f"synthetic/covid/s{i}",
+                path=f"synthetic/covid/s{i}.png",
+                label="covid",
+                split="train",
+                synthetic=True,
+                run="runs/r1",
+            )
+        )
     write_manifest(root / "manifest.csv", Manifest(recs))
     return root, images
 
 
 def test_manifest_selections_compare_like_with_like(tmp_path: Path, tiny: None) -> None:
     ws, _ = _workspace(tmp_path / "ws")
-    code, out, data = _run("manifest:split=test,class=covid", "manifest:synthetic=true,run=r1",
-                           "-w", str(ws), "--json", "--pr-k", "2")  # fmt: skip
+    code, out, data = _run(
+        "manifest:split=test,class=covid",
+        "manifest:synthetic=true,run=r1",
+        "-w",
+        str(ws),
+        "--json",
+        "--pr-k",
+        "2",
+    )
     assert code == 0, out
     # the npz rows quantised with to_uint8 are pixel-identical to the saved PNGs
     assert abs(data["fid"]) < 1e-6 and data["precision"] == 1.0 and data["n_real"] == 8
     assert data["real"].startswith("manifest:split=test,class=covid")
-    code, out, _ = _run("manifest:split=train,synthetic=false", str(ws / "synthetic"), "-w",
-                        str(ws))  # fmt: skip
+    code, out, _ = _run(
+        "manifest:split=train,synthetic=false", str(ws / "synthetic"), "-w", str(ws)
+    )
     assert code == 3 and "matched no usable" in out
     code, out, _ = _run("manifest:synthetic=maybe", str(ws / "synthetic"), "-w", str(ws))
     assert code == 3 and "use true or false" in out
@@ -223,14 +269,25 @@ def test_manifest_selections_compare_like_with_like(tmp_path: Path, tiny: None) 
 @pytest.mark.slow
 def test_real_images_random_features_end_to_end(cxr_data: Path, tmp_path: Path) -> None:
     """Two folders of real X-rays (linked, never copied) through the real random-init network."""
-    sets = {"nih": cxr_data / "folders" / "nih-nofinding" / "normal",
-            "kermany": cxr_data / "kermany-chest-xray" / "chest_xray" / "train" / "NORMAL"}  # fmt: skip
+    sets = {
+        "nih": cxr_data / "folders" / "nih-nofinding" / "normal",
+        "kermany": cxr_data / "kermany-chest-xray" / "chest_xray" / "train" / "NORMAL",
+    }
     for name, src in sets.items():
         (tmp_path / name).mkdir()
         for f in sorted(src.iterdir())[:6]:
             (tmp_path / name / f.name).symlink_to(f)
-    args = [str(tmp_path / "nih"), str(tmp_path / "kermany"), "--features", "random",
-            "-w", str(tmp_path), "--json", "--kid-subsets", "10"]  # fmt: skip
+    args = [
+        str(tmp_path / "nih"),
+        str(tmp_path / "kermany"),
+        "--features",
+        "random",
+        "-w",
+        str(tmp_path),
+        "--json",
+        "--kid-subsets",
+        "10",
+    ]
     r = runner.invoke(app, ["fid", *args])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)

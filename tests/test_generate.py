@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir conftest)
 from typer.testing import CliRunner
 
 from cxraug.checkpoint import find_latest
@@ -19,8 +20,6 @@ from cxraug.images import read_gray_u8
 from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.train import train
 from cxraug.workspace import Workspace
-
-from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir conftest)
 
 runner = CliRunner()
 

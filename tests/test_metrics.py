@@ -123,8 +123,10 @@ def test_mmd_matches_term_by_term_formula() -> None:
 
 def test_kid_is_unbiased_for_identical_distributions() -> None:
     rng = np.random.default_rng(6)
-    vals = [metrics.mmd2_unbiased(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
-            for _ in range(400)]  # fmt: skip
+    vals = [
+        metrics.mmd2_unbiased(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
+        for _ in range(400)
+    ]
     mean, se = float(np.mean(vals)), float(np.std(vals) / np.sqrt(len(vals)))
     assert abs(mean) < 4 * se  # unbiased: zero within sampling error
     # a biased (V-statistic) estimator would sit well above zero here
@@ -148,16 +150,18 @@ def test_kid_full_kernel_path_equals_per_subset_path() -> None:
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(60, 5)), rng.normal(size=(50, 5)) + 0.2
     full = metrics.kid(a, b, subsets=20, subset_size=30, rng=np.random.default_rng(1))
-    per = metrics.kid(a, b, subsets=20, subset_size=30, rng=np.random.default_rng(1),
-                      full_kernel_max=0)  # fmt: skip
+    per = metrics.kid(
+        a, b, subsets=20, subset_size=30, rng=np.random.default_rng(1), full_kernel_max=0
+    )
     assert full.mean == pytest.approx(per.mean, rel=1e-10)
     assert full.std == pytest.approx(per.std, rel=1e-8)
 
 
 def test_kid_subset_size_is_capped_by_n() -> None:
     rng = np.random.default_rng(9)
-    r = metrics.kid(rng.normal(size=(7, 3)), rng.normal(size=(5, 3)), subsets=3, subset_size=1000,
-                    rng=rng)  # fmt: skip
+    r = metrics.kid(
+        rng.normal(size=(7, 3)), rng.normal(size=(5, 3)), subsets=3, subset_size=1000, rng=rng
+    )
     assert r.subset_size == 5
     with pytest.raises(InputError, match="at least 2"):
         metrics.kid(np.zeros((1, 3)), np.zeros((5, 3)), rng=rng)
@@ -196,3 +200,33 @@ def test_precision_recall_needs_k_plus_one_images() -> None:
     x = np.random.default_rng(11).normal(size=(3, 2))
     with pytest.raises(InputError, match="at least 4 images per side"):
         metrics.precision_recall(x, x, k=3)
+
+
+def test_subspace_path_equals_full_sqrtm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fid_from_features takes sqrtm in the span of the features when N1 + N2 < D; it must give
+    the full-space number, including the eps-regularised branch."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(7, 30)), rng.normal(size=(9, 30)) * 2 + 1
+    mu1, s1 = metrics.feature_statistics(x)
+    mu2, s2 = metrics.feature_statistics(y)
+    full = metrics.frechet_distance(mu1, s1, mu2, s2)
+    sub = metrics.fid_from_features(x, y)
+    assert sub.value == pytest.approx(full.value, rel=1e-6)
+    assert sub.value == pytest.approx(_fd_eig(mu1, s1, mu2, s2), rel=1e-6)
+    assert metrics.fid_from_features(y, x).value == pytest.approx(full.value, rel=1e-6)
+    big = rng.normal(size=(200, 30)) + 0.3  # N > D on one side only
+    mu3, s3 = metrics.feature_statistics(big)
+    expected = metrics.frechet_distance(mu3, s3, mu1, s1).value
+    assert metrics.fid_from_features(big, x).value == pytest.approx(expected, rel=1e-6)
+
+    real_sqrtm = metrics._sqrtm
+    calls: list[int] = []
+
+    def reduced_call_fails(a: np.ndarray) -> np.ndarray:
+        calls.append(a.shape[0])
+        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(metrics, "_sqrtm", reduced_call_fails)
+    fallback = metrics.fid_from_features(x, y)  # non-finite reduced sqrtm -> full-space path
+    assert calls == [7, 30] and fallback.eps is None
+    assert fallback.value == pytest.approx(full.value, rel=1e-12)

@@ -17,7 +17,7 @@ from cxraug.cli import app
 from cxraug.dataset import load_dataset
 from cxraug.fsutil import sha256_file
 from cxraug.images import read_gray
-from cxraug.loading import choose_reduce
+from cxraug.loading import ImageTask, LoadOptions, choose_reduce, load_image
 from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.preprocess import PreprocessConfig, preprocess, preprocess_image
 from cxraug.workspace import Workspace
@@ -229,6 +229,13 @@ def test_suggest_crops_writes_boxes_and_sheet_that_feed_back(tmp_path: Path) -> 
                           "--workers", "1", "--contact-sheet", str(sheet))  # fmt: skip
     assert code == 0, errout
     assert read_manifest(ws.manifest_path).by_id()["demo/img01"].crop is not None
+    # an unreadable image: reported (exit 1), the others still get boxes, manifest untouched
+    (ws.root / "data/img02.png").write_text("not a picture")
+    before = ws.manifest_path.read_bytes()
+    code, _, errout = run("-w", str(ws.root), "--suggest-crops", str(out), "--force",
+                          "--workers", "1")  # fmt: skip
+    assert code == 1 and "failed: demo/img02: file changed since collect" in errout
+    assert out.read_text().count("\ndemo/") == 2 and ws.manifest_path.read_bytes() == before
 
 
 def test_two_workers_equal_one_and_jpeg_reduce_is_close(tmp_path: Path) -> None:
@@ -277,3 +284,15 @@ def test_real_sample_preprocesses(cxr_data: Path, tmp_path: Path) -> None:
     assert ds.images.shape == (24, 224, 224) and ds.images.dtype == np.float32
     assert ds.images.min() >= -1.0 and ds.images.max() <= 1.0
     assert (ds.images.reshape(24, -1).std(axis=1) > 0.05).all()  # real content, not blank
+
+
+@pytest.mark.realdata
+def test_jpeg_reduce_on_real_originals_is_close(cxr_data: Path) -> None:
+    for p in sorted((cxr_data / "originals").glob("*.jp*g")):  # 2518..4280 px wide
+        task = ImageTask(0, p.name, str(p), None, None, None, "")
+        fast = load_image(task, LoadOptions(jpeg_reduce=True), 224)
+        full = load_image(task, LoadOptions(jpeg_reduce=False), 224)
+        assert fast.reduced == 4 and (fast.width, fast.height) == (full.width, full.height)
+        diff = np.abs(preprocess_image(fast.gray, fast.crop, 224)
+                      - preprocess_image(full.gray, full.crop, 224)) / 2  # [0, 1] units
+        assert diff.mean() < 0.005 and diff.max() < 0.15, p.name

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxraug.checkpoint import find_latest, list_checkpoints, read_checkpoint, restore
+from cxraug.checkpoint import (
+    find_latest,
+    list_checkpoints,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from cxraug.cli import app
 from cxraug.dataset import Dataset, save_dataset
 from cxraug.errors import InputError
@@ -58,8 +64,8 @@ def weights(run_dir: Path) -> dict[str, np.ndarray]:
 
 def test_d_steps_reduce_d_loss_with_fixed_g() -> None:
     img, labels = toy_images()
-    cfg = TrainConfig(image_size=16, lr=2e-3, dropout=0.0, noise_iterations=0,
-                      **{k: v for k, v in TINY.items() if k not in ("noise_iterations",)})  # fmt: skip
+    tiny = {k: v for k, v in TINY.items() if k != "noise_iterations"}
+    cfg = TrainConfig(image_size=16, lr=2e-3, dropout=0.0, noise_iterations=0, **tiny)
     st = build_state(cfg)
     step = make_step(st, *resident_dataset(img, labels))
     z = tf.random.stateless_normal((24, 8), seed=(1, 2))
@@ -112,6 +118,26 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
     assert list((ws.runs_dir / "cut" / "tb").iterdir())
 
 
+def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
+    img, labels = toy_images()
+    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True})
+    data = resident_dataset(img, labels)
+    a = build_state(cfg)
+    step_a = make_step(a, *data)
+    la = [step_a(0.05, True)["d_loss"] for _ in range(3)]
+    b = build_state(cfg)
+    lb = [make_step(b, *data)(0.05, True)["d_loss"]]
+    b.iteration = 1
+    save_checkpoint(b, tmp_path, keep=1)
+    c = build_state(cfg)
+    restore(c, read_checkpoint(find_latest(tmp_path)))  # type: ignore[arg-type]
+    step_c = make_step(c, *data)
+    lb += [step_c(0.05, True)["d_loss"] for _ in range(2)]
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
+    for u, v in zip(a.gen.weights + a.disc.weights, c.gen.weights + c.disc.weights, strict=True):
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     res = train(ws, {**TINY, "iterations": 4, "checkpoint_interval": 2}, name="r", quiet=True)
@@ -160,6 +186,7 @@ def test_cli_help_says_epochs_are_iterations() -> None:
     r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
     assert "--epochs" in r.output and "ARE iterations" in r.output
+    assert "[default: 0.0002]" in r.output and "[default: 128,256,512,1024]" in r.output
 
 
 def test_cli_errors(tmp_path: Path) -> None:
@@ -234,3 +261,22 @@ def test_mirrored_on_two_logical_cpus_equals_default() -> None:
     assert res["replicas"] == 2
     np.testing.assert_allclose(res["lm"], res["ld"], rtol=1e-4)
     assert res["diff"] < 1e-4
+
+
+@pytest.mark.parametrize("mp", ["bf16", "fp16"])
+def test_mixed_precision_step_close_to_fp32_and_checkpoints(mp: str, tmp_path: Path) -> None:
+    img, labels = toy_images()
+    data = resident_dataset(img, labels)
+    ref = make_step(build_state(TrainConfig(image_size=16, **TINY)), *data)(0.05, True)
+    st = build_state(TrainConfig(image_size=16, **{**TINY, "mixed_precision": mp}))
+    got = make_step(st, *data)(0.05, True)
+    # d_loss is computed before any update: 16-bit rounding only; g_loss after one Adam step
+    # of D, whose first step (~lr per weight, sign of the gradient) amplifies rounding
+    assert abs(got["d_loss"] - ref["d_loss"]) < 0.01 and abs(got["g_loss"] - ref["g_loss"]) < 0.1
+    assert st.gen.hidden[0].compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[mp]
+    st.iteration = 1
+    save_checkpoint(st, tmp_path, keep=1)
+    again = build_state(st.cfg)
+    restore(again, read_checkpoint(find_latest(tmp_path)))  # type: ignore[arg-type]
+    for u, v in zip(st.g_opt.variables, again.g_opt.variables, strict=True):
+        np.testing.assert_array_equal(u.numpy(), v.numpy())
