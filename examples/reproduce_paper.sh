@@ -23,7 +23,8 @@ sources=("cohen:$COHEN" "kermany:$KERMANY")
 [ -n "${NIH:-}" ] && sources+=("nih=folder:$NIH")
 
 # 1. Setup phase: record the sources (frontal COVID-19 X-rays vs normal), split by patient.
-cxraug collect "${sources[@]}" -w "$WS" --seed "$SEED" --test-fraction 0.2
+[ -f "$WS/manifest.csv" ] ||
+  cxraug collect "${sources[@]}" -w "$WS" --seed "$SEED" --test-fraction 0.2
 # 2. Pre-processing phase: the paper crops by hand. Get a first guess, review the contact
 #    sheet, edit boxes.csv, then build the 224x224 array in [-1, 1].
 if [ ! -f "$WS/boxes.csv" ]; then
@@ -33,9 +34,13 @@ if [ ! -f "$WS/boxes.csv" ]; then
 fi
 cxraug preprocess -w "$WS" --crop-boxes "$WS/boxes.csv"
 # 3. Augmentation phase: the paper's CGAN (Table 2 defaults), then balance the classes.
-cxraug train -w "$WS" --name paper --epochs "$ITERATIONS" --seed "$SEED" \
-  || [ $? -eq 130 ]  # Ctrl-C saves a checkpoint: re-run with `cxraug train --resume paper`
-cxraug generate -w "$WS" --run paper --class covid --balance --seed "$SEED"
+# Ctrl-C saves a checkpoint; running this script again resumes the run where it stopped.
+if [ -d "$WS/runs/paper" ]; then
+  cxraug train -w "$WS" --resume paper --iterations "$ITERATIONS"
+else
+  cxraug train -w "$WS" --name paper --epochs "$ITERATIONS" --seed "$SEED"
+fi
+cxraug generate -w "$WS" --run paper --class covid --balance --seed "$SEED" --force
 # The paper removed noisy images by eye; filter does it reproducibly, with reasons.
 cxraug filter -w "$WS" --class covid --seed "$SEED"
 # 4. Evaluation phase: FID (+ KID, precision/recall, real-vs-real baseline) against the
