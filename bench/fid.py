@@ -7,7 +7,7 @@ roofline, XLA on/off, batch sizes, and the speed-up the feature cache gives a se
 Random-init weights (`--features random`): same graph, same FLOPs as the ImageNet weights.
 FLOPs/image are counted from the built model: 2 * H_out * W_out * k_h * k_w * C_in * C_out per
 convolution (multiply + add), i.e. convolutions only; BN/ReLU/pooling add < 1 %.
-Results: bench/RESULTS-fid.md.
+Results: bench/RESULTS.md (section fid).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 2. the untouched originals/ (up to 4280 x 3520 px, 5 JPEGs) with JPEG DCT reduction on vs off.
 
 A manifest is built over the files in a temporary workspace (no `collect` needed); images are
-never copied. Prints an images/s table with ratios (markdown, for bench/RESULTS-preprocess.md).
+never copied. Prints an images/s table with ratios (markdown, for bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class FidConfig:
     kid_subset_size: int = 1000
     pr_k: int = 3
     eps: float = 1e-6  # added to covariances only if sqrtm returns non-finite values
-    xla: bool = False  # measured: no gain for Inception on CPU (bench/RESULTS-fid.md)
+    xla: bool = False  # measured: no gain for Inception on CPU (bench/RESULTS.md)
 
 
 # ---- feature cache -------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray, eps: float = 1e-6) -> 
     taken in the span of its centred features (N x N instead of D x D; see frechet_distance).
     The formula is symmetric in the two sets, so the smaller one plays S1. This matters:
     scipy's sqrtm of a singular 2048 x 2048 product takes 30-40 s on 2 cores, the reduced one
-    for 100 test images a fraction of a second (bench/RESULTS-fid.md).
+    for 100 test images a fraction of a second (bench/RESULTS.md).
     """
     r, f = _as_features(real, "real"), _as_features(fake, "fake")
     mu_r, s_r = feature_statistics(r)

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
-
-from cxraug.tf_setup import tf
+from cxraug.tf_setup import keras, tf
 from cxraug.train_config import TrainConfig
 
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default

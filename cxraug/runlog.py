@@ -11,18 +11,22 @@ from a fixed noise grid, and loss.png (drawn with OpenCV; no matplotlib).
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from tensorflow.core.framework import summary_pb2
 
 from cxraug.fsutil import atomic_write_bytes, atomic_write_text
 from cxraug.images import encode_png_gray, to_uint8
 from cxraug.tf_setup import tf
 from cxraug.train_config import TrainConfig
+
+# After cxraug.tf_setup (so TensorFlow starts with our settings); a sibling import would be
+# sorted above it by the import sorter.
+summary_pb2 = importlib.import_module("tensorflow.core.framework.summary_pb2")
 
 # tf.summary.scalar needs the tensorboard package; this is the same event record without it.
 _SCALAR = summary_pb2.SummaryMetadata(

@@ -1,4 +1,4 @@
-"""Import TensorFlow through this module so the CPU fast paths are on and start-up is quiet.
+"""Import TensorFlow and Keras through this module: CPU fast paths on, quiet start-up.
 
 oneDNN is off by default on AVX2-only CPUs; turning it on lifts the paper model's matmuls
 from ~23-40 to ~110-150 GFLOP/s on our 2-core machine (docs: ../shared/docs/pitfalls.md #17).
@@ -51,8 +51,9 @@ def _quiet_native_stderr() -> Iterator[None]:
 
 
 with _quiet_native_stderr():
+    import keras  # noqa: E402
     import tensorflow as tf  # noqa: E402
 
     tf.config.list_physical_devices()  # device discovery logs its lines here, once
 
-__all__ = ["tf"]
+__all__ = ["keras", "tf"]

@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
 
 from cxraug.errors import InputError
 from cxraug.models import Discriminator, Generator, build_models, dropout_layers
-from cxraug.tf_setup import tf
+from cxraug.tf_setup import keras, tf
 from cxraug.train_config import TrainConfig
 
 METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")

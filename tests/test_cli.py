@@ -1,0 +1,76 @@
+"""The `cxraug` entry point as a whole: version, command list, help of every command, and the
+documented exit codes (README.md and cxraug.errors must agree)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cxraug import __version__, errors
+from cxraug.cli import app
+
+COMMANDS = ("collect", "preprocess", "train", "generate", "filter", "fid")
+runner = CliRunner()
+
+
+def test_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0
+    assert r.output.strip() == f"cxraug {__version__}"
+
+
+def test_help_lists_every_stage() -> None:
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for c in COMMANDS:
+        assert re.search(rf"\b{c}\b", r.output), c
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "--workspace" in r.output or command == "fid"
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    r = runner.invoke(app, ["frobnicate"])
+    assert r.exit_code == errors.EXIT_USAGE
+
+
+def test_readme_documents_the_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.M))
+    codes = {
+        errors.EXIT_OK, errors.EXIT_PARTIAL, errors.EXIT_USAGE, errors.EXIT_INPUT,
+        errors.EXIT_MISSING_RESOURCE, errors.EXIT_NUMERIC, errors.EXIT_INTERRUPTED,
+    }  # fmt: skip
+    assert {int(c) for c in table} == codes
+
+
+def test_python_dash_m_and_quiet_help() -> None:
+    """`python -m cxraug` works, and --help does not start TensorFlow (no log noise, fast)."""
+    r = subprocess.run([sys.executable, "-m", "cxraug", "train", "--help"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0
+    assert "ITERATIONS" in r.stdout
+    assert "oneDNN" not in r.stderr and "cuda" not in r.stderr.lower()
+
+
+def test_tensorflow_start_up_is_quiet_but_can_be_shown() -> None:
+    code = "import cxraug.train, cxraug.generate; from cxraug.tf_setup import tf; tf.ones(1)"
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=180)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert "oneDNN" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=180, env={**os.environ,
+                                            "CXRAUG_TF_VERBOSE": "1"})  # fmt: skip
+    assert loud.returncode == 0
+    assert "oneDNN" in loud.stderr  # the lines exist: we only hide them by default
