@@ -380,7 +380,7 @@ def filter_command(
         "kept ones back) and update their manifest paths."
     ),
     sheet: Path | None = typer.Option(
-        None, help="Contact sheet PNG (default synthetic/CLASS/filter-sheet.png; with --folder "
+        None, help="Contact sheet PNG (default synthetic/CLASS-filter-sheet.png; with --folder "
         "only when given). The resolved config is saved beside it as NAME.config.json."
     ),
     percentile_lo: float = typer.Option(_FLT.percentile_lo, help="Lower real percentile."),

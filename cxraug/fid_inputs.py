@@ -27,7 +27,7 @@ from cxraug.images import IMAGE_SUFFIXES, looks_like_image_name, read_gray_u8, t
 from cxraug.workspace import Workspace
 
 MANIFEST_PREFIX = "manifest:"
-MANIFEST_KEYS = ("split", "label", "class", "synthetic", "run")
+MANIFEST_KEYS = ("split", "label", "class", "synthetic", "run", "status")
 MAX_LISTED = 20
 
 
@@ -124,7 +124,7 @@ def parse_selection(spec: str) -> dict[str, str]:
             raise InputError(
                 f"bad manifest selection {spec!r} at {part!r}; use "
                 "manifest:KEY=VALUE,... with KEY in split, label (or class), "
-                "synthetic (true/false), run"
+                "synthetic (true/false), run, status (ok (default), rejected or any)"
             )
         sel["label" if key == "class" else key] = value.strip()
     return sel
@@ -139,15 +139,23 @@ def manifest_set(spec: str, workspace: Path) -> ImageSet:
         if v not in ("true", "false"):
             raise InputError(f"{spec}: synthetic={sel['synthetic']!r}; use true or false")
         synthetic = v == "true"
+    status: str | None = sel.get("status", "ok").lower()
+    if status not in ("ok", "rejected", "any"):
+        raise InputError(f"{spec}: status={sel['status']!r}; use ok, rejected or any")
     rows = ws.load_manifest().select(
-        label=sel.get("label"), split=sel.get("split"), synthetic=synthetic, status="ok"
+        label=sel.get("label"),
+        split=sel.get("split"),
+        synthetic=synthetic,
+        status=None if status == "any" else status,
     )
+    # "any" = every image that exists and decodes: kept or rejected by `filter`
+    rows = [r for r in rows if r.status in ("ok", "rejected")]
     if "run" in sel:
         rows = [r for r in rows if r.run.rstrip("/").split("/")[-1] == sel["run"].split("/")[-1]]
     if not rows:
         raise InputError(
-            f"{spec} matched no usable (status ok) rows in {ws.manifest_path}; "
-            "check the split/label/synthetic/run values"
+            f"{spec} matched no rows with status {status} in {ws.manifest_path}; check the "
+            "split/label/synthetic/run values (status=any also counts rows `filter` rejected)"
         )
     desc = f"{spec} ({ws.root})"
     real = [r for r in rows if not r.synthetic]

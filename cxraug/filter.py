@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from cxraug.dataset import load_dataset
 from cxraug.decide import Decision, Evaluation, FilterConfig, decide, evaluate
@@ -212,7 +214,7 @@ def filter_synthetic(
             f"no synthetic {label} rows in {ws.manifest_path}; run `cxraug generate --class "
             f"{label}` first (or use --folder DIR to judge a folder of PNGs)"
         )
-    sheet_path = _output_path(sheet, ws.synthetic_dir / label / "filter-sheet.png", force)
+    sheet_path = _output_path(sheet, ws.synthetic_dir / f"{label}-filter-sheet.png", force)
     real, real_ids = load_reference(ws, label, config)
     decisions, ev = _judge(
         [r.id for r in rows], [r.resolve(ws.root) for r in rows], real, real_ids, config
@@ -328,7 +330,7 @@ def _write_outputs(
     atomic_write_json(result.config_path, payload)
 
 
-def summary_table(result: FilterResult) -> Table:
+def summary_table(result: FilterResult) -> Group:
     """Kept / rejected counts per primary reason, with the thresholds that decided them."""
     n = len(result.decisions)
     t = Table(
@@ -342,11 +344,13 @@ def summary_table(result: FilterResult) -> Table:
         t.add_row(f"[red]rejected: {key}[/red]", str(count))
     if result.moved:
         t.add_row("files moved", str(result.moved))
-    for label, p in (
-        ("sheet", result.sheet_path),
-        ("config", result.config_path),
-        ("report", result.report_path),
-    ):
-        if p is not None:
-            t.caption = (t.caption + "\n" if t.caption else "") + f"{label}: {p}"
-    return t
+    paths = [
+        Text(f"{label}: {p}", overflow="fold")
+        for label, p in (
+            ("sheet", result.sheet_path),
+            ("config", result.config_path),
+            ("report", result.report_path),
+        )
+        if p is not None
+    ]
+    return Group(t, *paths)

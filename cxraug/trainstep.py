@@ -3,14 +3,19 @@
 One iteration (batch B, images (H, W, 1)):
     idx ~ U{0..N-1}^B (with replacement), z ~ N(0, I) (B, L), y = labels[idx]
     fake = G([z, y], training)                               # (B, H, W, 1), the ONLY G pass
-    D step: logits = D([real + s*e_r ; fake + s*e_f], [y; y], groups=2)   # ONE pass, (2B,)
+    D step: logits = D([real + s*e_r ; fake + s*e_f], [y; y])   # ONE pass, (2B,)
             d_loss = mean BCE(1, logits[:B]) and BCE(0, logits[B:]); Adam update of D only
-    G step: D' = updated D on the SAME fake + s*e_f (same z, same labels, so the recorded
-            G forward pass equals a fresh one: reusing it changes nothing but the cost)
-            g_loss = mean BCE(1, D'(fake)); Adam update of G only
+    G step: D' = updated D on the SAME [real; fake] batch (same z, same labels, so the
+            recorded G forward pass equals a fresh one: reusing it changes only the cost)
+            g_loss = mean BCE(1, D'(...)[B:]) (fake half only); Adam update of G only
 Fake labels are the real batch's labels, so D cannot learn the class prior (pitfalls #3).
-`s` is the annealed instance-noise sigma. BatchNorm in D normalises the real and fake halves
-separately (GroupBatchNorm, groups=2): exactly what two separate D passes would compute.
+`s` is the annealed instance-noise sigma.
+
+BatchNorm in D uses JOINT statistics over the concatenated [real; fake] batch, in both steps.
+Per-half statistics (what two separate Keras-GAN `train_on_batch` calls compute) make this D
+blind: its last hidden layer ends in BatchNorm, so the batch-mean logit of an all-real and of
+an all-fake batch are both exactly `w . beta + b` and D stays at chance (loss ln 2; seen on
+real data in the first version). With joint statistics the real/fake mean difference survives.
 Every random number comes from one tf.random.Generator seeded by --seed, in-graph.
 """
 
@@ -118,16 +123,21 @@ def make_step(
                 x = tf.concat([real_in, fake_in], 0)  # (2b, H, W, 1)
                 ud = [tf.concat([u[lo : lo + b], u[b_glob + lo : b_glob + lo + b]], 0)
                       for u in u_d]  # fmt: skip
-                logits = disc([x, tf.concat([y, y], 0)], training=True, groups=2, dropout_u=ud)
+                yy = tf.concat([y, y], 0)
+                logits = disc([x, yy], training=True, groups=1, dropout_u=ud)
                 d_sum = _bce_sum(1.0, logits[:b]) + _bce_sum(0.0, logits[b:])
                 d_loss = d_sum / (2.0 * b_glob)  # global mean: replica gradients are summed
                 d_obj = _scaled(state.d_opt, d_loss)
             d_vars = disc.trainable_variables
             d_grads = d_tape.gradient(d_obj, d_vars)
             state.d_opt.apply_gradients(zip(d_grads, d_vars, strict=True))
-            # G step through the UPDATED D (control dependencies keep program order)
-            g_logits = disc([fake_in, y], training=True, groups=1,
-                            dropout_u=[u[lo : lo + b] for u in u_g])  # fmt: skip
+            # G step through the UPDATED D (control dependencies keep program order), on the
+            # same [real; fake] batch so BatchNorm uses the same joint statistics as in the D
+            # step; the loss reads only the fake half.
+            ug = [tf.concat([u[lo : lo + b], u[b_glob + lo : b_glob + lo + b]], 0)
+                  for u in u_g]  # fmt: skip
+            g_logits = disc([tf.concat([real_in, fake_in], 0), yy], training=True, groups=1,
+                            dropout_u=ug)[b:]  # fmt: skip
             g_sum = _bce_sum(1.0, g_logits)
             g_loss = g_sum / float(b_glob)
             g_obj = _scaled(state.g_opt, g_loss)
@@ -148,7 +158,7 @@ def make_step(
         e_real = rng.normal([b_glob, s, s, 1]) if noisy else None
         e_fake = rng.normal([b_glob, s, s, 1]) if noisy else None
         u_d = [rng.uniform([2 * b_glob, w]) for w in drop_w]
-        u_g = [rng.uniform([b_glob, w]) for w in drop_w]
+        u_g = [rng.uniform([2 * b_glob, w]) for w in drop_w]
         assert len(u_d) == n_drop
         out = st.run(replica_step, args=(idx, z, e_real, e_fake, u_d, u_g, sigma))
         tot = {k: st.reduce("SUM", v, axis=None) for k, v in out.items()}

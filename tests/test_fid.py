@@ -16,7 +16,7 @@ from cxraug.cli import app
 from cxraug.dataset import Dataset, save_dataset
 from cxraug.errors import InputError
 from cxraug.images import to_uint8, write_png_gray
-from cxraug.manifest import Manifest, Record, write_manifest
+from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
 
 
 def tiny_extractor(name: str = "tiny-test", standard: bool = True) -> feats.FeatureExtractor:
@@ -260,9 +260,27 @@ def test_manifest_selections_compare_like_with_like(tmp_path: Path, tiny: None) 
     code, out, _ = _run(
         "manifest:split=train,synthetic=false", str(ws / "synthetic"), "-w", str(ws)
     )
-    assert code == 3 and "matched no usable" in out
+    assert code == 3 and "matched no rows with status ok" in out
     code, out, _ = _run("manifest:synthetic=maybe", str(ws / "synthetic"), "-w", str(ws))
     assert code == 3 and "use true or false" in out
+
+
+def test_manifest_status_selection(tmp_path: Path, tiny: None) -> None:
+    """status=ok (default) skips rows `filter` rejected; status=rejected/any select them."""
+    ws, _ = _workspace(tmp_path / "ws")
+    m = read_manifest(ws / "manifest.csv")
+    for r in m.select(synthetic=True)[:3]:
+        r.set_status("rejected", "noise")
+    write_manifest(ws / "manifest.csv", m)
+    counts = {}
+    for status in ("", ",status=ok", ",status=rejected", ",status=any"):
+        code, out, data = _run("manifest:split=test", f"manifest:synthetic=true{status}",
+                               "-w", str(ws), "--json", "--pr-k", "2")  # fmt: skip
+        assert code == 0, out
+        counts[status] = data["n_fake"]
+    assert counts == {"": 5, ",status=ok": 5, ",status=rejected": 3, ",status=any": 8}
+    code, out, _ = _run("manifest:split=test", "manifest:status=maybe", "-w", str(ws))
+    assert code == 3 and "use ok, rejected or any" in out
 
 
 @pytest.mark.realdata

@@ -292,9 +292,9 @@ def test_filter_synthetic_updates_rows_and_leaves_real_rows(tmp_path, planted, g
     assert st["dup-b"].reason.startswith("near-duplicate of synthetic/covid/dup-a")
     assert st[good3[0]].note.startswith("filter: saturated=") and "nn_real=" in st[good3[0]].note
     assert res.by_reason() == {"memorised": 1, "near-duplicate": 1, "noise": 1}
-    sheet = ws.synthetic_dir / "covid" / "filter-sheet.png"
+    sheet = ws.synthetic_dir / "covid-filter-sheet.png"
     assert res.sheet_path == sheet and read_gray_u8(sheet).shape[1] == 10 * 112
-    cfg = json.loads((ws.synthetic_dir / "covid" / "filter-sheet.config.json").read_text())
+    cfg = json.loads((ws.synthetic_dir / "covid-filter-sheet.config.json").read_text())
     assert cfg["config"]["margin"] == 0.1 and cfg["thresholds"]["memorised_max"] > 0
     # re-running re-evaluates rejected rows too and gives the same verdicts
     filter_synthetic(ws, FilterConfig(), label="covid")

@@ -72,9 +72,9 @@ def test_d_steps_reduce_d_loss_with_fixed_g() -> None:
     y = tf.constant(labels, tf.int32)
     real = tf.constant(img[..., None])
 
-    def d_loss() -> float:  # all reals + fakes of the (fixed) G, BN per half as in training
+    def d_loss() -> float:  # all reals + fakes of the (fixed) G, joint BN as in training
         fake = st.gen([z, y], training=True)  # as the step makes them (batch statistics)
-        lg = st.disc([tf.concat([real, fake], 0), tf.concat([y, y], 0)], training=True, groups=2)
+        lg = st.disc([tf.concat([real, fake], 0), tf.concat([y, y], 0)], training=True)
         t = tf.concat([tf.ones(24), tf.zeros(24)], 0)
         return float(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(t, lg)))
 
@@ -88,6 +88,30 @@ def test_d_steps_reduce_d_loss_with_fixed_g() -> None:
     # deterministic (fixed seed): a wrong-signed or missing D update would raise the loss
     assert losses[1] < losses[0] - 0.01, losses
     assert max(losses[1:]) < losses[0], losses
+    for _ in range(27):
+        step(0.0, False)
+        for v, a in zip(st.gen.weights, g0, strict=True):
+            v.assign(a)
+    # A D that can learn reaches far below chance (ln 2 = 0.693) against a fixed G. With
+    # per-half BatchNorm statistics this D's batch-mean logit is the same constant for reals
+    # and fakes, and it stayed at ~0.69 (the first version's bug): this catches it.
+    assert d_loss() < 0.35, losses
+
+
+def test_real_and_fake_batches_keep_their_mean_difference_through_d() -> None:
+    """Joint-statistics BN: an all-real and an all-fake half get different mean logits."""
+    cfg = TrainConfig(image_size=16, dropout=0.0, **{k: v for k, v in TINY.items()
+                                                    if k != "noise_iterations"})  # fmt: skip
+    st = build_state(cfg)
+    y = tf.zeros((16,), tf.int32)
+    real = tf.ones((8, 16, 16, 1)) * 0.5
+    fake = tf.zeros((8, 16, 16, 1)) - 0.5
+    joint = st.disc([tf.concat([real, fake], 0), y], training=True)
+    halves = st.disc([tf.concat([real, fake], 0), y], training=True, groups=2)
+    # per-half statistics erase the difference (last hidden layer ends in BN) ...
+    assert abs(float(tf.reduce_mean(halves[:8]) - tf.reduce_mean(halves[8:]))) < 1e-4
+    # ... joint statistics keep it
+    assert abs(float(tf.reduce_mean(joint[:8]) - tf.reduce_mean(joint[8:]))) > 1e-3
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
