@@ -1,7 +1,7 @@
 """`make demo`: the whole cxraug pipeline, offline, on embedded SYNTHETIC phantom data.
 
 Runs every command exactly as a user would type it (printed before it runs) in a demo
-workspace: phantoms -> collect -> preprocess (with the sample crop boxes) -> train (a short
+workspace: phantoms -> collect -> preprocess (suggested + sample crop boxes) -> train (a short
 run of the paper's architecture at reduced width) -> generate --balance -> filter -> fid of
 every generated image, kept or rejected, against the held-out real test images (random
 features: an offline smoke test, NOT a standard FID; real scores need the Inception-v3
@@ -61,6 +61,13 @@ def main() -> None:
     run("cxraug.phantom", str(raw), "--covid", str(a.covid), "--normal", str(a.normal),
         "--seed", seed)  # fmt: skip
     run("cxraug", "collect", f"folder:{raw}", "-w", w, "--seed", seed)
+    # The paper crops by hand: get an automatic first guess plus a contact sheet to review,
+    # then apply the boxes (a person would edit boxes.csv in between; examples/crop_boxes.csv
+    # shows the format with four hand-set boxes, applied on top).
+    boxes = str(ws / "boxes.csv")
+    run("cxraug", "preprocess", "-w", w, "--suggest-crops", boxes,
+        "--contact-sheet", str(ws / "boxes.png"))  # fmt: skip
+    run("cxraug", "preprocess", "-w", w, "--crop-boxes", boxes)
     run("cxraug", "preprocess", "-w", w, "--crop-boxes", str(HERE / "crop_boxes.csv"))
     # The paper's architecture at half width (the full-size model needs ~0.7 s/iteration
     # here, too slow for a demo); `cxraug train` with no width flags trains the paper's model.
@@ -76,7 +83,7 @@ def main() -> None:
         "--kid-subsets", "20", "--seed", seed)  # fmt: skip
 
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Look at:")
-    for p in ("manifest.csv", "runs/demo/samples/", "runs/demo/loss.png",
+    for p in ("manifest.csv", "boxes.png", "runs/demo/samples/", "runs/demo/loss.png",
               "synthetic/covid-filter-sheet.png"):  # fmt: skip
         print(f"  {ws / p}")
 
