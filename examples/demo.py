@@ -73,7 +73,7 @@ def main() -> None:
     # here, too slow for a demo); `cxraug train` with no width flags trains the paper's model.
     run("cxraug", "train", "-w", w, "--name", "demo", "--iterations", str(a.iterations),
         "--batch-size", str(a.batch_size), "--g-widths", "64,128,256",
-        "--d-widths", "256,256,256,256", "--noise-iterations", "100",
+        "--d-widths", "256,256,256,256", "--noise-iterations", str(a.iterations),
         "--sample-interval", "100", "--checkpoint-interval", "100", "--seed", seed)  # fmt: skip
     run("cxraug", "generate", "-w", w, "--class", "covid", "--balance", "--run", "demo",
         "--seed", seed)  # fmt: skip
