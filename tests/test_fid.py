@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fakes import tiny_extractor
 from typer.testing import CliRunner
 
 from cxraug import features as feats
@@ -17,19 +18,6 @@ from cxraug.dataset import Dataset, save_dataset
 from cxraug.errors import InputError
 from cxraug.images import to_uint8, write_png_gray
 from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
-
-
-def tiny_extractor(name: str = "tiny-test", standard: bool = True) -> feats.FeatureExtractor:
-    """4x4 grid of block means and stds of channel 0: (B, 299, 299, 3) -> (B, 32)."""
-
-    def embed(x: np.ndarray) -> np.ndarray:
-        g = x[:, :296, :296, 0].reshape(len(x), 4, 74, 4, 74)
-        return np.concatenate(
-            [g.mean((2, 4)).reshape(len(x), -1), g.std((2, 4)).reshape(len(x), -1)], axis=1
-        )
-
-    return feats.FeatureExtractor(name, standard, None, 32, embed)
-
 
 runner = CliRunner()
 SMALL = fid.FidConfig(kid_subsets=10, kid_subset_size=50)
