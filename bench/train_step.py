@@ -11,7 +11,8 @@ In ONE run, each part in its own subprocess (own peak RSS, no thread interferenc
 FLOPs are counted analytically from the layer shapes (2*M*N*K per matmul):
   paper-equivalent work per iteration = 8*B*Dfwd + 4*B*Gfwd  (Keras-GAN: D fwd+2 bwd on 2B,
       G predict on B, G fwd+2 bwd on B, D fwd + data-bwd on B) = 107.6 GFLOP at paper size
-  executed by cxraug's step = 8*B*Dfwd + 3*B*Gfwd (the G forward pass is reused) = 94.2 GFLOP
+  executed by cxraug's step = 10*B*Dfwd + 3*B*Gfwd (G forward reused; the G step runs D on
+      the joint [real; fake] batch for its BatchNorm statistics) = 107.8 GFLOP
 Usage: .venv/bin/python bench/train_step.py [--quick] [--iters N]
 """
 
@@ -46,8 +47,10 @@ def paper_flops() -> float:
 
 
 def our_flops() -> float:
+    # D step: D fwd + data bwd + weight bwd on 2B = 6*B*Dfwd; G step: D fwd + data bwd on the
+    # same 2B batch (joint BatchNorm statistics) = 4*B*Dfwd; G fwd once + 2 bwd = 3*B*Gfwd.
     gf, df = fwd_flops_per_sample()
-    return 8 * B * df + 3 * B * gf
+    return 10 * B * df + 3 * B * gf
 
 
 def peak_rss_gib() -> float:

@@ -307,7 +307,8 @@ def report_table(r: FidReport) -> Table:
     """The human-readable report. With a non-standard extractor the title and every metric
     row say so, so that a screenshot or a copied line cannot pass for a standard FID."""
     flag = "" if r.standard else "NOT a standard FID"
-    title = f"FID report ({r.extractor})" + ("" if r.standard else f" — {flag}: untrained features")
+    why = "unpinned weights file" if r.weights_sha256 else "untrained features"
+    title = f"FID report ({r.extractor})" + ("" if r.standard else f" — {flag}: {why}")
     t = Table(title=title, title_justify="left")
     t.add_column("metric", overflow="fold")
     t.add_column("value", justify="right", overflow="fold")
