@@ -114,7 +114,7 @@ def _assert_unpinned(data: dict[str, Any], weights: Path) -> None:
     buf = io.StringIO()
     Console(width=400, file=buf).print(report_table(FidReport(**data)))
     text = buf.getvalue()
-    assert "NOT a standard FID" in text.splitlines()[0]  # the title
+    assert "NOT a standard FID: unpinned weights file" in text.splitlines()[0]  # the title
     assert text.count("NOT a standard FID") == 6  # title + FID, baseline, KID, P, R rows
 
 
