@@ -333,10 +333,10 @@ def _write_outputs(
 def summary_table(result: FilterResult) -> Group:
     """Kept / rejected counts per primary reason, with the thresholds that decided them."""
     n = len(result.decisions)
-    t = Table(
-        title=f"filter: {result.label}, {n} synthetic vs {result.n_real} real training images",
-        title_justify="left",
-    )
+    # the title as its own line: a table title wraps at the (narrow) table's width
+    title = Text(f"filter: {result.label}, {n} synthetic vs {result.n_real} real training images",
+                 style="bold")  # fmt: skip
+    t = Table()
     t.add_column("decision")
     t.add_column("images", justify="right")
     t.add_row("[green]kept[/green]", str(result.kept))
@@ -353,4 +353,4 @@ def summary_table(result: FilterResult) -> Group:
         )
         if p is not None
     ]
-    return Group(t, *paths)
+    return Group(title, t, *paths)
