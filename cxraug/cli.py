@@ -44,7 +44,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CxrError as e:
-            err.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+            # an interruption (exit 130, checkpoint saved) is not an error of the user's input
+            prefix = "interrupted" if e.exit_code == EXIT_INTERRUPTED else "error"
+            err.print(f"[bold red]{prefix}:[/bold red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/bold red]")

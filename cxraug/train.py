@@ -30,7 +30,7 @@ from cxraug.runlog import RunLog
 from cxraug.tf_setup import tf
 from cxraug.train_config import RESUMABLE_CHANGES, TrainConfig
 from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset
-from cxraug.ui import err, progress, warn
+from cxraug.ui import progress, warn
 from cxraug.workspace import Workspace
 
 
@@ -194,8 +194,6 @@ def train(
         if log.rows:
             log.plot()
         log.close()
-    if not quiet:
-        err.print(f"run {run_dir}: {state.iteration} iterations, checkpoint {last_ckpt}")
     return TrainResult(run_dir, state.iteration, last_ckpt, metrics,
                        time.perf_counter() - t0, cfg)  # fmt: skip
 

@@ -74,3 +74,38 @@ def test_tensorflow_start_up_is_quiet_but_can_be_shown() -> None:
                                             "CXRAUG_TF_VERBOSE": "1"})  # fmt: skip
     assert loud.returncode == 0
     assert "oneDNN" in loud.stderr  # the lines exist: we only hide them by default
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "prefix"),
+    [(errors.InputError("bad row 3"), 3, "error:"),
+     (errors.NumericError("NaN loss"), 5, "error:")],
+)  # fmt: skip
+def test_handle_errors_maps_exit_codes_and_prefix(exc: Exception, code: int, prefix: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from cxraug.cli import handle_errors
+
+    def boom() -> None:
+        raise exc
+
+    with pytest.raises(typer.Exit) as ei:
+        handle_errors(boom)()
+    assert ei.value.exit_code == code
+    assert capsys.readouterr().err.startswith(f"{prefix} {exc}")
+
+
+def test_interruption_is_not_called_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from cxraug.cli import handle_errors
+    from cxraug.train import TrainingInterrupted
+
+    def stop() -> None:
+        raise TrainingInterrupted("training interrupted at iteration 7; checkpoint saved")
+
+    with pytest.raises(typer.Exit) as ei:
+        handle_errors(stop)()
+    assert ei.value.exit_code == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith("interrupted: training interrupted at iteration 7")
