@@ -1,11 +1,17 @@
 """Benchmark: one paper-size CGAN iteration (batch 128, 224x224) on this machine.
 
 In ONE run, each part in its own subprocess (own peak RSS, no thread interference):
-  ours      cxraug's compiled step (XLA; and without XLA unless --quick)
+  ours      cxraug's compiled step, fp32 (XLA; and without XLA unless --quick)
+  ours_bf16 cxraug's step with --mixed-precision bf16 (oneDNN bf16 matmuls, XLA-fused Adam)
   keras     a Keras-GAN-style train_on_batch loop of the same networks, fixed for Keras 3
             (pitfalls #21): D.trainable toggled around its own update, one Adam per model,
-            and a check that D's weights really change in the D step and not in the G step
-  gemm      the GEMM roofline: tf.matmul of the model's big shapes, fwd and both bwd forms
+            and a check that D's weights really change in the D step and not in the G step;
+            in fp32 (what Keras-GAN code runs) and, unless --quick, with the bf16 policy
+  gemm      the GEMM roofline: tf.matmul of the model's big shapes, fwd and both bwd forms,
+            in fp32 and in bf16 (each variant's % roofline uses its own precision's roofline)
+  adam      the two Adam updates alone (XLA-fused, fp32 state; ~78 M parameters, ~2.2 GB of
+            memory traffic): memory-bound work that bf16 matmuls do not shrink. "% GEMM+Adam"
+            = (GEMM FLOPs at the roofline + this time) / measured s/it
   generate  `cxraug generate` of 1,020 images (PNG writes included), untrained paper-size G
 
 FLOPs are counted analytically from the layer shapes (2*M*N*K per matmul):
@@ -65,13 +71,14 @@ def _data(n: int = 600) -> tuple[object, object]:
             (rng.uniform(size=n) < 0.26).astype(np.int64))  # fmt: skip
 
 
-def part_ours(iters: int, xla: bool) -> dict[str, float]:
+def part_ours(iters: int, xla: bool, precision: str = "none") -> dict[str, float]:
     from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import build_state, make_step, resident_dataset
+    from cxraug.trainstep import build_state, make_step, resident_dataset, xla_scope
 
     img, lab = _data()
-    st = build_state(TrainConfig(xla=xla))
+    st = build_state(TrainConfig(xla=xla, mixed_precision=precision))
     step = make_step(st, *resident_dataset(img, lab))  # type: ignore[arg-type]
+    scope = xla_scope(st.cfg, st.strategy)
     t = time.perf_counter()
     step(0.1, True)
     step(0.0, False)
@@ -82,10 +89,11 @@ def part_ours(iters: int, xla: bool) -> dict[str, float]:
         step(0.0, False)
         ts.append(time.perf_counter() - t)
     ts.sort()
-    return {"s_per_it": ts[len(ts) // 2], "best": ts[0], "compile_s": compile_s}
+    return {"s_per_it": ts[len(ts) // 2], "best": ts[0], "compile_s": compile_s,
+            "xla_scope": scope}  # type: ignore[dict-item]
 
 
-def part_keras(iters: int) -> dict[str, float]:
+def part_keras(iters: int, precision: str = "none") -> dict[str, float]:
     import keras
     import numpy as np
 
@@ -93,7 +101,7 @@ def part_keras(iters: int) -> dict[str, float]:
     from cxraug.tf_setup import tf
     from cxraug.train_config import TrainConfig
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(mixed_precision=precision)
     g, d = build_models(cfg)
 
     class Combined(keras.Model):
@@ -149,8 +157,35 @@ def part_keras(iters: int) -> dict[str, float]:
             "d_trains_and_freezes": float(ok)}  # fmt: skip
 
 
-def part_gemm(reps: int) -> dict[str, float]:
+def part_adam(reps: int) -> dict[str, float]:
+    from cxraug.models import build_models
     from cxraug.tf_setup import tf
+    from cxraug.train_config import TrainConfig
+    from cxraug.trainstep import _make_optimizer, _updater
+
+    cfg = TrainConfig(mixed_precision="none")
+    g, d = build_models(cfg)
+    fns = []
+    for m in (g, d):
+        opt = _make_optimizer(cfg, m.name)
+        opt.build(m.trainable_variables)
+        grads = [tf.random.normal(v.shape, stddev=1e-3) for v in m.trainable_variables]
+        fns.append((_updater(opt, m.trainable_variables, jit=True), grads))
+    step = tf.function(lambda: [f(gr) for f, gr in fns])
+    step()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    n = sum(int(tf.size(v)) for m in (g, d) for v in m.trainable_variables)
+    return {"s": min(times), "params": float(n)}
+
+
+def part_gemm(reps: int, precision: str = "none") -> dict[str, float]:
+    from cxraug.tf_setup import tf
+
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
 
     p = S * S
     shapes = [  # (M, K, N, transpose_a, transpose_b): the model's big matmuls
@@ -163,8 +198,8 @@ def part_gemm(reps: int) -> dict[str, float]:
     total_f = total_t = 0.0
     out: dict[str, float] = {}
     for m, k, n, ta, tb in shapes:
-        a = tf.random.normal((k, m) if ta else (m, k))
-        b = tf.random.normal((n, k) if tb else (k, n))
+        a = tf.cast(tf.random.normal((k, m) if ta else (m, k)), dtype)
+        b = tf.cast(tf.random.normal((n, k) if tb else (k, n)), dtype)
         f = tf.function(lambda a, b, ta=ta, tb=tb: tf.matmul(a, b, transpose_a=ta,
                                                                 transpose_b=tb))  # fmt: skip
         f(a, b).numpy()
@@ -215,7 +250,8 @@ def run_part(args: list[str]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 timed iterations, no no-XLA run")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 timed iterations; no no-XLA and no bf16 Keras run")  # fmt: skip
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -223,40 +259,59 @@ def main() -> None:
         name, *rest = a.part
         n = int(rest[0]) if rest else 5
         res = {"ours": lambda: part_ours(n, True), "ours_noxla": lambda: part_ours(n, False),
-               "keras": lambda: part_keras(n), "gemm": lambda: part_gemm(n),
+               "ours_bf16": lambda: part_ours(n, True, "bf16"),
+               "keras": lambda: part_keras(n), "keras_bf16": lambda: part_keras(n, "bf16"),
+               "gemm": lambda: part_gemm(n), "gemm_bf16": lambda: part_gemm(n, "bf16"),
+               "adam": lambda: part_adam(n),
                "generate": part_generate}[name]()  # fmt: skip
         res["peak_rss_gib"] = peak_rss_gib()
         print(json.dumps(res))
         return
     n = a.iters or (3 if a.quick else 8)
     load = os.getloadavg()[0]
-    gemm = run_part(["gemm", str(max(3, n // 2))])
+    roofs = {"fp32": run_part(["gemm", str(max(3, n // 2))]),
+             "bf16": run_part(["gemm_bf16", str(max(3, n // 2))])}  # fmt: skip
+    adam = run_part(["adam", str(n)])
     ours = run_part(["ours", str(n)])
     noxla = None if a.quick else run_part(["ours_noxla", str(n)])
+    bf16 = run_part(["ours_bf16", str(n)])
     keras = run_part(["keras", str(n)])
+    keras_bf16 = None if a.quick else run_part(["keras_bf16", str(n)])
     gen = run_part(["generate"])
-    roof = gemm["roofline"]
     pf, of = paper_flops(), our_flops()
     print(f"machine: {os.cpu_count()} cores, load average at start {load:.2f} "
           f"(other jobs compete for the cores when > ~0.5)")
     print(f"work per iteration: paper-equivalent {pf / 1e9:.1f} GFLOP, executed by cxraug "
-          f"{of / 1e9:.1f} GFLOP; GEMM roofline {roof:.0f} GFLOP/s "
-          f"({', '.join(f'{k} {v:.0f}' for k, v in gemm.items() if 'x' in k)})")
-    hdr = (f"{'variant':34s} {'s/it':>6s} {'best':>6s} {'exec GF/s':>9s} {'%roof':>6s} "
-           f"{'paperGF/s':>9s} {'x keras':>7s} {'RSS GiB':>7s} {'compile s':>9s}")  # fmt: skip
+          f"{of / 1e9:.1f} GFLOP")
+    print(f"Adam updates alone (XLA-fused, {adam['params'] / 1e6:.1f} M parameters): "
+          f"{adam['s']:.3f} s/it ({28 * adam['params'] / adam['s'] / 1e9:.0f} GB/s at 28 B "
+          f"per parameter)")  # fmt: skip
+    for prec, g in roofs.items():
+        print(f"GEMM roofline {prec}: {g['roofline']:.0f} GFLOP/s "
+              f"({', '.join(f'{k} {v:.0f}' for k, v in g.items() if 'x' in k)})")
+    hdr = (f"{'variant':40s} {'prec':>4s} {'s/it':>6s} {'best':>6s} {'exec GF/s':>9s} "
+           f"{'%roof':>6s} {'%G+A':>5s} {'x keras fp32':>12s} {'x keras same':>12s} "
+           f"{'RSS GiB':>7s} {'compile s':>9s}")  # fmt: skip
     print(hdr)
     print("-" * len(hdr))
-    rows = [("cxraug step (XLA)", ours, of), ("cxraug step (no XLA)", noxla, of),
-            ("Keras-GAN train_on_batch loop", keras, pf)]  # fmt: skip
-    for label, r, fl in rows:
+    rows = [("cxraug step (XLA: whole step)", "fp32", ours, of, keras),
+            ("cxraug step (no XLA)", "fp32", noxla, of, keras),
+            ("cxraug step (oneDNN matmuls, XLA Adam)", "bf16", bf16, of, keras_bf16),
+            ("Keras-GAN train_on_batch loop", "fp32", keras, pf, keras),
+            ("Keras-GAN train_on_batch loop", "bf16", keras_bf16, pf, keras_bf16)]  # fmt: skip
+    for label, prec, r, fl, same in rows:
         if r is None:
             continue
         s = r["s_per_it"]
-        print(f"{label:34s} {s:6.3f} {r['best']:6.3f} {fl / s / 1e9:9.1f} "
-              f"{100 * fl / s / 1e9 / roof:5.0f}% {pf / s / 1e9:9.1f} "
-              f"{keras['s_per_it'] / s:7.2f} {r['peak_rss_gib']:7.2f} {r['compile_s']:9.1f}")
+        roof = roofs[prec]["roofline"]
+        vs_same = f"{same['s_per_it'] / s:12.2f}" if same is not None else f"{'-':>12s}"
+        print(f"{label:40s} {prec:>4s} {s:6.3f} {r['best']:6.3f} {fl / s / 1e9:9.1f} "
+              f"{100 * fl / s / 1e9 / roof:5.0f}% {100 * (fl / 1e9 / roof + adam['s']) / s:4.0f}% "
+              f"{keras['s_per_it'] / s:12.2f} {vs_same} "
+              f"{r['peak_rss_gib']:7.2f} {r['compile_s']:9.1f}")
+    checks = [k for k in (keras, keras_bf16) if k is not None]
     print(f"Keras loop check (D trains in its step, frozen in the G step): "
-          f"{'ok' if keras['d_trains_and_freezes'] else 'FAILED'}")
+          f"{'ok' if all(k['d_trains_and_freezes'] for k in checks) else 'FAILED'}")
     print(f"generate 1,020 images (224 px, PNG writes, checkpoint load): {gen['s_1020']:.2f} s, "
           f"peak RSS {gen['peak_rss_gib']:.2f} GiB")
 

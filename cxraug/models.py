@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxraug.hardware import resolve_precision
 from cxraug.tf_setup import keras, tf
 from cxraug.train_config import TrainConfig
 
@@ -34,7 +35,7 @@ BN_EPSILON = 1e-3  # Keras' BatchNormalization default
 
 def dtype_policy(cfg: TrainConfig) -> str:
     return {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[
-        cfg.mixed_precision
+        resolve_precision(cfg).mixed_precision
     ]
 
 

@@ -26,11 +26,11 @@ from cxraug.checkpoint import find_latest, read_checkpoint, restore, save_checkp
 from cxraug.dataset import load_dataset
 from cxraug.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError
 from cxraug.fsutil import atomic_write_text
+from cxraug.hardware import precision_warning, resolve_precision
 from cxraug.runlog import RunLog
-from cxraug.tf_setup import tf
 from cxraug.train_config import RESUMABLE_CHANGES, TrainConfig
-from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset
-from cxraug.ui import progress, warn
+from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset, xla_scope
+from cxraug.ui import err, progress, warn
 from cxraug.workspace import Workspace
 
 
@@ -137,8 +137,10 @@ def train(
     elif cfg.image_size != ds.image_size:
         raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
                          f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
-    if cfg.mixed_precision != "none" and not tf.config.list_physical_devices("GPU"):
-        warn("mixed precision on a CPU is usually slower than fp32")
+    auto = cfg.mixed_precision == "auto"
+    cfg = resolve_precision(cfg)  # config.json and the checkpoints record bf16 or none
+    if (slow := precision_warning(cfg.mixed_precision)) is not None:
+        warn(slow)
     atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
 
     state = build_state(cfg)
@@ -147,6 +149,15 @@ def train(
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
+    if not quiet:
+        how = ""
+        if auto:  # say why, so a surprising choice can be overridden
+            native = cfg.mixed_precision == "bf16"
+            how = f" (auto: {'native' if native else 'no native'} bf16 matmuls here; " \
+                  f"--mixed-precision {'none' if native else 'bf16'} to change)"
+        err.print(f"train {run_dir}: iterations {state.iteration} -> {cfg.iterations}, batch "
+                  f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
+                  f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
     log = RunLog(run_dir, cfg, resume_from=state.iteration)
     wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
     t0 = time.perf_counter()
@@ -196,6 +207,10 @@ def train(
         log.close()
     return TrainResult(run_dir, state.iteration, last_ckpt, metrics,
                        time.perf_counter() - t0, cfg)  # fmt: skip
+
+
+_PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
+              "fp16": "fp16 (mixed: fp32 weights, loss scaling)"}  # fmt: skip
 
 
 def _checkpoint(state: Any, run_dir: Path) -> Path:

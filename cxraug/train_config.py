@@ -19,7 +19,7 @@ from typing import Any
 
 from cxraug.errors import InputError, vassert
 
-MIXED_PRECISION = ("none", "bf16", "fp16")
+MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -53,8 +53,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     # --- speed ---
-    mixed_precision: str = "none"  # none | bf16 | fp16 (fp32 is the CPU default)
-    xla: bool = True  # tf.function(jit_compile=True): faster on this CPU, see bench/
+    # auto: bf16 where the device has native bf16 matmuls (AVX512-BF16/AMX CPUs, GPUs of
+    # compute capability >= 8), else none (fp32); runs record the resolved value (hardware.py)
+    mixed_precision: str = "auto"
+    xla: bool = True  # XLA where it is faster (trainstep.xla_scope), see bench/
     strategy: str = "default"  # default | mirrored | multiworker (tf.distribute)
 
     def __post_init__(self) -> None:

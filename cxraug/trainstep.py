@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from cxraug.errors import InputError
+from cxraug.errors import InputError, vassert
+from cxraug.hardware import resolve_precision
 from cxraug.models import Discriminator, Generator, build_models, dropout_layers
 from cxraug.tf_setup import keras, tf
 from cxraug.train_config import TrainConfig
 
 METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
+XLA_SCOPES = ("step", "update", "none")
 
 
 def make_strategy(name: str) -> Any:
@@ -65,6 +67,7 @@ class TrainState:
 
 
 def build_state(cfg: TrainConfig, strategy: Any | None = None) -> TrainState:
+    cfg = resolve_precision(cfg)  # "auto" -> what this machine runs fast; saved resolved
     strategy = strategy if strategy is not None else make_strategy(cfg.strategy)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise InputError(f"batch size {cfg.batch_size} does not split over "
@@ -91,13 +94,42 @@ def _scaled(opt: Any, loss: Any) -> Any:
     return loss
 
 
+def xla_scope(cfg: TrainConfig, strategy: Any) -> str:
+    """Where XLA compiles: "step" (all of it), "update" (the two Adam updates only) or "none".
+
+    Measured on this CPU (bench/RESULTS.md): XLA fuses Adam's element-wise passes over the
+    78 M parameters (0.20 s -> 0.06 s per iteration) and the whole fp32 step runs at ~95 % of
+    the GEMM roofline; but XLA's CPU matmul has no bf16/fp16 kernel as fast as oneDNN's
+    (bf16: ~160 vs ~310-380 GFLOP/s), so on a CPU a mixed-precision step keeps its matmuls
+    outside XLA and compiles only the updates. XLA needs one device: tf.distribute over
+    several replicas runs without it.
+    """
+    if not cfg.xla or strategy.num_replicas_in_sync != 1 or cfg.strategy != "default":
+        return "none"
+    mixed = resolve_precision(cfg).mixed_precision != "none"
+    if mixed and not tf.config.list_physical_devices("GPU"):
+        return "update"
+    return "step"
+
+
+def _updater(opt: Any, variables: list[Any], *, jit: bool) -> Callable[[list[Any]], None]:
+    """opt.apply_gradients over `variables`, compiled on its own with XLA when `jit`
+    (a jit_compile function nested in the step's tf.function is one fused XLA cluster)."""
+
+    def apply(grads: list[Any]) -> None:
+        opt.apply_gradients(zip(grads, variables, strict=True))
+
+    return tf.function(apply, jit_compile=True) if jit else apply
+
+
 def make_step(
-    state: TrainState, images: Any, labels: Any
+    state: TrainState, images: Any, labels: Any, *, scope: str | None = None
 ) -> Callable[[float, bool], dict[str, float]]:
     """A function (sigma, noisy) -> metrics that runs one compiled iteration in place.
 
     `images` (N, H, W) float32 and `labels` (N,) int32 are tf.Variables resident in memory.
     Two graphs are traced at most: with instance noise (sigma > 0) and without.
+    `scope` overrides `xla_scope` (tests and bench/ compare the three).
     """
     cfg, st = state.cfg, state.strategy
     gen, disc, rng = state.gen, state.disc, state.rng
@@ -130,7 +162,7 @@ def make_step(
                 d_obj = _scaled(state.d_opt, d_loss)
             d_vars = disc.trainable_variables
             d_grads = d_tape.gradient(d_obj, d_vars)
-            state.d_opt.apply_gradients(zip(d_grads, d_vars, strict=True))
+            apply_d(d_grads)
             # G step through the UPDATED D (control dependencies keep program order), on the
             # same [real; fake] batch so BatchNorm uses the same joint statistics as in the D
             # step; the loss reads only the fake half.
@@ -141,8 +173,7 @@ def make_step(
             g_sum = _bce_sum(1.0, g_logits)
             g_loss = g_sum / float(b_glob)
             g_obj = _scaled(state.g_opt, g_loss)
-        g_vars = gen.trainable_variables
-        state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
+        apply_g(g_tape.gradient(g_obj, gen.trainable_variables))
         f32 = tf.float32
         return {
             "d_sum": d_sum, "g_sum": g_sum,
@@ -167,9 +198,11 @@ def make_step(
             "d_real_acc": tot["real_ok"] / b_glob, "d_fake_acc": tot["fake_ok"] / b_glob,
         }  # fmt: skip
 
-    # XLA needs one device; tf.distribute over several replicas runs without it.
-    jit = bool(cfg.xla) and st.num_replicas_in_sync == 1 and cfg.strategy == "default"
-    compiled = tf.function(step, jit_compile=jit, reduce_retracing=False)
+    scope = scope or xla_scope(cfg, st)
+    vassert(scope in XLA_SCOPES, f"xla scope {scope!r}; use one of {', '.join(XLA_SCOPES)}")
+    apply_d = _updater(state.d_opt, disc.trainable_variables, jit=scope == "update")
+    apply_g = _updater(state.g_opt, gen.trainable_variables, jit=scope == "update")
+    compiled = tf.function(step, jit_compile=scope == "step", reduce_retracing=False)
 
     def run(sigma: float, noisy: bool) -> dict[str, float]:
         out = compiled(tf.constant(sigma, tf.float32), bool(noisy))

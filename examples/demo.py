@@ -69,7 +69,7 @@ def main() -> None:
         "--contact-sheet", str(ws / "boxes.png"))  # fmt: skip
     run("cxraug", "preprocess", "-w", w, "--crop-boxes", boxes)
     run("cxraug", "preprocess", "-w", w, "--crop-boxes", str(HERE / "crop_boxes.csv"))
-    # The paper's architecture at half width (the full-size model needs ~0.7 s/iteration
+    # The paper's architecture at half width (the full-size model needs ~0.45 s/iteration
     # here, too slow for a demo); `cxraug train` with no width flags trains the paper's model.
     run("cxraug", "train", "-w", w, "--name", "demo", "--iterations", str(a.iterations),
         "--batch-size", str(a.batch_size), "--g-widths", "64,128,256",

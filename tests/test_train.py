@@ -25,15 +25,22 @@ from cxraug.checkpoint import (
 from cxraug.cli import app
 from cxraug.dataset import Dataset, save_dataset
 from cxraug.errors import InputError
+from cxraug.hardware import auto_precision, precision_warning
 from cxraug.tf_setup import tf
 from cxraug.train import TrainingInterrupted, train
 from cxraug.train_config import TrainConfig
-from cxraug.trainstep import build_state, make_step, resident_dataset
+from cxraug.trainstep import (
+    build_state,
+    make_step,
+    resident_dataset,
+    xla_scope,
+)
 from cxraug.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(latent_dim=8, g_widths=(16, 32), d_widths=(32, 32, 32, 32), batch_size=8,
-            xla=False, sample_interval=3, samples_per_class=2, noise_iterations=4)  # fmt: skip
+            xla=False, mixed_precision="none", sample_interval=3, samples_per_class=2,
+            noise_iterations=4)  # fmt: skip
 runner = CliRunner()
 
 
@@ -142,9 +149,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
     assert list((ws.runs_dir / "cut" / "tb").iterdir())
 
 
-def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mp", ["none", "bf16"])  # XLA scope "step" / "update" on a CPU
+def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(mp: str, tmp_path: Path) -> None:
     img, labels = toy_images()
-    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True})
+    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True, "mixed_precision": mp})
     data = resident_dataset(img, labels)
     a = build_state(cfg)
     step_a = make_step(a, *data)
@@ -304,3 +312,69 @@ def test_mixed_precision_step_close_to_fp32_and_checkpoints(mp: str, tmp_path: P
     restore(again, read_checkpoint(find_latest(tmp_path)))  # type: ignore[arg-type]
     for u, v in zip(st.g_opt.variables, again.g_opt.variables, strict=True):
         np.testing.assert_array_equal(u.numpy(), v.numpy())
+
+
+def test_xla_scope_follows_precision_device_and_strategy() -> None:
+    one = tf.distribute.get_strategy()
+    fp32 = TrainConfig(mixed_precision="none")
+    assert xla_scope(fp32, one) == "step"  # the whole step in XLA
+    assert xla_scope(fp32.replace(xla=False), one) == "none"
+    assert xla_scope(fp32.replace(strategy="mirrored"), one) == "none"
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    # XLA's CPU matmul has no fast bf16 kernel: keep matmuls in oneDNN, fuse only Adam
+    assert xla_scope(TrainConfig(mixed_precision="bf16"), one) == ("update" if on_cpu else "step")
+
+
+@pytest.mark.parametrize("mp", ["none", "bf16"])
+def test_xla_fused_updates_equal_the_plain_step(mp: str) -> None:
+    """scope "update" (Adam compiled by XLA inside the plain step) computes the same iterations
+    as the plain step: same random draws, same losses, same weights up to float rounding."""
+    img, labels = toy_images()
+    data = resident_dataset(img, labels)
+    cfg = TrainConfig(image_size=16, **{**TINY, "mixed_precision": mp})
+    runs = {}
+    for scope in ("none", "update"):
+        st = build_state(cfg)
+        step = make_step(st, *data, scope=scope)
+        losses = [step(0.05, True)["g_loss"] for _ in range(3)]
+        runs[scope] = (losses, [v.numpy() for v in st.gen.weights + st.disc.weights],
+                       int(st.g_opt.iterations.numpy()))  # fmt: skip
+    (la, wa, ia), (lb, wb, ib) = runs["none"], runs["update"]
+    assert ia == ib == 3  # the compiled update really ran, once per step
+    tol = 1e-5 if mp == "none" else 2e-2  # bf16: oneDNN may block the sums differently
+    np.testing.assert_allclose(la, lb, rtol=tol, atol=tol)
+    for u, v in zip(wa, wb, strict=True):
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+    assert not np.array_equal(wa[0], build_state(cfg).gen.weights[0].numpy())  # it trained
+
+
+def test_precision_warning_names_the_missing_cpu_feature() -> None:
+    cpu: list[tuple[int, int]] = []  # no GPU
+    assert precision_warning("none", set(), cpu) is None
+    assert precision_warning("bf16", {"avx512_bf16"}, cpu) is None
+    assert precision_warning("bf16", {"amx_bf16"}, cpu) is None
+    slow = precision_warning("bf16", {"avx2", "fma"}, cpu)
+    assert slow is not None and "AVX512-BF16" in slow and "slower than fp32" in slow
+    fp16 = precision_warning("fp16", {"avx512_bf16"}, cpu)
+    assert fp16 is not None and "fp16" in fp16
+    assert precision_warning("fp16", set(), [(9, 0)]) is None  # GPUs have fp16 tensor cores
+
+
+def test_auto_precision_picks_bf16_only_where_it_is_native() -> None:
+    assert auto_precision({"avx2", "avx512f", "avx512_bf16"}, []) == "bf16"  # Zen 4 / Xeon
+    assert auto_precision({"avx2", "amx_bf16"}, []) == "bf16"
+    assert auto_precision({"avx2", "fma", "avx512f"}, []) == "none"  # emulated bf16: slower
+    assert auto_precision(set(), [(9, 0)]) == "bf16"  # H100
+    assert auto_precision({"avx512_bf16"}, [(7, 5)]) == "none"  # T4: no bf16 tensor cores
+    assert auto_precision(set(), [(8, 0), (7, 0)]) == "none"  # the slowest GPU decides
+
+
+def test_train_records_the_resolved_precision(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    res = train(ws, {**TINY, "mixed_precision": "auto", "iterations": 1}, name="a", quiet=True)
+    saved = json.loads((res.run_dir / "config.json").read_text())["mixed_precision"]
+    assert saved == auto_precision() and saved != "auto"
+    ck = read_checkpoint(find_latest(res.run_dir))  # type: ignore[arg-type]
+    assert ck.config.mixed_precision == saved  # resume and generate rebuild the same policy
+    assert build_state(TrainConfig(image_size=16, **{**TINY, "mixed_precision": "auto"})
+                       ).cfg.mixed_precision == saved  # fmt: skip
