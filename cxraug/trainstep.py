@@ -21,6 +21,8 @@ Every random number comes from one tf.random.Generator seeded by --seed, in-grap
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +126,7 @@ def _updater(opt: Any, variables: list[Any], *, jit: bool) -> Callable[[list[Any
 
 def make_step(
     state: TrainState, images: Any, labels: Any, *, scope: str | None = None
-) -> Callable[[float, bool], dict[str, float]]:
+) -> Step:
     """A function (sigma, noisy) -> metrics that runs one compiled iteration in place.
 
     `images` (N, H, W) float32 and `labels` (N,) int32 are tf.Variables resident in memory.
@@ -204,11 +206,52 @@ def make_step(
     apply_g = _updater(state.g_opt, gen.trainable_variables, jit=scope == "update")
     compiled = tf.function(step, jit_compile=scope == "step", reduce_retracing=False)
 
-    def run(sigma: float, noisy: bool) -> dict[str, float]:
-        out = compiled(tf.constant(sigma, tf.float32), bool(noisy))
+    return Step(compiled)
+
+
+class Step:
+    """One compiled training iteration: step(sigma, noisy) -> metrics, run in place."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled  # the tf.function (bench/ and tests read its HLO)
+
+    def __call__(self, sigma: float, noisy: bool) -> dict[str, float]:
+        out = self.compiled(tf.constant(sigma, tf.float32), bool(noisy))
         return {k: float(v) for k, v in out.items()}
 
-    return run
+    def hlo_matmul_flops(self, noisy: bool = False) -> float:
+        """FLOPs of every dot (2*M*N*K) in the optimized XLA program of the whole-step form:
+        the work really executed, to check the analytic count (`step_flops`) against."""
+        hlo = self.compiled.experimental_get_compiler_ir(tf.constant(0.0), noisy)(
+            stage="optimized_hlo"
+        )
+        shapes = {m[1]: [int(d) for d in m[2].split(",") if d]
+                  for m in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]", hlo)}  # fmt: skip
+        total = 0
+        dot = (r"= \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), %[\w.\-]+\), "
+               r"lhs_contracting_dims=\{([\d,]*)\}")  # out shape, lhs name, lhs K dims
+        for m in re.finditer(dot, hlo):
+            out = math.prod(int(d) for d in m[1].split(",") if d)
+            k = math.prod(shapes[m[2]][int(d)] for d in m[3].split(",") if d)
+            total += 2 * out * k
+        return float(total)
+
+
+def step_flops(cfg: TrainConfig) -> float:
+    """Matmul FLOPs of one iteration, from the layer shapes (2*M*N*K per matmul).
+
+    Per sample, Dfwd / Gfwd = one forward pass of D / G. D step on the 2B batch: forward,
+    weight gradients, data gradients (down to the input: D's label embedding multiplies it)
+    = 6 B Dfwd; G step: D forward + data gradients on the same 2B batch = 4 B Dfwd; G: one
+    forward (reused), weight and data gradients = 3 B Gfwd.
+    """
+    def fwd(widths: list[int]) -> int:
+        return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+    px = cfg.image_size**2
+    g = fwd([cfg.latent_dim, *cfg.g_widths, px])
+    d = fwd([px, *cfg.d_widths, 1])
+    return float(10 * cfg.batch_size * d + 3 * cfg.batch_size * g)
 
 
 def resident_dataset(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from cxraug.trainstep import (
     build_state,
     make_step,
     resident_dataset,
+    step_flops,
     xla_scope,
 )
 from cxraug.workspace import Workspace
@@ -169,6 +171,43 @@ def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(mp: str, tmp_path
     for u, v in zip(a.gen.weights + a.disc.weights, c.gen.weights + c.disc.weights, strict=True):
         np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
 
+
+
+def test_sigkill_at_any_moment_resumes_from_a_good_checkpoint(tmp_path: Path) -> None:
+    """A `cxraug train` process killed with SIGKILL (no handler runs) while it checkpoints
+    every iteration: the latest checkpoint loads, and resuming from it ends with the same
+    weights as an uninterrupted run of the same length."""
+    ws = make_workspace(tmp_path)
+    args = ["-w", str(ws.root), "--no-xla", "--mixed-precision", "none", "--batch-size", "8",
+            "--g-widths", "16,32", "--d-widths", "32,32,32,32", "--latent-dim", "8",
+            "--noise-iterations", "4", "--sample-interval", "100000", "-q"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, "-m", "cxraug", "train", "--name", "k",
+                          "--iterations", "100000", "--checkpoint-interval", "1", *args],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    ckdir = ws.runs_dir / "k" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(ckdir.glob("ckpt-*.npz"))) < 3 or not (ckdir / "latest").exists():
+            assert p.poll() is None, p.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "training never wrote 3 checkpoints"
+            time.sleep(0.05)
+        time.sleep(0.37)  # an arbitrary moment: mid-step, mid-write or mid-rotation
+    finally:
+        p.kill()  # SIGKILL
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
+    last = read_checkpoint(find_latest(ws.runs_dir / "k"))  # type: ignore[arg-type]
+    k = last.iteration
+    assert k >= 3
+    r = runner.invoke(app, ["train", "--resume", "k", "--iterations", str(k + 2), *args])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "--name", "ref", "--iterations", str(k + 2), *args])
+    assert r.exit_code == 0, r.output
+    a, b = weights(ws.runs_dir / "ref"), weights(ws.runs_dir / "k")
+    assert read_checkpoint(find_latest(ws.runs_dir / "k")).iteration == k + 2  # type: ignore[arg-type]
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
@@ -378,3 +417,17 @@ def test_train_records_the_resolved_precision(tmp_path: Path) -> None:
     assert ck.config.mixed_precision == saved  # resume and generate rebuild the same policy
     assert build_state(TrainConfig(image_size=16, **{**TINY, "mixed_precision": "auto"})
                        ).cfg.mixed_precision == saved  # fmt: skip
+
+
+def test_compiled_step_executes_exactly_the_counted_matmul_work() -> None:
+    """The optimized XLA program's dots add up to `step_flops`: one G forward pass (reused in
+    the G step), one D pass per step over [real; fake]. A repeated G forward or a second D
+    pass would show up here (the bench's FLOP/s and % roofline rest on this count)."""
+    img, labels = toy_images()
+    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True, "dropout": 0.0})
+    step = make_step(build_state(cfg), *resident_dataset(img, labels), scope="step")
+    step(0.0, False)
+    got, want = step.hlo_matmul_flops(noisy=False), step_flops(cfg)
+    # XLA turns a few dots with a size-1 dimension (D's 1-unit output layer) into reductions:
+    # 0.1 % here; one extra G forward pass would add 6 %, a second D pass far more
+    assert abs(got - want) <= 0.005 * want, (got, want)
