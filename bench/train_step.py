@@ -35,21 +35,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-B, S, L = 128, 224, 128
-G_W, D_W = (128, 256, 512, 1024), (512, 512, 512, 512)
-
-
-def fwd_flops_per_sample() -> tuple[float, float]:
-    g = [L, *G_W, S * S]
-    d = [S * S, *D_W, 1]
-    gf = sum(2 * a * b for a, b in zip(g[:-1], g[1:], strict=True))
-    df = sum(2 * a * b for a, b in zip(d[:-1], d[1:], strict=True))
-    return gf, df
+B, S, L = 128, 224, 128  # the paper's batch, image size and latent size (TrainConfig defaults)
 
 
 def paper_flops() -> float:
-    gf, df = fwd_flops_per_sample()
-    return 8 * B * df + 4 * B * gf
+    # Keras-GAN: D fwd + 2 bwd on 2B, G predict on B, G fwd + 2 bwd on B, D fwd + data bwd on B
+    from cxraug.train_config import TrainConfig
+    from cxraug.trainstep import forward_flops
+
+    gf, df = forward_flops(TrainConfig())
+    return float(8 * B * df + 4 * B * gf)
 
 
 def our_flops() -> float:

@@ -37,7 +37,7 @@ from cxraug.loading import (
     tasks_for,
     usable_rows,
 )
-from cxraug.manifest import MAX_REPORTED_ERRORS, Manifest, Record, crop_box_problem
+from cxraug.manifest import Manifest, Record, crop_box_problem, csv_rows, problems_message
 from cxraug.workspace import Workspace
 
 BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
@@ -83,11 +83,7 @@ def read_crop_boxes(path: Path, manifest: Manifest, root: Path) -> dict[str, Box
     errors: list[str] = []
     boxes: dict[str, Box] = {}
     seen: dict[str, int] = {}
-    for i, row in enumerate(reader):
-        where = f"{name} row {i + 2}"
-        if None in row:
-            errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
-            continue
+    for line, where, row in csv_rows(reader, name, errors):
         cells = {k: (v or "").strip() for k, v in row.items()}
         if not any(cells.values()):
             continue  # blank line
@@ -102,20 +98,14 @@ def read_crop_boxes(path: Path, manifest: Manifest, root: Path) -> dict[str, Box
                 "keep one row per image"
             )
             continue
-        seen[rec.id] = i + 2
+        seen[rec.id] = line
         problem = crop_box_problem(box, rec.width, rec.height)
         if problem:
             errors.append(f"{where}: {problem}")
             continue
         boxes[rec.id] = box
     if errors:
-        shown = errors[:MAX_REPORTED_ERRORS]
-        more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        raise CropBoxError(
-            f"{name} has {len(errors)} problem(s); nothing was changed. Fix them and re-run:\n  "
-            + "\n  ".join(shown)
-            + more
-        )
+        raise CropBoxError(problems_message(name, errors, "; nothing was changed"))
     if not boxes:
         raise CropBoxError(f"{name} has no box rows; add lines like `ID,x0,y0,x1,y1`")
     return boxes

@@ -3,15 +3,17 @@
 
 Measured on the development CPU (AMD EPYC Zen 4, AVX512-BF16; bench/RESULTS.md): oneDNN runs
 the paper model's bf16 matmuls at ~310-380 GFLOP/s against ~175-205 in fp32, and a bf16
-training step is ~1.6x faster than the fp32 one with the same image quality on the real-data
-run. Without native bf16 dot products (AVX2-only CPUs) oneDNN emulates bf16 and is slower than
-fp32; fp16 has no fast CPU kernels at all. On GPUs, bf16 needs compute capability 8.0 (A100,
-H100) for tensor cores.
+training step is ~1.6x faster than the fp32 one; on the real data both precisions matched at
+2,000 iterations (longer runs not compared, bench/RESULTS.md). Without native bf16 dot
+products (AVX2-only CPUs) oneDNN emulates bf16 and is slower than fp32; fp16 has no fast CPU
+kernels at all. On GPUs, bf16 needs compute capability 8.0 (A100, H100) for tensor cores.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from cxraug.tf_setup import tf
@@ -19,29 +21,31 @@ from cxraug.tf_setup import tf
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # the hardware does not change while we run; asked on every build_state
+def cpu_flags() -> frozenset[str]:
     """The CPU feature flags the kernel reports (Linux; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
-def gpu_capabilities() -> list[tuple[int, int]]:
+@functools.cache
+def gpu_capabilities() -> tuple[tuple[int, int], ...]:
     """Compute capability of each visible GPU ((0, 0) where TensorFlow does not say)."""
     out = []
     for dev in tf.config.list_physical_devices("GPU"):
         cc = tf.config.experimental.get_device_details(dev).get("compute_capability")
         out.append(tuple(cc) if cc else (0, 0))
-    return out  # type: ignore[return-value]
+    return tuple(out)  # type: ignore[arg-type]
 
 
-def auto_precision(flags: set[str] | None = None,
-                   gpus: list[tuple[int, int]] | None = None) -> str:  # fmt: skip
+def auto_precision(flags: frozenset[str] | set[str] | None = None,
+                   gpus: Sequence[tuple[int, int]] | None = None) -> str:  # fmt: skip
     """"bf16" where the training device has native bf16 matmuls, else "none" (fp32)."""
     gpus = gpu_capabilities() if gpus is None else gpus
     if gpus:
@@ -57,8 +61,8 @@ def resolve_precision(cfg: Any) -> Any:
     return dataclasses.replace(cfg, mixed_precision=auto_precision())
 
 
-def precision_warning(precision: str, flags: set[str] | None = None,
-                      gpus: list[tuple[int, int]] | None = None) -> str | None:  # fmt: skip
+def precision_warning(precision: str, flags: frozenset[str] | set[str] | None = None,
+                      gpus: Sequence[tuple[int, int]] | None = None) -> str | None:  # fmt: skip
     """Why an explicitly chosen precision will be slow on this machine, or None."""
     gpus = gpu_capabilities() if gpus is None else gpus
     if precision in ("none", "auto") or gpus:

@@ -262,6 +262,29 @@ def to_csv_text(m: Manifest) -> str:
     return buf.getvalue()
 
 
+def csv_rows(
+    reader: csv.DictReader[str], name: str, errors: list[str]
+) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(spreadsheet line, "NAME row N", row) for each data row of a user-edited CSV; a row with
+    more cells than the header is reported in `errors` and skipped."""
+    for i, row in enumerate(reader):
+        where = f"{name} row {i + 2}"
+        if None in row:
+            errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
+            continue
+        yield i + 2, where, row
+
+
+def problems_message(name: str, errors: list[str], consequence: str = "") -> str:
+    """"NAME has N problem(s)[; consequence]. Fix them and re-run:" + the first
+    MAX_REPORTED_ERRORS lines, one per problem."""
+    shown = errors[:MAX_REPORTED_ERRORS]
+    more = len(errors) - len(shown)
+    tail = f"\n  ... and {more} more" if more else ""
+    return (f"{name} has {len(errors)} problem(s){consequence}; fix them and re-run:\n  "
+            + "\n  ".join(shown) + tail)  # fmt: skip
+
+
 def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     if text.startswith("\ufeff"):  # Excel writes a UTF-8 BOM
         text = text[1:]
@@ -281,27 +304,17 @@ def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     errors: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for i, row in enumerate(reader):
-        where = f"{name} row {i + 2}"
-        if None in row:
-            errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
-            continue
+    for line, where, row in csv_rows(reader, name, errors):
         rec = _parse_row(row, where, errors)
         if rec is None:
             continue
         if rec.id in seen:
             errors.append(f"{where}: id {rec.id!r} repeats row {seen[rec.id]}; ids must be unique")
             continue
-        seen[rec.id] = i + 2
+        seen[rec.id] = line
         records.append(rec)
     if errors:
-        shown = errors[:MAX_REPORTED_ERRORS]
-        more = len(errors) - len(shown)
-        tail = f"\n  ... and {more} more" if more else ""
-        raise ManifestError(
-            f"{name} has {len(errors)} problem(s); fix them and re-run:\n  "
-            + "\n  ".join(shown) + tail
-        )  # fmt: skip
+        raise ManifestError(problems_message(name, errors))
     return Manifest(records, [c for c in header if c not in COLUMNS])
 
 

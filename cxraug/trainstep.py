@@ -237,6 +237,16 @@ class Step:
         return float(total)
 
 
+def forward_flops(cfg: TrainConfig) -> tuple[int, int]:
+    """Matmul FLOPs of one forward pass of G and of D for ONE sample (2*N*K per Dense)."""
+
+    def fwd(widths: list[int]) -> int:
+        return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+    px = cfg.image_size**2
+    return fwd([cfg.latent_dim, *cfg.g_widths, px]), fwd([px, *cfg.d_widths, 1])
+
+
 def step_flops(cfg: TrainConfig) -> float:
     """Matmul FLOPs of one iteration, from the layer shapes (2*M*N*K per matmul).
 
@@ -245,12 +255,7 @@ def step_flops(cfg: TrainConfig) -> float:
     = 6 B Dfwd; G step: D forward + data gradients on the same 2B batch = 4 B Dfwd; G: one
     forward (reused), weight and data gradients = 3 B Gfwd.
     """
-    def fwd(widths: list[int]) -> int:
-        return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-
-    px = cfg.image_size**2
-    g = fwd([cfg.latent_dim, *cfg.g_widths, px])
-    d = fwd([px, *cfg.d_widths, 1])
+    g, d = forward_flops(cfg)
     return float(10 * cfg.batch_size * d + 3 * cfg.batch_size * g)
 
 
