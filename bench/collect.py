@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxraug.phantom import write_phantom_folder
-from cxraug.sources import IMAGE_SUFFIXES, inspect_files
+from cxraug.core.images import IMAGE_SUFFIXES
+from cxraug.prep.inspect import inspect_files
+from cxraug.prep.phantom import write_phantom_folder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "cxr-data"
 

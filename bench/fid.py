@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cxraug.tf_setup import tf  # sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads
+from cxraug.core.tf_setup import tf  # sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -84,8 +84,8 @@ def network_rates(model: Any, configs: list[tuple[int, bool]], rounds: int) -> d
 def cache_speedup(n_real: int, n_fake: int) -> dict[str, float]:
     """Wall time of `cxraug fid` (library call, random features): cold, then a second run
     against the same REAL set with new fakes, then an exact repeat (both sets cached)."""
+    from cxraug.core.images import write_png_gray
     from cxraug.fid import FidConfig, run_fid
-    from cxraug.images import write_png_gray
 
     rng = np.random.default_rng(0)
     cfg = FidConfig(features="random", kid_subsets=100)
@@ -106,7 +106,7 @@ def cache_speedup(n_real: int, n_fake: int) -> dict[str, float]:
 def sqrtm_paths(n_real: int, n_fake: int, dim: int) -> tuple[float, float, float]:
     """Seconds of the FID maths: full-space sqrtm (pytorch-fid's way) vs the subspace sqrtm
     that fid_from_features uses when N_real + N_fake < D; and the relative difference."""
-    from cxraug import metrics
+    from cxraug.metrics import distances as metrics
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n_real, dim))
@@ -129,7 +129,7 @@ def main() -> None:
     q = args.quick
     repeats = 2 if q else 4
     batches = [1, 8] if q else [1, 8, 32]
-    from cxraug.features import _inception, reinitialise
+    from cxraug.metrics.features import _inception, reinitialise
 
     print(f"TF {tf.__version__}, oneDNN={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, "
           f"threads intra={tf.config.threading.get_intra_op_parallelism_threads()}, "
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"XLA on/off at batch {bl}: {rates[(bl, True)] / rates[(bl, False)]:.2f}x")
     print(f"batch {bl} / batch 1 (XLA off): {rates[(bl, False)] / rates[(1, False)]:.2f}x")
 
-    from cxraug.features import extract_features, random_extractor
+    from cxraug.metrics.features import extract_features, random_extractor
 
     n = 16 if q else 64
     imgs = [np.full((224, 224), i, np.uint8) for i in range(n)]
@@ -173,7 +173,7 @@ def main() -> None:
         )
 
     n_real, n_fake = (24, 8) if q else (128, 32)
-    from cxraug import ui
+    from cxraug.core import ui
 
     ui.err.quiet = True  # the three fid runs' warnings and progress bars would drown the table
     times = cache_speedup(n_real, n_fake)

@@ -22,14 +22,14 @@ import time
 import cv2
 import numpy as np
 
-from cxraug.dataset import Dataset, save_dataset
-from cxraug.decide import FilterConfig, evaluate
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.images import write_png_gray
+from cxraug.core.manifest import Manifest, Record
+from cxraug.core.workspace import Workspace
 from cxraug.filter import filter_synthetic
-from cxraug.images import write_png_gray
-from cxraug.manifest import Manifest, Record
-from cxraug.nearest import nearest_real, shift_grid
-from cxraug.quality import shifted_downsamples, unit_rows
-from cxraug.workspace import Workspace
+from cxraug.quality.decide import FilterConfig, evaluate
+from cxraug.quality.nearest import nearest_real, shift_grid
+from cxraug.quality.scores import shifted_downsamples, unit_rows
 
 SIZE = 224
 

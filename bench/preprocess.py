@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxraug.fsutil import sha256_file
-from cxraug.manifest import Manifest, Record, write_manifest
+from cxraug.core.fsutil import sha256_file
+from cxraug.core.manifest import Manifest, Record, write_manifest
+from cxraug.core.workspace import Workspace
 from cxraug.preprocess import PreprocessConfig, preprocess
-from cxraug.workspace import Workspace
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "cxr-data"
 

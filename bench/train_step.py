@@ -40,8 +40,8 @@ B, S, L = 128, 224, 128  # the paper's batch, image size and latent size (TrainC
 
 def paper_flops() -> float:
     # Keras-GAN: D fwd + 2 bwd on 2B, G predict on B, G fwd + 2 bwd on B, D fwd + data bwd on B
-    from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import forward_flops
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.step import forward_flops
 
     gf, df = forward_flops(TrainConfig())
     return float(8 * B * df + 4 * B * gf)
@@ -51,8 +51,8 @@ def our_flops() -> float:
     # D step: D fwd + data bwd + weight bwd on 2B = 6*B*Dfwd; G step: D fwd + data bwd on the
     # same 2B batch (joint BatchNorm statistics) = 4*B*Dfwd; G fwd once + 2 bwd = 3*B*Gfwd.
     # (D's data gradients go down to its input: its label embedding multiplies the image.)
-    from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import step_flops
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.step import step_flops
 
     return step_flops(TrainConfig())
 
@@ -70,8 +70,8 @@ def _data(n: int = 600) -> tuple[object, object]:
 
 
 def part_ours(iters: int, xla: bool, precision: str = "none") -> dict[str, float]:
-    from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import build_state, make_step, resident_dataset, xla_scope
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.step import build_state, make_step, resident_dataset, xla_scope
 
     img, lab = _data()
     st = build_state(TrainConfig(xla=xla, mixed_precision=precision))
@@ -96,9 +96,9 @@ def part_keras(iters: int, precision: str = "none") -> dict[str, float]:
     import keras
     import numpy as np
 
-    from cxraug.models import build_models
-    from cxraug.tf_setup import tf
-    from cxraug.train_config import TrainConfig
+    from cxraug.core.tf_setup import tf
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.models import build_models
 
     cfg = TrainConfig(mixed_precision=precision)
     g, d = build_models(cfg)
@@ -157,10 +157,10 @@ def part_keras(iters: int, precision: str = "none") -> dict[str, float]:
 
 
 def part_adam(reps: int) -> dict[str, float]:
-    from cxraug.models import build_models
-    from cxraug.tf_setup import tf
-    from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import _make_optimizer, _updater
+    from cxraug.core.tf_setup import tf
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.models import build_models
+    from cxraug.gan.step import _make_optimizer, _updater
 
     cfg = TrainConfig(mixed_precision="none")
     g, d = build_models(cfg)
@@ -182,7 +182,7 @@ def part_adam(reps: int) -> dict[str, float]:
 
 
 def part_gemm(reps: int, precision: str = "none") -> dict[str, float]:
-    from cxraug.tf_setup import tf
+    from cxraug.core.tf_setup import tf
 
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
 
@@ -216,12 +216,12 @@ def part_gemm(reps: int, precision: str = "none") -> dict[str, float]:
 
 
 def part_generate() -> dict[str, float]:
-    from cxraug.checkpoint import save_checkpoint
-    from cxraug.generate import generate
-    from cxraug.manifest import Manifest, Record, write_manifest
-    from cxraug.train_config import GenerateConfig, TrainConfig
-    from cxraug.trainstep import build_state
-    from cxraug.workspace import Workspace
+    from cxraug.core.manifest import Manifest, Record, write_manifest
+    from cxraug.core.workspace import Workspace
+    from cxraug.gan.checkpoint import save_checkpoint
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.step import build_state
+    from cxraug.generate import GenerateConfig, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.at(tmp)

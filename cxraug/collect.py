@@ -20,26 +20,36 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from cxraug.errors import InputError, vassert
-from cxraug.fsutil import atomic_write_json, atomic_write_text
-from cxraug.images import DEFAULT_MAX_MEGAPIXELS
-from cxraug.manifest import LABELS, Manifest, Record, crop_box_problem, parse_manifest_text
-from cxraug.sources import Candidate, FileCheck, inspect_files, list_source, parse_source
-from cxraug.ui import warn
-from cxraug.workspace import Workspace
-
-CONFIG_NAME = "collect-config.json"
+from cxraug.core.errors import MAX_LISTED, InputError, vassert
+from cxraug.core.fsutil import atomic_write_json, atomic_write_text
+from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.manifest import LABELS, Manifest, Record, crop_box_problem, parse_manifest_text
+from cxraug.core.settings import setting
+from cxraug.core.ui import warn
+from cxraug.core.workspace import Workspace
+from cxraug.prep.inspect import FileCheck, inspect_files
+from cxraug.prep.sources import Candidate, list_source, parse_source
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    test_fraction: float = 0.2  # share of each class's images put in `test`, by patient group
-    seed: int = 0  # drives the split (np.random.default_rng)
-    workers: int = 2  # processes that hash and decode files
-    near_dup_bits: int = 14  # 256-bit dHash distance at or under which two images are reported
+    test_fraction: float = setting(
+        0.2, "Share of each class put in the test split, by patient."
+    )
+    seed: int = setting(0, "Seed of the patient-level train/test split.")  # np.random.default_rng
+    workers: int = setting(2, "Processes that hash and decode files.")
+    near_dup_bits: int = setting(
+        14,
+        "Report image pairs whose 256-bit dHash differ in at most this many bits as "
+        "near-duplicates (kept, noted; kept in one split).",
+    )
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-    force: bool = False  # rebuild an existing manifest (keeping user edits of surviving ids)
+    force: bool = setting(
+        False,
+        "Rebuild an existing manifest.csv (keeps crop boxes, extra columns and synthetic rows "
+        "of ids that still exist; old file saved as .bak).",
+    )
     show_progress: bool = True
 
 
@@ -312,7 +322,7 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
     workspace.save_manifest(manifest)
     table = Counter((r.source, r.label or "-", r.status) for r in records)
     result = CollectResult(
-        manifest_path=workspace.manifest_path, config_path=workspace.root / CONFIG_NAME,
+        manifest_path=workspace.manifest_path, config_path=workspace.collect_config_path,
         table=sorted((s, lb, st, n) for (s, lb, st), n in table.items()),
         splits=_split_counts(records), exact_duplicates=n_dup,
         near_duplicates=[(records[i].id, records[j].id, d) for i, j, d in pairs],
@@ -346,7 +356,7 @@ def summary_tables(result: CollectResult) -> list[Table]:
     return [t, sp]
 
 
-def summary_lines(result: CollectResult, max_errors: int = 10) -> list[str]:
+def summary_lines(result: CollectResult, max_errors: int = MAX_LISTED) -> list[str]:
     """Plain-text facts to show under the tables (duplicates, skipped files, merge, errors)."""
     lines = [f"manifest: {result.manifest_path} ({sum(n for *_, n in result.table)} rows)",
              f"exact duplicates: {result.exact_duplicates} (status duplicate); near-duplicate "

@@ -1,12 +1,13 @@
 """`cxraug fid`: FID, KID and precision/recall between a REAL and a FAKE image set, with a
 real-vs-real baseline, a content-keyed feature cache, and labels that say which extractor made
-the numbers (docs/fid.md). Inputs: cxraug.fid_inputs; features: cxraug.features; maths:
-cxraug.metrics.
+the numbers (docs/fid.md). Inputs: cxraug.metrics.inputs; features: cxraug.metrics.features;
+maths: cxraug.metrics.distances.
 
 Every set is put in a canonical order (sorted content keys), so features, cache entries and
 the seeded real-vs-real split do not depend on file names or listing order.
 
-Cache: the (N, 2048) features of a set are stored in CACHE_DIR/<key>.npz, key = sha256 of
+Cache: the (N, 2048) features of a set are stored in CACHE_DIR/<key>.npz (default
+WORKSPACE/.cache/fid), key = sha256 of
 (sorted content sha256s, extractor name, weights sha256, resize filter, feature dim, cxraug
 version). A changed file changes the key; an entry whose stored metadata or keys differ from
 what was asked is recomputed with a warning, never reused.
@@ -24,13 +25,15 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from cxraug import __version__, metrics
-from cxraug import features as feats
-from cxraug.errors import InputError, NumericError
-from cxraug.fid_inputs import ImageSet, array_set, check_readable, resolve_set
-from cxraug.fsutil import atomic_save_npz, atomic_write_json, sha256_bytes
-from cxraug.ui import err, warn
-from cxraug.workspace import Workspace
+from cxraug import __version__
+from cxraug.core.errors import InputError, NumericError
+from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_bytes
+from cxraug.core.settings import setting
+from cxraug.core.ui import err, warn
+from cxraug.core.workspace import Workspace
+from cxraug.metrics import distances as metrics
+from cxraug.metrics import features as feats
+from cxraug.metrics.inputs import ImageSet, array_set, check_readable, resolve_set
 
 #: Below this many images per side the 2048-d covariance is rank-deficient and FID is biased.
 FID_UNBIASED_N = 2048
@@ -40,15 +43,22 @@ FID_UNBIASED_N = 2048
 class FidConfig:
     """Defaults of `cxraug fid` (shown by --help)."""
 
-    features: str = "inception"  # "inception" (Keras ImageNet weights) or "random" (smoke test)
-    resize: str = "bilinear-aa"  # see features.RESIZE_FILTERS
-    batch_size: int = 32
-    seed: int = 0  # KID subsets and the real-vs-real split
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    pr_k: int = 3
+    features: str = setting(
+        "inception",
+        "inception (Keras ImageNet weights, offline lookup) or random (untrained fixed-seed "
+        "network: smoke tests only, NOT a standard FID).",
+    )
+    resize: str = setting(  # see features.RESIZE_FILTERS
+        "bilinear-aa", "Resize filter to 299 px: bilinear-aa or cubic."
+    )
+    batch_size: int = setting(32, "Images per network call.")
+    seed: int = setting(0, "Seeds KID subsets and the real-vs-real split.")
+    kid_subsets: int = setting(100, "KID: number of subsets.")
+    kid_subset_size: int = setting(1000, "KID: max subset size.")
+    pr_k: int = setting(3, "Precision/recall: k of the k-NN radii.")
     eps: float = 1e-6  # added to covariances only if sqrtm returns non-finite values
-    xla: bool = False  # measured: no gain for Inception on CPU (bench/RESULTS.md)
+    # measured: no gain for Inception on CPU (bench/RESULTS.md)
+    xla: bool = setting(False, "Compile the extractor with XLA.", "--xla/--no-xla")
 
 
 # ---- feature cache -------------------------------------------------------------------------
@@ -270,7 +280,7 @@ def run_fid(
     r, f = resolve_set(real, workspace), resolve_set(fake, workspace)
     cdir = None
     if use_cache:
-        cdir = Path(cache_dir) if cache_dir else Workspace.at(workspace).root / ".cache" / "fid"
+        cdir = Path(cache_dir) if cache_dir else Workspace.at(workspace).fid_cache_dir
     report = compute_fid(r, f, config, weights=weights, cache_dir=cdir)
     if out is not None:
         atomic_write_json(Path(out), report.to_dict())

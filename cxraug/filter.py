@@ -1,7 +1,8 @@
 """`cxraug filter`: a reproducible, explained keep/reject decision for every synthetic image.
 
 The paper removed "noisy" synthetic images by eye; this stage replaces that with checks whose
-thresholds are calibrated on the REAL TRAINING images of the same class (cxraug.decide).
+thresholds are calibrated on the REAL TRAINING images of the same class (cxraug.quality.decide;
+scores, nearest-real search and the contact sheet: the rest of cxraug.quality).
 
     filter_synthetic(ws, config, label=...)   manifest rows -> statuses, reasons, notes, sheet
     filter_folder(ws, folder, config, ...)    a folder of PNGs -> report only (CSV optional)
@@ -25,16 +26,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from cxraug.dataset import load_dataset
-from cxraug.decide import Decision, Evaluation, FilterConfig, decide, evaluate
-from cxraug.errors import ImageError, InputError
-from cxraug.filter_sheet import write_sheet
-from cxraug.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from cxraug.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
-from cxraug.manifest import LABELS, Record
-from cxraug.quality import SCORE_NAMES
-from cxraug.ui import progress, warn
-from cxraug.workspace import Workspace
+from cxraug.core.dataset import load_dataset
+from cxraug.core.errors import ImageError, InputError
+from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
+from cxraug.core.manifest import Record, check_label
+from cxraug.core.ui import progress, warn
+from cxraug.core.workspace import Workspace
+from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
+from cxraug.quality.scores import SCORE_NAMES
+from cxraug.quality.sheet import write_sheet
 
 __all__ = [
     "Decision",
@@ -100,8 +101,7 @@ class FilterResult:
 
 def load_reference(ws: Workspace, label: str, config: FilterConfig) -> tuple[np.ndarray, list[str]]:
     """The real TRAINING images of `label` as saved pixels: (M, H, W) uint8 and their ids."""
-    if label not in LABELS:
-        raise InputError(f"unknown class {label!r}; use one of {', '.join(LABELS)}")
+    check_label(label)
     ds = load_dataset(ws.dataset_path).subset(split="train", label=label)
     if len(ds) < config.min_real:
         raise InputError(
@@ -192,15 +192,15 @@ def filter_synthetic(
     ws: Workspace,
     config: FilterConfig = FilterConfig(),
     *,
-    label: str = "covid",
+    label: str | None = None,
     move_rejected: bool = False,
     sheet: Path | None = None,
     force: bool = False,
 ) -> FilterResult:
-    """Judge every synthetic `label` row of the manifest and record the verdicts in it."""
+    """Judge every synthetic `label` row (default: config.label) of the manifest and record the
+    verdicts in it."""
+    label = check_label(config.label if label is None else label)
     manifest = ws.load_manifest()
-    if label not in LABELS:
-        raise InputError(f"unknown class {label!r}; use one of {', '.join(LABELS)}")
     rows = sorted(
         (
             r
@@ -214,7 +214,7 @@ def filter_synthetic(
             f"no synthetic {label} rows in {ws.manifest_path}; run `cxraug generate --class "
             f"{label}` first (or use --folder DIR to judge a folder of PNGs)"
         )
-    sheet_path = _output_path(sheet, ws.synthetic_dir / f"{label}-filter-sheet.png", force)
+    sheet_path = _output_path(sheet, ws.filter_sheet_path(label), force)
     real, real_ids = load_reference(ws, label, config)
     decisions, ev = _judge(
         [r.id for r in rows], [r.resolve(ws.root) for r in rows], real, real_ids, config
@@ -228,11 +228,11 @@ def filter_synthetic(
     done: list[Path] = []
     moves: list[tuple[Record, Path, Path]] = []
     if move_rejected:
-        home = ws.synthetic_dir / label
+        home, rejected = ws.synthetic_class_dir(label), ws.rejected_dir(label)
         for rec, d in zip(rows, decisions, strict=True):
             src = rec.resolve(ws.root)
-            dst = (home / "rejected" / src.name) if not d.kept else (home / src.name)
-            in_rejected = src.parent.resolve() == (home / "rejected").resolve()
+            dst = (rejected / src.name) if not d.kept else (home / src.name)
+            in_rejected = src.parent.resolve() == rejected.resolve()
             if d.primary != "unreadable" and (not d.kept) != in_rejected and src.is_file():
                 moves.append((rec, src, dst))
         done, result.move_failures = _move_files(ws, moves)
@@ -262,13 +262,14 @@ def filter_folder(
     folder: Path,
     config: FilterConfig = FilterConfig(),
     *,
-    label: str = "covid",
+    label: str | None = None,
     report: Path | None = None,
     sheet: Path | None = None,
     force: bool = False,
 ) -> FilterResult:
     """Judge a folder of images (not recursive) without touching the manifest; ids are the
     file names. Writes the CSV report and the sheet only when asked."""
+    label = check_label(config.label if label is None else label)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--folder {folder} is not a folder")

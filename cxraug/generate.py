@@ -16,16 +16,33 @@ from typing import Any
 
 import numpy as np
 
-from cxraug.checkpoint import assign_generator, find_latest, read_checkpoint
-from cxraug.errors import InputError
-from cxraug.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
-from cxraug.images import encode_png_gray, to_uint8
-from cxraug.manifest import LABELS, Manifest, Record
-from cxraug.models import Generator
-from cxraug.tf_setup import tf
-from cxraug.train import find_run
-from cxraug.train_config import GenerateConfig
-from cxraug.workspace import Workspace
+from cxraug.core.errors import InputError
+from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
+from cxraug.core.images import encode_png_gray, to_uint8
+from cxraug.core.manifest import LABELS, Manifest, Record, check_label
+from cxraug.core.settings import setting
+from cxraug.core.workspace import Workspace
+from cxraug.gan.checkpoint import assign_generator, find_latest, read_checkpoint
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Defaults of `cxraug generate` (shown by --help)."""
+
+    label: str = setting("covid", "Class to generate (normal | covid).", "--class")
+    n: int | None = setting(None, "Number of images (or use --balance).", "-n")
+    balance: bool = setting(
+        False,
+        "n = usable real train images of the majority class - usable train images (real + "
+        "synthetic) of --class.",
+    )
+    seed: int = setting(0, "Noise seed: image i uses z from (seed, i).")
+    batch_size: int = setting(256, "Images per generator batch.")
+    # None: the newest run with a checkpoint
+    run: str | None = setting(None, "Run name or folder [default: newest run].")
+    # None: the run's latest checkpoint
+    checkpoint: str | None = setting(None, "Checkpoint file [default: the run's latest].")
+    force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
 
 
 @dataclass
@@ -57,31 +74,20 @@ def balance_count(manifest: Manifest, label: str) -> int:
     return max(0, max(real.values()) - have)
 
 
-def newest_run(ws: Workspace) -> Path:
-    runs = [p for p in ws.runs_dir.iterdir() if p.is_dir()] if ws.runs_dir.is_dir() else []
-    ptrs = [(p / "checkpoints" / "latest").stat().st_mtime for p in runs
-            if (p / "checkpoints" / "latest").is_file()]  # fmt: skip
-    with_ckpt = [p for p in runs if (p / "checkpoints" / "latest").is_file()]
-    if not with_ckpt:
-        raise InputError(f"no trained run with a checkpoint under {ws.runs_dir}; run "
-                         "`cxraug train` first or pass --run / --checkpoint")  # fmt: skip
-    return with_ckpt[int(np.argmax(ptrs))]
-
-
 def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
-    if cfg.label not in LABELS:
-        raise InputError(f"unknown class {cfg.label!r}; use one of {', '.join(LABELS)}")
+    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows."""
+    check_label(cfg.label)
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
     manifest = ws.load_manifest()
     if cfg.checkpoint is not None:
         ckpt_path = Path(cfg.checkpoint)
-        run_dir = ckpt_path.resolve().parent.parent
+        run_dir = ws.run_of_checkpoint(ckpt_path)
     else:
-        run_dir = find_run(ws, cfg.run) if cfg.run else newest_run(ws)
+        run_dir = ws.find_run(cfg.run) if cfg.run else ws.newest_run()
         found = find_latest(run_dir)
         if found is None:
-            raise InputError(f"run {run_dir} has no usable checkpoint; train it "
+            raise InputError(f"run {run_dir.path} has no usable checkpoint; train it "
                              "longer (checkpoints every --checkpoint-interval)")
         ckpt_path = found
     ckpt = read_checkpoint(ckpt_path)
@@ -93,24 +99,28 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     n = balance_count(manifest, cfg.label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
-    out_dir = ws.synthetic_dir / cfg.label
+    out_dir = ws.synthetic_class_dir(cfg.label)
     res = GenerateResult(cfg.label, n, run, ckpt.path, ckpt.sha256, out_dir)
     if n == 0:
         res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
                        if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
         return res
     stem = f"{run}-s{cfg.seed}"
-    ids = [f"synthetic/{cfg.label}/{stem}-{i:06d}" for i in range(n)]
-    paths = [out_dir / f"{stem}-{i:06d}.png" for i in range(n)]
-    clash = [p for p in paths if p.exists()] + [i for i in ids if i in manifest.ids()]
+    ids = [ws.synthetic_id(cfg.label, f"{stem}-{i:06d}") for i in range(n)]
+    paths = [ws.synthetic_png(cfg.label, f"{stem}-{i:06d}") for i in range(n)]
+    have = manifest.ids()  # a set: one lookup per id
+    clash = [str(p) for p in paths if p.exists()] + [i for i in ids if i in have]
     if clash and not cfg.force:
         raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. {clash[0]}); "
                          "pass --force to replace them or use another --seed")  # fmt: skip
 
-    gen = Generator(tcfg)
-    y_idx = LABELS.index(cfg.label)
-    gen([tf.zeros((1, tcfg.latent_dim)), tf.zeros((1,), tf.int32)])  # create variables
+    # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
+    from cxraug.core.tf_setup import tf
+    from cxraug.gan.models import build_models
+
+    gen, _ = build_models(tcfg)  # the run's resolved config: same architecture and precision
     assign_generator(gen, ckpt)
+    y_idx = LABELS.index(cfg.label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
     bs = cfg.batch_size
     records: list[Record] = []
@@ -127,7 +137,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
                     id=ids[i], path=ws.relpath(paths[i]), label=cfg.label, split="train",
                     status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True,
-                    run=f"runs/{run}", checkpoint_sha256=ckpt.sha256, seed=cfg.seed,
+                    run=ws.run_ref(run_dir), checkpoint_sha256=ckpt.sha256, seed=cfg.seed,
                     noise_index=i,
                 ))  # fmt: skip
     new_ids = {r.id for r in records}
@@ -135,7 +145,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     ws.save_manifest(manifest)
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256, "train_config": tcfg.to_dict()}  # fmt: skip
-    atomic_write_json(out_dir / f"generate-{stem}.json", resolved)
+    atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
     res.paths = paths
     res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"
     return res

@@ -1,7 +1,7 @@
 """`cxraug preprocess`: manifest rows -> processed/dataset.npz (+ processed/config.json).
 
 Per image (the paper's section "Resize Images" / "Image Cropping"):
-    decode (cxraug.images: any format/bit depth, EXIF orientation) -> gray float [0, 1]
+    decode (cxraug.core.images: any format/bit depth, EXIF orientation) -> gray float [0, 1]
     -> manual crop box (original pixels, x1/y1 exclusive) -> resize to size x size
     -> x * 2 - 1, so pixels lie in [-1, 1] (the generator ends in tanh).
 
@@ -31,13 +31,16 @@ import numpy as np
 from rich.table import Table
 
 from cxraug import __version__
-from cxraug.contact_sheet import SheetItem, make_thumb, render_contact_sheet
-from cxraug.crops import apply_crop_boxes, read_crop_boxes
-from cxraug.dataset import Dataset, save_dataset
-from cxraug.errors import ImageError, InputError, vassert
-from cxraug.fsutil import atomic_write_json, sha256_file
-from cxraug.images import DEFAULT_MAX_MEGAPIXELS
-from cxraug.loading import (
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.errors import ImageError, InputError, vassert
+from cxraug.core.fsutil import atomic_write_json, sha256_file
+from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
+from cxraug.core.settings import setting
+from cxraug.core.workspace import Workspace
+from cxraug.prep.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.prep.crops import apply_crop_boxes, read_crop_boxes
+from cxraug.prep.loading import (
     Box,
     ImageTask,
     LoadOptions,
@@ -46,8 +49,6 @@ from cxraug.loading import (
     tasks_for,
     usable_rows,
 )
-from cxraug.manifest import LABELS, SPLITS, Record, label_index
-from cxraug.workspace import Workspace
 
 #: Config fields that change the output pixels: a dataset built with other values is stale.
 OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
@@ -55,10 +56,20 @@ OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    size: int = 224  # output side in pixels (the paper: 224)
-    keep_aspect: bool = False  # False = stretch the crop to size x size, as the paper does
-    jpeg_reduce: bool = True  # decode big JPEGs at 1/2..1/8 scale when the crop stays >= 2*size
-    workers: int = 2  # processes (the machine has 2 cores); 1 = run in this process
+    size: int = setting(224, "Output side in pixels (the paper: 224).")
+    # False = stretch the crop to size x size, as the paper does
+    keep_aspect: bool = setting(
+        False,
+        "Pad the crop to a square (black) instead of stretching it as the paper does.",
+        "--keep-aspect/--stretch",
+    )
+    jpeg_reduce: bool = setting(
+        True,
+        "Decode big JPEGs at 1/2-1/8 scale when the crop keeps >= 2x --size per side.",
+        "--jpeg-reduce/--no-jpeg-reduce",
+    )
+    # processes (the machine has 2 cores); 1 = run in this process
+    workers: int = setting(2, "Processes that decode and resize images.")
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
 
@@ -188,21 +199,17 @@ class PreprocessResult:
         return d
 
 
-def _config_path(ws: Workspace) -> Path:
-    return ws.processed_dir / "config.json"
-
-
 def _check_existing(ws: Workspace, config: PreprocessConfig, force: bool) -> dict[str, Any] | None:
     """The previous config.json when its dataset exists and may be reused; raises if it
     was built with different output settings (unless force)."""
     if force or not ws.dataset_path.exists():
         return None
     try:
-        old = json.loads(_config_path(ws).read_text(encoding="utf-8"))
+        old = json.loads(ws.dataset_config_path.read_text(encoding="utf-8"))
         old_cfg = {k: old["config"][k] for k in OUTPUT_FIELDS}
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(
-            f"{ws.dataset_path} exists but {_config_path(ws)} is missing or "
+            f"{ws.dataset_path} exists but {ws.dataset_config_path} is missing or "
             "unreadable, so it cannot be checked; pass --force to rebuild it"
         ) from None
     new_cfg = {k: getattr(config, k) for k in OUTPUT_FIELDS}
@@ -240,7 +247,8 @@ def preprocess(
         if applied:
             ws.save_manifest(manifest)
     rows = usable_rows(ws)
-    result = PreprocessResult(ws.dataset_path, _config_path(ws), 0, {}, crop_boxes_applied=applied)
+    result = PreprocessResult(ws.dataset_path, ws.dataset_config_path, 0, {},
+                              crop_boxes_applied=applied)  # fmt: skip
     if old is not None and contact_sheet is None:
         if old.get("manifest_sha256") == sha256_file(ws.manifest_path):
             result.n_images, result.counts = int(old["n_images"]), old["counts"]
@@ -281,10 +289,10 @@ def preprocess(
         s: {c: int(((ds.splits == s) & (ds.labels == i)).sum()) for i, c in enumerate(LABELS)}
         for s in SPLITS
     }
-    _config_path(ws).unlink(missing_ok=True)  # a crash below must not leave a stale pairing
+    ws.dataset_config_path.unlink(missing_ok=True)  # a crash below must not leave a stale pairing
     save_dataset(ws.dataset_path, ds)
     atomic_write_json(
-        _config_path(ws),
+        ws.dataset_config_path,
         {
             "config": asdict(config),
             "output_fields": list(OUTPUT_FIELDS),

@@ -1,11 +1,12 @@
 """`cxraug train`: run the paper's CGAN training loop on processed/dataset.npz.
 
 Each "epoch" of the paper is one ITERATION: one batch drawn at random with replacement. The
-loop runs the compiled step of cxraug.trainstep, checks the losses every iteration (NaN/Inf ->
+loop runs the compiled step of cxraug.gan.step, checks the losses every iteration (NaN/Inf ->
 NumericError, exit 5, last good checkpoint untouched), logs, samples a fixed noise grid, and
 checkpoints every --checkpoint-interval iterations and on SIGINT/SIGTERM (then exit 130).
-`--resume` restores weights, optimizer slots, RNG state and iteration, so that an interrupted
-and resumed run follows the same trajectory as an uninterrupted one.
+`train(ws, cfg)` starts a run; `resume(ws, run)` (`--resume`) restores weights, optimizer
+slots, RNG state and iteration, so that an interrupted and resumed run follows the same
+trajectory as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,22 +17,22 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from rich.progress import TextColumn
 
-from cxraug.checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
-from cxraug.dataset import load_dataset
-from cxraug.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError
-from cxraug.fsutil import atomic_write_text
-from cxraug.hardware import precision_warning, resolve_precision
-from cxraug.runlog import RunLog
-from cxraug.train_config import RESUMABLE_CHANGES, TrainConfig
-from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset, xla_scope
-from cxraug.ui import err, progress, warn
-from cxraug.workspace import Workspace
+from cxraug.core.dataset import Dataset, load_dataset
+from cxraug.core.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError, vassert
+from cxraug.core.fsutil import atomic_write_text
+from cxraug.core.ui import err, progress, warn
+from cxraug.core.workspace import RunDir, Workspace, checkpoint_iteration
+from cxraug.gan.checkpoint import Checkpoint, find_latest, read_checkpoint, restore, save_checkpoint
+from cxraug.gan.config import DEFAULTS, RESUMABLE_CHANGES, TrainConfig
+from cxraug.gan.hardware import precision_warning
+from cxraug.gan.runlog import RunLog
+from cxraug.gan.step import all_finite, build_state, make_step, resident_dataset, xla_scope
 
 
 class TrainingInterrupted(CxrError):
@@ -55,39 +56,11 @@ class TrainResult:
                 "metrics": self.metrics, "seconds": round(self.seconds, 2)}  # fmt: skip
 
 
-def find_run(ws: Workspace, run: str) -> Path:
-    """A run given as a path, a name under WORKSPACE/runs, or a path relative to WORKSPACE."""
-    for cand in (Path(run), ws.runs_dir / run, ws.root / run):
-        if (cand / "config.json").is_file() or (cand / "checkpoints").is_dir():
-            return cand.resolve()
-    raise InputError(f"no training run {run!r} (looked in {ws.runs_dir}); give a run folder "
-                     "or a name listed under WORKSPACE/runs")  # fmt: skip
-
-
-def _resolve(ws: Workspace, overrides: dict[str, Any], name: str | None, resume: str | None,
-             force: bool) -> tuple[Path, TrainConfig, Any]:  # fmt: skip
-    if resume is not None:
-        run_dir = find_run(ws, resume)
-        latest = find_latest(run_dir)
-        if latest is None:
-            raise InputError(f"run {run_dir} has no usable checkpoint to resume from; "
-                             "start a new run (use --force to replace this one)")  # fmt: skip
-        ckpt = read_checkpoint(latest)
-        bad = [k for k, v in overrides.items()
-               if k not in RESUMABLE_CHANGES and getattr(ckpt.config, k) != v]  # fmt: skip
-        if bad:
-            raise InputError(f"cannot change {', '.join(sorted(bad))} when resuming (the run "
-                             f"was started with other values); start a new run instead")
-        ok = {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}
-        return run_dir, ckpt.config.replace(**ok), ckpt
-    run_name = name or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = ws.runs_dir / run_name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise InputError(f"run folder {run_dir} already exists; pass --resume {run_name} to "
-                             "continue it, --force to replace it, or choose another --name")
-        shutil.rmtree(run_dir)
-    return run_dir, TrainConfig(**overrides), None
+def _train_split(ws: Workspace) -> Dataset:
+    ds = load_dataset(ws.dataset_path).subset(split="train")
+    if len(ds) == 0:
+        raise InputError(f"{ws.dataset_path} has no train-split images; re-run `cxraug preprocess`")
+    return ds
 
 
 class _StopFlag:
@@ -115,37 +88,73 @@ class _StopFlag:
 
 def train(
     ws: Workspace,
-    overrides: dict[str, Any] | None = None,
+    cfg: TrainConfig = DEFAULTS,
     *,
     name: str | None = None,
-    resume: str | None = None,
     force: bool = False,
+    image_size: int | None = None,
     quiet: bool = False,
     on_iteration: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) one run; `overrides` are TrainConfig fields given on the CLI."""
-    overrides = dict(overrides or {})
-    run_dir, cfg, ckpt = _resolve(ws, overrides, name, resume, force)
-    ds = load_dataset(ws.dataset_path).subset(split="train")
-    if len(ds) == 0:
-        raise InputError(f"{ws.dataset_path} has no train-split images; re-run `cxraug preprocess`")
-    if "image_size" in overrides and overrides["image_size"] != ds.image_size:
-        raise InputError(f"--image-size {overrides['image_size']} differs from the dataset's "
+    """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
+    image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
+    run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))
+    if run.path.exists() and any(run.path.iterdir()):
+        if not force:
+            raise InputError(f"run folder {run.path} already exists; pass --resume {run.name} "
+                             "to continue it, --force to replace it, or choose another --name")
+        shutil.rmtree(run.path)
+    ds = _train_split(ws)
+    if image_size is not None and image_size != ds.image_size:
+        raise InputError(f"--image-size {image_size} differs from the dataset's "
                          f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")  # fmt: skip
-    if ckpt is None:
-        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-    elif cfg.image_size != ds.image_size:
+    cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
+    return _run(run, cfg, ds, None, quiet=quiet, on_iteration=on_iteration)
+
+
+def resume(
+    ws: Workspace,
+    run: str,
+    *,
+    quiet: bool = False,
+    on_iteration: Callable[[int], None] | None = None,
+    **changes: Any,
+) -> TrainResult:
+    """Continue RUN (a name under runs/ or a run folder) from its latest checkpoint: same
+    iteration, optimizer and RNG state. `changes` are TrainConfig fields: only those in
+    RESUMABLE_CHANGES (iterations and the intervals) may differ from the run's."""
+    run_dir = ws.find_run(run)
+    latest = find_latest(run_dir)
+    if latest is None:
+        raise InputError(f"run {run_dir.path} has no usable checkpoint to resume from; "
+                         "start a new run (use --force to replace this one)")  # fmt: skip
+    ckpt = read_checkpoint(latest)
+    unknown = sorted(set(changes) - {f.name for f in fields(TrainConfig)})
+    vassert(not unknown, f"unknown training option(s) {', '.join(unknown)}")
+    bad = [k for k, v in changes.items()
+           if k not in RESUMABLE_CHANGES and getattr(ckpt.config, k) != v]  # fmt: skip
+    if bad:
+        raise InputError(f"cannot change {', '.join(sorted(bad))} when resuming (the run "
+                         f"was started with other values); start a new run instead")
+    cfg = ckpt.config.replace(**{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES})
+    ds = _train_split(ws)
+    if cfg.image_size != ds.image_size:
         raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
                          f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
-    auto = cfg.mixed_precision == "auto"
-    cfg = resolve_precision(cfg)  # config.json and the checkpoints record bf16 or none
-    if (slow := precision_warning(cfg.mixed_precision)) is not None:
-        warn(slow)
-    atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+    return _run(run_dir, cfg, ds, ckpt, quiet=quiet, on_iteration=on_iteration)
 
-    state = build_state(cfg)
+
+def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *, quiet: bool,
+         on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
+    """The training loop shared by `train` and `resume`."""
+    auto = cfg.mixed_precision == "auto"
+    state = build_state(cfg)  # resolves "auto" precision, once: state.cfg is the run's config
+    cfg = state.cfg  # config.json and the checkpoints record bf16 or none
     if ckpt is not None:
         restore(state, ckpt)
+    if (slow := precision_warning(cfg.mixed_precision)) is not None:
+        warn(slow)
+    atomic_write_text(run.config_path, cfg.to_json() + "\n")
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
@@ -155,10 +164,10 @@ def train(
             native = cfg.mixed_precision == "bf16"
             how = f" (auto: {'native' if native else 'no native'} bf16 matmuls here; " \
                   f"--mixed-precision {'none' if native else 'bf16'} to change)"
-        err.print(f"train {run_dir}: iterations {state.iteration} -> {cfg.iterations}, batch "
+        err.print(f"train {run.path}: iterations {state.iteration} -> {cfg.iterations}, batch "
                   f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
                   f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
-    log = RunLog(run_dir, cfg, resume_from=state.iteration)
+    log = RunLog(run, cfg, resume_from=state.iteration)
     wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
@@ -189,23 +198,23 @@ def train(
                 if it % cfg.sample_interval == 0:
                     log.sample(state.gen, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
-                    last_ckpt = _checkpoint(state, run_dir)
+                    last_ckpt = _checkpoint(state, run)
                 if on_iteration is not None:
                     on_iteration(it)
                 if stop.signum is not None:
-                    if last_ckpt is None or not last_ckpt.name.endswith(f"{it:07d}.npz"):
-                        last_ckpt = _checkpoint(state, run_dir)
+                    if last_ckpt is None or checkpoint_iteration(last_ckpt) != it:
+                        last_ckpt = _checkpoint(state, run)
                     raise TrainingInterrupted(
                         f"training interrupted at iteration {it}; checkpoint saved to "
-                        f"{last_ckpt}. Continue with `cxraug train --resume {run_dir.name}`"
+                        f"{last_ckpt}. Continue with `cxraug train --resume {run.name}`"
                     )
-            if last_ckpt is None or not last_ckpt.name.endswith(f"{state.iteration:07d}.npz"):
-                last_ckpt = _checkpoint(state, run_dir)
+            if last_ckpt is None or checkpoint_iteration(last_ckpt) != state.iteration:
+                last_ckpt = _checkpoint(state, run)
     finally:
         if log.rows:
             log.plot()
         log.close()
-    return TrainResult(run_dir, state.iteration, last_ckpt, metrics,
+    return TrainResult(run.path, state.iteration, last_ckpt, metrics,
                        time.perf_counter() - t0, cfg)  # fmt: skip
 
 
@@ -213,8 +222,8 @@ _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
               "fp16": "fp16 (mixed: fp32 weights, loss scaling)"}  # fmt: skip
 
 
-def _checkpoint(state: Any, run_dir: Path) -> Path:
+def _checkpoint(state: Any, run: RunDir) -> Path:
     if not all_finite(state):
         raise NumericError(f"weights became non-finite at iteration {state.iteration}; the "
                            "last good checkpoint was kept. Lower --lr and resume")  # fmt: skip
-    return save_checkpoint(state, run_dir, state.cfg.keep_checkpoints)
+    return save_checkpoint(state, run, state.cfg.keep_checkpoints)

@@ -58,7 +58,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     print("cxraug demo on SYNTHETIC procedural chest phantoms (not real patients)")
-    run("cxraug.phantom", str(raw), "--covid", str(a.covid), "--normal", str(a.normal),
+    run("cxraug.prep.phantom", str(raw), "--covid", str(a.covid), "--normal", str(a.normal),
         "--seed", seed)  # fmt: skip
     run("cxraug", "collect", f"folder:{raw}", "-w", w, "--seed", seed)
     # The paper crops by hand: get an automatic first guess plus a contact sheet to review,

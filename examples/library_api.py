@@ -17,17 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from cxraug.collect import CollectConfig, collect
-from cxraug.dataset import load_dataset
-from cxraug.decide import FilterConfig
+from cxraug.core.dataset import load_dataset
+from cxraug.core.images import read_gray_u8, to_uint8
+from cxraug.core.workspace import Workspace
 from cxraug.fid import FidConfig, fid_from_arrays
-from cxraug.filter import filter_synthetic
-from cxraug.generate import generate
-from cxraug.images import read_gray_u8, to_uint8
-from cxraug.phantom import write_phantom_folder
+from cxraug.filter import FilterConfig, filter_synthetic
+from cxraug.gan.config import TrainConfig
+from cxraug.generate import GenerateConfig, generate
+from cxraug.prep.phantom import write_phantom_folder
 from cxraug.preprocess import PreprocessConfig, preprocess
 from cxraug.train import train
-from cxraug.train_config import GenerateConfig
-from cxraug.workspace import Workspace
 
 
 def main(root: Path) -> None:
@@ -41,14 +40,15 @@ def main(root: Path) -> None:
     print(f"dataset: {ds.images.shape} in [{ds.images.min():.2f}, {ds.images.max():.2f}]",
           ds.counts())  # fmt: skip
 
-    # TrainConfig fields as overrides; the defaults are the paper's (Table 2).
-    train(ws, {"iterations": 50, "batch_size": 16, "g_widths": (32, 64), "d_widths": (64, 64, 64),
-               "sample_interval": 25, "checkpoint_interval": 25, "seed": 1},
-          name="lib", quiet=True)  # fmt: skip
+    # The defaults are the paper's (Table 2); image_size and num_classes are the dataset's.
+    # (`resume(ws, "lib", iterations=100)` would continue this run from its last checkpoint.)
+    cfg = TrainConfig(iterations=50, batch_size=16, g_widths=(32, 64), d_widths=(64, 64, 64),
+                      sample_interval=25, checkpoint_interval=25, seed=1)  # fmt: skip
+    train(ws, cfg, name="lib", quiet=True)
     gen = generate(ws, GenerateConfig(label="covid", balance=True, run="lib", seed=1))
     print(gen.message)
 
-    verdict = filter_synthetic(ws, FilterConfig(), label="covid")
+    verdict = filter_synthetic(ws, FilterConfig(label="covid"))
     print(f"filter: kept {verdict.kept} of {len(verdict.decisions)}")
 
     real = to_uint8(load_dataset(ws.dataset_path).subset(split="test", label="covid").images)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxraug import features as feats
+from cxraug.metrics import features as feats
 
 
 def tiny_extractor(name: str = "tiny-test", standard: bool = True) -> feats.FeatureExtractor:

@@ -1,5 +1,5 @@
 """The `cxraug` entry point as a whole: version, command list, help of every command, and the
-documented exit codes (README.md and cxraug.errors must agree)."""
+documented exit codes (README.md and cxraug.core.errors must agree)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxraug import __version__, errors
+from cxraug import __version__
 from cxraug.cli import app
+from cxraug.core import errors
 
 COMMANDS = ("collect", "preprocess", "train", "generate", "filter", "fid")
 runner = CliRunner()
@@ -64,7 +65,8 @@ def test_python_dash_m_and_quiet_help() -> None:
 
 
 def test_tensorflow_start_up_is_quiet_but_can_be_shown() -> None:
-    code = "import cxraug.train, cxraug.generate; from cxraug.tf_setup import tf; tf.ones(1)"
+    code = ("import cxraug.train, cxraug.generate; from cxraug.core.tf_setup import tf; "
+            "tf.ones(1)")
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=180)  # fmt: skip
     assert quiet.returncode == 0, quiet.stderr

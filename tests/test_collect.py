@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cxraug.sources
+import cxraug.prep.inspect
 from cxraug.cli import app
 from cxraug.collect import (
     CollectConfig,
@@ -22,12 +22,12 @@ from cxraug.collect import (
     collect,
     near_duplicate_pairs,
 )
-from cxraug.errors import InputError
-from cxraug.images import encode_image
-from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
-from cxraug.phantom import make_phantom
-from cxraug.sources import cohen_verdict, parse_source, patient_from_name
-from cxraug.workspace import Workspace
+from cxraug.core.errors import InputError
+from cxraug.core.images import encode_image
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.core.workspace import Workspace
+from cxraug.prep.phantom import make_phantom
+from cxraug.prep.sources import cohen_verdict, parse_source, patient_from_name
 
 CFG = CollectConfig(workers=1, show_progress=False)
 runner = CliRunner()
@@ -338,7 +338,7 @@ def test_two_workers_equal_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for i in range(6):
         write(tmp_path / "f" / "normal" / f"n{i}.jpg", phantom(300 + i))
     collect(Workspace.at(tmp_path / "w1"), [f"f=folder:{tmp_path / 'f'}"], CFG)
-    monkeypatch.setattr(cxraug.sources, "IN_PROCESS_BELOW", 0)  # use the pool on tiny input
+    monkeypatch.setattr(cxraug.prep.inspect, "IN_PROCESS_BELOW", 0)  # use the pool on tiny input
     collect(Workspace.at(tmp_path / "w2"), [f"f=folder:{tmp_path / 'f'}"],
             CollectConfig(workers=2, show_progress=False))  # fmt: skip
     assert (tmp_path / "w1/manifest.csv").read_text() == (tmp_path / "w2/manifest.csv").read_text()

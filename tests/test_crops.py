@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxraug.contact_sheet import SheetItem, make_thumb, render_contact_sheet
-from cxraug.crops import (
+from cxraug.core.errors import CropBoxError
+from cxraug.core.manifest import Manifest, Record
+from cxraug.prep.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.prep.crops import (
     FALLBACK,
     SuggestedBox,
     apply_crop_boxes,
@@ -18,8 +20,6 @@ from cxraug.crops import (
     suggest_box,
     write_crop_boxes,
 )
-from cxraug.errors import CropBoxError
-from cxraug.manifest import Manifest, Record
 
 
 def manifest() -> Manifest:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from _fakes import tiny_extractor
 
-from cxraug import features as feats
-from cxraug.errors import EXIT_MISSING_RESOURCE, InputError, MissingResourceError
+from cxraug.core.errors import EXIT_MISSING_RESOURCE, InputError, MissingResourceError
+from cxraug.metrics import features as feats
 
 
 @pytest.mark.parametrize("resize", list(feats.RESIZE_FILTERS))
@@ -110,7 +110,7 @@ def test_load_extractor_rejects_bad_kinds() -> None:
 def test_reinitialise_is_deterministic_and_local() -> None:
     import keras
 
-    from cxraug.tf_setup import tf  # noqa: F401
+    from cxraug.core.tf_setup import tf  # noqa: F401
 
     def model() -> keras.Model:
         return keras.Sequential(

@@ -11,13 +11,14 @@ import pytest
 from _fakes import tiny_extractor
 from typer.testing import CliRunner
 
-from cxraug import features as feats
-from cxraug import fid, ui
+from cxraug import fid
 from cxraug.cli import app
-from cxraug.dataset import Dataset, save_dataset
-from cxraug.errors import InputError
-from cxraug.images import to_uint8, write_png_gray
-from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.core import ui
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.errors import InputError
+from cxraug.core.images import to_uint8, write_png_gray
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.metrics import features as feats
 
 runner = CliRunner()
 SMALL = fid.FidConfig(kid_subsets=10, kid_subset_size=50)

@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxraug import quality
 from cxraug.cli import app
-from cxraug.dataset import Dataset, save_dataset
-from cxraug.decide import FilterConfig, decide, evaluate
-from cxraug.errors import InputError
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.errors import InputError
+from cxraug.core.images import read_gray_u8, write_png_gray
+from cxraug.core.manifest import Manifest, Record, _to_row
+from cxraug.core.workspace import Workspace
 from cxraug.filter import filter_synthetic
-from cxraug.images import read_gray_u8, write_png_gray
-from cxraug.manifest import Manifest, Record, _to_row
-from cxraug.nearest import distances, near_duplicates
-from cxraug.workspace import Workspace
+from cxraug.quality import scores as quality
+from cxraug.quality import vectors
+from cxraug.quality.decide import FilterConfig, decide, evaluate
+from cxraug.quality.nearest import distances, near_duplicates
 
 S = 96  # image side: small for speed, large enough for 2-4 px shifts to matter
 N_REAL = 100
@@ -190,13 +191,13 @@ def test_scores_match_their_definitions():
 def test_downsample_equals_opencv_area_resize_and_distances_equal_a_loop():
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (5, 70, 50)).astype(np.uint8)
-    small = quality.shifted_downsamples(x, 16, [(0, 0), (2, -1)])
+    small = vectors.shifted_downsamples(x, 16, [(0, 0), (2, -1)])
     ref = [cv2.resize(i.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA) for i in x]
     assert np.allclose(small[:, 0].reshape(5, 16, 16), ref, atol=1e-3)
     moved = np.pad(x, ((0, 0), (2, 2), (2, 2)), mode="edge")[:, 0:70, 3:53]  # content +2, -1
     ref2 = [cv2.resize(i.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA) for i in moved]
     assert np.allclose(small[:, 1].reshape(5, 16, 16), ref2, atol=1e-3)
-    u = quality.unit_rows(small[:, 0])
+    u = vectors.unit_rows(small[:, 0])
     loop = [[np.linalg.norm(a - b) for b in u] for a in u]
     assert np.allclose(distances(u, u), loop, atol=1e-3)
 
@@ -380,7 +381,7 @@ def test_cli_folder_report(tmp_path, planted, good3):
 def test_real_covid_images_held_out_are_kept_and_copies_caught(cxr_data):
     rows = list(csv.DictReader((cxr_data / "SOURCES.csv").open()))
     paths = [cxr_data / r["path"] for r in rows if r["class"] == "covid"][:150]
-    from cxraug.images import read_gray
+    from cxraug.core.images import read_gray
 
     imgs = []
     for p in paths:

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxraug.fsutil import _atomic, atomic_save_npz, atomic_write_text, sha256_bytes, sha256_file
+from cxraug.core.fsutil import (
+    _atomic,
+    atomic_save_npz,
+    atomic_write_text,
+    sha256_bytes,
+    sha256_file,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:

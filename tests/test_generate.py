@@ -12,14 +12,15 @@ import pytest
 from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir conftest)
 from typer.testing import CliRunner
 
-from cxraug.checkpoint import find_latest
 from cxraug.cli import app
-from cxraug.fsutil import sha256_file
+from cxraug.core.fsutil import sha256_file
+from cxraug.core.images import read_gray_u8
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.core.workspace import Workspace
+from cxraug.gan.checkpoint import find_latest
+from cxraug.gan.config import TrainConfig
 from cxraug.generate import balance_count
-from cxraug.images import read_gray_u8
-from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.train import train
-from cxraug.workspace import Workspace
 
 runner = CliRunner()
 
@@ -36,7 +37,7 @@ def real_rows(normal: int, covid: int) -> list[Record]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = make_workspace(tmp_path_factory.mktemp("gen"))
     write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
-    train(ws, {**TINY, "iterations": 2}, name="r1", quiet=True)
+    train(ws, TrainConfig(**TINY).replace(iterations=2), name="r1", quiet=True)
     return ws
 
 

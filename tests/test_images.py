@@ -1,8 +1,8 @@
-"""cxraug.images: every format and failure the decoder promises, on files made in the test.
+"""cxraug.core.images: every format and failure the decoder promises, on files made in the test.
 
 Expected pixels come from the array the file was made from (lossless formats) or from an
 independent formula (luma weights, alpha compositing, Pillow's own conversions), never from
-cxraug.images itself.
+cxraug.core.images itself.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxraug.errors import ImageError
-from cxraug.images import (
+from cxraug.core.errors import ImageError
+from cxraug.core.images import (
     decode_gray,
     encode_png_gray,
     probe,

@@ -17,11 +17,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cxraug import features as feats
-from cxraug import metrics
 from cxraug.cli import app
+from cxraug.core.images import read_gray_u8, write_png_gray
 from cxraug.fid import FidReport, report_table
-from cxraug.images import read_gray_u8, write_png_gray
+from cxraug.metrics import distances as metrics
+from cxraug.metrics import features as feats
 
 N_PER_SIDE = 6
 RESIZE = "bilinear-aa"  # the CLI default

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxraug.errors import ManifestError
-from cxraug.manifest import (
+from cxraug.core.errors import ManifestError
+from cxraug.core.manifest import (
     COLUMNS,
     Manifest,
     Record,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxraug import metrics
-from cxraug.errors import EXIT_NUMERIC, InputError, NumericError
+from cxraug.core.errors import EXIT_NUMERIC, InputError, NumericError
+from cxraug.metrics import distances as metrics
 
 
 def _psd(rng: np.random.Generator, d: int) -> np.ndarray:

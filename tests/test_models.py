@@ -6,17 +6,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxraug.models import Discriminator, GroupBatchNorm, build_models, dropout_layers, param_count
-from cxraug.tf_setup import tf
-from cxraug.train_config import TrainConfig
+from cxraug.core.tf_setup import tf
+from cxraug.gan.config import TrainConfig
+from cxraug.gan.hardware import resolve_precision
+from cxraug.gan.models import (
+    Discriminator,
+    GroupBatchNorm,
+    build_models,
+    dropout_layers,
+    param_count,
+)
 
-TINY = TrainConfig(image_size=8, latent_dim=4, g_widths=(8, 16), d_widths=(16, 16, 16, 16),
-                   batch_size=4, xla=False)  # fmt: skip
+# networks are built from a run's config, whose "auto" precision is resolved (as build_state does)
+TINY = resolve_precision(TrainConfig(image_size=8, latent_dim=4, g_widths=(8, 16),
+                                     d_widths=(16, 16, 16, 16), batch_size=4, xla=False))
 
 
 def test_paper_layout_counts() -> None:
     # "five Dense layers ... four LeakyReLU, three batch normalization, two dropout"
-    d = Discriminator(TrainConfig())
+    d = Discriminator(resolve_precision(TrainConfig()))
     assert len(d.hidden) + 1 == 5
     assert sum(n is not None for n in d.norms) == 3
     assert dropout_layers(TrainConfig()) == [1, 2]
@@ -73,7 +81,7 @@ def test_one_concatenated_pass_equals_two_separate_passes() -> None:
 @pytest.mark.parametrize("bad", [dict(dropout=1.0), dict(strategy="tpu"), dict(lr=0.0),
                                  dict(mixed_precision="fp8"), dict(g_widths=())])  # fmt: skip
 def test_config_rejects_bad_values(bad: dict) -> None:
-    from cxraug.errors import InputError
+    from cxraug.core.errors import InputError
 
     with pytest.raises(InputError):
         TrainConfig(**bad)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxraug.errors import InputError
-from cxraug.images import probe, read_gray
-from cxraug.phantom import make_phantom, write_phantom_folder
+from cxraug.core.errors import InputError
+from cxraug.core.images import probe, read_gray
+from cxraug.prep.phantom import make_phantom, write_phantom_folder
 
 
 def test_shape_dtype_determinism_and_variety() -> None:
@@ -85,13 +85,13 @@ def test_write_phantom_folder_formats(tmp_path: Path) -> None:
 
 
 def test_module_cli(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "cxraug.phantom", str(tmp_path / "o"), "--covid",
+    r = subprocess.run([sys.executable, "-m", "cxraug.prep.phantom", str(tmp_path / "o"), "--covid",
                         "2", "--normal", "1", "--seed", "5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "wrote 2 covid + 1 normal phantoms" in r.stdout
     assert len(list((tmp_path / "o").rglob("phantom-*"))) == 3
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "x").write_text("x")
-    r = subprocess.run([sys.executable, "-m", "cxraug.phantom", str(tmp_path / "u")],
+    r = subprocess.run([sys.executable, "-m", "cxraug.prep.phantom", str(tmp_path / "u")],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 3 and "not a phantom folder" in r.stderr

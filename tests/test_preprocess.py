@@ -14,13 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxraug.cli import app
-from cxraug.dataset import load_dataset
-from cxraug.fsutil import sha256_file
-from cxraug.images import read_gray
-from cxraug.loading import ImageTask, LoadOptions, choose_reduce, load_image
-from cxraug.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.core.dataset import load_dataset
+from cxraug.core.fsutil import sha256_file
+from cxraug.core.images import choose_reduce, read_gray
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
+from cxraug.core.workspace import Workspace
+from cxraug.prep.loading import ImageTask, LoadOptions, load_image
 from cxraug.preprocess import PreprocessConfig, preprocess, preprocess_image
-from cxraug.workspace import Workspace
 
 runner = CliRunner()
 

@@ -16,28 +16,28 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxraug.checkpoint import (
+from cxraug.cli import app
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.errors import InputError
+from cxraug.core.tf_setup import tf
+from cxraug.core.workspace import Workspace
+from cxraug.gan.checkpoint import (
     find_latest,
     list_checkpoints,
     read_checkpoint,
     restore,
     save_checkpoint,
 )
-from cxraug.cli import app
-from cxraug.dataset import Dataset, save_dataset
-from cxraug.errors import InputError
-from cxraug.hardware import auto_precision, precision_warning
-from cxraug.tf_setup import tf
-from cxraug.train import TrainingInterrupted, train
-from cxraug.train_config import TrainConfig
-from cxraug.trainstep import (
+from cxraug.gan.config import TrainConfig
+from cxraug.gan.hardware import auto_precision, precision_warning
+from cxraug.gan.step import (
     build_state,
     make_step,
     resident_dataset,
     step_flops,
     xla_scope,
 )
-from cxraug.workspace import Workspace
+from cxraug.train import TrainingInterrupted, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(latent_dim=8, g_widths=(16, 32), d_widths=(32, 32, 32, 32), batch_size=8,
@@ -125,7 +125,8 @@ def test_real_and_fake_batches_keep_their_mean_difference_through_d() -> None:
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    full = train(ws, {**TINY, "iterations": 6, "checkpoint_interval": 100}, name="full",
+    full = train(ws, TrainConfig(**TINY).replace(iterations=6, checkpoint_interval=100),
+                 name="full",
                  quiet=True)  # fmt: skip
     assert full.iteration == 6
 
@@ -134,11 +135,12 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # the real signal path
 
     with pytest.raises(TrainingInterrupted, match="resume") as e:
-        train(ws, {**TINY, "iterations": 6, "checkpoint_interval": 100}, name="cut",
+        train(ws, TrainConfig(**TINY).replace(iterations=6, checkpoint_interval=100),
+              name="cut",
               quiet=True, on_iteration=interrupt)  # fmt: skip
     assert e.value.exit_code == 130
     assert read_checkpoint(find_latest(ws.runs_dir / "cut")).iteration == 4  # type: ignore[arg-type]
-    resumed = train(ws, {}, resume="cut", quiet=True)
+    resumed = resume(ws, "cut", quiet=True)
     assert resumed.iteration == 6
     a, b = weights(ws.runs_dir / "full"), weights(ws.runs_dir / "cut")
     assert a.keys() == b.keys()
@@ -211,7 +213,8 @@ def test_sigkill_at_any_moment_resumes_from_a_good_checkpoint(tmp_path: Path) ->
 
 def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    res = train(ws, {**TINY, "iterations": 4, "checkpoint_interval": 2}, name="r", quiet=True)
+    res = train(ws, TrainConfig(**TINY).replace(iterations=4, checkpoint_interval=2), name="r",
+                quiet=True)
     run = res.run_dir
     assert [p.name for p in list_checkpoints(run)] == ["ckpt-0000002.npz", "ckpt-0000004.npz"]
     ck = read_checkpoint(find_latest(run))  # type: ignore[arg-type]
@@ -249,7 +252,7 @@ def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path) -> None
 def test_nan_image_exits_5(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, nan=True)
     with pytest.raises(Exception, match="non-finite loss at iteration 1"):
-        train(ws, {**TINY, "iterations": 3}, name="nan", quiet=True)
+        train(ws, TrainConfig(**TINY).replace(iterations=3), name="nan", quiet=True)
     assert find_latest(ws.runs_dir / "nan") is None
 
 
@@ -298,12 +301,12 @@ def test_cli_train_json_and_resume_refuses_model_change(tmp_path: Path) -> None:
 MIRRORED = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from cxraug.tf_setup import tf
+    from cxraug.core.tf_setup import tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from cxraug.train_config import TrainConfig
-    from cxraug.trainstep import build_state, make_step, resident_dataset
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.step import build_state, make_step, resident_dataset
     sys.path.insert(0, sys.argv[1])
     from test_train import TINY, toy_images
     img, labels = toy_images()
@@ -410,7 +413,8 @@ def test_auto_precision_picks_bf16_only_where_it_is_native() -> None:
 
 def test_train_records_the_resolved_precision(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    res = train(ws, {**TINY, "mixed_precision": "auto", "iterations": 1}, name="a", quiet=True)
+    res = train(ws, TrainConfig(**TINY).replace(mixed_precision="auto", iterations=1), name="a",
+                quiet=True)
     saved = json.loads((res.run_dir / "config.json").read_text())["mixed_precision"]
     assert saved == auto_precision() and saved != "auto"
     ck = read_checkpoint(find_latest(res.run_dir))  # type: ignore[arg-type]

@@ -1,0 +1,47 @@
+"""`cxraug fid`: FID, KID and precision/recall of two image sets (cxraug.fid)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cxraug.cli.app import command, json_option, workspace_option
+from cxraug.fid import FidConfig
+
+
+@command("fid", FidConfig)
+def fid_command(
+    cfg: FidConfig,
+    real: str = typer.Argument(
+        ..., help="REAL set: a folder of images (recursive) or a manifest selection such as "
+        "manifest:split=test,label=covid (keys: split, label|class, synthetic, run)."
+    ),  # fmt: skip
+    fake: str = typer.Argument(
+        ..., help="FAKE set, same syntax, e.g. a synthetic/ folder or "
+        "manifest:synthetic=true,label=covid."
+    ),  # fmt: skip
+    workspace: Path = workspace_option(),
+    weights: Path | None = typer.Option(
+        None, help="Inception-v3 notop .h5 weights file (default: the Keras cache)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, help="Feature cache folder (default: WORKSPACE/.cache/fid)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
+    json_out: bool = json_option("report"),
+    out: Path | None = typer.Option(None, help="Also save the report (with its config) as JSON."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """FID, KID and precision/recall of FAKE against REAL, with a real-vs-real baseline
+    (docs/fid.md). Results on stdout, progress and warnings on stderr."""
+    from cxraug.core.ui import out as console
+    from cxraug.fid import report_table, run_fid
+
+    report = run_fid(real, fake, cfg, workspace=workspace, weights=weights,
+                     cache_dir=cache_dir, use_cache=not no_cache, out=out, force=force)  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(report_table(report))

@@ -1,0 +1,50 @@
+"""`cxraug train`: start a run or resume one (cxraug.train)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cxraug.cli.app import command, given, json_option, workspace_option
+from cxraug.gan.config import TrainConfig
+
+
+@command("train", TrainConfig)
+def train_command(
+    ctx: typer.Context,
+    cfg: TrainConfig,
+    workspace: Path = workspace_option(),
+    name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
+                                    "\\[default: a timestamp]."),  # fmt: skip
+    resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
+        "runs/ or a run folder) from its latest checkpoint: same iteration, optimizer and "
+        "RNG state. Only --iterations and the intervals may change."),  # fmt: skip
+    force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
+    image_size: int | None = typer.Option(None, help="Must equal the dataset's size "
+                                          "\\[default: the dataset's]."),  # fmt: skip
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: bool = json_option(),
+) -> None:
+    """Train the paper's CGAN on WORKSPACE/processed/dataset.npz (train split). 'Epochs' are
+    ITERATIONS (one random batch each). Writes runs/NAME/: config.json, log.csv, tb/,
+    samples/, loss.png, checkpoints/. Ctrl-C saves a checkpoint (exit 130); resume with
+    --resume NAME. Exit 5 on NaN/Inf losses (last good checkpoint kept)."""
+    from cxraug.core.ui import out
+    from cxraug.core.workspace import Workspace
+    from cxraug.train import resume as resume_run
+    from cxraug.train import train
+
+    ws = Workspace.at(workspace)
+    if resume is not None:  # only the options given on the command line may change
+        result = resume_run(ws, resume, quiet=quiet, **given(ctx, TrainConfig))
+    else:
+        result = train(ws, cfg, name=name, force=force, image_size=image_size, quiet=quiet)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        m = result.metrics
+        losses = f" d_loss {m['d_loss']:.4f} g_loss {m['g_loss']:.4f}" if m else ""
+        out.print(f"{result.run_dir}: iteration {result.iteration}{losses}; "
+                  f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)

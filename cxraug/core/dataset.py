@@ -1,0 +1,81 @@
+"""The preprocessed training array (`processed/dataset.npz`): the contract between
+`preprocess` (writer) and `train` / `filter` / `fid` (readers).
+
+Arrays (all row-aligned):
+    images  float32 (N, H, W) in [-1, 1]   (H = W = 224 by default)
+    labels  int64   (N,)      index into `classes` (manifest.LABELS: normal=0, covid=1)
+    ids     str     (N,)      manifest ids
+    splits  str     (N,)      "train" or "test"
+    classes str     (C,)      class names in index order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxraug.core.errors import InputError
+from cxraug.core.fsutil import atomic_save_npz
+from cxraug.core.manifest import LABELS, check_label
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # (N, H, W) float32 in [-1, 1]
+    labels: np.ndarray  # (N,) int64
+    ids: np.ndarray  # (N,) str
+    splits: np.ndarray  # (N,) str
+    classes: tuple[str, ...] = LABELS
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, *, split: str | None = None, label: str | None = None) -> Dataset:
+        keep = np.ones(len(self), bool)
+        if split is not None:
+            keep &= self.splits == split
+        if label is not None:
+            check_label(label, self.classes)
+            keep &= self.labels == self.classes.index(label)
+        return Dataset(self.images[keep], self.labels[keep], self.ids[keep], self.splits[keep],
+                       self.classes)  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+
+def save_dataset(path: Path, ds: Dataset) -> None:
+    n = len(ds)
+    if ds.images.ndim != 3 or ds.images.shape[0] != n or ds.images.shape[1] != ds.images.shape[2]:
+        raise ValueError(f"images must be (N, S, S), got {ds.images.shape} for N={n}")
+    atomic_save_npz(
+        Path(path),
+        images=ds.images.astype(np.float32, copy=False),
+        labels=ds.labels.astype(np.int64, copy=False),
+        ids=np.asarray(ds.ids, dtype=str),
+        splits=np.asarray(ds.splits, dtype=str),
+        classes=np.asarray(ds.classes, dtype=str),
+    )
+
+
+def load_dataset(path: Path) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"no preprocessed dataset at {path}; run `cxraug preprocess` in this workspace first"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ds = Dataset(z["images"], z["labels"], z["ids"], z["splits"],
+                         tuple(str(c) for c in z["classes"]))  # fmt: skip
+    except (OSError, KeyError, ValueError) as e:
+        raise InputError(f"{path} is not a cxraug dataset ({e}); re-run `cxraug preprocess`") from e
+    if ds.images.size and (float(ds.images.min()) < -1.0 or float(ds.images.max()) > 1.0):
+        raise InputError(f"{path}: images are outside [-1, 1]; re-run `cxraug preprocess`")
+    return ds

@@ -1,0 +1,421 @@
+"""The one place that decodes and encodes image files.
+
+`decode_displayed(data, keep=...)` is the one decode-orient-reduce path (file inspection in
+`collect` and image loading in `preprocess` both use it): header checks, displayed size after
+EXIF orientation, and libjpeg DCT reduction chosen by one rule (`choose_reduce`).
+
+`read_gray(path)` returns a grayscale float32 image in [0, 1] with EXIF orientation applied,
+or raises `ImageError` whose `.reason` is the short text stored in the manifest. It copes with
+8/16-bit, grayscale/RGB/RGBA/palette PNG, CMYK and EXIF-rotated JPEG, TIFF, BMP and WebP, and
+checks a file's header (JPEG, PNG, TIFF, BMP, WebP) *before* decoding so that an enormous image
+is refused in bounded memory.
+
+Conversions (documented because they change pixel values):
+- colour -> gray: ITU-R BT.601 luma (OpenCV COLOR_BGR2GRAY);
+- alpha (an alpha channel, or a PNG tRNS transparency chunk): composited over black (X-ray
+  backgrounds are dark);
+- 16-bit: divided by 2**b - 1 where b is the image's effective bit depth rounded up to 10, 12,
+  14 or 16 bits (12-bit detectors stored in 16-bit containers are common in radiography);
+- palette: expanded to RGB by libpng, then luma.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxraug.core.errors import ImageError
+from cxraug.core.fsutil import atomic_write_bytes
+
+DEFAULT_MAX_MEGAPIXELS = 150.0  # ~12,000 x 12,000: far above any X-ray, far below memory limits
+MIN_SIDE = 16
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file header says, before any pixel is decoded."""
+
+    format: str  # "JPEG", "PNG", "TIFF", "BMP", "WEBP"
+    width: int | None
+    height: int | None
+    channels: int | None  # components in the file (PNG: after palette expansion is not applied)
+    bit_depth: int | None
+    orientation: int = 1  # EXIF orientation tag (1 = upright)
+
+
+def looks_like_image_name(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _sniff(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        raise ImageError("GIF is not supported; convert it to PNG")
+    if len(data) > 132 and data[128:132] == b"DICM":
+        raise ImageError("DICOM is not supported; export it to 16-bit PNG first (e.g. dcmj2pnm)")
+    raise ImageError("not an image (unrecognised file signature)")
+
+
+def _exif_orientation(exif: bytes) -> int:
+    """Orientation tag (0x0112) from a TIFF-structured EXIF block, 1 if absent or malformed."""
+    try:
+        endian = {b"II": "<", b"MM": ">"}[exif[:2]]
+        (ifd,) = struct.unpack(endian + "I", exif[4:8])
+        (n,) = struct.unpack(endian + "H", exif[ifd : ifd + 2])
+        for i in range(n):
+            off = ifd + 2 + 12 * i
+            tag, _typ, _cnt = struct.unpack(endian + "HHI", exif[off : off + 8])
+            if tag == 0x0112:
+                (val,) = struct.unpack(endian + "H", exif[off + 8 : off + 10])
+                return val if 1 <= val <= 8 else 1
+    except (KeyError, struct.error, IndexError):
+        pass
+    return 1
+
+
+def _jpeg_info(data: bytes) -> ImageInfo:
+    i, orientation = 2, 1
+    width = height = channels = depth = None
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9 or marker == 0xDA:  # end of image / start of scan
+            break
+        (seg_len,) = struct.unpack(">H", data[i + 2 : i + 4])
+        seg = data[i + 4 : i + 2 + seg_len]
+        if marker == 0xE1 and seg[:6] == b"Exif\x00\x00":
+            orientation = _exif_orientation(seg[6:])
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(seg) >= 6:
+            depth = seg[0]
+            height, width = struct.unpack(">HH", seg[1:5])
+            channels = seg[5]
+        i += 2 + seg_len
+    if width is None:
+        raise ImageError("corrupt JPEG (no frame header)")
+    return ImageInfo("JPEG", width, height, channels, depth, orientation)
+
+
+def _png_info(data: bytes) -> ImageInfo:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ImageError("corrupt PNG (no IHDR header)")
+    width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype)
+    return ImageInfo("PNG", width, height, channels, depth)
+
+
+def _png_trns(data: bytes) -> bytes | None:
+    """The tRNS chunk's payload (transparency without an alpha channel), None if absent.
+
+    tRNS must come before the first IDAT, so only the chunks up to it are walked."""
+    i = 8
+    while i + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        ctype = data[i + 4 : i + 8]
+        if ctype == b"tRNS":
+            return data[i + 8 : i + 8 + length]
+        if ctype in (b"IDAT", b"IEND"):
+            return None
+        i += 12 + length
+    return None
+
+
+def _tiff_info(data: bytes) -> ImageInfo:
+    """Width/height/samples/bits from the first IFD (enough to refuse a huge TIFF early)."""
+    endian = "<" if data[:2] == b"II" else ">"
+    tags: dict[int, int] = {}
+    try:
+        (ifd,) = struct.unpack(endian + "I", data[4:8])
+        (n,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+        for k in range(n):
+            off = ifd + 2 + 12 * k
+            tag, typ, _cnt = struct.unpack(endian + "HHI", data[off : off + 8])
+            if tag in (256, 257, 258, 277, 274):  # width, height, bits, samples, orientation
+                fmt = endian + ("H" if typ == 3 else "I")
+                size = 2 if typ == 3 else 4
+                (tags[tag],) = struct.unpack(fmt, data[off + 8 : off + 8 + size])
+    except struct.error as e:
+        raise ImageError("corrupt TIFF (unreadable first directory)") from e
+    if 256 not in tags or 257 not in tags:
+        raise ImageError("corrupt TIFF (no width/height tags)")
+    return ImageInfo("TIFF", tags[256], tags[257], tags.get(277, 1), tags.get(258),
+                     tags.get(274, 1))  # fmt: skip
+
+
+def _bmp_info(data: bytes) -> ImageInfo:
+    if len(data) < 30:
+        raise ImageError("corrupt BMP (header too short)")
+    (hdr,) = struct.unpack("<I", data[14:18])
+    if hdr == 12:  # OS/2 BITMAPCOREHEADER
+        w, h, _planes, bits = struct.unpack("<HHHH", data[18:26])
+    else:
+        w, h, _planes, bits = struct.unpack("<iiHH", data[18:30])
+    return ImageInfo("BMP", abs(w), abs(h), None, bits)  # negative height = top-down rows
+
+
+def _webp_info(data: bytes) -> ImageInfo:
+    chunk = data[12:16]
+    try:
+        if chunk == b"VP8X":  # extended: 24-bit canvas size minus one
+            w = int.from_bytes(data[24:27], "little") + 1
+            h = int.from_bytes(data[27:30], "little") + 1
+        elif chunk == b"VP8L":  # lossless: 14-bit sizes minus one after the 0x2f signature
+            (bits,) = struct.unpack("<I", data[21:25])
+            w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        elif chunk == b"VP8 ":  # lossy: key frame start code, then 14-bit sizes
+            w, h = (v & 0x3FFF for v in struct.unpack("<HH", data[26:30]))
+        else:
+            return ImageInfo("WEBP", None, None, None, None)
+    except struct.error as e:
+        raise ImageError("corrupt WebP (header too short)") from e
+    return ImageInfo("WEBP", w, h, None, 8)
+
+
+def probe(data: bytes) -> ImageInfo:
+    """Format and size from the header alone (no decoding).
+
+    width/height are as stored; a JPEG/TIFF with `orientation` 5-8 displays them swapped."""
+    fmt = _sniff(data)
+    if fmt == "JPEG":
+        return _jpeg_info(data)
+    if fmt == "PNG":
+        return _png_info(data)
+    if fmt == "TIFF":
+        return _tiff_info(data)
+    if fmt == "BMP":
+        return _bmp_info(data)
+    return _webp_info(data)
+
+
+def _check_complete(fmt: str, data: bytes) -> None:
+    # libjpeg pads a truncated JPEG with grey and only warns; we refuse it instead.
+    if fmt == "JPEG":
+        t = data.rstrip(b"\x00\r\n \t")
+        # EOI at the end, or within the last 4 KiB (some writers append junk after it).
+        # rfind's -1 must fail too: a small file has len(t) - 4096 < -1.
+        eoi = t.rfind(b"\xff\xd9")
+        if not t.endswith(b"\xff\xd9") and (eoi < 0 or eoi < len(t) - 4096):
+            raise ImageError("truncated JPEG (no end-of-image marker)")
+    if fmt == "PNG" and b"IEND" not in data[-64:]:
+        raise ImageError("truncated PNG (no IEND chunk)")
+
+
+def read_bytes(path: Path) -> bytes:
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ImageError("dangling symbolic link")
+    if p.is_dir():
+        raise ImageError("is a directory, not an image file")
+    if not p.exists():
+        raise ImageError("file not found")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from e
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return data
+
+
+def _to_gray01(arr: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) uint8/uint16/float array in OpenCV channel order -> (H, W) float32 in [0, 1]."""
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        alpha = arr[:, :, -1]
+        arr = arr[:, :, :-1]
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        gray = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
+    elif arr.ndim == 3:
+        gray = arr[:, :, 0]
+    else:
+        gray = arr
+    if gray.dtype == np.uint8:
+        scale = 255.0
+    elif gray.dtype == np.uint16:
+        bits = max(8, int(gray.max()).bit_length())
+        scale = float(2 ** next(b for b in (8, 10, 12, 14, 16) if b >= bits) - 1)
+    else:  # float TIFF: stretch its own range
+        g = gray.astype(np.float32)
+        lo, hi = float(np.nanmin(g)), float(np.nanmax(g))
+        if not np.isfinite([lo, hi]).all():
+            raise ImageError("floating-point image contains NaN or Inf")
+        gray, scale = g - lo, (hi - lo) or 1.0
+    out = gray.astype(np.float32) / np.float32(scale)
+    if alpha is not None:
+        amax = 255.0 if alpha.dtype == np.uint8 else 65535.0
+        out *= alpha.astype(np.float32) / np.float32(amax)
+    return out
+
+
+def decode_gray(
+    data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, reduce: int = 1
+) -> tuple[np.ndarray, ImageInfo, int]:
+    """Decode bytes to (gray float32 [0,1] (H, W), header info, reduction actually applied).
+
+    `reduce` in {1, 2, 4, 8} asks libjpeg to decode a JPEG directly at 1/reduce size (DCT
+    scaling: much faster and smaller for huge files); other formats ignore it (returns 1).
+    """
+    info = probe(data)
+    if info.width is not None and info.height is not None:
+        mp = info.width * info.height / 1e6
+        if mp > max_megapixels:
+            raise ImageError(
+                f"image is {info.width}x{info.height} ({mp:.0f} MP), above the "
+                f"{max_megapixels:.0f} MP limit; downscale it or raise --max-megapixels"
+            )
+        if info.width == 0 or info.height == 0:
+            raise ImageError(f"image has zero size ({info.width}x{info.height})")
+    _check_complete(info.format, data)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    trns = _png_trns(data) if info.format == "PNG" and info.channels in (1, 3) else None
+    applied = 1
+    reduced_flags = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                     8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # fmt: skip
+    if info.format == "JPEG" and reduce in reduced_flags and info.channels in (1, 3):
+        arr = cv2.imdecode(buf, reduced_flags[reduce])
+        applied = reduce
+    elif info.format == "PNG" and (info.channels in (2, 4) or trns is not None):
+        # keep alpha (IMREAD_UNCHANGED; libpng turns a palette/RGB tRNS chunk into an alpha
+        # channel); PNG carries no EXIF orientation in practice
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if arr is not None and arr.ndim == 2 and trns is not None and len(trns) >= 2:
+            # gray + tRNS: libpng via OpenCV drops it; pixels equal to the key are transparent
+            key = struct.unpack(">H", trns[:2])[0]
+            arr = np.where(arr == key, 0, arr).astype(arr.dtype)
+    else:
+        # ANYDEPTH keeps 16 bit; not UNCHANGED, so OpenCV applies the EXIF orientation
+        arr = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if arr is None:
+        raise ImageError(f"corrupt or unsupported {info.format} data (decoder failed)")
+    gray = _to_gray01(arr)
+    h, w = gray.shape
+    if min(h, w) * applied < MIN_SIDE:
+        raise ImageError(f"too small ({w * applied}x{h * applied}; need {MIN_SIDE} px per side)")
+    if float(gray.max()) - float(gray.min()) < 1e-6:
+        raise ImageError(f"flat constant image (every pixel = {float(gray.flat[0]):.3f})")
+    return gray, info, applied
+
+
+def displayed_size(info: ImageInfo) -> tuple[int | None, int | None]:
+    """(width, height) as displayed: EXIF orientations 5-8 rotate the stored image by 90 deg."""
+    if info.width is not None and info.height is not None and 5 <= info.orientation <= 8:
+        return info.height, info.width
+    return info.width, info.height
+
+
+def choose_reduce(crop_w: int, crop_h: int, size: int) -> int:
+    """Largest JPEG DCT reduction k in (8, 4, 2) that leaves the crop >= 2*size per side."""
+    for k in (8, 4, 2):
+        if min(crop_w, crop_h) / k >= 2 * size:
+            return k
+    return 1
+
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive
+
+
+@dataclass(frozen=True)
+class Decoded:
+    gray: np.ndarray  # (h, w) float32 in [0, 1], maybe DCT-reduced
+    info: ImageInfo
+    width: int  # displayed size in original pixels (header, or decoded size x reduction)
+    height: int
+    reduced: int  # JPEG reduction applied (1 = none)
+
+
+def decode_displayed(
+    data: bytes,
+    *,
+    keep: int | None = None,
+    crop: Box | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> Decoded:
+    """Decode bytes to gray [0, 1] with the displayed (EXIF-oriented) size. With `keep`, a JPEG
+    is decoded at the largest DCT reduction that leaves `crop` (default: the whole image)
+    >= 2 x `keep` pixels per side."""
+    info = probe(data)
+    W, H = displayed_size(info)
+    k = 1
+    if keep is not None and info.format == "JPEG" and W and H:
+        cw, ch = (crop[2] - crop[0], crop[3] - crop[1]) if crop else (W, H)
+        k = choose_reduce(cw, ch, keep)
+    gray, info, applied = decode_gray(data, max_megapixels=max_megapixels, reduce=k)
+    if W is None or H is None:
+        H, W = (s * applied for s in gray.shape)
+    return Decoded(gray, info, W, H, applied)
+
+
+def read_gray(
+    path: Path, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, reduce: int = 1
+) -> tuple[np.ndarray, ImageInfo, int]:
+    """`decode_gray` of a file; file-level problems (missing, empty, dir) raise ImageError too."""
+    return decode_gray(read_bytes(path), max_megapixels=max_megapixels, reduce=reduce)
+
+
+def read_gray_u8(path: Path) -> np.ndarray:
+    """A saved image as the 8-bit gray pixels a viewer shows (used to score what is saved)."""
+    gray, _, _ = read_gray(path)
+    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_png_gray(img_u8: np.ndarray) -> bytes:
+    if img_u8.dtype != np.uint8 or img_u8.ndim != 2:
+        raise ValueError(f"expected (H, W) uint8, got {img_u8.shape} {img_u8.dtype}")
+    ok, buf = cv2.imencode(".png", img_u8)
+    if not ok:
+        raise ImageError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png_gray(path: Path, img_u8: np.ndarray) -> None:
+    """Write an 8-bit grayscale PNG atomically."""
+    atomic_write_bytes(Path(path), encode_png_gray(img_u8))
+
+
+def write_png_rgb(path: Path, img_rgb_u8: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image (e.g. a contact sheet) as PNG, atomically."""
+    if img_rgb_u8.dtype != np.uint8 or img_rgb_u8.ndim != 3 or img_rgb_u8.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8, got {img_rgb_u8.shape} {img_rgb_u8.dtype}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img_rgb_u8, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError("PNG encoding failed")
+    atomic_write_bytes(Path(path), buf.tobytes())
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[-1, 1] float image(s) -> uint8 (the quantisation applied when images are saved)."""
+    return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def encode_image(arr: np.ndarray, suffix: str, *, jpeg_quality: int = 92) -> bytes:
+    """Encode (H, W) or (H, W, 3|4) pixels in OpenCV channel order (BGR[A]) as PNG (uint8 or
+    uint16) or JPEG (uint8) bytes; used to write demo and test images in several formats."""
+    suffix = suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"cannot encode {suffix!r}; use .png or .jpg")
+    if arr.dtype not in (np.uint8, np.uint16) or (suffix != ".png" and arr.dtype != np.uint8):
+        raise ValueError(f"cannot encode {arr.dtype} as {suffix}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix != ".png" else []
+    ok, buf = cv2.imencode(suffix, arr, params)
+    if not ok:
+        raise ImageError(f"{suffix} encoding failed")
+    return buf.tobytes()

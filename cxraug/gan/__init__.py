@@ -1,0 +1,3 @@
+"""The machinery of `train` and `generate`: TrainConfig, the networks (one module per
+architecture: `models` is the paper's MLP CGAN), the compiled training step, hardware facts,
+checkpoints and what a run logs. Imports only `cxraug.core`."""

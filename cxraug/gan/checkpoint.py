@@ -1,0 +1,149 @@
+"""Training checkpoints: one .npz per save, written atomically, plus a `latest` pointer.
+
+A checkpoint `runs/NAME/checkpoints/ckpt-0001200.npz` (file names: cxraug.core.workspace.RunDir)
+holds every G and D weight (BatchNorm moving statistics included), both Adam optimizers'
+variables, the tf.random.Generator state, the iteration and the TrainConfig (JSON). It is
+written to a temp file and renamed, then the pointer file `latest` (JSON: file name, SHA-256,
+iteration) is replaced the same way. A kill at any moment therefore leaves either the previous
+pointer or the new one, each naming a complete file. If the pointer is missing or its hash does
+not match, the newest checkpoint that loads completely is used instead; a truncated or corrupt
+file is never chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxraug.core.errors import InputError
+from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_file
+from cxraug.core.workspace import RunDir
+from cxraug.gan.config import TrainConfig
+
+FORMAT = "cxraug-ckpt-1"
+GROUPS = ("g", "d", "g_opt", "d_opt")
+
+
+def _run(run_dir: Path | RunDir) -> RunDir:
+    """File names and folders come from cxraug.core.workspace.RunDir."""
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+
+
+def _variables(state: Any) -> dict[str, list[Any]]:
+    return {"g": state.gen.weights, "d": state.disc.weights,
+            "g_opt": state.g_opt.variables, "d_opt": state.d_opt.variables}  # fmt: skip
+
+
+def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
+    """Write the state atomically, move the `latest` pointer, prune all but `keep` files."""
+    arrays: dict[str, Any] = {}
+    names: dict[str, list[str]] = {}
+    for group, vs in _variables(state).items():
+        names[group] = [v.path for v in vs]
+        for i, v in enumerate(vs):
+            arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
+    arrays["rng_state"] = state.rng.state.numpy()
+    meta = {"format": FORMAT, "iteration": state.iteration, "names": names,
+            "rng_algorithm": int(state.rng.algorithm), "config": state.cfg.to_dict()}  # fmt: skip
+    arrays["meta"] = np.array(json.dumps(meta))
+    run = _run(run_dir)
+    path = run.checkpoint_path(state.iteration)
+    atomic_save_npz(path, **arrays)
+    atomic_write_json(run.latest_pointer, {"file": path.name, "sha256": sha256_file(path),
+                                           "iteration": state.iteration})  # fmt: skip
+    for old in run.checkpoint_files()[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path | RunDir) -> list[Path]:
+    """Checkpoint files sorted by iteration (oldest first); temp files are not listed."""
+    return _run(run_dir).checkpoint_files()
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    sha256: str
+    iteration: int
+    config: TrainConfig
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Load and fully verify one file (every array decompressed: zip CRCs are checked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist; check the path or use --run")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"checkpoint {path} is corrupt or truncated ({e}); "
+                         "use an earlier checkpoint of the run") from e  # fmt: skip
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not a cxraug checkpoint (format {meta.get('format')!r})")
+    cfg = TrainConfig.from_dict(meta["config"])
+    return Checkpoint(path, sha256_file(path), int(meta["iteration"]), cfg, meta, arrays)
+
+
+def find_latest(run_dir: Path | RunDir) -> Path | None:
+    """The pointer's file if its hash matches, else the newest file that loads completely."""
+    run = _run(run_dir)
+    try:
+        ptr = json.loads(run.latest_pointer.read_text())
+        cand = run.checkpoints_dir / str(ptr["file"])
+        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
+            return cand
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for p in reversed(run.checkpoint_files()):
+        try:
+            read_checkpoint(p)
+            return p
+        except InputError:
+            continue
+    return None
+
+
+def restore(state: Any, ckpt: Checkpoint) -> None:
+    """Assign a checkpoint's arrays to a freshly built state of the same config."""
+    for group, vs in _variables(state).items():
+        stored = ckpt.meta["names"][group]
+        if len(stored) != len(vs):
+            raise InputError(
+                f"checkpoint {ckpt.path.name}: {group} has {len(stored)} variables, this "
+                f"cxraug's model has {len(vs)}; it was written by an incompatible version"
+            )
+        for i, v in enumerate(vs):
+            a = ckpt.arrays[f"{group}.{i:04d}"]
+            if tuple(a.shape) != tuple(v.shape):
+                raise InputError(
+                    f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, the model "
+                    f"expects {tuple(v.shape)}; the checkpoint does not match this model"
+                )
+            v.assign(a)
+    state.rng.reset(ckpt.arrays["rng_state"])
+    state.iteration = ckpt.iteration
+
+
+def assign_generator(gen: Any, ckpt: Checkpoint) -> None:
+    """Load only the generator's weights (for `generate`)."""
+    stored = ckpt.meta["names"]["g"]
+    if len(stored) != len(gen.weights):
+        raise InputError(f"checkpoint {ckpt.path.name} holds {len(stored)} generator variables; "
+                         f"the model has {len(gen.weights)}: incompatible checkpoint")  # fmt: skip
+    for i, v in enumerate(gen.weights):
+        a = ckpt.arrays[f"g.{i:04d}"]
+        if tuple(a.shape) != tuple(v.shape):
+            raise InputError(f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, "
+                             f"the model expects {tuple(v.shape)}; the checkpoint does not "
+                             "match this model")  # fmt: skip
+        v.assign(a)

@@ -1,0 +1,85 @@
+"""Contact sheets: a grid of thumbnails with each image's crop box drawn and its id printed,
+so that a person can check hundreds of crop boxes at a glance (`--contact-sheet`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxraug.core.images import Box, write_png_rgb
+
+
+@dataclass
+class SheetItem:
+    id: str
+    thumb: np.ndarray  # (h, w) uint8, longest side <= the sheet's cell
+    box: Box | None  # in thumbnail pixels; None = no box drawn
+    fallback: bool = False
+
+
+def make_thumb(
+    gray01: np.ndarray, box: Box | None, side: int = 160
+) -> tuple[np.ndarray, Box | None]:
+    """(H, W) [0, 1] image + box in its pixels -> (h, w) uint8 thumbnail + box in its pixels."""
+    H, W = gray01.shape
+    s = min(1.0, side / max(H, W))
+    t = cv2.resize(
+        gray01, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA
+    )
+    u8 = np.clip(np.rint(t * 255), 0, 255).astype(np.uint8)
+    if box is None:
+        return u8, None
+    tb = (round(box[0] * s), round(box[1] * s), round(box[2] * s), round(box[3] * s))
+    return u8, tb
+
+
+def render_contact_sheet(
+    items: list[SheetItem], path: Path, *, cell: int = 160, cols: int = 10, per_page: int = 200
+) -> list[Path]:
+    """Write a grid of thumbnails with their box (green; orange = fallback) and id printed.
+
+    More than `per_page` items go to several files NAME-001.png, NAME-002.png, ... so that no
+    sheet becomes too large to open. Returns the files written."""
+    path = Path(path)
+    pages = [items[i : i + per_page] for i in range(0, len(items), per_page)] or [[]]
+    out: list[Path] = []
+    for p, page in enumerate(pages):
+        target = path if len(pages) == 1 else path.with_name(f"{path.stem}-{p + 1:03d}.png")
+        write_png_rgb(target, _sheet_page(page, cell, cols))
+        out.append(target)
+    return out
+
+
+def _sheet_page(items: list[SheetItem], cell: int, cols: int) -> np.ndarray:
+    label_h, font, scale = 14, cv2.FONT_HERSHEY_SIMPLEX, 0.33
+    cols = max(1, min(cols, len(items)))
+    rows = max(1, math.ceil(len(items) / cols))
+    sheet = np.full((rows * (cell + label_h), cols * cell, 3), 40, np.uint8)  # (H, W, RGB)
+    for i, it in enumerate(items):
+        top, left = (i // cols) * (cell + label_h), (i % cols) * cell
+        h, w = it.thumb.shape
+        oy, ox = top + (cell - h) // 2, left + (cell - w) // 2
+        sheet[oy : oy + h, ox : ox + w] = it.thumb[:, :, None]
+        if it.box is not None:
+            colour = (255, 160, 0) if it.fallback else (0, 230, 0)
+            x0, y0, x1, y1 = it.box
+            cv2.rectangle(sheet, (ox + x0, oy + y0), (ox + x1 - 1, oy + y1 - 1), colour, 1)
+        # keep the end of the id (the file name), ".." marks the cut; Hershey fonts are ASCII
+        text = it.id.encode("ascii", "replace").decode()
+        while len(text) > 4 and cv2.getTextSize(text, font, scale, 1)[0][0] > cell - 4:
+            text = ".." + (text[3:] if text.startswith("..") else text[1:])
+        cv2.putText(
+            sheet,
+            text,
+            (left + 2, top + cell + label_h - 4),
+            font,
+            scale,
+            (230, 230, 230),
+            1,
+            cv2.LINE_AA,
+        )
+    return sheet

@@ -1,0 +1,107 @@
+"""Reading the manifest's images for `preprocess` and `--suggest-crops`, in parallel.
+
+`load_image` reads one row's file, checks it still is the file `collect` saw (sha256, size),
+decodes it through `cxraug.core.images.decode_displayed` (with JPEG DCT scaling when the crop
+stays large enough) and maps the row's crop box into the decoded image's pixels. `run_parallel`
+runs a per-row function over worker processes (`cxraug.core.parallel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from cxraug.core import parallel
+from cxraug.core.errors import ImageError, vassert
+from cxraug.core.fsutil import sha256_bytes
+from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS, Box, decode_displayed, read_bytes
+from cxraug.core.manifest import Record, crop_box_problem
+from cxraug.core.workspace import Workspace
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    jpeg_reduce: bool = True  # decode big JPEGs at 1/2..1/8 scale when the crop stays >= 2x
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
+    verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """What a worker needs from one manifest row (picklable, no Record)."""
+
+    index: int
+    id: str
+    path: str  # absolute
+    crop: Box | None
+    width: int | None  # from the manifest (after EXIF orientation)
+    height: int | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    gray: np.ndarray  # (h, w) float32 in [0, 1], maybe DCT-reduced
+    crop: Box  # the row's crop (or the whole image) in `gray`'s pixels
+    reduced: int  # JPEG reduction applied (1 = none)
+    width: int  # original size after orientation
+    height: int
+
+
+def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool = True) -> Loaded:
+    """Read, check and decode one row's file; `target` is the side the crop is resized to
+    (reduction keeps >= 2x of it). Raises ImageError with the reason for the manifest."""
+    data = read_bytes(Path(task.path))
+    if opts.verify_sha256 and task.sha256 and sha256_bytes(data) != task.sha256:
+        raise ImageError("file changed since collect (sha256 differs); re-run `cxraug collect`")
+    box = task.crop if use_crop else None
+    d = decode_displayed(data, keep=target if opts.jpeg_reduce else None, crop=box,
+                         max_megapixels=opts.max_megapixels)  # fmt: skip
+    W, H = d.width, d.height
+    if task.width is not None and (W, H) != (task.width, task.height):
+        raise ImageError(
+            f"image is now {W}x{H} but the manifest says {task.width}x{task.height}; "
+            "re-run `cxraug collect`"
+        )
+    gray, applied = d.gray, d.reduced
+    h, w = gray.shape  # (h, w): ceil(H / k), ceil(W / k) when reduced
+    if applied == 1:
+        W, H = w, h
+    box = box or (0, 0, W, H)
+    problem = crop_box_problem(box, W, H)
+    if problem:
+        raise ImageError(f"{problem}; fix the crop box")
+    sx, sy = w / W, h / H
+    x0, y0 = min(w - 1, round(box[0] * sx)), min(h - 1, round(box[1] * sy))
+    x1, y1 = max(x0 + 1, min(w, round(box[2] * sx))), max(y0 + 1, min(h, round(box[3] * sy)))
+    return Loaded(gray, (x0, y0, x1, y1), applied, W, H)
+
+
+def tasks_for(ws: Workspace, rows: list[Record]) -> list[ImageTask]:
+    return [
+        ImageTask(i, r.id, str(r.resolve(ws.root)), r.crop, r.width, r.height, r.sha256)
+        for i, r in enumerate(rows)
+    ]
+
+
+def usable_rows(ws: Workspace) -> list[Record]:
+    """The manifest's real images that are usable (status ok, synthetic false), in file order."""
+    rows = [r for r in ws.load_manifest().select(status="ok") if not r.synthetic]
+    vassert(
+        rows,
+        f"{ws.manifest_path} has no usable real images (status ok, synthetic false); "
+        "run `cxraug collect SOURCE...` first or fix the status column",
+    )
+    return rows
+
+
+def run_parallel(fn: Callable[[ImageTask], R], tasks: list[ImageTask], workers: int, what: str,
+                 show: bool) -> list[R]:  # fmt: skip
+    """`fn` over the rows' tasks in `workers` processes (cxraug.core.parallel), in row order."""
+    return parallel.run_parallel(fn, tasks, workers=workers, what=what, show=show)

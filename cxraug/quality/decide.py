@@ -1,0 +1,314 @@
+"""The pure decision core of `cxraug filter`: arrays in, one explained decision per image out.
+
+`decide(synthetic_u8, real_u8, ids, real_ids, config)` needs no files. Every threshold is either
+calibrated on the real images (see cxraug.quality.scores and cxraug.quality.nearest) or
+overridden in FilterConfig, and every rejection says which check failed, with the score and the
+threshold.
+
+Checks, in the order their reasons are listed (the first is the row's primary reason):
+1. memorised      shift-searched distance to the nearest REAL training image below the
+                  calibrated threshold: a synthetic X-ray must never be a copy of a patient's.
+2. quality        noise, contrast, brightness, saturated, blank, lung (cxraug.quality.scores).
+3. near-duplicate among the images that passed 1-2, in id order: an image too close to an
+                  already kept one is rejected as its duplicate (mode collapse), so each
+                  cluster keeps exactly its first member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from cxraug.core.errors import InputError, vassert
+from cxraug.core.settings import setting
+from cxraug.quality import scores as quality
+from cxraug.quality.nearest import Neighbours, near_duplicates, nearest_real, shift_grid
+from cxraug.quality.vectors import shifted_downsamples, unit_rows
+
+_CAL = " (default: calibrated on the real training images)."
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Defaults of `cxraug filter`. A threshold left at None is calibrated on the real images.
+    `label` is the class the stage judges; `decide` itself only sees arrays."""
+
+    label: str = setting("covid", "Class whose synthetic images are judged.", "--class")
+    # the accepted range of each score: real-score percentiles [lo, hi], widened by margin
+    percentile_lo: float = setting(1.0, "Lower real percentile.")
+    percentile_hi: float = setting(99.0, "Upper real percentile.")
+    margin: float = setting(0.1, "Widen the calibrated range by this fraction per side.")
+    noise_max: float | None = setting(None, "Max noise ratio" + _CAL)
+    contrast_min: float | None = setting(None, "Min pixel std" + _CAL)
+    contrast_max: float | None = setting(None, "Max pixel std" + _CAL)
+    brightness_min: float | None = setting(None, "Min mean grey level" + _CAL)
+    brightness_max: float | None = setting(None, "Max mean grey level" + _CAL)
+    saturated_max: float | None = setting(None, "Max fraction at 0/255" + _CAL)
+    blank_max: float | None = setting(None, "Max fraction at one level" + _CAL)
+    lung_min: float | None = setting(None, "Min correlation with mean real" + _CAL)
+    grid: int = setting(32, "Side of the downsampled images compared.")
+    # memorisation search: shifts up to +-shift_px full-resolution pixels in steps of
+    # shift_step (25 shifts by default)
+    shift_px: int = setting(4, "Memorisation shift search radius (px).")
+    shift_step: int = setting(2, "Shift search step (px).")
+    candidates: int = 5  # nearest real images (at zero shift) refined with the shift search
+    memorised_percentile: float = setting(1.0, "Percentile of real-vs-real NN distances.")
+    memorised_max: float | None = setting(None, "Min distance to real" + _CAL)
+    # of real-vs-real zero-shift nearest distances
+    duplicate_percentile: float = setting(1.0, "Percentile of real-vs-real NN distances.")
+    duplicate_max: float | None = setting(None, "Min synthetic distance" + _CAL)
+    # real pairs closer than this are copies of one image inside the real set (same picture
+    # under two names); they would drag the calibrated distance thresholds to ~0, so they are
+    # left out of the calibration (and counted in the saved config).
+    real_copy_below: float = 0.05
+    min_real: int = 10
+    sheet_kept: int = 48  # kept images shown on the contact sheet (a seeded random sample)
+    sheet_rejected: int = 192  # rejected images shown (all of them up to this many)
+    seed: int = setting(0, "Seeds the sample of kept images on the sheet.")
+
+    def check(self) -> None:
+        vassert(
+            0 <= self.percentile_lo < self.percentile_hi <= 100,
+            "percentiles must satisfy 0 <= --percentile-lo < --percentile-hi <= 100",
+        )
+        vassert(self.margin >= 0, "--margin must be >= 0")
+        vassert(8 <= self.grid <= 128, "--grid must be between 8 and 128 pixels")
+        vassert(self.shift_px >= 0 and self.shift_step >= 1, "--shift-px >= 0, --shift-step >= 1")
+        vassert(self.candidates >= 1, "--candidates must be >= 1")
+        for p in (self.memorised_percentile, self.duplicate_percentile):
+            vassert(0 <= p <= 100, "distance percentiles must be between 0 and 100")
+        vassert(self.min_real >= 2, "min_real must be >= 2")
+
+
+THRESHOLD_NAMES: tuple[str, ...] = (
+    "memorised_max",
+    "noise_max",
+    "contrast_min",
+    "contrast_max",
+    "brightness_min",
+    "brightness_max",
+    "saturated_max",
+    "blank_max",
+    "lung_min",
+    "duplicate_max",
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict on one synthetic image, with every failed check explained."""
+
+    id: str
+    kept: bool
+    keys: tuple[str, ...] = ()  # failed checks, primary first: "memorised", "noise", ...
+    reasons: tuple[str, ...] = ()  # the same, as sentences with score and threshold
+    scores: dict[str, float] = field(default_factory=dict)
+    nearest_real: str = ""
+    duplicate_of: str = ""
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    @property
+    def primary(self) -> str:
+        return self.keys[0] if self.keys else "kept"
+
+    def note(self) -> str:
+        """Key scores for the manifest's `note` column."""
+        s = self.scores
+        parts = [f"{k}={s[k]:{quality.SPECS[k].fmt}}" for k in quality.SCORE_NAMES if k in s]
+        if "nn_real" in s:
+            parts.append(f"nn_real={s['nn_real']:.3f} ({self.nearest_real})")
+        return "filter: " + " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    decisions: list[Decision]
+    thresholds: dict[str, float | None]  # every name in THRESHOLD_NAMES
+    calibrated: dict[str, bool]  # False where the config overrode the calibrated value
+    real_percentiles: dict[str, list[float]]  # score -> [p_lo, p_hi] on the real images
+    real_copies_ignored: int  # real images whose nearest real neighbour is a copy of them
+    shifts: list[tuple[int, int]]
+
+    def calibration_json(self, config: FilterConfig) -> dict[str, object]:
+        return {
+            "config": asdict(config),
+            "thresholds": self.thresholds,
+            "calibrated": self.calibrated,
+            "real_score_percentiles": self.real_percentiles,
+            "real_copies_ignored_in_calibration": self.real_copies_ignored,
+            "shifts": [list(t) for t in self.shifts],
+        }
+
+
+def _check_inputs(
+    syn: np.ndarray,
+    real: np.ndarray,
+    ids: Sequence[str],
+    real_ids: Sequence[str],
+    cfg: FilterConfig,
+) -> None:
+    vassert(real.ndim == 3 and real.dtype == np.uint8, "real images must be (M, H, W) uint8")
+    vassert(syn.ndim == 3 and syn.dtype == np.uint8, "synthetic images must be (N, H, W) uint8")
+    vassert(
+        len(ids) == syn.shape[0] and len(real_ids) == real.shape[0], "one id per image is required"
+    )
+    vassert(len(set(ids)) == len(ids), "synthetic ids must be unique")
+    if syn.shape[0] and syn.shape[1:] != real.shape[1:]:
+        raise InputError(
+            f"synthetic images are {syn.shape[2]}x{syn.shape[1]} but the real training images "
+            f"are {real.shape[2]}x{real.shape[1]}; generate with a model trained on this "
+            "processed dataset (or re-run `cxraug preprocess` at the generator's size)"
+        )
+    if real.shape[0] < cfg.min_real:
+        raise InputError(
+            f"only {real.shape[0]} real training image(s) to calibrate the filter's thresholds; "
+            f"it needs at least {cfg.min_real}: collect more real images of this class and "
+            "re-run `cxraug preprocess`"
+        )
+
+
+def _clean_percentile(d: np.ndarray, pct: float, copy_below: float) -> tuple[float, int]:
+    """Percentile of real NN distances, leaving out real-set copies (d < copy_below)."""
+    keep = d[d >= copy_below]
+    if keep.size == 0:
+        raise InputError(
+            "every real training image has a near-identical copy in the real set, so no "
+            "distance threshold can be calibrated; remove the duplicates or pass "
+            "--memorised-max and --duplicate-max"
+        )
+    return float(np.percentile(keep, pct)), int(d.size - keep.size)
+
+
+def evaluate(
+    synthetic_u8: np.ndarray,
+    real_u8: np.ndarray,
+    ids: Sequence[str],
+    real_ids: Sequence[str],
+    config: FilterConfig = FilterConfig(),
+) -> Evaluation:
+    """Calibrate every threshold on the real images, then judge every synthetic image."""
+    cfg = config
+    cfg.check()
+    _check_inputs(synthetic_u8, real_u8, ids, real_ids, cfg)
+    shifts = shift_grid(cfg.shift_px, cfg.shift_step)
+
+    # ---- calibration on the real images (M of them) -------------------------------------
+    real_small = shifted_downsamples(real_u8, cfg.grid)[:, 0]  # (M, g*g)
+    real_unit = unit_rows(real_small)
+    real_scores = {
+        **quality.histogram_scores(real_u8),
+        "noise": quality.noise_scores(real_u8),
+        "lung": quality.real_lung_scores(real_small),
+    }
+    thresholds: dict[str, float | None] = {}
+    calibrated: dict[str, bool] = {}
+    pcts: dict[str, list[float]] = {}
+    for name, spec in quality.SPECS.items():
+        v = real_scores[name]
+        pcts[name] = [float(x) for x in np.percentile(v, [cfg.percentile_lo, cfg.percentile_hi])]
+        lo, hi = quality.calibrate(v, spec, cfg.percentile_lo, cfg.percentile_hi, cfg.margin)
+        for side, val in (("min", lo), ("max", hi)):
+            if val is not None:
+                thresholds[f"{name}_{side}"] = val
+    rr = nearest_real(
+        real_u8,
+        real_unit,
+        grid=cfg.grid,
+        shifts=shifts,
+        candidates=cfg.candidates,
+        exclude_self=True,
+    )
+    thresholds["memorised_max"], n_copies = _clean_percentile(
+        rr.dist, cfg.memorised_percentile, cfg.real_copy_below
+    )
+    thresholds["duplicate_max"], _ = _clean_percentile(
+        rr.dist0, cfg.duplicate_percentile, cfg.real_copy_below
+    )
+    for name in THRESHOLD_NAMES:
+        override = getattr(cfg, name)
+        calibrated[name] = override is None
+        if override is not None:
+            thresholds[name] = float(override)
+
+    # ---- scoring the synthetic images (N of them) --------------------------------------
+    n = synthetic_u8.shape[0]
+    syn_scores = {
+        **quality.histogram_scores(synthetic_u8),
+        "noise": quality.noise_scores(synthetic_u8),
+    }
+    syn_small = shifted_downsamples(synthetic_u8, cfg.grid)[:, 0]  # (N, g*g)
+    syn_scores["lung"] = quality.lung_scores(syn_small, real_small.mean(axis=0))
+    nb = (
+        nearest_real(
+            synthetic_u8, real_unit, grid=cfg.grid, shifts=shifts, candidates=cfg.candidates
+        )
+        if n
+        else Neighbours(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    )
+
+    keys: list[list[str]] = [[] for _ in range(n)]
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    mem_t = thresholds["memorised_max"]
+    for i in range(n):
+        if mem_t is not None and nb.dist[i] < mem_t:
+            keys[i].append("memorised")
+            reasons[i].append(
+                f"memorised: too close to real {real_ids[nb.index[i]]} "
+                f"(d={nb.dist[i]:.3f}, threshold {mem_t:.3f})"
+            )
+        for name, spec in quality.SPECS.items():
+            x = float(syn_scores[name][i])
+            for side, key, text in (
+                ("min", spec.key_low, spec.text_low),
+                ("max", spec.key_high, spec.text_high),
+            ):
+                t = thresholds.get(f"{name}_{side}")
+                if key is None or t is None or (x >= t if side == "min" else x <= t):
+                    continue
+                keys[i].append(key)
+                reasons[i].append(text.format(v=format(x, spec.fmt), t=format(t, spec.fmt)))
+
+    # ---- diversity among the survivors, in id order ------------------------------------
+    dup_of: dict[int, tuple[int, float]] = {}
+    dup_t = thresholds["duplicate_max"]
+    survivors = sorted((i for i in range(n) if not keys[i]), key=lambda i: ids[i])
+    if dup_t is not None and survivors:
+        sub = unit_rows(syn_small[survivors])
+        local = near_duplicates(sub, range(len(survivors)), dup_t)
+        dup_of = {survivors[a]: (survivors[b], d) for a, (b, d) in local.items()}
+        for i, (j, d) in dup_of.items():
+            keys[i].append("near-duplicate")
+            reasons[i].append(f"near-duplicate of {ids[j]} (d={d:.3f}, threshold {dup_t:.3f})")
+
+    decisions = []
+    for i in range(n):
+        scores = {k: float(syn_scores[k][i]) for k in quality.SCORE_NAMES}
+        scores["nn_real"] = float(nb.dist[i])
+        decisions.append(
+            Decision(
+                id=ids[i],
+                kept=not keys[i],
+                keys=tuple(keys[i]),
+                reasons=tuple(reasons[i]),
+                scores=scores,
+                nearest_real=str(real_ids[nb.index[i]]),
+                duplicate_of=ids[dup_of[i][0]] if i in dup_of else "",
+            )
+        )
+    return Evaluation(decisions, thresholds, calibrated, pcts, n_copies, shifts)
+
+
+def decide(
+    synthetic_u8: np.ndarray,
+    real_u8: np.ndarray,
+    ids: Sequence[str],
+    real_ids: Sequence[str],
+    config: FilterConfig = FilterConfig(),
+) -> list[Decision]:
+    """One Decision per synthetic image (N, H, W) uint8, judged against real (M, H, W) uint8."""
+    return evaluate(synthetic_u8, real_u8, ids, real_ids, config).decisions
