@@ -26,6 +26,7 @@ from cxraug.train_config import TrainConfig
 
 FORMAT = "cxraug-ckpt-1"
 POINTER = "latest"
+BEST = "best"  # pointer to the best-scored checkpoint (cxraug.scoring); never pruned
 _NAME = re.compile(r"^ckpt-(\d{7,})\.npz$")
 GROUPS = ("g", "d", "g_opt", "d_opt")
 
@@ -35,8 +36,15 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def _variables(state: Any) -> dict[str, list[Any]]:
-    return {"g": state.gen.weights, "d": state.disc.weights,
-            "g_opt": state.g_opt.variables, "d_opt": state.d_opt.variables}  # fmt: skip
+    """Variable groups; "ema" (EMA generator) and "aux" (EMA step count, LeCam anchors) only
+    exist in runs that use them, so paper-recipe checkpoints keep their old layout."""
+    groups = {"g": state.gen.weights, "d": state.disc.weights,
+              "g_opt": state.g_opt.variables, "d_opt": state.d_opt.variables}  # fmt: skip
+    if state.ema is not None:
+        groups["ema"] = state.ema.weights
+    if aux := state.aux_variables():
+        groups["aux"] = aux
+    return groups
 
 
 def save_checkpoint(state: Any, run_dir: Path, keep: int) -> Path:
@@ -44,7 +52,7 @@ def save_checkpoint(state: Any, run_dir: Path, keep: int) -> Path:
     arrays: dict[str, Any] = {}
     names: dict[str, list[str]] = {}
     for group, vs in _variables(state).items():
-        names[group] = [v.path for v in vs]
+        names[group] = [getattr(v, "path", None) or v.name for v in vs]
         for i, v in enumerate(vs):
             arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
     arrays["rng_state"] = state.rng.state.numpy()
@@ -56,9 +64,38 @@ def save_checkpoint(state: Any, run_dir: Path, keep: int) -> Path:
     atomic_save_npz(path, **arrays)
     atomic_write_json(cdir / POINTER, {"file": path.name, "sha256": sha256_file(path),
                                        "iteration": state.iteration})  # fmt: skip
+    best = _pointer_file(cdir / BEST)
     for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+        if old.name != best:
+            old.unlink(missing_ok=True)
     return path
+
+
+def _pointer_file(ptr: Path) -> str | None:
+    try:
+        return str(json.loads(ptr.read_text())["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_best(run_dir: Path, path: Path, score: dict[str, Any]) -> None:
+    """Point checkpoints/best at `path` (atomically), with the score that chose it."""
+    atomic_write_json(checkpoint_dir(run_dir) / BEST,
+                      {"file": path.name, "sha256": sha256_file(path),
+                       "iteration": int(score.get("iteration", -1)), "score": score})  # fmt: skip
+
+
+def find_best(run_dir: Path) -> Path | None:
+    """The best-scored checkpoint if the run has one and its hash matches, else None."""
+    cdir = checkpoint_dir(run_dir)
+    try:
+        ptr = json.loads((cdir / BEST).read_text())
+        cand = cdir / str(ptr["file"])
+        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
+            return cand
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -120,6 +157,9 @@ def find_latest(run_dir: Path) -> Path | None:
 def restore(state: Any, ckpt: Checkpoint) -> None:
     """Assign a checkpoint's arrays to a freshly built state of the same config."""
     for group, vs in _variables(state).items():
+        if group not in ckpt.meta["names"]:
+            raise InputError(f"checkpoint {ckpt.path.name} has no {group!r} variables; it was "
+                             "written for another configuration")  # fmt: skip
         stored = ckpt.meta["names"][group]
         if len(stored) != len(vs):
             raise InputError(
@@ -138,16 +178,19 @@ def restore(state: Any, ckpt: Checkpoint) -> None:
     state.iteration = ckpt.iteration
 
 
-def assign_generator(gen: Any, ckpt: Checkpoint) -> None:
-    """Load only the generator's weights (for `generate`)."""
-    stored = ckpt.meta["names"]["g"]
+def assign_generator(gen: Any, ckpt: Checkpoint, *, ema: bool = True) -> str:
+    """Load only a generator's weights (for `generate`): the EMA generator's when the
+    checkpoint has one and `ema`, else the trained one. Returns the group used ("ema"/"g")."""
+    group = "ema" if ema and "ema" in ckpt.meta["names"] else "g"
+    stored = ckpt.meta["names"][group]
     if len(stored) != len(gen.weights):
         raise InputError(f"checkpoint {ckpt.path.name} holds {len(stored)} generator variables; "
                          f"the model has {len(gen.weights)}: incompatible checkpoint")  # fmt: skip
     for i, v in enumerate(gen.weights):
-        a = ckpt.arrays[f"g.{i:04d}"]
+        a = ckpt.arrays[f"{group}.{i:04d}"]
         if tuple(a.shape) != tuple(v.shape):
             raise InputError(f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, "
                              f"the model expects {tuple(v.shape)}; the checkpoint does not "
                              "match this model")  # fmt: skip
         v.assign(a)
+    return group

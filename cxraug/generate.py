@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from cxraug.checkpoint import assign_generator, find_latest, read_checkpoint
+from cxraug.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
 from cxraug.errors import InputError
 from cxraug.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.images import encode_png_gray, to_uint8
 from cxraug.manifest import LABELS, Manifest, Record
-from cxraug.models import Generator
+from cxraug.models import build_generator
 from cxraug.tf_setup import tf
 from cxraug.train import find_run
 from cxraug.train_config import GenerateConfig
@@ -74,12 +74,17 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
     manifest = ws.load_manifest()
-    if cfg.checkpoint is not None:
-        ckpt_path = Path(cfg.checkpoint)
+    if cfg.checkpoint not in (None, "best", "latest"):
+        ckpt_path = Path(str(cfg.checkpoint))
         run_dir = ckpt_path.resolve().parent.parent
     else:
         run_dir = find_run(ws, cfg.run) if cfg.run else newest_run(ws)
-        found = find_latest(run_dir)
+        # default: the best-scored checkpoint when the run scored its checkpoints
+        found = find_best(run_dir) if cfg.checkpoint != "latest" else None
+        if found is None and cfg.checkpoint == "best":
+            raise InputError(f"run {run_dir} has no scored best checkpoint (train with "
+                             "--score-samples N); use --checkpoint latest")  # fmt: skip
+        found = found or find_latest(run_dir)
         if found is None:
             raise InputError(f"run {run_dir} has no usable checkpoint; train it "
                              "longer (checkpoints every --checkpoint-interval)")
@@ -107,10 +112,9 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
         raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. {clash[0]}); "
                          "pass --force to replace them or use another --seed")  # fmt: skip
 
-    gen = Generator(tcfg)
+    gen = build_generator(tcfg)
     y_idx = LABELS.index(cfg.label)
-    gen([tf.zeros((1, tcfg.latent_dim)), tf.zeros((1,), tf.int32)])  # create variables
-    assign_generator(gen, ckpt)
+    assign_generator(gen, ckpt)  # the EMA generator when the run kept one
     infer = tf.function(lambda z, y: gen([z, y], training=False))
     bs = cfg.batch_size
     records: list[Record] = []

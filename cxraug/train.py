@@ -16,18 +16,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.progress import TextColumn
 
-from cxraug.checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
+from cxraug.checkpoint import checkpoint_dir as ckpt_dir
+from cxraug.checkpoint import find_latest, mark_best, read_checkpoint, restore, save_checkpoint
 from cxraug.dataset import load_dataset
 from cxraug.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError
 from cxraug.fsutil import atomic_write_text
 from cxraug.hardware import precision_warning, resolve_precision
 from cxraug.runlog import RunLog
+from cxraug.scoring import Scorer, ScoreLog, minority_class
 from cxraug.train_config import RESUMABLE_CHANGES, TrainConfig
 from cxraug.trainstep import all_finite, build_state, make_step, resident_dataset, xla_scope
 from cxraug.ui import err, progress, warn
@@ -146,6 +148,7 @@ def train(
     state = build_state(cfg)
     if ckpt is not None:
         restore(state, ckpt)
+    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 else None
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
@@ -159,6 +162,7 @@ def train(
                   f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
                   f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
     log = RunLog(run_dir, cfg, resume_from=state.iteration)
+    scores = ScoreLog(run_dir, resume_from=state.iteration) if scorer is not None else None
     wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
@@ -168,7 +172,7 @@ def train(
         with _StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
             if state.iteration == 0:
-                log.sample(state.gen, 0)
+                log.sample(state.sampler, 0)
             while state.iteration < cfg.iterations:
                 sigma = cfg.noise_sigma(state.iteration)
                 ts = time.perf_counter()
@@ -187,9 +191,11 @@ def train(
                 bar.update(task, completed=it, info=f"D {metrics['d_loss']:.3f} "
                            f"G {metrics['g_loss']:.3f} {1.0 / dt:.2f} it/s")  # fmt: skip
                 if it % cfg.sample_interval == 0:
-                    log.sample(state.gen, it)
+                    log.sample(state.sampler, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
                     last_ckpt = _checkpoint(state, run_dir)
+                    if scorer is not None and scores is not None:
+                        _score(state, scorer, scores, log, run_dir, last_ckpt)
                 if on_iteration is not None:
                     on_iteration(it)
                 if stop.signum is not None:
@@ -201,6 +207,8 @@ def train(
                     )
             if last_ckpt is None or not last_ckpt.name.endswith(f"{state.iteration:07d}.npz"):
                 last_ckpt = _checkpoint(state, run_dir)
+                if scorer is not None and scores is not None:
+                    _score(state, scorer, scores, log, run_dir, last_ckpt)
     finally:
         if log.rows:
             log.plot()
@@ -211,6 +219,29 @@ def train(
 
 _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
               "fp16": "fp16 (mixed: fp32 weights, loss scaling)"}  # fmt: skip
+
+
+def _make_scorer(cfg: TrainConfig, ds: Any) -> Scorer:
+    """Scores the class with the fewest training images (the one `generate` grows)."""
+    label = minority_class(ds.labels, cfg.num_classes)
+    sub = ds.images[ds.labels == label]
+    ids = [str(i) for i in ds.ids[ds.labels == label]]
+    return Scorer(sub, ids, label, cfg.score_samples, cfg.latent_dim, cfg.seed,
+                  extractor=SCORE_EXTRACTOR())  # fmt: skip
+
+
+#: Feature extractor for checkpoint scores (a factory, so tests can swap in a tiny one).
+SCORE_EXTRACTOR: Callable[[], Any] = lambda: None  # noqa: E731  (None: the random Inception)
+
+
+def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run_dir: Path,
+           ckpt: Path) -> None:  # fmt: skip
+    s = scorer(state.sampler, state.iteration, ckpt.name)
+    best = scores.add(s)
+    mark_best(run_dir, ckpt_dir(run_dir) / best.checkpoint, {**asdict(best),
+              "eligible": best.eligible})  # fmt: skip
+    log.scalars(state.iteration, {"score/kid": s.kid, "score/kept": s.kept,
+                                  "score/memorised": s.memorised})  # fmt: skip
 
 
 def _checkpoint(state: Any, run_dir: Path) -> Path:

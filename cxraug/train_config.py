@@ -20,6 +20,17 @@ from typing import Any
 from cxraug.errors import InputError, vassert
 
 MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
+ARCHS = ("mlp", "conv")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # cxraug.augment
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); '' or 'none' -> ()."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip() and p.strip() != "none")
+    bad = [p for p in names if p not in AUGMENT_POLICIES]
+    vassert(not bad, f"unknown augmentation {', '.join(bad)}; use a comma-separated list of "
+                     f"{', '.join(AUGMENT_POLICIES)} (or none)")  # fmt: skip
+    return names
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -46,6 +57,17 @@ class TrainConfig:
     # iteration ~50 and G stayed noise; 1.0 let G form chest outlines (docs/training.md).
     noise_start: float = 1.0
     noise_iterations: int = 5_000
+    # --- architecture and data-efficient training (docs/training.md "Recipes") ---
+    recipe: str = "paper"  # the preset these values started from (RECIPES); informational
+    arch: str = "mlp"  # mlp: the paper's two MLPs (cxraug.models); conv: cxraug.conv
+    conv_g_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 8)  # G at 7, 14, ..., 224 px
+    conv_d_channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # D at 112, 56, ..., 7 px
+    spectral_norm: bool = False  # conv D kernels divided by their top singular value
+    mbstd_group: int = 4  # conv D: minibatch-stddev over groups of this many (0/1: off)
+    augment: str = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"
+    ema_decay: float = 0.0  # > 0: keep an EMA generator (with warm-up) for samples/generate
+    lecam: float = 0.0  # > 0: weight of the LeCam regulariser on D (conv only)
+    score_samples: int = 0  # > 0: score each checkpoint on this many images (cxraug.scoring)
     # --- bookkeeping ---
     sample_interval: int = 200
     samples_per_class: int = 8  # columns of the fixed-noise sample grid
@@ -82,6 +104,27 @@ class TrainConfig:
         vassert(self.mixed_precision in MIXED_PRECISION,
                 f"mixed_precision={self.mixed_precision!r}; use one of "
                 f"{', '.join(MIXED_PRECISION)}")  # fmt: skip
+        vassert(self.arch in ARCHS, f"arch={self.arch!r}; use one of {', '.join(ARCHS)}")
+        if self.arch == "conv":
+            lv = len(self.conv_g_channels) - 1
+            vassert(lv >= 1 and min(self.conv_g_channels) >= 1
+                    and self.image_size % 2**lv == 0,
+                    f"conv_g_channels={self.conv_g_channels}: give 2 or more positive widths; "
+                    f"image_size {self.image_size} must be a multiple of 2^{lv}")  # fmt: skip
+            vassert(len(self.conv_d_channels) >= 1 and min(self.conv_d_channels) >= 1
+                    and self.image_size >= 2 ** len(self.conv_d_channels),
+                    f"conv_d_channels={self.conv_d_channels}: give positive widths, at most "
+                    f"log2(image_size) of them")  # fmt: skip
+            vassert(self.mbstd_group <= 1 or self.batch_size % self.mbstd_group == 0,
+                    f"batch_size {self.batch_size} must be a multiple of mbstd_group "
+                    f"{self.mbstd_group}")  # fmt: skip
+        else:
+            vassert(not self.spectral_norm and self.lecam == 0,
+                    "spectral_norm and lecam apply to --arch conv only")  # fmt: skip
+        parse_policy(self.augment)
+        vassert(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: use 0 (off) .. <1")
+        vassert(self.lecam >= 0 and self.score_samples >= 0,
+                "lecam and score_samples must not be negative")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
 
@@ -125,9 +168,30 @@ class TrainConfig:
 #: Options that may change when a run is resumed (they do not change the algorithm's state).
 #: Not xla: XLA draws other random numbers from the same generator state than plain TF does.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints"}
+    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "recipe",
+     "score_samples"}
 )
 DEFAULTS = TrainConfig()
+
+#: Named presets: TrainConfig fields that differ from the dataclass defaults (the paper's).
+#: `cxraug train --recipe NAME` starts from one; explicit options override it.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},  # Mohammed & Ali 2022, Table 2, exactly (plus cxraug's instance noise)
+    "conv": {
+        "arch": "conv", "beta_1": 0.5, "batch_size": 32, "iterations": 3000,
+        "noise_start": 0.0, "noise_iterations": 0, "spectral_norm": True,
+        "augment": "color,translation,cutout", "ema_decay": 0.999, "lecam": 0.0,
+        "checkpoint_interval": 250, "keep_checkpoints": 3, "score_samples": 128,
+    },
+}  # fmt: skip
+DEFAULT_RECIPE = "conv"
+
+
+def recipe_config(name: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a named recipe, with explicit field overrides on top."""
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], "recipe": name, **overrides})
 
 
 @dataclass(frozen=True)
@@ -138,5 +202,7 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 256
     run: str | None = None  # default: the newest run with a checkpoint
-    checkpoint: str | None = None  # default: the run's latest checkpoint
+    # default: the run's best-scored checkpoint if it has one, else its latest; or "best",
+    # "latest", or a checkpoint file
+    checkpoint: str | None = None
     force: bool = False
