@@ -22,7 +22,7 @@ from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import setting
 from cxraug.core.workspace import Workspace
-from cxraug.gan.checkpoint import assign_generator, find_latest, read_checkpoint
+from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,11 @@ class GenerateConfig:
     batch_size: int = setting(256, "Images per generator batch.")
     # None: the newest run with a checkpoint
     run: str | None = setting(None, "Run name or folder [default: newest run].")
-    # None: the run's latest checkpoint
-    checkpoint: str | None = setting(None, "Checkpoint file [default: the run's latest].")
+    # None: the run's best-scored checkpoint if it has one, else its latest
+    checkpoint: str | None = setting(
+        None, "best | latest | a checkpoint file [default: the run's best-scored checkpoint "
+        "if its checkpoints were scored, else its latest].",
+    )  # fmt: skip
     force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
 
 
@@ -80,12 +83,17 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
     manifest = ws.load_manifest()
-    if cfg.checkpoint is not None:
-        ckpt_path = Path(cfg.checkpoint)
+    if cfg.checkpoint not in (None, "best", "latest"):
+        ckpt_path = Path(str(cfg.checkpoint))
         run_dir = ws.run_of_checkpoint(ckpt_path)
     else:
         run_dir = ws.find_run(cfg.run) if cfg.run else ws.newest_run()
-        found = find_latest(run_dir)
+        # default: the best-scored checkpoint when the run scored its checkpoints
+        found = find_best(run_dir) if cfg.checkpoint != "latest" else None
+        if found is None and cfg.checkpoint == "best":
+            raise InputError(f"run {run_dir.path} has no scored best checkpoint (train with "
+                             "--score-samples N); use --checkpoint latest")  # fmt: skip
+        found = found or find_latest(run_dir)
         if found is None:
             raise InputError(f"run {run_dir.path} has no usable checkpoint; train it "
                              "longer (checkpoints every --checkpoint-interval)")
@@ -116,10 +124,10 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
 
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
-    from cxraug.gan.models import build_models
+    from cxraug.gan.models import build_generator
 
-    gen, _ = build_models(tcfg)  # the run's resolved config: same architecture and precision
-    assign_generator(gen, ckpt)
+    gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision
+    group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
     y_idx = LABELS.index(cfg.label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
     bs = cfg.batch_size
@@ -144,7 +152,9 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     manifest.records = [r for r in manifest.records if r.id not in new_ids] + records
     ws.save_manifest(manifest)
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
-                "checkpoint_sha256": ckpt.sha256, "train_config": tcfg.to_dict()}  # fmt: skip
+                "checkpoint_sha256": ckpt.sha256,
+                "generator": "ema" if group == "ema" else "trained",
+                "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
     res.paths = paths
     res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"

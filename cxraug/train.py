@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,18 @@ from cxraug.core.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericEr
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.ui import err, progress, warn
 from cxraug.core.workspace import RunDir, Workspace, checkpoint_iteration
-from cxraug.gan.checkpoint import Checkpoint, find_latest, read_checkpoint, restore, save_checkpoint
+from cxraug.gan.checkpoint import (
+    Checkpoint,
+    find_latest,
+    mark_best,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from cxraug.gan.config import DEFAULTS, RESUMABLE_CHANGES, TrainConfig
 from cxraug.gan.hardware import precision_warning
 from cxraug.gan.runlog import RunLog
+from cxraug.gan.scoring import ScoreLog, Scorer, minority_class
 from cxraug.gan.step import all_finite, build_state, make_step, resident_dataset, xla_scope
 
 
@@ -155,6 +163,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
     if (slow := precision_warning(cfg.mixed_precision)) is not None:
         warn(slow)
     atomic_write_text(run.config_path, cfg.to_json() + "\n")
+    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 else None
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
@@ -168,6 +177,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                   f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
                   f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
     log = RunLog(run, cfg, resume_from=state.iteration)
+    scores = ScoreLog(run, resume_from=state.iteration) if scorer is not None else None
     wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
@@ -177,7 +187,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
         with _StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
             if state.iteration == 0:
-                log.sample(state.gen, 0)
+                log.sample(state.sampler, 0)
             while state.iteration < cfg.iterations:
                 sigma = cfg.noise_sigma(state.iteration)
                 ts = time.perf_counter()
@@ -196,9 +206,11 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                 bar.update(task, completed=it, info=f"D {metrics['d_loss']:.3f} "
                            f"G {metrics['g_loss']:.3f} {1.0 / dt:.2f} it/s")  # fmt: skip
                 if it % cfg.sample_interval == 0:
-                    log.sample(state.gen, it)
+                    log.sample(state.sampler, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
                     last_ckpt = _checkpoint(state, run)
+                    if scorer is not None and scores is not None:
+                        _score(state, scorer, scores, log, run, last_ckpt)
                 if on_iteration is not None:
                     on_iteration(it)
                 if stop.signum is not None:
@@ -210,6 +222,8 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                     )
             if last_ckpt is None or checkpoint_iteration(last_ckpt) != state.iteration:
                 last_ckpt = _checkpoint(state, run)
+                if scorer is not None and scores is not None:
+                    _score(state, scorer, scores, log, run, last_ckpt)
     finally:
         if log.rows:
             log.plot()
@@ -220,6 +234,31 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
 
 _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
               "fp16": "fp16 (mixed: fp32 weights, loss scaling)"}  # fmt: skip
+
+
+def _make_scorer(cfg: TrainConfig, ds: Dataset) -> Scorer:
+    """Scores the class with the fewest training images (the one `generate` grows)."""
+    label = minority_class(ds.labels, cfg.num_classes)
+    sub = ds.images[ds.labels == label]
+    ids = [str(i) for i in ds.ids[ds.labels == label]]
+    return Scorer(sub, ids, label, cfg.score_samples, cfg.latent_dim, cfg.seed,
+                  extractor=SCORE_EXTRACTOR())  # fmt: skip
+
+
+#: Feature extractor for checkpoint scores, as a factory so tests can swap in a tiny one;
+#: returning None means the fixed-seed random Inception-v3 (cxraug.gan.scoring).
+SCORE_EXTRACTOR: Callable[[], Any] = lambda: None  # noqa: E731
+
+
+def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDir,
+           ckpt: Path) -> None:  # fmt: skip
+    """Score the checkpoint just written; move checkpoints/best if it is the best so far."""
+    s = scorer(state.sampler, state.iteration, ckpt.name)
+    best = scores.add(s)
+    mark_best(run, run.checkpoints_dir / best.checkpoint,
+              {**asdict(best), "eligible": best.eligible})  # fmt: skip
+    log.scalars(state.iteration, {"score/kid": s.kid, "score/kept": s.kept,
+                                  "score/memorised": s.memorised})  # fmt: skip
 
 
 def _checkpoint(state: Any, run: RunDir) -> Path:

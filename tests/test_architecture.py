@@ -21,8 +21,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cxraug"
 STAGES = {"collect": "prep", "preprocess": "prep", "train": "gan", "generate": "gan",
           "filter": "quality", "fid": "metrics"}  # fmt: skip
 MACHINERY = ("prep", "gan", "quality", "metrics")
-#: machinery folder -> machinery folders it may import (none needs another today)
-ALLOWED: dict[str, set[str]] = {}
+#: machinery folder -> machinery folders it may import: gan's checkpoint scores judge samples
+#: with the filter's decision core and KID (cxraug.gan.scoring)
+ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics"}}
 
 
 def module_name(path: Path, root: Path) -> str:

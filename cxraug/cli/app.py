@@ -138,9 +138,12 @@ def _summary(doc: str) -> tuple[str, str]:
     return text, first
 
 
-def command(name: str, config: type | None = None) -> Callable[[Callable[..., None]], None]:
+def command(
+    name: str, config: type | None = None, base: Callable[[], Any] | None = None
+) -> Callable[[Callable[..., None]], None]:
     """Register `fn` as command NAME. With `config`, its option fields become options and `fn`
-    is called with `cfg=config(**their values)` (tuple fields parsed from "a,b,...")."""
+    is called with `cfg=config(**their values)` (tuple fields parsed from "a,b,..."). `base`
+    makes the defaults shown (and used) those of base() instead of config()'s."""
 
     def register(fn: Callable[..., None]) -> None:
         own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
@@ -149,8 +152,8 @@ def command(name: str, config: type | None = None) -> Callable[[Callable[..., No
         hints: dict[str, Any] = {}
         if config is not None:
             hints = typing.get_type_hints(config)
-            base = config()
-            generated = [_option(f, hints[f.name], getattr(base, f.name))
+            shown = base() if base is not None else config()
+            generated = [_option(f, hints[f.name], getattr(shown, f.name))
                          for f in config_fields(config)]  # fmt: skip
         names = {p.name for p in generated}
 

@@ -8,14 +8,18 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.app import command, given, json_option, workspace_option
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
 
 
-@command("train", TrainConfig)
+@command("train", TrainConfig, base=lambda: recipe_config(DEFAULT_RECIPE))
 def train_command(
     ctx: typer.Context,
     cfg: TrainConfig,
     workspace: Path = workspace_option(),
+    recipe: str = typer.Option(DEFAULT_RECIPE, help=f"{' | '.join(RECIPES)}. The defaults "
+        f"shown are recipe {DEFAULT_RECIPE}'s (the best measured, docs/training.md); with "
+        "--recipe paper every option not given takes the paper's value (Table 2: MLP G/D, "
+        "batch 128, Adam 2e-4/0.6, 10,000 iterations)."),  # fmt: skip
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
                                     "\\[default: a timestamp]."),  # fmt: skip
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
@@ -27,8 +31,9 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = json_option(),
 ) -> None:
-    """Train the paper's CGAN on WORKSPACE/processed/dataset.npz (train split). 'Epochs' are
-    ITERATIONS (one random batch each). Writes runs/NAME/: config.json, log.csv, tb/,
+    """Train a CGAN (--recipe conv, or the paper's: --recipe paper) on
+    WORKSPACE/processed/dataset.npz (train split). 'Epochs' are ITERATIONS (one random batch
+    each). Writes runs/NAME/: config.json, log.csv, tb/,
     samples/, loss.png, checkpoints/. Ctrl-C saves a checkpoint (exit 130); resume with
     --resume NAME. Exit 5 on NaN/Inf losses (last good checkpoint kept)."""
     from cxraug.core.ui import out
@@ -40,6 +45,7 @@ def train_command(
     if resume is not None:  # only the options given on the command line may change
         result = resume_run(ws, resume, quiet=quiet, **given(ctx, TrainConfig))
     else:
+        cfg = recipe_config(recipe, **given(ctx, TrainConfig))  # the recipe, then the options
         result = train(ws, cfg, name=name, force=force, image_size=image_size, quiet=quiet)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -56,4 +56,9 @@ with _quiet_native_stderr():
 
     tf.config.list_physical_devices()  # device discovery logs its lines here, once
 
-__all__ = ["keras", "tf"]
+#: For the first call of a compiled function: grappler's remapper logs a harmless "remapper
+#: failed: ... fanout ... LeakyReluGrad" line (E level, before absl init) when it declines to
+#: fuse a conv + bias + LeakyReLU gradient; captured the same way, shown in full on error.
+quiet_native_stderr = _quiet_native_stderr
+
+__all__ = ["keras", "quiet_native_stderr", "tf"]

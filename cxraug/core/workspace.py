@@ -73,6 +73,19 @@ class RunDir:
     def latest_pointer(self) -> Path:
         return self.checkpoints_dir / "latest"
 
+    @property
+    def best_pointer(self) -> Path:
+        """Names the best-scored checkpoint (cxraug.gan.scoring); that file is never pruned."""
+        return self.checkpoints_dir / "best"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / "scores.csv"
+
+    @property
+    def scores_plot_path(self) -> Path:
+        return self.path / "scores.png"
+
     def checkpoint_path(self, iteration: int) -> Path:
         return self.checkpoints_dir / f"ckpt-{iteration:07d}.npz"
 

@@ -35,8 +35,15 @@ def _run(run_dir: Path | RunDir) -> RunDir:
 
 
 def _variables(state: Any) -> dict[str, list[Any]]:
-    return {"g": state.gen.weights, "d": state.disc.weights,
-            "g_opt": state.g_opt.variables, "d_opt": state.d_opt.variables}  # fmt: skip
+    """Variable groups; "ema" (EMA generator) and "aux" (EMA step count, LeCam anchors) only
+    exist in runs that use them, so paper-recipe checkpoints keep their old layout."""
+    groups = {"g": state.gen.weights, "d": state.disc.weights,
+              "g_opt": state.g_opt.variables, "d_opt": state.d_opt.variables}  # fmt: skip
+    if state.ema is not None:
+        groups["ema"] = state.ema.weights
+    if aux := state.aux_variables():
+        groups["aux"] = aux
+    return groups
 
 
 def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
@@ -44,7 +51,7 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
     arrays: dict[str, Any] = {}
     names: dict[str, list[str]] = {}
     for group, vs in _variables(state).items():
-        names[group] = [v.path for v in vs]
+        names[group] = [getattr(v, "path", None) or v.name for v in vs]
         for i, v in enumerate(vs):
             arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
     arrays["rng_state"] = state.rng.state.numpy()
@@ -56,9 +63,38 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
     atomic_save_npz(path, **arrays)
     atomic_write_json(run.latest_pointer, {"file": path.name, "sha256": sha256_file(path),
                                            "iteration": state.iteration})  # fmt: skip
+    best = _pointer_file(run.best_pointer)
     for old in run.checkpoint_files()[:-keep]:
-        old.unlink(missing_ok=True)
+        if old.name != best:  # the best-scored checkpoint outlives pruning
+            old.unlink(missing_ok=True)
     return path
+
+
+def _pointer_file(ptr: Path) -> str | None:
+    try:
+        return str(json.loads(ptr.read_text())["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_best(run_dir: Path | RunDir, path: Path, score: dict[str, Any]) -> None:
+    """Point checkpoints/best at `path` (atomically), with the score that chose it."""
+    atomic_write_json(_run(run_dir).best_pointer,
+                      {"file": path.name, "sha256": sha256_file(path),
+                       "iteration": int(score.get("iteration", -1)), "score": score})  # fmt: skip
+
+
+def find_best(run_dir: Path | RunDir) -> Path | None:
+    """The best-scored checkpoint if the run has one and its hash matches, else None."""
+    run = _run(run_dir)
+    try:
+        ptr = json.loads(run.best_pointer.read_text())
+        cand = run.checkpoints_dir / str(ptr["file"])
+        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
+            return cand
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def list_checkpoints(run_dir: Path | RunDir) -> list[Path]:
@@ -116,6 +152,9 @@ def find_latest(run_dir: Path | RunDir) -> Path | None:
 def restore(state: Any, ckpt: Checkpoint) -> None:
     """Assign a checkpoint's arrays to a freshly built state of the same config."""
     for group, vs in _variables(state).items():
+        if group not in ckpt.meta["names"]:
+            raise InputError(f"checkpoint {ckpt.path.name} has no {group!r} variables; it was "
+                             "written for another configuration")  # fmt: skip
         stored = ckpt.meta["names"][group]
         if len(stored) != len(vs):
             raise InputError(
@@ -134,16 +173,19 @@ def restore(state: Any, ckpt: Checkpoint) -> None:
     state.iteration = ckpt.iteration
 
 
-def assign_generator(gen: Any, ckpt: Checkpoint) -> None:
-    """Load only the generator's weights (for `generate`)."""
-    stored = ckpt.meta["names"]["g"]
+def assign_generator(gen: Any, ckpt: Checkpoint, *, ema: bool = True) -> str:
+    """Load only a generator's weights (for `generate`): the EMA generator's when the
+    checkpoint has one and `ema`, else the trained one. Returns the group used ("ema"/"g")."""
+    group = "ema" if ema and "ema" in ckpt.meta["names"] else "g"
+    stored = ckpt.meta["names"][group]
     if len(stored) != len(gen.weights):
         raise InputError(f"checkpoint {ckpt.path.name} holds {len(stored)} generator variables; "
                          f"the model has {len(gen.weights)}: incompatible checkpoint")  # fmt: skip
     for i, v in enumerate(gen.weights):
-        a = ckpt.arrays[f"g.{i:04d}"]
+        a = ckpt.arrays[f"{group}.{i:04d}"]
         if tuple(a.shape) != tuple(v.shape):
             raise InputError(f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, "
                              f"the model expects {tuple(v.shape)}; the checkpoint does not "
                              "match this model")  # fmt: skip
         v.assign(a)
+    return group

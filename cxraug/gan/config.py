@@ -22,6 +22,19 @@ from cxraug.core.errors import InputError, vassert
 from cxraug.core.settings import setting
 
 MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
+ARCHS = ("mlp", "conv")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # cxraug.augment
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); '' or 'none' -> ()."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip() and p.strip() != "none")
+    bad = [p for p in names if p not in AUGMENT_POLICIES]
+    vassert(not bad, f"unknown augmentation {', '.join(bad)}; use a comma-separated list of "
+                     f"{', '.join(AUGMENT_POLICIES)} (or none)")  # fmt: skip
+    return names
+
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -61,6 +74,43 @@ class TrainConfig:
     noise_iterations: int = setting(
         5_000, "Iterations over which the instance noise anneals to 0 (0: none)."
     )
+    # --- architecture and data-efficient training (docs/training.md "Recipes") ---
+    recipe: str = "paper"  # the preset the values started from (RECIPES); set by recipe_config
+    arch: str = setting("mlp", "Networks: mlp (the paper's two MLPs) | conv (cxraug.gan.conv).")
+    conv_g_channels: tuple[int, ...] = setting(
+        (256, 128, 64, 32, 16, 8), "conv G channels at 7, 14, ..., 224 px (224 = 7 * 2^5)."
+    )
+    conv_d_channels: tuple[int, ...] = setting(
+        (16, 32, 64, 128, 256), "conv D channels at 112, 56, ..., 7 px (stride-2 4x4 convs)."
+    )
+    conv_upsample: str = setting(
+        "transposed", "conv G upsampling: transposed (4x4 stride-2 transposed conv) | resize "
+        "(nearest x2 then a 3x3 conv: 2.25x the FLOPs, no checkerboard).",
+    )  # fmt: skip
+    conv_g_norm: str = setting(
+        "pixel", "conv G normalisation: pixel (per-sample PixelNorm) | batch (conditional BN)."
+    )
+    conv_bn_momentum: float = setting(0.99, "conv G: BatchNorm momentum (--conv-g-norm batch).")
+    diversity: float = setting(
+        0.0, "conv G: weight of the mode-seeking term (Mao et al. 2019) against G ignoring z."
+    )
+    spectral_norm: bool = setting(
+        False, "conv D: divide each kernel by its top singular value.",
+        "--spectral-norm/--no-spectral-norm",
+    )  # fmt: skip
+    mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).")
+    augment: str = setting(
+        "", "DiffAugment policy on D's inputs, real and fake, in both steps: a comma list of "
+        "color, translation, cutout (or none).",
+    )  # fmt: skip
+    ema_decay: float = setting(
+        0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off)."
+    )
+    lecam: float = setting(0.0, "conv D: weight of the LeCam regulariser (0: off).")
+    score_samples: int = setting(
+        0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
+        "(0: off); see docs/training.md.",
+    )  # fmt: skip
     # --- bookkeeping ---
     sample_interval: int = setting(200, "Save a fixed-noise sample grid every N iterations.")
     samples_per_class: int = setting(8, "Columns of the sample grid.")
@@ -110,6 +160,31 @@ class TrainConfig:
         vassert(self.mixed_precision in MIXED_PRECISION,
                 f"mixed_precision={self.mixed_precision!r}; use one of "
                 f"{', '.join(MIXED_PRECISION)}")  # fmt: skip
+        vassert(self.arch in ARCHS, f"arch={self.arch!r}; use one of {', '.join(ARCHS)}")
+        if self.arch == "conv":
+            lv = len(self.conv_g_channels) - 1
+            vassert(lv >= 1 and min(self.conv_g_channels) >= 1
+                    and self.image_size % 2**lv == 0,
+                    f"conv_g_channels={self.conv_g_channels}: give 2 or more positive widths; "
+                    f"image_size {self.image_size} must be a multiple of 2^{lv}")  # fmt: skip
+            vassert(len(self.conv_d_channels) >= 1 and min(self.conv_d_channels) >= 1
+                    and self.image_size >= 2 ** len(self.conv_d_channels),
+                    f"conv_d_channels={self.conv_d_channels}: give positive widths, at most "
+                    f"log2(image_size) of them")  # fmt: skip
+            vassert(self.mbstd_group <= 1 or self.batch_size % self.mbstd_group == 0,
+                    f"batch_size {self.batch_size} must be a multiple of mbstd_group "
+                    f"{self.mbstd_group}")  # fmt: skip
+            vassert(self.conv_upsample in ("transposed", "resize"),
+                    f"conv_upsample={self.conv_upsample!r}; use transposed or resize")  # fmt: skip
+            vassert(self.conv_g_norm in ("pixel", "batch"),
+                    f"conv_g_norm={self.conv_g_norm!r}; use pixel or batch")  # fmt: skip
+        else:
+            vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0,
+                    "spectral_norm, lecam and diversity apply to --arch conv only")  # fmt: skip
+        parse_policy(self.augment)
+        vassert(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: use 0 (off) .. <1")
+        vassert(self.lecam >= 0 and self.score_samples >= 0,
+                "lecam and score_samples must not be negative")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
 
@@ -153,7 +228,29 @@ class TrainConfig:
 #: Options that may change when a run is resumed (they do not change the algorithm's state).
 #: Not xla: XLA draws other random numbers from the same generator state than plain TF does.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints"}
+    {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "recipe",
+     "score_samples"}
 )
 DEFAULTS = TrainConfig()
+
+#: Named presets: TrainConfig fields that differ from the dataclass defaults (the paper's).
+#: `cxraug train --recipe NAME` starts from one; explicit options override it.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},  # Mohammed & Ali 2022, Table 2, exactly (plus cxraug's instance noise)
+    # measured on the shared data (docs/training.md "Recipes", bench/RESULTS.md)
+    "conv": {
+        "arch": "conv", "conv_upsample": "resize", "diversity": 1.0, "beta_1": 0.5,
+        "batch_size": 32, "iterations": 2000, "noise_start": 0.0, "noise_iterations": 0,
+        "augment": "color,translation,cutout", "ema_decay": 0.999,
+        "checkpoint_interval": 250, "keep_checkpoints": 3, "score_samples": 128,
+    },
+}  # fmt: skip
+DEFAULT_RECIPE = "conv"
+
+
+def recipe_config(name: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a named recipe, with explicit field overrides on top."""
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], "recipe": name, **overrides})
 

@@ -196,12 +196,29 @@ class Discriminator(keras.Model):
         return tf.reshape(tf.cast(self.out(h), tf.float32), (-1,))
 
 
-def build_models(cfg: TrainConfig) -> tuple[Generator, Discriminator]:
-    """Both networks with their variables created (call under a strategy scope if any)."""
-    g, d = Generator(cfg), Discriminator(cfg)
-    z = tf.zeros((2, cfg.latent_dim))
+def build_generator(cfg: TrainConfig) -> Any:
+    """The generator of cfg.arch with its variables created."""
+    if cfg.arch == "conv":
+        from cxraug.gan.conv import ConvGenerator  # conv imports this module
+
+        g: Any = ConvGenerator(cfg)
+    else:
+        g = Generator(cfg)
+    g([tf.zeros((2, cfg.latent_dim)), tf.zeros((2,), tf.int32)])
+    return g
+
+
+def build_models(cfg: TrainConfig) -> tuple[Any, Any]:
+    """Both networks of cfg.arch with their variables created (under a strategy scope if any)."""
+    g = build_generator(cfg)
+    if cfg.arch == "conv":
+        from cxraug.gan.conv import ProjectionDiscriminator
+
+        d: Any = ProjectionDiscriminator(cfg)
+    else:
+        d = Discriminator(cfg)
     y = tf.zeros((2,), tf.int32)
-    d([g([z, y]), y])
+    d([g([tf.zeros((2, cfg.latent_dim)), y]), y])
     return g, d
 
 

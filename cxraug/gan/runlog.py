@@ -80,6 +80,12 @@ class RunLog:
             for k, v in {**metrics, "it_per_s": it_per_s}.items():
                 tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
 
+    def scalars(self, iteration: int, values: dict[str, float]) -> None:
+        """Extra TensorBoard scalars (checkpoint scores)."""
+        with self.tb.as_default(step=iteration):
+            for k, v in values.items():
+                tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
+
     def sample(self, gen: Any, iteration: int) -> Path:
         """Grid of G(z_fixed, class) in inference mode: rows = classes, columns = z."""
         imgs = gen([tf.constant(self.z), tf.constant(self.y, tf.int32)], training=False)

@@ -30,10 +30,18 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.errors import InputError, vassert
-from cxraug.core.tf_setup import keras, tf
-from cxraug.gan.config import TrainConfig
+from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
+from cxraug.gan.augment import diff_augment
+from cxraug.gan.config import TrainConfig, parse_policy
+from cxraug.gan.ema import copy_weights, update_ema
 from cxraug.gan.hardware import resolve_precision
-from cxraug.gan.models import Discriminator, Generator, build_models, dropout_layers
+from cxraug.gan.models import (
+    Discriminator,
+    Generator,
+    build_generator,
+    build_models,
+    dropout_layers,
+)
 
 METRICS = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")
 XLA_SCOPES = ("step", "update", "none")
@@ -66,6 +74,18 @@ class TrainState:
     d_opt: Any
     rng: Any  # tf.random.Generator
     iteration: int = 0
+    ema: Any = None  # the EMA generator (cxraug.ema) when cfg.ema_decay > 0
+    g_updates: Any = None  # tf.Variable int64: generator updates so far (the EMA's t)
+    lecam: Any = None  # tf.Variable (2,): LeCam anchors (EMA of D on reals, on fakes)
+
+    def aux_variables(self) -> list[Any]:
+        """State beyond the networks and optimizers (checkpointed when present)."""
+        return [v for v in (self.g_updates, self.lecam) if v is not None]
+
+    @property
+    def sampler(self) -> Any:
+        """The generator that samples: the EMA one when there is one."""
+        return self.ema if self.ema is not None else self.gen
 
 
 def build_state(cfg: TrainConfig, strategy: Any | None = None) -> TrainState:
@@ -82,9 +102,16 @@ def build_state(cfg: TrainConfig, strategy: Any | None = None) -> TrainState:
         g_opt, d_opt = _make_optimizer(cfg, "g_adam"), _make_optimizer(cfg, "d_adam")
         g_opt.build(gen.trainable_variables)  # create the slots now: checkpoints hold them
         d_opt.build(disc.trainable_variables)
+        ema = g_updates = lecam = None
+        if cfg.ema_decay > 0:
+            ema = build_generator(cfg)
+            copy_weights(ema, gen)  # ema_0 = the initial weights
+            g_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="g_updates")
+        if cfg.lecam > 0:
+            lecam = tf.Variable(tf.zeros(2), trainable=False, name="lecam_anchors")
     # Outside the scope: one generator, used in cross-replica context only.
     rng = tf.random.Generator.from_seed(cfg.seed, alg="philox")
-    return TrainState(cfg, strategy, gen, disc, g_opt, d_opt, rng)
+    return TrainState(cfg, strategy, gen, disc, g_opt, d_opt, rng, 0, ema, g_updates, lecam)
 
 
 def _bce_sum(target: float, logits: Any) -> Any:
@@ -113,6 +140,8 @@ def xla_scope(cfg: TrainConfig, strategy: Any) -> str:
         raise ValueError("xla_scope needs a resolved precision (a run's state.cfg), not auto")
     if not cfg.xla or strategy.num_replicas_in_sync != 1 or cfg.strategy != "default":
         return "none"
+    if cfg.arch == "conv":  # XLA's CPU convolutions are slower than oneDNN's (bench/conv_step)
+        return "none"
     mixed = cfg.mixed_precision != "none"
     if mixed and not tf.config.list_physical_devices("GPU"):
         return "update"
@@ -139,7 +168,16 @@ def make_step(
     `scope` overrides `xla_scope` (tests and bench/ compare the three).
     """
     cfg, st = state.cfg, state.strategy
+    if cfg.arch == "conv":
+        from cxraug.gan.conv_step import make_conv_step
+
+        vassert(st.num_replicas_in_sync == 1, "--arch conv trains on one device for now")
+        vassert(scope in (None, "none"), "the conv step has no XLA form (xla_scope: none)")
+        return Step(make_conv_step(state, images, labels))
     gen, disc, rng = state.gen, state.disc, state.rng
+    policy = parse_policy(cfg.augment)
+    vassert(not policy or st.num_replicas_in_sync == 1,
+            "--augment draws its transforms per replica; use one device (--strategy default)")
     b_glob = cfg.batch_size
     b = b_glob // st.num_replicas_in_sync
     s = cfg.image_size
@@ -157,8 +195,12 @@ def make_step(
         with tf.GradientTape() as g_tape:
             fake = gen([z, y], training=True)  # (b, H, W, 1)
             fake_in = fake if e_fake is None else fake + sigma * e_fake[lo : lo + b]
+            if policy:  # DiffAugment: the same T(fake) is seen by the D and the G step
+                fake_in = diff_augment(fake_in, rng, policy)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 real_in = real if e_real is None else real + sigma * e_real[lo : lo + b]
+                if policy:
+                    real_in = diff_augment(real_in, rng, policy)
                 x = tf.concat([real_in, fake_in], 0)  # (2b, H, W, 1)
                 ud = [tf.concat([u[lo : lo + b], u[b_glob + lo : b_glob + lo + b]], 0)
                       for u in u_d]  # fmt: skip
@@ -181,6 +223,9 @@ def make_step(
             g_loss = g_sum / float(b_glob)
             g_obj = _scaled(state.g_opt, g_loss)
         apply_g(g_tape.gradient(g_obj, gen.trainable_variables))
+        if state.ema is not None:
+            state.g_updates.assign_add(1)
+            update_ema(state.ema, gen, state.g_updates, cfg.ema_decay)
         f32 = tf.float32
         return {
             "d_sum": d_sum, "g_sum": g_sum,
@@ -219,9 +264,15 @@ class Step:
 
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled  # the tf.function (bench/ and tests read its HLO)
+        self._traced: set[bool] = set()
 
     def __call__(self, sigma: float, noisy: bool) -> dict[str, float]:
-        out = self.compiled(tf.constant(sigma, tf.float32), bool(noisy))
+        if bool(noisy) in self._traced:
+            out = self.compiled(tf.constant(sigma, tf.float32), bool(noisy))
+        else:  # tracing + graph optimisation: keep grappler's start-up lines off the terminal
+            with quiet_native_stderr():
+                out = self.compiled(tf.constant(sigma, tf.float32), bool(noisy))
+            self._traced.add(bool(noisy))
         return {k: float(v) for k, v in out.items()}
 
     def hlo_matmul_flops(self, noisy: bool = False) -> float:
@@ -274,5 +325,7 @@ def resident_dataset(images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
 def all_finite(state: TrainState) -> bool:
     """True when every weight and optimizer slot is finite (checked before saving)."""
     vs = state.gen.weights + state.disc.weights + state.g_opt.variables + state.d_opt.variables
+    if state.ema is not None:
+        vs = vs + state.ema.weights
     return all(bool(np.isfinite(v.numpy()).all()) for v in vs
                if "float" in str(v.dtype))  # fmt: skip

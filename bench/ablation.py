@@ -1,0 +1,110 @@
+"""Ablation of the training recipes on real data: train -> generate --balance -> filter -> fid.
+
+Each arm runs the real CLI in its own workspace under --root (a copy of the data workspace's
+manifest and a link to its processed/ array, so arms never see each other's synthetic rows):
+
+    cxraug train ARM-OPTIONS --name ARM --seed S
+    cxraug generate --class covid --balance --run ARM --seed S     # the run's best checkpoint
+    cxraug filter --class covid --seed S                            # default thresholds
+    cxraug fid manifest:split=test,label=covid manifest:synthetic=true,label=covid,status=any
+               --features random                                    # NOT a standard FID
+
+and reports, for the COVID class against the HELD-OUT covid test split: the share `filter`
+keeps, memorised and near-duplicate shares, FID (random features) and its ratio to the
+real-vs-real baseline, precision/recall (k = 3), and the training wall time.
+
+Usage: .venv/bin/python bench/ablation.py --data WS --root OUT [--arms a,b] [--seed 0]
+       [--iterations N]   (arms: see ARMS; the real data may not be copied into the repo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: arm -> `cxraug train` options (on top of --iterations/--seed given to this script)
+ARMS: dict[str, list[str]] = {
+    "paper": ["--recipe", "paper"],
+    "paper+ema": ["--recipe", "paper", "--ema-decay", "0.999"],
+    "paper+diffaug": ["--recipe", "paper", "--augment", "color,translation,cutout"],
+    "conv-plain": ["--recipe", "conv", "--augment", "none", "--ema-decay", "0",
+                   "--diversity", "0"],
+    "conv": ["--recipe", "conv"],
+    "conv+lecam": ["--recipe", "conv", "--lecam", "0.1"],
+    "conv+sn": ["--recipe", "conv", "--spectral-norm"],
+}  # fmt: skip
+
+
+def cxraug(*args: str, ws: Path) -> dict:
+    cmd = [sys.executable, "-m", "cxraug", *args, "-w", str(ws), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode not in (0, 1):
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout)
+
+
+def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None) -> dict:
+    ws = root / f"{arm}-s{seed}"
+    if ws.exists():
+        shutil.rmtree(ws)
+    ws.mkdir(parents=True)
+    shutil.copy(data / "manifest.csv", ws / "manifest.csv")
+    os.symlink((data / "processed").resolve(), ws / "processed")
+    extra = ["--iterations", str(iterations)] if iterations else []
+    t0 = time.perf_counter()
+    tr = cxraug("train", *ARMS[arm], *extra, "--name", arm, "--seed", str(seed), "-q", ws=ws)
+    train_s = time.perf_counter() - t0
+    ge = cxraug("generate", "--class", "covid", "--balance", "--run", arm, "--seed", str(seed),
+                ws=ws)  # fmt: skip
+    fi = cxraug("filter", "--class", "covid", "--seed", str(seed), ws=ws)
+    fi.pop("decisions", None)  # per-image detail stays in the workspace's manifest
+    fd = cxraug("fid", "manifest:split=test,label=covid",
+                "manifest:synthetic=true,label=covid,status=any", "--features", "random",
+                "--seed", str(seed), ws=ws)  # fmt: skip
+    best = ws / "runs" / arm / "checkpoints" / "best"
+    return {"arm": arm, "seed": seed, "iterations": tr["iteration"], "train_s": train_s,
+            "checkpoint": ge["checkpoint"],
+            "best": json.loads(best.read_text()) if best.is_file() else None,
+            "generated": ge["count"], "filter": fi, "fid": fd}  # fmt: skip
+
+
+def row(r: dict) -> str:
+    f, d = r["filter"], r["fid"]
+    n = max(int(f["n_synthetic"]), 1)
+    kept = int(f["kept"])
+    mem = f["rejected_by_reason"].get("memorised", 0)
+    dup = f["rejected_by_reason"].get("near-duplicate", 0)
+    ratio = d["fid"] / d["baseline_fid"] if d.get("baseline_fid") else float("nan")
+    return (f"| {r['arm']} | {r['seed']} | {r['iterations']} | {Path(r['checkpoint']).name} | "
+            f"{kept}/{n} ({kept / n:.0%}) | {mem / n:.1%} / {dup / n:.1%} | {d['fid']:.1f} | "
+            f"{ratio:.1f}x | {d['precision']:.2f} / {d['recall']:.2f} | "
+            f"{r['train_s'] / 60:.1f} |")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="workspace with manifest + data")
+    ap.add_argument("--root", type=Path, required=True, help="where arm workspaces go")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iterations", type=int, default=None)
+    a = ap.parse_args()
+    results = []
+    print("| arm | seed | iterations | checkpoint | kept by filter | memorised / near-dup | "
+          "FID (random feat.) | vs real-real | precision / recall | train min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for arm in a.arms.split(","):
+        r = run_arm(arm, a.data, a.root, a.seed, a.iterations)
+        results.append(r)
+        print(row(r), flush=True)
+        (a.root / f"ablation-{arm}-s{a.seed}.json").write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The convolutional conditional GAN (`--arch conv`), sized for 224 x 224 x 1 on a CPU budget.
+
+Generator (DCGAN-style, 224 = 7 * 2^5), with c = conv_g_channels = (c0, ..., c5):
+    [z (B, L) ; Embedding(C, L)(y)] -> Dense(7*7*c0) -> reshape (B, 7, 7, c0) -> LReLU -> CPN
+    -> [ConvTranspose(c_i, 4x4, stride 2) -> LReLU -> CPN] for i = 1..5   # 14, 28, ..., 224
+    -> Conv(1, 3x3) -> tanh                                               # (B, 224, 224, 1)
+CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
+of each sample on its own: no batch statistics, so training and sampling compute the same
+function, samples do not depend on what else is in the batch, and the weight average of
+cxraug.ema needs no statistics of its own. gamma and beta condition every level on the class.
+
+Discriminator (projection, Miyato & Koyama 2018), with d = conv_d_channels = (d1, ..., d5):
+    x (B, 224, 224, 1) -> [Conv(d_i, 4x4, stride 2) -> LReLU] for i = 1..5   # 112, ..., 7
+    -> phi = sum over the 7 x 7 positions (B, d5)
+    -> logit = w . phi + b + Embedding(C, d5)(y) . phi                          # (B,)
+Spectral normalisation (--spectral-norm, Miyato et al. 2018) divides each D kernel by its
+largest singular value, estimated by one power iteration per training call (two per iteration:
+the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
+resumed run continues the same estimate).
+
+Stride-2 4x4 convolutions in both networks cost the same per level (~51 MFLOP at the default
+widths, where channels halve as resolution doubles): G ~0.27, D ~0.21 GFLOP per image forward
+(`conv_forward_flops`). This module knows nothing about files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxraug.core.tf_setup import keras, tf
+from cxraug.gan.config import TrainConfig
+from cxraug.gan.models import _Init, dtype_policy
+
+
+def base_size(cfg: TrainConfig) -> int:
+    """Side of G's first feature map: image_size / 2^(levels)."""
+    return cfg.image_size // 2 ** (len(cfg.conv_g_channels) - 1)
+
+
+class ClassPixelNorm(keras.layers.Layer):
+    """(B, H, W, C), y (B,) -> per-pixel RMS normalisation with a class-conditional affine."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def build(self, input_shape: Any) -> None:
+        c = int(input_shape[-1])
+        self.gamma = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
+                                     name="gamma")  # fmt: skip
+        self.beta = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
+                                    name="beta")  # fmt: skip
+
+    def call(self, h: Any, y: Any) -> Any:
+        h32 = tf.cast(h, tf.float32)  # statistics in fp32 under mixed precision
+        h32 = h32 * tf.math.rsqrt(tf.reduce_mean(tf.square(h32), -1, keepdims=True) + 1e-8)
+        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
+        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
+        return tf.cast(h32 * (1.0 + g) + b, h.dtype)
+
+
+class ClassBatchNorm(keras.layers.Layer):
+    """BatchNorm with a class-conditional affine (BigGAN's conditional BN): batch statistics
+    in training, moving statistics (momentum cfg.conv_bn_momentum) when sampling."""
+
+    def __init__(self, num_classes: int, momentum: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.momentum = num_classes, momentum
+
+    def build(self, input_shape: Any) -> None:
+        c = int(input_shape[-1])
+        self.gamma = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
+                                     name="gamma")  # fmt: skip
+        self.beta = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
+                                    name="beta")  # fmt: skip
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
+                                           name="moving_mean")  # fmt: skip
+        self.moving_variance = self.add_weight(shape=(c,), initializer="ones",
+                                               trainable=False, name="moving_variance")
+
+    def call(self, h: Any, y: Any, training: bool = False) -> Any:
+        h32 = tf.cast(h, tf.float32)
+        if training:
+            mean, var = tf.nn.moments(h32, axes=[0, 1, 2])
+            m = self.momentum
+            f32 = tf.float32  # the variables read as the compute dtype under mixed precision
+            self.moving_mean.assign(m * tf.cast(self.moving_mean, f32) + (1 - m) * mean)
+            self.moving_variance.assign(m * tf.cast(self.moving_variance, f32) + (1 - m) * var)
+        else:
+            mean = tf.cast(self.moving_mean, tf.float32)
+            var = tf.cast(self.moving_variance, tf.float32)
+        h32 = (h32 - mean) * tf.math.rsqrt(var + 1e-5)
+        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
+        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
+        return tf.cast(h32 * (1.0 + g) + b, h.dtype)
+
+
+class ConvGenerator(keras.Model):
+    """([z (B, L), y (B,) int]) -> images (B, H, W, 1) float32 in [-1, 1]."""
+
+    def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(name="generator", **kwargs)
+        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 1)
+        self.cfg, ch = cfg, cfg.conv_g_channels
+        self.s0 = base_size(cfg)
+        self.embed = keras.layers.Embedding(
+            cfg.num_classes, cfg.latent_dim, dtype=pol,
+            embeddings_initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=ini._next()),
+        )  # fmt: skip
+        self.fc = keras.layers.Dense(self.s0 * self.s0 * ch[0], dtype=pol,
+                                     kernel_initializer=ini.glorot())  # fmt: skip
+        if cfg.conv_g_norm == "batch":
+            self.norms: list[Any] = [ClassBatchNorm(cfg.num_classes, cfg.conv_bn_momentum,
+                                                    dtype=pol) for _ in ch]  # fmt: skip
+        else:
+            self.norms = [ClassPixelNorm(cfg.num_classes, dtype=pol) for _ in ch]
+        if cfg.conv_upsample == "resize":  # nearest x2 then 3x3 conv: no checkerboard
+            self.ups: list[Any] = [keras.Sequential([
+                keras.layers.UpSampling2D(2, interpolation="nearest", dtype=pol),
+                keras.layers.Conv2D(c, 3, padding="same", dtype=pol,
+                                    kernel_initializer=ini.glorot())]) for c in ch[1:]]  # fmt: skip
+        else:
+            self.ups = [keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same", dtype=pol,
+                                                     kernel_initializer=ini.glorot())
+                        for c in ch[1:]]  # fmt: skip
+        self.out = keras.layers.Conv2D(1, 3, padding="same", dtype=pol,
+                                       kernel_initializer=ini.glorot())  # fmt: skip
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        z, y = inputs
+        a = self.cfg.leaky_slope
+        h = tf.concat([tf.cast(z, self.embed.compute_dtype), self.embed(y)], -1)  # (B, 2L)
+        h = tf.reshape(self.fc(h), (-1, self.s0, self.s0, self.cfg.conv_g_channels[0]))
+        bn = self.cfg.conv_g_norm == "batch"
+        kw = {"training": training} if bn else {}
+        h = self.norms[0](h if bn else tf.nn.leaky_relu(h, a), y, **kw)
+        h = tf.nn.leaky_relu(h, a) if bn else h
+        for up, norm in zip(self.ups, self.norms[1:], strict=True):
+            if bn:  # DCGAN order: conv -> BN -> activation
+                h = tf.nn.leaky_relu(norm(up(h), y, **kw), a)
+            else:  # ProGAN order: conv -> activation -> pixel norm
+                h = norm(tf.nn.leaky_relu(up(h), a), y)  # (B, 2s, 2s, c_i)
+        return tf.tanh(tf.cast(self.out(h), tf.float32))
+
+
+class SNConv2D(keras.layers.Layer):
+    """4x4 stride-2 'same' convolution, optionally spectrally normalised."""
+
+    def __init__(self, filters: int, spectral: bool, init: Any, u_init: Any,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.filters, self.spectral, self.init, self.u_init = filters, spectral, init, u_init
+
+    def build(self, input_shape: Any) -> None:
+        cin = int(input_shape[-1])
+        self.kernel = self.add_weight(shape=(4, 4, cin, self.filters), initializer=self.init,
+                                      name="kernel")  # fmt: skip
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+        if self.spectral:
+            self.u = self.add_weight(shape=(1, self.filters), trainable=False, name="sn_u",
+                                     initializer=self.u_init)  # fmt: skip
+
+    def normalised_kernel(self, training: bool) -> Any:
+        w = tf.cast(self.kernel, tf.float32)
+        if not self.spectral:
+            return w
+        wm = tf.reshape(w, (-1, self.filters))  # (16 cin, cout)
+        u = tf.cast(self.u, tf.float32)
+        if training:  # one power iteration; u is a constant for the gradient
+            v = tf.math.l2_normalize(tf.matmul(u, wm, transpose_b=True))
+            u = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v, wm)))
+            self.u.assign(u)
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(u, wm, transpose_b=True)))
+        sigma = tf.reduce_sum(tf.matmul(v, wm) * u)  # ~ largest singular value of wm
+        return w / sigma
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        k = tf.cast(self.normalised_kernel(training), x.dtype)
+        return tf.nn.conv2d(x, k, 2, "SAME") + tf.cast(self.bias, x.dtype)
+
+
+class ProjectionDiscriminator(keras.Model):
+    """([x (B, H, W, 1), y (B,) int]) -> logits (B,) float32."""
+
+    def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(name="discriminator", **kwargs)
+        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 2)
+        self.cfg = cfg
+        self.convs = [SNConv2D(c, cfg.spectral_norm, ini.glorot(),
+                               keras.initializers.RandomNormal(0.0, 1.0, seed=ini._next()),
+                               dtype=pol) for c in cfg.conv_d_channels]  # fmt: skip
+        self.lin = keras.layers.Dense(1, kernel_initializer=ini.glorot())  # fp32 head
+        self.embed = keras.layers.Embedding(
+            cfg.num_classes, cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1),
+            embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=ini._next()),
+        )  # fmt: skip
+
+    def call(self, inputs: Any, training: bool = False, **unused: Any) -> Any:
+        x, y = inputs
+        h = tf.cast(x, self.compute_dtype)
+        for conv in self.convs:
+            h = tf.nn.leaky_relu(conv(h, training=training), self.cfg.leaky_slope)
+        h = tf.cast(h, tf.float32)
+        if self.cfg.mbstd_group > 1:
+            h = minibatch_stddev(h, self.cfg.mbstd_group)
+        phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
+        return tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.embed(y) * phi, -1)
+
+
+def minibatch_stddev(h: Any, group: int) -> Any:
+    """(B, H, W, C) -> (B, H, W, C + 1): the extra channel is the standard deviation of the
+    features over each group of `group` CONSECUTIVE samples, averaged over H, W, C (ProGAN's
+    minibatch-stddev). A collapsed generator makes it ~0 on fakes, which D can see: it is the
+    remedy for G ignoring z (seen here: every z gave one image by iteration 500 without it).
+    Consecutive groups never mix the real and fake halves of a [real; fake] batch as long as
+    B is a multiple of `group` (checked by TrainConfig)."""
+    shape = tf.shape(h)
+    g = tf.minimum(group, shape[0])
+    hg = tf.reshape(h, (-1, g, shape[1], shape[2], shape[3]))  # (B/g, g, H, W, C)
+    sd = tf.sqrt(tf.math.reduce_variance(hg, axis=1) + 1e-8)  # (B/g, H, W, C)
+    sd = tf.reduce_mean(sd, axis=[1, 2, 3])  # (B/g,)
+    sd = tf.repeat(sd, g)[:, None, None, None] * tf.ones_like(h[..., :1])  # (B, H, W, 1)
+    return tf.concat([h, sd], -1)
+
+
+def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass of G and of D for ONE sample.
+
+    A stride-2 4x4 transposed conv from (s, s, a) to (2s, 2s, c) does s*s*a*c*16 MACs; a
+    stride-2 4x4 conv to (s, s, c) from (2s, 2s, a) does the same; G's last 3x3 conv does
+    H*W*c5*9. Activations, norms and the projection are not counted (< 1 %).
+    """
+    ch, s = cfg.conv_g_channels, base_size(cfg)
+    g = cfg.latent_dim * 2 * s * s * ch[0]
+    for a, c in zip(ch[:-1], ch[1:], strict=True):
+        # transposed 4x4 stride 2: 16 MACs per input pixel; resize: a 3x3 conv at 2s x 2s
+        g += s * s * a * c * 16 if cfg.conv_upsample == "transposed" else 4 * s * s * a * c * 9
+        s *= 2
+    g += s * s * ch[-1] * 9
+    d, side, cin = 0, cfg.image_size, 1
+    for c in cfg.conv_d_channels:
+        side //= 2
+        d += side * side * cin * c * 16
+        cin = c
+    return 2 * g, 2 * d

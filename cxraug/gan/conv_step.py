@@ -1,0 +1,98 @@
+"""The compiled training step of `--arch conv` (explicit GradientTape, explicit variable lists).
+
+One iteration (batch B, images (H, W, 1)); T = DiffAugment (cxraug.augment), drawn afresh at
+every call, identity when --augment is empty:
+    idx ~ U{0..N-1}^B, z ~ N(0, I) (B, L), y = labels[idx]       # fakes get the reals' labels
+    fake = G([z, y])                                              # the ONLY G pass
+    D step: logits = D([T(real) ; T(fake)], [y; y])               # ONE D pass, (2B,)
+            d_loss = mean softplus(-l_real) + mean softplus(l_fake)   (= BCE with logits)
+                     [+ lecam * LeCam(l_real, l_fake)]
+            Adam update of D only
+    G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'; Adam update of G
+    EMA:    ema <- d_t ema + (1 - d_t) G                          (cxraug.ema; --ema-decay > 0)
+D has no batch statistics (projection D, optional spectral norm), so unlike the MLP step the
+real and fake halves need not share a pass for correctness; they do so because one pass is
+cheaper. LeCam (Tseng et al. 2021): anchors a_r, a_f are EMAs (decay 0.99) of D's mean output
+on reals and fakes; the penalty mean(relu(l_real - a_f)^2) + mean(relu(a_r - l_fake)^2) keeps
+D's outputs from drifting apart on a small data set.
+Every random number (batch, z, instance noise, augmentation) comes from the run's
+tf.random.Generator, in-graph, so resume equals uninterrupted. The G step draws a fresh T
+(DiffAugment's reference does the same; the MLP step reuses its D-step T for its joint
+BatchNorm batch). No XLA: on this CPU XLA's convolutions were slower than oneDNN's
+(bench/conv_step.py, bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxraug.core.tf_setup import tf
+from cxraug.gan.augment import diff_augment, parse_policy
+from cxraug.gan.ema import update_ema
+
+LECAM_DECAY = 0.99
+
+
+def make_conv_step(state: Any, images: Any, labels: Any) -> Any:
+    """A tf.function (sigma, noisy) -> metrics running one iteration of the conv recipe."""
+    cfg = state.cfg
+    gen, disc, rng = state.gen, state.disc, state.rng
+    b, s = cfg.batch_size, cfg.image_size
+    n_images = int(images.shape[0])
+    policy = parse_policy(cfg.augment)
+
+    def aug(x: Any) -> Any:
+        return diff_augment(x, rng, policy) if policy else x
+
+    def step(sigma: Any, noisy: bool) -> dict[str, Any]:
+        idx = rng.uniform([b], 0, n_images, dtype=tf.int64)
+        z = rng.normal([b, cfg.latent_dim])
+        real = tf.gather(images, idx)[..., None]  # (B, H, W, 1)
+        y = tf.gather(labels, idx)
+        with tf.GradientTape() as g_tape:
+            fake = gen([z, y], training=True)  # (B, H, W, 1)
+            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                x = tf.concat([aug(real), aug(fake)], 0)  # (2B, H, W, 1)
+                if noisy:
+                    x = x + sigma * rng.normal([2 * b, s, s, 1])
+                logits = disc([x, tf.concat([y, y], 0)], training=True)
+                l_real, l_fake = logits[:b], logits[b:]
+                d_loss = tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(
+                    tf.nn.softplus(l_fake)
+                )
+                d_obj = d_loss
+                if cfg.lecam > 0:
+                    a_r, a_f = state.lecam[0], state.lecam[1]
+                    reg = tf.reduce_mean(tf.square(tf.nn.relu(l_real - a_f))) + tf.reduce_mean(
+                        tf.square(tf.nn.relu(a_r - l_fake))
+                    )
+                    d_obj = d_loss + cfg.lecam * reg
+            d_vars = disc.trainable_variables
+            state.d_opt.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars, strict=True))
+            if cfg.lecam > 0:
+                m = tf.stack([tf.reduce_mean(l_real), tf.reduce_mean(l_fake)])
+                state.lecam.assign(LECAM_DECAY * state.lecam + (1 - LECAM_DECAY) * m)
+            fx = aug(fake)
+            if noisy:
+                fx = fx + sigma * rng.normal([b, s, s, 1])
+            g_logits = disc([fx, y], training=True)
+            g_loss = tf.reduce_mean(tf.nn.softplus(-g_logits))
+            g_obj = g_loss
+            if cfg.diversity > 0:  # mode seeking: pairs (i, i + B/2) should differ with z
+                h = b // 2
+                dx = tf.reduce_mean(tf.abs(fake[:h] - fake[h : 2 * h]), axis=[1, 2, 3])
+                dz = tf.reduce_mean(tf.abs(z[:h] - z[h : 2 * h]), axis=1)
+                g_obj = g_loss + cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
+        g_vars = gen.trainable_variables
+        state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
+        if state.ema is not None:
+            state.g_updates.assign_add(1)
+            update_ema(state.ema, gen, state.g_updates, cfg.ema_decay)
+        f32 = tf.float32
+        return {
+            "d_loss": d_loss, "g_loss": g_loss,
+            "d_real_acc": tf.reduce_mean(tf.cast(l_real > 0, f32)),
+            "d_fake_acc": tf.reduce_mean(tf.cast(l_fake < 0, f32)),
+        }  # fmt: skip
+
+    return tf.function(step, reduce_retracing=False)

@@ -1,0 +1,193 @@
+"""Checkpoint scores: which checkpoint of a run makes the best images (later is not better).
+
+At every checkpoint the sampling generator (the EMA one when kept) draws `score_samples`
+images of the SCORED CLASS (the class with the fewest training images: the one
+`generate --balance` grows) from a fixed noise set of its own seeded stream, so every
+checkpoint is judged on the same z and the training RNG is untouched. They are compared with
+the REAL TRAINING images of that class, never the test split, so a final `cxraug fid` on the
+test split stays an honest, unseen judge:
+
+    kid         KID (unbiased MMD^2, cubic kernel) between features of the samples and of the
+                real images; features: the fixed-seed random Inception-v3 (NOT a standard
+                feature space, but a fixed one, so scores compare across checkpoints)
+    kept        share of the samples that `cxraug filter`'s checks (default FilterConfig,
+                calibrated on the same real images) keep
+    memorised   share rejected as copies of a real training image
+    near_duplicate  share rejected as duplicates of another sample (mode collapse)
+
+Criterion (lower key is better): a checkpoint is ELIGIBLE when kept >= KEPT_MIN and
+memorised <= MEMORISED_MAX; every eligible checkpoint ranks before every ineligible one, and
+within each group the lower KID wins. The winner becomes the run's `best` checkpoint
+(checkpoints/best, kept out of pruning), which `generate` uses by default.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cxraug.core.fsutil import atomic_write_bytes, atomic_write_text
+from cxraug.core.images import to_uint8
+from cxraug.core.workspace import RunDir
+from cxraug.metrics import distances as metrics
+from cxraug.metrics import features as feats
+from cxraug.quality.decide import FilterConfig, decide
+
+KEPT_MIN = 0.70
+MEMORISED_MAX = 0.02
+SCORE_COLUMNS = ("iteration", "checkpoint", "kid", "kid_std", "kept", "memorised",
+                 "near_duplicate", "eligible")  # fmt: skip
+KID_SUBSETS = 50
+
+
+@dataclass(frozen=True)
+class Score:
+    iteration: int
+    checkpoint: str  # file name under checkpoints/
+    kid: float
+    kid_std: float
+    kept: float
+    memorised: float
+    near_duplicate: float
+
+    @property
+    def eligible(self) -> bool:
+        return self.kept >= KEPT_MIN and self.memorised <= MEMORISED_MAX
+
+    def key(self) -> tuple[int, float]:
+        """Sort key, lower is better (see the module docstring)."""
+        return (0 if self.eligible else 1, self.kid if math.isfinite(self.kid) else math.inf)
+
+    def row(self) -> dict[str, str]:
+        d = asdict(self)
+        return {**{k: (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in d.items()},
+                "eligible": str(int(self.eligible))}  # fmt: skip
+
+    @classmethod
+    def from_row(cls, r: dict[str, str]) -> Score:
+        return cls(int(r["iteration"]), r["checkpoint"], float(r["kid"]), float(r["kid_std"]),
+                   float(r["kept"]), float(r["memorised"]), float(r["near_duplicate"]))  # fmt: skip
+
+
+def best_of(scores: list[Score]) -> Score | None:
+    return min(scores, key=lambda s: (s.key(), -s.iteration)) if scores else None
+
+
+def minority_class(labels: np.ndarray, num_classes: int) -> int:
+    """The class with the fewest training images (ties: the lower index)."""
+    counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
+    return int(np.argmin(counts))
+
+
+class Scorer:
+    """Scores generators against fixed real images of one class (see the module docstring)."""
+
+    def __init__(self, real_images: np.ndarray, real_ids: list[str], label: int, n: int,
+                 latent_dim: int, seed: int,
+                 extractor: feats.FeatureExtractor | None = None) -> None:  # fmt: skip
+        self.real_u8 = to_uint8(real_images)  # (M, H, W) as filter sees saved images
+        self.real_ids = list(real_ids)
+        self.label, self.n, self.seed = label, n, seed
+        rng = np.random.default_rng([seed, 0x5C0E])  # its own stream
+        self.z = rng.standard_normal((n, latent_dim)).astype(np.float32)
+        self.extractor = extractor or feats.random_extractor()
+        self.filter_cfg = FilterConfig(seed=seed)
+        self._real_feats: np.ndarray | None = None
+
+    def _features(self, u8: np.ndarray) -> np.ndarray:
+        return feats.extract_features(lambda i: u8[i], len(u8), self.extractor,
+                                      show_progress=False)  # fmt: skip
+
+    def sample(self, gen: Any) -> np.ndarray:
+        from cxraug.core.tf_setup import tf
+
+        out = []
+        for lo in range(0, self.n, 64):
+            z = self.z[lo : lo + 64]
+            y = tf.fill((len(z),), self.label)
+            out.append(np.asarray(gen([tf.constant(z), y], training=False))[..., 0])
+        return to_uint8(np.concatenate(out))
+
+    def score_images(self, fake_u8: np.ndarray, iteration: int, checkpoint: str) -> Score:
+        if self._real_feats is None:
+            self._real_feats = self._features(self.real_u8)
+        ids = [f"score-{i:05d}" for i in range(len(fake_u8))]
+        dec = decide(fake_u8, self.real_u8, ids, self.real_ids, self.filter_cfg)
+        n = len(dec)
+        share = {k: sum(d.primary == k for d in dec) / n for k in ("memorised", "near-duplicate")}
+        k = metrics.kid(self._real_feats, self._features(fake_u8), subsets=KID_SUBSETS,
+                        subset_size=1000, rng=np.random.default_rng([self.seed, iteration]))
+        return Score(iteration, checkpoint, k.mean, k.std, sum(d.kept for d in dec) / n,
+                     share["memorised"], share["near-duplicate"])  # fmt: skip
+
+    def __call__(self, gen: Any, iteration: int, checkpoint: str) -> Score:
+        return self.score_images(self.sample(gen), iteration, checkpoint)
+
+
+class ScoreLog:
+    """runs/NAME/scores.csv (+ scores.png), rewritten atomically after each score."""
+
+    def __init__(self, run: RunDir, resume_from: int = 0) -> None:
+        self.path = run.scores_path
+        self.png = run.scores_plot_path
+        self.scores: list[Score] = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.scores = [Score.from_row(r) for r in csv.DictReader(f)
+                               if int(r["iteration"]) <= resume_from]  # fmt: skip
+
+    def add(self, s: Score) -> Score:
+        """Record a score; returns the best score so far."""
+        self.scores = [x for x in self.scores if x.iteration != s.iteration] + [s]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=SCORE_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(x.row() for x in self.scores)
+        atomic_write_text(self.path, buf.getvalue())
+        atomic_write_bytes(self.png, cv2.imencode(".png", draw_scores(self.scores))[1].tobytes())
+        best = best_of(self.scores)
+        assert best is not None
+        return best
+
+
+def draw_scores(scores: list[Score], w: int = 800, h: int = 400) -> np.ndarray:
+    """KID (red, left scale) and kept share (green, 0..1) against iteration; best marked."""
+    img = np.full((h, w, 3), 255, np.uint8)
+    if not scores:
+        return img
+    its = np.array([s.iteration for s in scores], float)
+    kid = np.array([s.kid for s in scores], float)
+    kept = np.array([s.kept for s in scores], float)
+    x0, x1, y0, y1 = 60, w - 20, 20, h - 40
+    span = max(its.max() - its.min(), 1.0)
+    px = x0 + (its - its.min()) / span * (x1 - x0)
+
+    def line(vals: np.ndarray, lo: float, hi: float, colour: tuple[int, int, int]) -> None:
+        py = y1 - (np.clip(vals, lo, hi) - lo) / max(hi - lo, 1e-12) * (y1 - y0)
+        pts = np.stack([px, py], 1).astype(np.int32)
+        cv2.polylines(img, [pts], False, colour, 2)
+        for p in pts:
+            cv2.circle(img, tuple(int(v) for v in p), 3, colour, -1)
+
+    finite = kid[np.isfinite(kid)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    line(kid, lo, hi if hi > lo else lo + 1.0, (0, 0, 200))
+    line(kept, 0.0, 1.0, (0, 150, 0))
+    best = best_of(scores)
+    if best is not None:
+        bx = int(x0 + (best.iteration - its.min()) / span * (x1 - x0))
+        cv2.line(img, (bx, y0), (bx, y1), (200, 0, 0), 1)
+    cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
+    put: Callable[..., Any] = cv2.putText
+    put(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept share (green) 0..1   best (blue line)",
+        (x0, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
+    put(img, f"iteration {int(its.min())} .. {int(its.max())}", (x0, h - 15),
+        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
+    return img

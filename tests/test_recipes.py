@@ -1,0 +1,343 @@
+"""Issue 9's machinery: DiffAugment, EMA, the conv architecture, checkpoint scoring, recipes.
+
+Expectations come from maths or an independent numpy implementation, on tiny sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _fakes import tiny_extractor
+from test_generate import real_rows
+from test_train import TINY, make_workspace, toy_images
+
+from cxraug.core.errors import InputError
+from cxraug.core.manifest import Manifest, write_manifest
+from cxraug.core.tf_setup import keras, tf
+from cxraug.gan import scoring
+from cxraug.gan.augment import diff_augment
+from cxraug.gan.checkpoint import find_best, find_latest, list_checkpoints, read_checkpoint
+from cxraug.gan.config import RECIPES, TrainConfig, parse_policy, recipe_config
+from cxraug.gan.conv import (
+    ConvGenerator,
+    ProjectionDiscriminator,
+    conv_forward_flops,
+    minibatch_stddev,
+)
+from cxraug.gan.ema import ema_decay_at, update_ema
+from cxraug.gan.models import build_models
+from cxraug.gan.step import build_state, make_step, resident_dataset
+from cxraug.generate import GenerateConfig, generate
+from cxraug.train import resume, train
+
+DATA = Path(__file__).parent / "data"
+CONV_TINY = dict(arch="conv", image_size=16, latent_dim=8, conv_g_channels=(16, 8, 4),
+                 conv_d_channels=(8, 16), batch_size=8, mixed_precision="none",
+                 noise_iterations=0, noise_start=0.0, sample_interval=3,
+                 samples_per_class=2)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the paper recipe is kept
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_paper_recipe_reproduces_the_recorded_trajectory(xla: bool) -> None:
+    """tests/data/paper_trajectory.json was recorded with the code before issue 9 (c1edb93):
+    the paper recipe must follow it exactly (same losses, same weights)."""
+    rec = json.loads((DATA / "paper_trajectory.json").read_text())[f"xla={xla}"]
+    cfg = recipe_config("paper", image_size=16, latent_dim=8, g_widths=(16, 32),
+                        d_widths=(32, 32, 32, 32), batch_size=8, xla=xla,
+                        mixed_precision="none", noise_iterations=4, seed=3)  # fmt: skip
+    assert cfg.arch == "mlp" and cfg.ema_decay == 0 and cfg.augment == ""
+    st = build_state(cfg)
+    step = make_step(st, *resident_dataset(*toy_images()))
+    for it, want in enumerate(rec["metrics"]):
+        s = cfg.noise_sigma(it)
+        got = step(s, s > 0)
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (it, k)
+    sums = [float(np.sum(v.numpy(), dtype=np.float64)) for v in st.gen.weights]
+    np.testing.assert_allclose(sums, rec["g_weight_sums"], rtol=1e-5, atol=1e-5)
+
+
+def test_recipes_and_policy_parsing() -> None:
+    assert recipe_config("paper") == TrainConfig(recipe="paper")
+    conv = recipe_config("conv", seed=4)
+    assert conv.arch == "conv" and conv.seed == 4 and conv.recipe == "conv"
+    assert set(RECIPES) >= {"paper", "conv"}
+    assert parse_policy("color, translation,cutout") == ("color", "translation", "cutout")
+    assert parse_policy("") == () == parse_policy("none")
+    with pytest.raises(InputError, match="unknown augmentation flip"):
+        TrainConfig(augment="color,flip")
+    with pytest.raises(InputError, match="unknown recipe"):
+        recipe_config("stylegan")
+    with pytest.raises(InputError, match="conv only"):
+        TrainConfig(spectral_norm=True)
+    with pytest.raises(InputError, match="multiple of"):
+        TrainConfig(**{**CONV_TINY, "image_size": 18})
+
+
+# ---------------------------------------------------------------- DiffAugment
+
+
+def _rng(seed: int = 0) -> tf.random.Generator:
+    return tf.random.Generator.from_seed(seed, alg="philox")
+
+
+def test_augment_identity_at_strength_0_and_seeded() -> None:
+    x = tf.random.stateless_uniform((4, 16, 16, 1), (1, 2), -1, 1)
+    pol = ("color", "translation", "cutout")
+    np.testing.assert_array_equal(diff_augment(x, _rng(), pol, strength=0.0).numpy(), x.numpy())
+    a = diff_augment(x, _rng(5), pol).numpy()
+    b = diff_augment(x, _rng(5), pol).numpy()
+    c = diff_augment(x, _rng(6), pol).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.1
+    # independent transforms per image: identical inputs come out different
+    same = tf.repeat(x[:1], 4, 0)
+    out = diff_augment(same, _rng(1), pol).numpy()
+    assert np.abs(out[0] - out[1]).max() > 0.1
+
+
+def test_translation_matches_a_numpy_shift_with_zero_fill() -> None:
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 16, 16, 1)).astype(np.float32)
+    rng = _rng(3)
+    state = rng.state.numpy().copy()
+    out = diff_augment(tf.constant(x), rng, ("translation",)).numpy()
+    rng.reset(state)  # replay the same draw to learn the shifts
+    t = rng.uniform([6, 2], -2, 3, dtype=tf.int32).numpy()  # 16 * 1/8 = 2 px
+    for i, (dy, dx) in enumerate(t):
+        want = np.zeros_like(x[i])
+        src = x[i][max(0, -dy) : 16 - max(0, dy), max(0, -dx) : 16 - max(0, dx)]
+        want[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
+        np.testing.assert_array_equal(out[i], want)
+
+
+def test_cutout_zeroes_one_square_of_half_the_side_and_color_is_affine() -> None:
+    x = tf.ones((8, 16, 16, 1))
+    out = diff_augment(x, _rng(2), ("cutout",)).numpy()[..., 0]
+    for im in out:
+        zeros = np.argwhere(im == 0)
+        h = zeros[:, 0].max() - zeros[:, 0].min() + 1
+        w = zeros[:, 1].max() - zeros[:, 1].min() + 1
+        assert len(zeros) == h * w and h <= 8 and w <= 8  # one (possibly clipped) square
+    assert (out == 0).any(axis=(1, 2)).all()
+    # colour: out = a x + c per image (an affine map of each image's pixels)
+    xs = tf.random.stateless_uniform((3, 16, 16, 1), (4, 4), -1, 1)
+    y = diff_augment(xs, _rng(9), ("color",)).numpy()
+    for xi, yi in zip(xs.numpy().reshape(3, -1), y.reshape(3, -1), strict=True):
+        a, c = np.polyfit(xi, yi, 1)
+        np.testing.assert_allclose(yi, a * xi + c, atol=1e-5)
+        assert 0.5 <= a <= 1.5
+
+
+def test_gradients_reach_the_generator_through_the_augmentation() -> None:
+    cfg = TrainConfig(**CONV_TINY)
+    g, d = build_models(cfg)
+    z = tf.random.stateless_normal((4, 8), (0, 1))
+    y = tf.constant([0, 1, 0, 1])
+    with tf.GradientTape() as tape:
+        xa = diff_augment(g([z, y], training=True), _rng(), ("color", "translation", "cutout"))
+        loss = tf.reduce_mean(d([xa, y], training=True))
+    grads = tape.gradient(loss, g.trainable_variables)
+    assert all(gr is not None for gr in grads)
+    assert sum(float(tf.reduce_sum(tf.abs(gr))) for gr in grads) > 0
+
+
+# ---------------------------------------------------------------- EMA
+
+
+def test_ema_equals_the_closed_form_on_a_toy_parameter_sequence() -> None:
+    """ema_T = prod(d) w_0 + sum_t (1 - d_t) prod_{s > t} d_s w_t, with d_t from the warm-up."""
+
+    class One(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = self.add_weight(shape=(3,), initializer="zeros")
+
+    gen, ema = One(), One()
+    ws = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    gen.w.assign(ws[0])
+    ema.w.assign(ws[0])
+    decay = 0.9
+    for t in range(1, 40):
+        gen.w.assign(ws[t])
+        update_ema(ema, gen, t, decay)
+    d = np.array([min(decay, (1 + t) / (10 + t)) for t in range(1, 40)])
+    want = np.prod(d) * ws[0].astype(np.float64)
+    for t in range(1, 40):
+        want += (1 - d[t - 1]) * np.prod(d[t:]) * ws[t]
+    np.testing.assert_allclose(ema.w.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert float(ema_decay_at(1.0, 0.999)) == pytest.approx(2 / 11)
+    assert float(ema_decay_at(1e6, 0.999)) == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize("recipe", ["paper+ema+augment", "conv"])
+def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Path) -> None:
+    """EMA weights, its step count, LeCam anchors and the augmentation RNG survive resume."""
+    if recipe == "conv":
+        over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
+                "spectral_norm": True, "lecam": 0.1}  # fmt: skip
+    else:
+        over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
+    over = {**over, "iterations": 8, "checkpoint_interval": 4}
+    ws_a = make_workspace(tmp_path / "a")
+    ws_b = make_workspace(tmp_path / "b")
+    train(ws_a, TrainConfig(**over), name="r", quiet=True)
+    train(ws_b, TrainConfig(**{**over, "iterations": 4}), name="r", quiet=True)
+    resume(ws_b, "r", iterations=8, quiet=True)
+    a = read_checkpoint(find_latest(ws_a.runs_dir / "r")).arrays  # type: ignore[arg-type]
+    b = read_checkpoint(find_latest(ws_b.runs_dir / "r")).arrays  # type: ignore[arg-type]
+    assert any(k.startswith("ema.") for k in a) and any(k.startswith("aux.") for k in a)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+# ---------------------------------------------------------------- conv models
+
+
+def test_conv_shapes_at_224_and_tiny_and_flop_count() -> None:
+    cfg = TrainConfig(arch="conv", mixed_precision="none")
+    g = ConvGenerator(cfg)
+    d = ProjectionDiscriminator(cfg)
+    x = g([tf.zeros((2, 128)), tf.constant([0, 1])])
+    assert x.shape == (2, 224, 224, 1) and float(tf.reduce_max(tf.abs(x))) <= 1.0
+    assert d([x, tf.constant([0, 1])]).shape == (2,)
+    gf, df = conv_forward_flops(cfg)
+    assert 0.2e9 < gf < 0.35e9 and 0.15e9 < df < 0.3e9
+    tiny = TrainConfig(**CONV_TINY)
+    gt, dt = build_models(tiny)
+    xt = gt([tf.zeros((3, 8)), tf.constant([0, 1, 1])])
+    assert xt.shape == (3, 16, 16, 1)
+
+
+def test_class_conditioning_changes_the_output() -> None:
+    cfg = TrainConfig(**CONV_TINY)
+    g, d = build_models(cfg)
+    for layer in g.norms:  # trained gamma/beta differ per class; give them distinct values
+        layer.beta.assign(tf.random.stateless_normal(layer.beta.shape, (1, 1)))
+    z = tf.random.stateless_normal((2, 8), (3, 3))
+    a = g([z, tf.constant([0, 0])]).numpy()
+    b = g([z, tf.constant([1, 1])]).numpy()
+    assert np.abs(a - b).max() > 1e-3
+    d.embed.embeddings.assign(tf.random.stateless_normal(d.embed.embeddings.shape, (2, 2)))
+    x = tf.constant(a)
+    d0, d1 = d([x, tf.constant([0, 0])]).numpy(), d([x, tf.constant([1, 1])]).numpy()
+    assert np.abs(d0 - d1).max() > 0
+
+
+def test_minibatch_stddev_is_per_group_and_zero_for_copies() -> None:
+    h = tf.concat([tf.ones((4, 2, 2, 3)), tf.random.stateless_normal((4, 2, 2, 3), (0, 0))], 0)
+    out = minibatch_stddev(h, 4).numpy()
+    assert out.shape == (8, 2, 2, 4)
+    assert np.allclose(out[:4, ..., 3], 1e-4, atol=1e-3)  # sqrt(eps): identical samples
+    want = np.sqrt(np.var(h.numpy()[4:], axis=0) + 1e-8).mean()
+    np.testing.assert_allclose(out[4:, ..., 3], want, rtol=1e-5)
+
+
+def test_one_conv_step_sequence_reduces_d_loss_on_a_separable_toy_set() -> None:
+    img, labels = toy_images()
+    cfg = TrainConfig(**{**CONV_TINY, "lr": 2e-3})
+    st = build_state(cfg)
+    step = make_step(st, *resident_dataset(img, labels))
+    g_before = [v.numpy().copy() for v in st.gen.weights]
+    first = step(0.0, False)["d_loss"]
+    for v, w in zip(st.gen.weights, g_before, strict=True):  # hold G fixed: D's problem only
+        v.assign(w)
+    losses = []
+    for _ in range(15):
+        losses.append(step(0.0, False)["d_loss"])
+        for v, w in zip(st.gen.weights, g_before, strict=True):
+            v.assign(w)
+    assert np.mean(losses[-5:]) < first
+
+
+# ---------------------------------------------------------------- checkpoint scoring
+
+
+def test_score_criterion_prefers_eligible_then_low_kid() -> None:
+    s = scoring.Score
+    a = s(1, "a", kid=0.01, kid_std=0, kept=0.5, memorised=0.0, near_duplicate=0)  # not eligible
+    b = s(2, "b", kid=0.05, kid_std=0, kept=0.9, memorised=0.0, near_duplicate=0)
+    c = s(3, "c", kid=0.03, kid_std=0, kept=0.8, memorised=0.0, near_duplicate=0)
+    d = s(4, "d", kid=0.00, kid_std=0, kept=0.9, memorised=0.05, near_duplicate=0)  # memorises
+    assert scoring.best_of([a, b, c, d]) == c
+    assert scoring.best_of([a, d]) == d  # none eligible: lowest KID
+
+
+def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxraug import train as train_mod
+
+    ws = make_workspace(tmp_path, n=48)
+    write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
+    monkeypatch.setattr(train_mod, "SCORE_EXTRACTOR", lambda: tiny_extractor())
+    real_call = scoring.Scorer.__call__
+    worse_at = 4
+
+    def sabotaged(self: scoring.Scorer, gen: object, iteration: int, ckpt: str) -> scoring.Score:
+        if iteration == worse_at:  # this checkpoint's images are made deliberately bad
+            return self.score_images(np.zeros((self.n, 16, 16), np.uint8), iteration, ckpt)
+        return real_call(self, gen, iteration, ckpt)
+
+    monkeypatch.setattr(scoring.Scorer, "__call__", sabotaged)
+    over = {**CONV_TINY, "iterations": 12, "checkpoint_interval": 4, "keep_checkpoints": 1,
+            "score_samples": 16, "ema_decay": 0.9}  # fmt: skip
+    train(ws, TrainConfig(**over), name="s", quiet=True)
+    run = ws.runs_dir / "s"
+    rows = (run / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,checkpoint,kid") and len(rows) == 4
+    best = find_best(run)
+    assert best is not None and best.name != "ckpt-0000004.npz"
+    assert (run / "scores.png").is_file()
+    # the best file survives pruning (keep 1) next to the latest
+    names = {p.name for p in list_checkpoints(run)}
+    assert best.name in names and "ckpt-0000012.npz" in names
+    res = generate(ws, GenerateConfig(label="covid", n=2, run="s"))
+    assert res.checkpoint == best
+    latest = generate(ws, GenerateConfig(label="covid", n=2, run="s", checkpoint="latest",
+                                         seed=1))  # fmt: skip
+    assert latest.checkpoint.name == "ckpt-0000012.npz"
+
+
+def test_generate_without_scores_uses_latest_and_best_is_an_error(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
+    train(ws, TrainConfig(**{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2}), name="n",
+          quiet=True)  # fmt: skip
+    assert generate(ws, GenerateConfig(n=1, run="n")).checkpoint.name == "ckpt-0000002.npz"
+    with pytest.raises(InputError, match="no scored best"):
+        generate(ws, GenerateConfig(n=1, run="n", checkpoint="best", seed=2))
+
+
+def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxraug.cli import app
+
+    runner = CliRunner()
+    h = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert h.exit_code == 0 and "--recipe" in h.output and "ITERATIONS" in h.output
+    ws = make_workspace(tmp_path)
+    small = ["--iterations", "1", "--checkpoint-interval", "1", "--mixed-precision", "none",
+             "--score-samples", "0", "-q", "-w", str(ws.root)]  # fmt: skip
+    conv = runner.invoke(app, ["train", "--name", "c", "--batch-size", "8",
+                               "--conv-g-channels", "8,4,4", "--conv-d-channels", "4,8", *small])
+    assert conv.exit_code == 0, conv.output
+    cfg = json.loads((ws.runs_dir / "c" / "config.json").read_text())
+    assert cfg["recipe"] == "conv" and cfg["arch"] == "conv" and cfg["batch_size"] == 8
+    assert cfg["augment"] == RECIPES["conv"]["augment"]  # not given: the recipe's value
+    paper = runner.invoke(app, ["train", "--name", "p", "--recipe", "paper", "--g-widths", "8",
+                                "--d-widths", "8,8,8,8", "--batch-size", "8", *small])
+    assert paper.exit_code == 0, paper.output
+    cfg = json.loads((ws.runs_dir / "p" / "config.json").read_text())
+    want = {**TrainConfig().to_dict(), "g_widths": [8], "d_widths": [8, 8, 8, 8],
+            "batch_size": 8, "iterations": 1, "checkpoint_interval": 1,
+            "mixed_precision": "none", "image_size": 16}  # fmt: skip
+    assert cfg == want  # every other field is the paper's (Table 2)
+    bad = runner.invoke(app, ["train", "--recipe", "gan9000", *small])
+    assert bad.exit_code == 3 and "unknown recipe" in bad.output
