@@ -325,9 +325,10 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
     ws = make_workspace(tmp_path)
     small = ["--iterations", "1", "--checkpoint-interval", "1", "--mixed-precision", "none",
              "--score-samples", "0", "-q", "-w", str(ws.root)]  # fmt: skip
-    conv = runner.invoke(app, ["train", "--name", "c", "--batch-size", "8",
+    conv = runner.invoke(app, ["train", "--name", "c", "--batch-size", "8", "--dropout", "0.3",
                                "--conv-g-channels", "8,4,4", "--conv-d-channels", "4,8", *small])
     assert conv.exit_code == 0, conv.output
+    assert "--dropout only apply to --arch mlp" in conv.output
     cfg = json.loads((ws.runs_dir / "c" / "config.json").read_text())
     assert cfg["recipe"] == "conv" and cfg["arch"] == "conv" and cfg["batch_size"] == 8
     assert cfg["augment"] == RECIPES["conv"]["augment"]  # not given: the recipe's value
@@ -341,3 +342,36 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
     assert cfg == want  # every other field is the paper's (Table 2)
     bad = runner.invoke(app, ["train", "--recipe", "gan9000", *small])
     assert bad.exit_code == 3 and "unknown recipe" in bad.output
+    # 16 px data and the default 6-level generator: say how to fix it
+    big = runner.invoke(app, ["train", "--name", "b", *small])
+    assert big.exit_code == 3 and "fewer --conv-g-channels" in big.output
+
+
+def test_checkpoint_scores_use_only_training_images_of_the_scarcest_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Final scores on the test split stay honest only if training never looked at it."""
+    from cxraug import train as train_mod
+    from cxraug.core.dataset import Dataset, save_dataset
+    from cxraug.core.workspace import Workspace
+
+    img, _ = toy_images(48)
+    labels = np.where(np.arange(48) < 32, 0, 1)  # covid (1) is the scarce class
+    splits = np.array(["test" if i % 4 == 0 else "train" for i in range(48)])
+    ids = np.array([f"{s}/{i}" for i, s in enumerate(splits)])
+    save_dataset(tmp_path / "processed" / "dataset.npz", Dataset(img, labels, ids, splits))
+    ws = Workspace.at(tmp_path)
+    seen: dict[str, object] = {}
+    real_init = scoring.Scorer.__init__
+
+    def spy(self: scoring.Scorer, real_images: np.ndarray, real_ids: list[str], label: int,
+            *args: object, **kw: object) -> None:  # fmt: skip
+        seen.update(ids=list(real_ids), label=label)
+        real_init(self, real_images, real_ids, label, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring.Scorer, "__init__", spy)
+    monkeypatch.setattr(train_mod, "SCORE_EXTRACTOR", lambda: tiny_extractor())
+    train(ws, TrainConfig(**{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2,
+                             "score_samples": 8}), name="h", quiet=True)  # fmt: skip
+    want = [i for i, s, y in zip(ids, splits, labels, strict=True) if s == "train" and y == 1]
+    assert seen["label"] == 1 and sorted(seen["ids"]) == sorted(want)  # type: ignore[arg-type]

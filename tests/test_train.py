@@ -180,8 +180,8 @@ def test_sigkill_at_any_moment_resumes_from_a_good_checkpoint(tmp_path: Path) ->
     every iteration: the latest checkpoint loads, and resuming from it ends with the same
     weights as an uninterrupted run of the same length."""
     ws = make_workspace(tmp_path)
-    args = ["-w", str(ws.root), "--no-xla", "--mixed-precision", "none", "--batch-size", "8",
-            "--g-widths", "16,32", "--d-widths", "32,32,32,32", "--latent-dim", "8",
+    args = ["-w", str(ws.root), "--recipe", "paper", "--no-xla", "--mixed-precision", "none",
+            "--batch-size", "8", "--g-widths", "16,32", "--d-widths", "32,32,32,32", "--latent-dim", "8",
             "--noise-iterations", "4", "--sample-interval", "100000", "-q"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-m", "cxraug", "train", "--name", "k",
@@ -237,7 +237,8 @@ def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -
 
 def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    r = runner.invoke(app, ["train", "-w", str(ws.root), "--name", "boom", "--lr", "1e30",
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--recipe", "paper", "--name", "boom",
+                            "--lr", "1e30",
                             "--iterations", "30", "--checkpoint-interval", "1", "--no-xla",
                             "--batch-size", "8", "--g-widths", "16", "--d-widths",
                             "32,32,32,32", "--latent-dim", "8", "-q"])  # fmt: skip
@@ -283,7 +284,8 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 def test_cli_train_json_and_resume_refuses_model_change(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    base = ["train", "-w", str(ws.root), "--no-xla", "--batch-size", "8", "--g-widths", "16",
+    base = ["train", "-w", str(ws.root), "--recipe", "paper", "--no-xla", "--batch-size", "8",
+            "--g-widths", "16",
             "--d-widths", "32,32,32,32", "--latent-dim", "8", "-q"]  # fmt: skip
     r = runner.invoke(app, [*base, "--name", "j", "--iterations", "2", "--json"])
     assert r.exit_code == 0, r.output

@@ -10,6 +10,8 @@ import typer
 from cxraug.cli.app import command, given, json_option, workspace_option
 from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
 
+MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
+
 
 @command("train", TrainConfig, base=lambda: recipe_config(DEFAULT_RECIPE))
 def train_command(
@@ -36,7 +38,7 @@ def train_command(
     each). Writes runs/NAME/: config.json, log.csv, tb/,
     samples/, loss.png, checkpoints/. Ctrl-C saves a checkpoint (exit 130); resume with
     --resume NAME. Exit 5 on NaN/Inf losses (last good checkpoint kept)."""
-    from cxraug.core.ui import out
+    from cxraug.core.ui import out, warn
     from cxraug.core.workspace import Workspace
     from cxraug.train import resume as resume_run
     from cxraug.train import train
@@ -45,7 +47,11 @@ def train_command(
     if resume is not None:  # only the options given on the command line may change
         result = resume_run(ws, resume, quiet=quiet, **given(ctx, TrainConfig))
     else:
-        cfg = recipe_config(recipe, **given(ctx, TrainConfig))  # the recipe, then the options
+        options = given(ctx, TrainConfig)
+        cfg = recipe_config(recipe, **options)  # the recipe, then the options given
+        if unused := sorted(set(options) & MLP_ONLY if cfg.arch == "conv" else set()):
+            warn(f"{', '.join('--' + u.replace('_', '-') for u in unused)} only apply to "
+                 "--arch mlp (the paper's networks): ignored by this conv run")  # fmt: skip
         result = train(ws, cfg, name=name, force=force, image_size=image_size, quiet=quiet)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2))

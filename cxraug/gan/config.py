@@ -163,10 +163,13 @@ class TrainConfig:
         vassert(self.arch in ARCHS, f"arch={self.arch!r}; use one of {', '.join(ARCHS)}")
         if self.arch == "conv":
             lv = len(self.conv_g_channels) - 1
-            vassert(lv >= 1 and min(self.conv_g_channels) >= 1
-                    and self.image_size % 2**lv == 0,
-                    f"conv_g_channels={self.conv_g_channels}: give 2 or more positive widths; "
-                    f"image_size {self.image_size} must be a multiple of 2^{lv}")  # fmt: skip
+            vassert(lv >= 1 and min(self.conv_g_channels) >= 1,
+                    f"conv_g_channels={self.conv_g_channels}: give 2 or more positive widths")
+            vassert(self.image_size % 2**lv == 0,
+                    f"the conv generator doubles its size {lv} times ({len(self.conv_g_channels)} "
+                    f"--conv-g-channels), so the image side must be a multiple of 2^{lv}; the "
+                    f"images are {self.image_size} px. Pass fewer --conv-g-channels, "
+                    "preprocess to another --size (224 = 7 * 2^5), or use --recipe paper")
             vassert(len(self.conv_d_channels) >= 1 and min(self.conv_d_channels) >= 1
                     and self.image_size >= 2 ** len(self.conv_d_channels),
                     f"conv_d_channels={self.conv_d_channels}: give positive widths, at most "
