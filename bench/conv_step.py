@@ -77,10 +77,19 @@ def conv_layers(cfg: Any) -> list[dict[str, Any]]:
     b, out = cfg.batch_size, []
     side = base_size(cfg)
     for i, up in enumerate(g.ups):
-        kh, kw, cout, cin = (int(v) for v in up.kernel.shape)  # (h, w, out, in) transposed
-        out.append({"name": f"G.up{i + 1}", "op": "conv_transpose", "side": side, "cin": cin,
-                    "cout": cout, "k": kh, "stride": 2, "layer": up, "batches": [b]})  # fmt: skip
-        assert kh == kw == 4
+        if cfg.conv_upsample == "resize":  # nearest x2 (a copy, not timed) then a 3x3 conv
+            conv = up.layers[1]
+            kh, kw, cin, cout = (int(v) for v in conv.kernel.shape)
+            out.append({"name": f"G.up{i + 1}", "op": "conv", "side": 2 * side, "cin": cin,
+                        "cout": cout, "k": kh, "stride": 1, "layer": conv,
+                        "batches": [b]})  # fmt: skip
+            assert kh == kw == 3
+        else:
+            kh, kw, cout, cin = (int(v) for v in up.kernel.shape)  # (h, w, out, in) transposed
+            out.append({"name": f"G.up{i + 1}", "op": "conv_transpose", "side": side,
+                        "cin": cin, "cout": cout, "k": kh, "stride": 2, "layer": up,
+                        "batches": [b]})  # fmt: skip
+            assert kh == kw == 4
         side *= 2
     kh, kw, cin, cout = (int(v) for v in g.out.kernel.shape)
     out.append({"name": "G.out", "op": "conv", "side": side, "cin": cin, "cout": cout,

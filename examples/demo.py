@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=Path("demo-workspace"))
     ap.add_argument("--covid", type=int, default=40, help="covid phantoms")
     ap.add_argument("--normal", type=int, default=100, help="normal phantoms")
-    ap.add_argument("--iterations", type=int, default=1500, help="training iterations")
+    ap.add_argument("--iterations", type=int, default=1000, help="training iterations")
     ap.add_argument("--size", type=int, default=64,
                     help="image side (64: the conv recipe at 224 px needs ~0.7 s/iteration "
                     "here, too slow for a demo; the real pipeline uses 224)")  # fmt: skip

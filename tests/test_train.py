@@ -181,8 +181,9 @@ def test_sigkill_at_any_moment_resumes_from_a_good_checkpoint(tmp_path: Path) ->
     weights as an uninterrupted run of the same length."""
     ws = make_workspace(tmp_path)
     args = ["-w", str(ws.root), "--recipe", "paper", "--no-xla", "--mixed-precision", "none",
-            "--batch-size", "8", "--g-widths", "16,32", "--d-widths", "32,32,32,32", "--latent-dim", "8",
-            "--noise-iterations", "4", "--sample-interval", "100000", "-q"]  # fmt: skip
+            "--batch-size", "8", "--g-widths", "16,32", "--d-widths", "32,32,32,32",
+            "--latent-dim", "8", "--noise-iterations", "4", "--sample-interval", "100000",
+            "-q"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-m", "cxraug", "train", "--name", "k",
                           "--iterations", "100000", "--checkpoint-interval", "1", *args],

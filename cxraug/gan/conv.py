@@ -2,8 +2,10 @@
 
 Generator (DCGAN-style, 224 = 7 * 2^5), with c = conv_g_channels = (c0, ..., c5):
     [z (B, L) ; Embedding(C, L)(y)] -> Dense(7*7*c0) -> reshape (B, 7, 7, c0) -> LReLU -> CPN
-    -> [ConvTranspose(c_i, 4x4, stride 2) -> LReLU -> CPN] for i = 1..5   # 14, 28, ..., 224
+    -> [Up(c_i) -> LReLU -> CPN] for i = 1..5                            # 14, 28, ..., 224
     -> Conv(1, 3x3) -> tanh                                               # (B, 224, 224, 1)
+Up = nearest x2 then Conv(c_i, 3x3) (--conv-upsample resize, the default: 4x4 stride-2
+transposed convolutions, `transposed`, left a checkerboard on every image, bench/RESULTS.md).
 CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
 of each sample on its own: no batch statistics, so training and sampling compute the same
 function, samples do not depend on what else is in the batch, and the weight average of
@@ -18,9 +20,10 @@ largest singular value, estimated by one power iteration per training call (two 
 the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
 resumed run continues the same estimate).
 
-Stride-2 4x4 convolutions in both networks cost the same per level (~51 MFLOP at the default
-widths, where channels halve as resolution doubles): G ~0.27, D ~0.21 GFLOP per image forward
-(`conv_forward_flops`). This module knows nothing about files.
+Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
+convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
+(G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts them. This module
+knows nothing about files.
 """
 
 from __future__ import annotations
