@@ -26,13 +26,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+import _parts  # bench/_parts.py: the script's folder is on sys.path
+
 N_IMAGES = 600
 PRECISIONS = {"bf16": "bf16", "fp32": "none"}  # label -> TrainConfig.mixed_precision
 
@@ -219,12 +218,7 @@ def part_roofline(reps: int, precision: str) -> dict[str, Any]:
 
 
 def run_part(args: list[str]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.run([sys.executable, __file__, "--part", *args], capture_output=True,
-                       text=True, env=env)  # fmt: skip
-    if p.returncode:
-        raise SystemExit(f"part {args} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return _parts.run_part(__file__, args)
 
 
 def main() -> None:

@@ -28,13 +28,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _parts  # bench/_parts.py: the script's folder is on sys.path
+
 B, S, L = 128, 224, 128  # the paper's batch, image size and latent size (TrainConfig defaults)
 
 
@@ -239,12 +237,7 @@ def part_generate() -> dict[str, float]:
 
 
 def run_part(args: list[str]) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.run([sys.executable, __file__, "--part", *args], capture_output=True,
-                       text=True, env=env)  # fmt: skip
-    if p.returncode:
-        raise SystemExit(f"part {args} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return _parts.run_part(__file__, args)
 
 
 def main() -> None:

@@ -61,40 +61,51 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
     run = _run(run_dir)
     path = run.checkpoint_path(state.iteration)
     atomic_save_npz(path, **arrays)
-    atomic_write_json(run.latest_pointer, {"file": path.name, "sha256": sha256_file(path),
-                                           "iteration": state.iteration})  # fmt: skip
-    best = _pointer_file(run.best_pointer)
+    _write_pointer(run.latest_pointer, path, state.iteration)
+    best = _read_pointer(run.best_pointer).get("file")
     for old in run.checkpoint_files()[:-keep]:
         if old.name != best:  # the best-scored checkpoint outlives pruning
             old.unlink(missing_ok=True)
     return path
 
 
-def _pointer_file(ptr: Path) -> str | None:
+def _write_pointer(ptr: Path, path: Path, iteration: int, **extra: Any) -> None:
+    """A pointer file (`latest`, `best`): JSON naming a checkpoint and its SHA-256."""
+    atomic_write_json(ptr, {"file": path.name, "sha256": sha256_file(path),
+                            "iteration": iteration, **extra})  # fmt: skip
+
+
+def _read_pointer(ptr: Path) -> dict[str, Any]:
+    """The pointer's JSON, or {} when it is missing or unreadable."""
     try:
-        return str(json.loads(ptr.read_text())["file"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        data = json.loads(ptr.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pointed(run: RunDir, ptr: Path) -> Path | None:
+    """The checkpoint a pointer names, if that file exists and its hash matches."""
+    data = _read_pointer(ptr)
+    try:
+        cand = run.checkpoints_dir / str(data["file"])
+        if cand.is_file() and sha256_file(cand) == data["sha256"]:
+            return cand
+    except (OSError, KeyError, TypeError):
+        pass
+    return None
 
 
 def mark_best(run_dir: Path | RunDir, path: Path, score: dict[str, Any]) -> None:
     """Point checkpoints/best at `path` (atomically), with the score that chose it."""
-    atomic_write_json(_run(run_dir).best_pointer,
-                      {"file": path.name, "sha256": sha256_file(path),
-                       "iteration": int(score.get("iteration", -1)), "score": score})  # fmt: skip
+    _write_pointer(_run(run_dir).best_pointer, path, int(score.get("iteration", -1)),
+                   score=score)  # fmt: skip
 
 
 def find_best(run_dir: Path | RunDir) -> Path | None:
     """The best-scored checkpoint if the run has one and its hash matches, else None."""
     run = _run(run_dir)
-    try:
-        ptr = json.loads(run.best_pointer.read_text())
-        cand = run.checkpoints_dir / str(ptr["file"])
-        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
-            return cand
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+    return _pointed(run, run.best_pointer)
 
 
 def list_checkpoints(run_dir: Path | RunDir) -> list[Path]:
@@ -133,13 +144,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
 def find_latest(run_dir: Path | RunDir) -> Path | None:
     """The pointer's file if its hash matches, else the newest file that loads completely."""
     run = _run(run_dir)
-    try:
-        ptr = json.loads(run.latest_pointer.read_text())
-        cand = run.checkpoints_dir / str(ptr["file"])
-        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
-            return cand
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if (found := _pointed(run, run.latest_pointer)) is not None:
+        return found
     for p in reversed(run.checkpoint_files()):
         try:
             read_checkpoint(p)

@@ -40,8 +40,8 @@ def base_size(cfg: TrainConfig) -> int:
     return cfg.image_size // 2 ** (len(cfg.conv_g_channels) - 1)
 
 
-class ClassPixelNorm(keras.layers.Layer):
-    """(B, H, W, C), y (B,) -> per-pixel RMS normalisation with a class-conditional affine."""
+class _ClassAffine(keras.layers.Layer):
+    """A per-class (1 + gamma[y]) * h + beta[y] on normalised features (gamma, beta start at 0)."""
 
     def __init__(self, num_classes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -54,28 +54,33 @@ class ClassPixelNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
                                     name="beta")  # fmt: skip
 
+    def affine(self, h32: Any, y: Any, dtype: Any) -> Any:
+        """h32 (B, H, W, C) float32 normalised -> the class-conditional affine, in dtype."""
+        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
+        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
+        return tf.cast(h32 * (1.0 + g) + b, dtype)
+
+
+class ClassPixelNorm(_ClassAffine):
+    """(B, H, W, C), y (B,) -> per-pixel RMS normalisation with a class-conditional affine."""
+
     def call(self, h: Any, y: Any) -> Any:
         h32 = tf.cast(h, tf.float32)  # statistics in fp32 under mixed precision
         h32 = h32 * tf.math.rsqrt(tf.reduce_mean(tf.square(h32), -1, keepdims=True) + 1e-8)
-        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
-        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
-        return tf.cast(h32 * (1.0 + g) + b, h.dtype)
+        return self.affine(h32, y, h.dtype)
 
 
-class ClassBatchNorm(keras.layers.Layer):
+class ClassBatchNorm(_ClassAffine):
     """BatchNorm with a class-conditional affine (BigGAN's conditional BN): batch statistics
     in training, moving statistics (momentum cfg.conv_bn_momentum) when sampling."""
 
     def __init__(self, num_classes: int, momentum: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_classes, self.momentum = num_classes, momentum
+        super().__init__(num_classes, **kwargs)
+        self.momentum = momentum
 
     def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
         c = int(input_shape[-1])
-        self.gamma = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
-                                     name="gamma")  # fmt: skip
-        self.beta = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
-                                    name="beta")  # fmt: skip
         self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
                                            name="moving_mean")  # fmt: skip
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones",
@@ -92,10 +97,7 @@ class ClassBatchNorm(keras.layers.Layer):
         else:
             mean = tf.cast(self.moving_mean, tf.float32)
             var = tf.cast(self.moving_variance, tf.float32)
-        h32 = (h32 - mean) * tf.math.rsqrt(var + 1e-5)
-        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
-        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
-        return tf.cast(h32 * (1.0 + g) + b, h.dtype)
+        return self.affine((h32 - mean) * tf.math.rsqrt(var + 1e-5), y, h.dtype)
 
 
 class ConvGenerator(keras.Model):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -185,9 +184,8 @@ def draw_scores(scores: list[Score], w: int = 800, h: int = 400) -> np.ndarray:
         bx = int(x0 + (best.iteration - its.min()) / span * (x1 - x0))
         cv2.line(img, (bx, y0), (bx, y1), (200, 0, 0), 1)
     cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
-    put: Callable[..., Any] = cv2.putText
-    put(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept share (green) 0..1   best (blue line)",
+    cv2.putText(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept share (green) 0..1   best (blue line)",
         (x0, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
-    put(img, f"iteration {int(its.min())} .. {int(its.max())}", (x0, h - 15),
+    cv2.putText(img, f"iteration {int(its.min())} .. {int(its.max())}", (x0, h - 15),
         cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
     return img
