@@ -40,6 +40,10 @@ ARMS: dict[str, list[str]] = {
     "conv+sn": ["--recipe", "conv", "--spectral-norm"],
 }  # fmt: skip
 
+#: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ
+#: only in what they train, not in how their checkpoint is picked
+SELECT = ["--score-samples", "128", "--checkpoint-interval", "250", "--keep-checkpoints", "3"]
+
 
 def cxraug(*args: str, ws: Path) -> dict:
     cmd = [sys.executable, "-m", "cxraug", *args, "-w", str(ws), "--json"]
@@ -58,7 +62,7 @@ def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None)
     os.symlink((data / "processed").resolve(), ws / "processed")
     extra = ["--iterations", str(iterations)] if iterations else []
     t0 = time.perf_counter()
-    tr = cxraug("train", *ARMS[arm], *extra, "--name", arm, "--seed", str(seed), "-q", ws=ws)
+    tr = cxraug("train", *ARMS[arm], *SELECT, *extra, "--name", arm, "--seed", str(seed), "-q", ws=ws)
     train_s = time.perf_counter() - t0
     ge = cxraug("generate", "--class", "covid", "--balance", "--run", arm, "--seed", str(seed),
                 ws=ws)  # fmt: skip
