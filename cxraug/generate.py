@@ -78,7 +78,13 @@ def balance_count(manifest: Manifest, label: str) -> int:
 
 
 def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
-    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows."""
+    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
+    holding the workspace lock (another manifest writer running: exit 7)."""
+    with ws.lock("cxraug generate"):
+        return _generate(ws, cfg)
+
+
+def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     check_label(cfg.label)
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
