@@ -194,7 +194,8 @@ def _root(
     ),
 ) -> None:
     """cxraug: CGAN augmentation for chest X-rays. Exit codes: 0 ok, 1 some rows failed,
-    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 130 interrupted."""
+    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 7 busy (another command holds the
+    workspace), 130 interrupted."""
 
 
 __all__ = ["app", "command", "given", "handle_errors", "json_option", "workspace_option"]
