@@ -39,7 +39,9 @@ class GenerateConfig:
     seed: int = setting(0, "Noise seed: image i uses z from (seed, i).")
     batch_size: int = setting(256, "Images per generator batch.")
     # None: the newest run with a checkpoint
-    run: str | None = setting(None, "Run name or folder [default: newest run].")
+    run: str | None = setting(
+        None, "Run name (or its folder under WORKSPACE/runs) [default: newest run]."
+    )
     # None: the run's best-scored checkpoint if it has one, else its latest
     checkpoint: str | None = setting(
         None, "best | latest | a checkpoint file [default: the run's best-scored checkpoint "

@@ -409,3 +409,22 @@ def test_filter_report_cells_are_neutralised() -> None:
     d = Decision("=evil", False, ("noise",), ("noise: -3",))
     rows = list(csv.reader(io.StringIO(_report_csv([d], [Path("=evil.png")]))))
     assert rows[1][0] == "'=evil" and rows[1][1] == "'=evil.png"
+
+
+def test_a_reader_never_sees_a_half_written_manifest(tmp_path: Path) -> None:
+    """fid and the other readers take no lock: atomic replacement alone must be enough. A writer
+    process rewrites a 2,000-row manifest while this process reads it in a loop."""
+    ws = Workspace.at(tmp_path)
+    rows = [Record(id=f"s/{i:05d}", path=f"{i}.png", status="excluded", note="x" * 40)
+            for i in range(2000)]  # fmt: skip
+    ws.save_manifest(Manifest(rows))
+    code = ("import sys; from cxraug.core.workspace import Workspace\n"
+            "ws = Workspace.at(sys.argv[1]); m = ws.load_manifest()\n"
+            "for k in range(30):\n"
+            "    m.records[0].note = str(k); ws.save_manifest(m)\n")  # fmt: skip
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO)
+    reads = 0
+    while writer.poll() is None or reads == 0:
+        assert len(ws.load_manifest()) == 2000  # a torn file would fail to parse or be short
+        reads += 1
+    assert writer.wait(timeout=60) == 0 and ws.load_manifest().records[0].note == "29"

@@ -284,10 +284,10 @@ class Workspace:
         return self.synthetic_class_dir(label) / f"{check_name(stem, 'image name')}.png"
 
     def generate_config_path(self, label: str, stem: str) -> Path:
-        return self.synthetic_class_dir(label) / f"generate-{stem}.json"
+        return self.synthetic_class_dir(label) / f"generate-{check_name(stem, 'image name')}.json"
 
     def filter_sheet_path(self, label: str) -> Path:
-        return self.synthetic_dir / f"{label}-filter-sheet.png"
+        return self.synthetic_dir / f"{check_name(label, 'class')}-filter-sheet.png"
 
     # ---- fid ---------------------------------------------------------------------------
     @property
