@@ -105,6 +105,8 @@ def train(
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
     run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
+    if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
+        _train_split(ws)  # raises "run `cxraug preprocess` first"
     with run.lock("cxraug train"):  # a second `train` of this run: exit 7, before any check
         if any(run.contents()) and not force:
             raise InputError(f"run folder {run.path} already exists; pass --resume {run.name} "

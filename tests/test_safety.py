@@ -428,3 +428,9 @@ def test_a_reader_never_sees_a_half_written_manifest(tmp_path: Path) -> None:
         assert len(ws.load_manifest()) == 2000  # a torn file would fail to parse or be short
         reads += 1
     assert writer.wait(timeout=60) == 0 and ws.load_manifest().records[0].note == "29"
+
+
+def test_train_without_a_dataset_creates_no_run_folder(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "-w", str(tmp_path), "--name", "x"])
+    assert r.exit_code == 3 and "cxraug preprocess" in r.output
+    assert not (tmp_path / "runs").exists()  # the run lock is taken only once there is work
