@@ -275,6 +275,11 @@ def test_second_train_of_one_run_is_refused(tmp_path: Path) -> None:
     run = ws.run("x")
     run.path.mkdir(parents=True)
     run.config_path.write_text("{}")  # a run (for --resume); --force would replace it
+    from cxraug.core.dataset import Dataset, save_dataset
+
+    ds = Dataset(np.zeros((2, 8, 8), np.float32), np.array([0, 1]), np.array(["a", "b"]),
+                 np.array(["train"] * 2))  # fmt: skip
+    save_dataset(ws.dataset_path, ds)
     code = ("import sys; from cxraug.core.workspace import Workspace\n"
             "with Workspace.at(sys.argv[1]).run('x').lock('cxraug train'):\n"
             "    print('ready', flush=True); sys.stdin.readline()\n")  # fmt: skip
