@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cxraug.core.errors import MAX_LISTED, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
-from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, Manifest, Record, crop_box_problem, parse_manifest_text
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
@@ -44,7 +44,15 @@ class CollectConfig:
         "near-duplicates (kept, noted; kept in one split).",
     )
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    max_megapixels: float = setting(
+        DEFAULT_MAX_MEGAPIXELS,
+        "Refuse images above this many megapixels, from their header (before decoding).",
+    )
+    max_file_mb: float = setting(
+        DEFAULT_MAX_FILE_MB,
+        "Refuse files above this many MiB before reading them (FIFOs and devices are always "
+        "refused, unread).",
+    )
     force: bool = setting(
         False,
         "Rebuild an existing manifest.csv (keeps crop boxes, extra columns and synthetic rows "
@@ -272,11 +280,19 @@ def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int
 
 
 def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
-    """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied)."""
+    """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied),
+    holding the workspace lock (another manifest writer running: exit 7)."""
+    with workspace.lock("cxraug collect"):
+        return _collect(workspace, sources, config)
+
+
+def _collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
     vassert(0.0 <= config.test_fraction < 1.0,
             f"--test-fraction {config.test_fraction} must be in [0, 1), e.g. 0.2")  # fmt: skip
     vassert(config.workers >= 1, f"--workers {config.workers} must be at least 1")
+    vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
+            "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
     vassert(0 <= config.near_dup_bits <= 256, "near_dup_bits must be in [0, 256]")
     specs = [parse_source(s) for s in sources]
     names = Counter(s.name for s in specs)
@@ -291,9 +307,15 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
         old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
     listings = [list_source(s) for s in specs]
     cands = [c for listing in listings for c in listing.candidates]
-    checks = inspect_files([c.path for c in cands], workers=config.workers,
-                           fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
-                           show_progress=config.show_progress)  # fmt: skip
+    # a source refuses some rows before any file is read (a metadata path leading outside it)
+    readable = [i for i, c in enumerate(cands) if c.status != "error"]
+    found = inspect_files([cands[i].path for i in readable], workers=config.workers,
+                          fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
+                          max_file_mb=config.max_file_mb,
+                          show_progress=config.show_progress)  # fmt: skip
+    checks = [FileCheck()] * len(cands)
+    for i, chk in zip(readable, found, strict=True):
+        checks[i] = chk
     records = [_to_record(c, chk, workspace) for c, chk in zip(cands, checks, strict=True)]
     n_dup = mark_exact_duplicates(records)
     ok = [i for i, r in enumerate(records) if r.status == "ok"]

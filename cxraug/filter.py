@@ -30,7 +30,7 @@ from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
-from cxraug.core.manifest import Record, check_label
+from cxraug.core.manifest import Record, check_label, csv_safe
 from cxraug.core.ui import progress, warn
 from cxraug.core.workspace import Workspace
 from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
@@ -198,7 +198,19 @@ def filter_synthetic(
     force: bool = False,
 ) -> FilterResult:
     """Judge every synthetic `label` row (default: config.label) of the manifest and record the
-    verdicts in it."""
+    verdicts in it, holding the workspace lock (another manifest writer running: exit 7)."""
+    with ws.lock("cxraug filter"):
+        return _filter_synthetic(ws, config, label, move_rejected, sheet, force)
+
+
+def _filter_synthetic(
+    ws: Workspace,
+    config: FilterConfig,
+    label: str | None,
+    move_rejected: bool,
+    sheet: Path | None,
+    force: bool,
+) -> FilterResult:
     label = check_label(config.label if label is None else label)
     manifest = ws.load_manifest()
     rows = sorted(
@@ -229,13 +241,21 @@ def filter_synthetic(
     moves: list[tuple[Record, Path, Path]] = []
     if move_rejected:
         home, rejected = ws.synthetic_class_dir(label), ws.rejected_dir(label)
+        ours = {os.path.realpath(home), os.path.realpath(rejected)}
         for rec, d in zip(rows, decisions, strict=True):
             src = rec.resolve(ws.root)
             dst = (rejected / src.name) if not d.kept else (home / src.name)
-            in_rejected = src.parent.resolve() == rejected.resolve()
+            where = os.path.realpath(src.parent)
+            if where not in ours:  # a move unlinks the old name: only ever inside synthetic/
+                result.move_failures.append(
+                    f"{rec.id}: not moved (its path {rec.path} is not in {home} or {rejected}; "
+                    "--move-rejected only moves files there)")  # fmt: skip
+                continue
+            in_rejected = where == os.path.realpath(rejected)
             if d.primary != "unreadable" and (not d.kept) != in_rejected and src.is_file():
                 moves.append((rec, src, dst))
-        done, result.move_failures = _move_files(ws, moves)
+        done, failures = _move_files(ws, moves)
+        result.move_failures += failures
     try:
         ws.save_manifest(manifest)
     except BaseException:
@@ -304,9 +324,8 @@ def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
     w.writerow(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real", "nearest_real"])
     for d, p in zip(decisions, files, strict=True):
         scores = [f"{d.scores[k]:.6g}" if k in d.scores else "" for k in (*SCORE_NAMES, "nn_real")]
-        w.writerow(
-            [d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores, d.nearest_real]
-        )
+        w.writerow([csv_safe(c) for c in (d.id, str(p), "ok" if d.kept else "rejected",
+                                           d.reason, *scores, d.nearest_real)])  # fmt: skip
     return buf.getvalue()
 
 
@@ -340,9 +359,9 @@ def summary_table(result: FilterResult) -> Group:
     t = Table()
     t.add_column("decision")
     t.add_column("images", justify="right")
-    t.add_row("[green]kept[/green]", str(result.kept))
+    t.add_row(Text("kept", style="green"), str(result.kept))
     for key, count in result.by_reason().items():
-        t.add_row(f"[red]rejected: {key}[/red]", str(count))
+        t.add_row(Text(f"rejected: {key}", style="red"), str(count))
     if result.moved:
         t.add_row("files moved", str(result.moved))
     paths = [

@@ -39,7 +39,9 @@ class GenerateConfig:
     seed: int = setting(0, "Noise seed: image i uses z from (seed, i).")
     batch_size: int = setting(256, "Images per generator batch.")
     # None: the newest run with a checkpoint
-    run: str | None = setting(None, "Run name or folder [default: newest run].")
+    run: str | None = setting(
+        None, "Run name (or its folder under WORKSPACE/runs) [default: newest run]."
+    )
     # None: the run's best-scored checkpoint if it has one, else its latest
     checkpoint: str | None = setting(
         None, "best | latest | a checkpoint file [default: the run's best-scored checkpoint "
@@ -78,7 +80,13 @@ def balance_count(manifest: Manifest, label: str) -> int:
 
 
 def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
-    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows."""
+    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
+    holding the workspace lock (another manifest writer running: exit 7)."""
+    with ws.lock("cxraug generate"):
+        return _generate(ws, cfg)
+
+
+def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     check_label(cfg.label)
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")

@@ -34,7 +34,7 @@ from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, sha256_file
-from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
 from cxraug.core.workspace import Workspace
@@ -70,11 +70,20 @@ class PreprocessConfig:
     )
     # processes (the machine has 2 cores); 1 = run in this process
     workers: int = setting(2, "Processes that decode and resize images.")
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
+    max_megapixels: float = setting(
+        DEFAULT_MAX_MEGAPIXELS,
+        "Refuse images above this many megapixels, from their header (before decoding).",
+    )
+    max_file_mb: float = setting(
+        DEFAULT_MAX_FILE_MB,
+        "Refuse files above this many MiB before reading them (FIFOs and devices are always "
+        "refused, unread).",
+    )
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(self.jpeg_reduce, self.max_megapixels, self.verify_sha256)
+        return LoadOptions(self.jpeg_reduce, self.max_megapixels, self.verify_sha256,
+                           self.max_file_mb)
 
 
 # ---- the per-image maths ------------------------------------------------------------------
@@ -233,12 +242,27 @@ def preprocess(
     contact_sheet: Path | None = None,
     show_progress: bool = True,
 ) -> PreprocessResult:
-    """Build processed/dataset.npz from the manifest's usable real rows.
+    """Build processed/dataset.npz from the manifest's usable real rows, holding the workspace
+    lock (another manifest writer running: exit 7).
 
     Same output settings and an unchanged manifest -> nothing is rebuilt (`up_to_date`), unless
     a contact sheet is asked for. Unreadable images become `error` rows in the manifest."""
+    with ws.lock("cxraug preprocess"):
+        return _preprocess(ws, config, crop_boxes, force, contact_sheet, show_progress)
+
+
+def _preprocess(
+    ws: Workspace,
+    config: PreprocessConfig,
+    crop_boxes: Path | None,
+    force: bool,
+    contact_sheet: Path | None,
+    show_progress: bool,
+) -> PreprocessResult:
     vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
     vassert(config.workers >= 1, "--workers must be at least 1")
+    vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
+            "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
     old = _check_existing(ws, config, force)
     manifest = ws.load_manifest()
     applied = 0

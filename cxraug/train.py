@@ -21,12 +21,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rich.progress import TextColumn
-
 from cxraug.core.dataset import Dataset, load_dataset
 from cxraug.core.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError, vassert
 from cxraug.core.fsutil import atomic_write_text
-from cxraug.core.ui import err, progress, warn
+from cxraug.core.ui import err, progress, text_column, warn
 from cxraug.core.workspace import RunDir, Workspace, checkpoint_iteration
 from cxraug.gan.checkpoint import (
     Checkpoint,
@@ -106,18 +104,25 @@ def train(
 ) -> TrainResult:
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
-    run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))
-    if run.path.exists() and any(run.path.iterdir()):
-        if not force:
+    run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
+    if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
+        _train_split(ws)  # raises "run `cxraug preprocess` first"
+    with run.lock("cxraug train"):  # a second `train` of this run: exit 7, before any check
+        if any(run.contents()) and not force:
             raise InputError(f"run folder {run.path} already exists; pass --resume {run.name} "
                              "to continue it, --force to replace it, or choose another --name")
-        shutil.rmtree(run.path)
-    ds = _train_split(ws)
-    if image_size is not None and image_size != ds.image_size:
-        raise InputError(f"--image-size {image_size} differs from the dataset's "
-                         f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")  # fmt: skip
-    cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-    return _run(run, cfg, ds, None, quiet=quiet, on_iteration=on_iteration)
+        if force:  # replace what the folder holds, but keep the lock file we hold
+            for p in list(run.contents()):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        ds = _train_split(ws)
+        if image_size is not None and image_size != ds.image_size:
+            raise InputError(f"--image-size {image_size} differs from the dataset's "
+                             f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
+        return _run(run, cfg, ds, None, quiet=quiet, on_iteration=on_iteration)
 
 
 def resume(
@@ -132,6 +137,12 @@ def resume(
     iteration, optimizer and RNG state. `changes` are TrainConfig fields: only those in
     RESUMABLE_CHANGES (iterations and the intervals) may differ from the run's."""
     run_dir = ws.find_run(run)
+    with run_dir.lock("cxraug train --resume"):  # a second trainer of this run: exit 7
+        return _resume(ws, run_dir, quiet=quiet, on_iteration=on_iteration, **changes)
+
+
+def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
+            on_iteration: Callable[[int], None] | None, **changes: Any) -> TrainResult:  # fmt: skip
     latest = find_latest(run_dir)
     if latest is None:
         raise InputError(f"run {run_dir.path} has no usable checkpoint to resume from; "
@@ -182,7 +193,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
     metrics: dict[str, float] = {}
-    info = TextColumn("{task.fields[info]}")
+    info = text_column("{task.fields[info]}")
     try:
         with _StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")

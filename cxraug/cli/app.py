@@ -22,7 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from cxraug import __version__
 from cxraug.core.errors import EXIT_INTERRUPTED, CxrError
-from cxraug.core.ui import err
+from cxraug.core.ui import err, tagged
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,10 +78,10 @@ def handle_errors(fn: F) -> F:
         except CxrError as e:
             # an interruption (exit 130, checkpoint saved) is not an error of the user's input
             prefix = "interrupted" if e.exit_code == EXIT_INTERRUPTED else "error"
-            err.print(f"[bold red]{prefix}:[/bold red] {e}", highlight=False, soft_wrap=True)
+            err.print(tagged(f"{prefix}:", "bold red", str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/bold red]")
+            err.print(tagged("interrupted", "bold red"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
@@ -194,7 +194,8 @@ def _root(
     ),
 ) -> None:
     """cxraug: CGAN augmentation for chest X-rays. Exit codes: 0 ok, 1 some rows failed,
-    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 130 interrupted."""
+    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 7 busy (another command holds the
+    workspace), 130 interrupted."""
 
 
 __all__ = ["app", "command", "given", "handle_errors", "json_option", "workspace_option"]

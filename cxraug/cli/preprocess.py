@@ -39,7 +39,7 @@ def preprocess_command(
     crop, resize to SIZE x SIZE (INTER_AREA), scale to [-1, 1]. Unreadable images become error
     rows. Exit 0 ok, 1 some images failed, 3 bad input (e.g. crop-boxes rows)."""
     from cxraug.core.errors import EXIT_PARTIAL, MAX_LISTED
-    from cxraug.core.ui import err, out
+    from cxraug.core.ui import err, out, tagged
     from cxraug.core.workspace import Workspace
     from cxraug.prep.crops import suggest_crops
     from cxraug.preprocess import preprocess, summary_table
@@ -72,7 +72,7 @@ def preprocess_command(
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)
     for rid, reason in errors[:MAX_LISTED]:
-        err.print(f"[yellow]failed:[/yellow] {rid}: {reason}", highlight=False, soft_wrap=True)
+        err.print(tagged("failed:", "yellow", f"{rid}: {reason}"), highlight=False, soft_wrap=True)
     if len(errors) > MAX_LISTED:
         err.print(f"... and {len(errors) - MAX_LISTED} more (see the manifest's reason column)")
     if json_out:

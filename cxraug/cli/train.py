@@ -23,9 +23,10 @@ def train_command(
         "--recipe paper every option not given takes the paper's value (Table 2: MLP G/D, "
         "batch 128, Adam 2e-4/0.6, 10,000 iterations)."),  # fmt: skip
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
+                                    "(letters, digits, '.', '_', '-') "
                                     "\\[default: a timestamp]."),  # fmt: skip
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
-        "runs/ or a run folder) from its latest checkpoint: same iteration, optimizer and "
+        "runs/ or that folder's path) from its latest checkpoint: same iteration, optimizer and "
         "RNG state. Only --iterations and the intervals may change."),  # fmt: skip
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     image_size: int | None = typer.Option(None, help="Must equal the dataset's size "

@@ -10,6 +10,7 @@ Exit codes (also in README.md):
     3   bad input: invalid manifest, bad crop box, unknown class, missing file/run, too few images
     4   a required resource is missing (e.g. Inception-v3 weights not found offline)
     5   numeric failure (NaN/Inf loss, imaginary matrix square root)
+    7   busy: another cxraug command holds the workspace (or run) lock; nothing was changed
     130 interrupted (Ctrl-C / SIGTERM); training saved a checkpoint first
 """
 
@@ -21,6 +22,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_MISSING_RESOURCE = 4
 EXIT_NUMERIC = 5
+EXIT_BUSY = 7
 EXIT_INTERRUPTED = 130
 
 #: How many problems (bad rows, failed files) a message or summary lists before "... and N more".
@@ -66,6 +68,12 @@ class NumericError(CxrError):
     """Numeric trouble we refuse to patch silently (NaN loss, complex sqrtm)."""
 
     exit_code = EXIT_NUMERIC
+
+
+class BusyError(CxrError):
+    """Another cxraug process holds the workspace (or run) lock; the message names it."""
+
+    exit_code = EXIT_BUSY
 
 
 def vassert(cond: object, message: str, exc: type[CxrError] = InputError) -> None:

@@ -21,6 +21,8 @@ Conversions (documented because they change pixel values):
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import atomic_write_bytes
 
 DEFAULT_MAX_MEGAPIXELS = 150.0  # ~12,000 x 12,000: far above any X-ray, far below memory limits
+#: Files above this are refused before they are read (a 150 MP 16-bit TIFF is ~430 MiB).
+DEFAULT_MAX_FILE_MB = 512.0
 MIN_SIDE = 16
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -219,18 +223,55 @@ def _check_complete(fmt: str, data: bytes) -> None:
         raise ImageError("truncated PNG (no IEND chunk)")
 
 
-def read_bytes(path: Path) -> bytes:
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    return f"{kind}, not an image file; point the row at a regular file"
+
+
+def read_bytes(path: Path, max_file_mb: float = DEFAULT_MAX_FILE_MB) -> bytes:
+    """The whole file, or ImageError: only regular files (a symlink is followed; a FIFO, a
+    device such as /dev/zero or a socket is refused without being read) of at most
+    `max_file_mb` MiB, so one odd file can neither hang a batch nor exhaust its memory."""
     p = Path(path)
-    if p.is_symlink() and not p.exists():
-        raise ImageError("dangling symbolic link")
-    if p.is_dir():
-        raise ImageError("is a directory, not an image file")
-    if not p.exists():
-        raise ImageError("file not found")
+    limit = int(max_file_mb * 2**20)
     try:
-        data = p.read_bytes()
+        st = os.stat(p)  # follows symlinks: what would be read
+    except FileNotFoundError:
+        raise ImageError("dangling symbolic link" if p.is_symlink() else "file not found") from None
     except OSError as e:
         raise ImageError(f"unreadable ({e.strerror or e})") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError("is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(_not_regular(st.st_mode))
+    too_big = (f"larger than the {max_file_mb:g} MiB limit; raise --max-file-mb if this really "
+               "is an image")  # fmt: skip
+    if st.st_size > limit:
+        raise ImageError(f"file is {st.st_size / 2**20:.1f} MiB, {too_big}")
+    try:
+        # O_NONBLOCK: should a FIFO be swapped in after the stat, opening it does not block
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # the same race, checked on what was opened
+            raise ImageError(_not_regular(os.fstat(fd).st_mode))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit and (block := os.read(fd, min(1 << 24, limit + 1 - size))):
+            chunks.append(block)
+            size += len(block)
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from e
+    finally:
+        os.close(fd)
+    if size > limit:  # grew after the stat
+        raise ImageError(f"file is over {max_file_mb:g} MiB, {too_big}")
+    data = b"".join(chunks)
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,33 @@ COLUMNS: tuple[str, ...] = (
 REQUIRED: tuple[str, ...] = ("id", "path", "label", "split", "status")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+#: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV
+#: injection"): `=HYPERLINK(...)`, `+cmd|...`, `-2+3`, `@SUM(...)`, and a tab or CR before one.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPE = "'"  # what a spreadsheet itself puts before text it must not evaluate
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # -1.5, +2, -3e-4: left as is
+
+
+def _escaped(cell: str) -> bool:
+    """Does the cell as stored carry cxraug's leading ' (one a reader must remove)?"""
+    return cell.startswith(_ESCAPE) and cell[1:2] != "" and cell[1] in (*FORMULA_STARTS, _ESCAPE)
+
+
+def csv_safe(cell: str) -> str:
+    """A cell as written to a CSV cxraug produces: text a spreadsheet would evaluate (it starts
+    with = + - @ tab or CR, and is not a plain number such as -1.5) gets a leading ', and so
+    does text that already starts with ' before one of those or another ', so that
+    `csv_plain(csv_safe(x)) == x` for every x."""
+    if (cell.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(cell)) or _escaped(cell):
+        return _ESCAPE + cell
+    return cell
+
+
+def csv_plain(cell: str) -> str:
+    """The text of a cell `csv_safe` wrote: the leading ' it added, and only that, removed."""
+    return cell[1:] if _escaped(cell) else cell
 
 
 def label_index(label: str) -> int:
@@ -121,7 +149,7 @@ def _to_row(r: Record) -> dict[str, str]:
     x0, y0, x1, y1 = r.crop if r.crop is not None else (None, None, None, None)
     row.update(crop_x0=s(x0), crop_y0=s(y0), crop_x1=s(x1), crop_y1=s(y1))
     row.update(r.extra)
-    return row
+    return {k: csv_safe(v) for k, v in row.items()}
 
 
 def _parse_int(value: str, column: str, errors: list[str], where: str) -> int | None:
@@ -268,9 +296,14 @@ def to_csv_text(m: Manifest) -> str:
     buf = io.StringIO()
     cols = list(COLUMNS) + [c for c in m.extra_columns if c not in COLUMNS]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    # csv quotes a cell holding "\n" but not one holding a lone "\r" (not in our line
+    # terminator), which a reader then takes for the end of the row: quote such rows whole
+    quoted = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore",
+                            quoting=csv.QUOTE_ALL)  # fmt: skip
     w.writeheader()
     for r in m.records:
-        w.writerow(_to_row(r))
+        row = _to_row(r)
+        (quoted if any("\r" in v for v in row.values()) else w).writerow(row)
     return buf.getvalue()
 
 
@@ -284,7 +317,7 @@ def csv_rows(
         if None in row:
             errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
             continue
-        yield i + 2, where, row
+        yield i + 2, where, {k: csv_plain(v or "") for k, v in row.items()}
 
 
 def problems_message(name: str, errors: list[str], consequence: str = "") -> str:
@@ -338,7 +371,8 @@ def read_manifest(path: Path) -> Manifest:
             "or point --workspace at the folder that holds manifest.csv"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        # bytes, not read_text: its newline translation would turn a quoted "\r" into "\n"
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path} is not UTF-8 text ({e}); save it as CSV UTF-8") from e
     return parse_manifest_text(text, path.name)

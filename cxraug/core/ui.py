@@ -1,4 +1,10 @@
-"""Console helpers: results on stdout, progress and logs on stderr (so `--json` stays clean)."""
+"""Console helpers: results on stdout, progress and logs on stderr (so `--json` stays clean).
+
+Both consoles print with rich markup OFF: messages carry file names, reasons, manifest cells
+and run names, and with markup on a `[word]` in a file name would vanish and a `[/x]` would
+raise MarkupError. Styling is applied as data instead (`tagged`, rich `Text`), never parsed
+out of a string, so every user-derived string is shown verbatim wherever it is printed.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,26 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
-out = Console()  # results
-err = Console(stderr=True)  # progress bars, warnings, errors
+out = Console(markup=False)  # results
+err = Console(stderr=True, markup=False)  # progress bars, warnings, errors
+
+
+def tagged(label: str, style: str, message: str = "") -> Text:
+    """'LABEL message' with LABEL in `style` and MESSAGE verbatim (never read as markup)."""
+    return Text.assemble((label, style), " " if message else "", message)
+
+
+def text_column(template: str, style: str = "") -> TextColumn:
+    """A progress column whose text (a task's description or fields) is shown verbatim."""
+    return TextColumn(template, style=style, markup=False)
 
 
 def progress(*extra_columns: TextColumn, disable: bool = False) -> Progress:
     """A rich progress bar on stderr: description, bar, n/N, elapsed, ETA (+ extra columns)."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        text_column("{task.description}", "bold"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -32,4 +49,4 @@ def progress(*extra_columns: TextColumn, disable: bool = False) -> Progress:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(tagged("warning:", "yellow", message), highlight=False)

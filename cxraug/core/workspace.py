@@ -2,6 +2,7 @@
 
     WORKSPACE/
       manifest.csv                  the one dataset manifest (cxraug.core.manifest)
+      .cxraug.lock                  the workspace lock of the manifest writers (cxraug.core.lock)
       collect-config.json           what `collect` was run with
       processed/dataset.npz         the training array from `preprocess` (cxraug.core.dataset)
       processed/config.json         the settings and manifest hash it was built from
@@ -11,6 +12,7 @@
       .cache/fid/                   the feature cache of `fid`
 
     runs/NAME/
+      .lock                         held by the one `train` writing this run (cxraug.core.lock)
       config.json                   resolved TrainConfig
       log.csv, tb/, loss.png        what the run logs (cxraug.gan.runlog)
       samples/iter_XXXXXX.png       fixed-noise sample grids
@@ -18,18 +20,55 @@
       checkpoints/latest            the pointer to the newest complete checkpoint
 
 No other module builds these paths by hand.
+
+Every user-given name that becomes a path component (a run name, a class, a synthetic file
+stem, and the names of future stages such as an evaluation's) passes `check_name`: one rule,
+so that no name can climb out of its folder (`..`, `/`, an absolute path).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cxraug.core.errors import InputError
+from cxraug.core.lock import hold
 from cxraug.core.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
 _CHECKPOINT = re.compile(r"^ckpt-(\d{7,})\.npz$")
+
+#: The one rule for names that become path components: a letter or digit first, then letters,
+#: digits, '.', '_' or '-'; at most NAME_MAX characters. "." and ".." cannot match (they start
+#: with a dot), nor can "/" or an absolute path.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_MAX = 100
+RUN_LOCK_NAME = ".lock"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a path component (see NAME_PATTERN), or None if it can."""
+    if not name:
+        return "is empty"
+    if len(name) > NAME_MAX:
+        return f"is {len(name)} characters long (at most {NAME_MAX})"
+    if "/" in name or "\\" in name or name.startswith(("~", ".")):
+        return "is a path, not a name (no '/', '..', '~' or leading '.')"
+    if not NAME_PATTERN.fullmatch(name):
+        return "may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
+    return None
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """`name` if it is a safe path component, else InputError (exit 3) saying what to change."""
+    problem = name_problem(name)
+    if problem:
+        raise InputError(f"{what} {name!r} {problem}; choose a plain name such as run-1 "
+                         "(letters, digits, '.', '_', '-')")  # fmt: skip
+    return name
 
 
 @dataclass(frozen=True)
@@ -100,6 +139,19 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file() or self.checkpoints_dir.is_dir()
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / RUN_LOCK_NAME
+
+    def lock(self, command: str) -> AbstractContextManager[None]:
+        """Held by the one `train` that writes this run; a second one gets exit 7."""
+        return hold(self.lock_path, command, f"run {self.name}")
+
+    def contents(self) -> Iterator[Path]:
+        """What the run folder holds, its lock file aside."""
+        if self.path.is_dir():
+            yield from (p for p in self.path.iterdir() if p.name != RUN_LOCK_NAME)
+
 
 def checkpoint_iteration(path: Path) -> int | None:
     """The iteration in a checkpoint file's name, None if it is not one."""
@@ -119,6 +171,17 @@ class Workspace:
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".cxraug.lock"
+
+    def lock(self, command: str) -> AbstractContextManager[None]:
+        """Held for the whole read-modify-write of a manifest-writing command (collect,
+        preprocess, generate, filter): a second one is refused with exit 7 instead of silently
+        overwriting the first one's rows. Readers need no lock: the manifest is replaced
+        atomically, so they see the old file or the new one."""
+        return hold(self.lock_path, command, f"workspace {self.root}")
 
     @property
     def collect_config_path(self) -> Path:
@@ -157,18 +220,34 @@ class Workspace:
         return self.root / "runs"
 
     def run(self, name: str) -> RunDir:
-        """The folder of run NAME (it may not exist yet)."""
-        return RunDir(self.runs_dir / name)
+        """The folder of run NAME (it may not exist yet); NAME must pass `check_name`."""
+        return RunDir(self.runs_dir / check_name(name, "run name"))
 
     def run_ref(self, run: RunDir) -> str:
         """How the manifest's `run` column names a run: runs/NAME."""
         return (self.runs_dir / run.name).relative_to(self.root).as_posix()
 
     def find_run(self, run: str) -> RunDir:
-        """A run given as a path, a name under WORKSPACE/runs, or a path relative to WORKSPACE."""
-        for cand in (Path(run), self.runs_dir / run, self.root / run):
+        """A run of this workspace: a name under WORKSPACE/runs, or the path of such a folder
+        (absolute, or relative to the current folder or to WORKSPACE). A path that leads
+        anywhere else is refused: a run folder is written to (resume) and named in the
+        manifest, so it must be WORKSPACE/runs/NAME."""
+        if name_problem(run) is None:
+            cands = [self.runs_dir / run]
+        else:  # a path: normalised textually (symlinked runs/NAME folders stay allowed)
+            p = Path(run).expanduser()
+            cands = [Path(os.path.abspath(p))] if p.is_absolute() else \
+                [Path(os.path.abspath(p)), Path(os.path.abspath(self.root / p))]
+            runs = os.path.realpath(self.runs_dir)
+            inside = [c for c in cands if os.path.realpath(c.parent) == runs
+                      and name_problem(c.name) is None]  # fmt: skip
+            if not inside:
+                raise InputError(f"run {run!r} is not a folder of {self.runs_dir}; give the "
+                                 "name of a run listed there (e.g. --run paper)")  # fmt: skip
+            cands = [self.runs_dir / c.name for c in inside]
+        for cand in cands:
             if RunDir(cand).is_run():
-                return RunDir(cand.resolve())
+                return RunDir(cand)
         raise InputError(f"no training run {run!r} (looked in {self.runs_dir}); give a run "
                          "folder or a name listed under WORKSPACE/runs")  # fmt: skip
 
@@ -192,7 +271,7 @@ class Workspace:
         return self.root / "synthetic"
 
     def synthetic_class_dir(self, label: str) -> Path:
-        return self.synthetic_dir / label
+        return self.synthetic_dir / check_name(label, "class")
 
     def rejected_dir(self, label: str) -> Path:
         return self.synthetic_class_dir(label) / "rejected"
@@ -202,13 +281,13 @@ class Workspace:
         return (self.synthetic_class_dir(label) / stem).relative_to(self.root).as_posix()
 
     def synthetic_png(self, label: str, stem: str) -> Path:
-        return self.synthetic_class_dir(label) / f"{stem}.png"
+        return self.synthetic_class_dir(label) / f"{check_name(stem, 'image name')}.png"
 
     def generate_config_path(self, label: str, stem: str) -> Path:
-        return self.synthetic_class_dir(label) / f"generate-{stem}.json"
+        return self.synthetic_class_dir(label) / f"generate-{check_name(stem, 'image name')}.json"
 
     def filter_sheet_path(self, label: str) -> Path:
-        return self.synthetic_dir / f"{label}-filter-sheet.png"
+        return self.synthetic_dir / f"{check_name(label, 'class')}-filter-sheet.png"
 
     # ---- fid ---------------------------------------------------------------------------
     @property

@@ -33,6 +33,7 @@ from cxraug.core.manifest import (
     Record,
     crop_box_problem,
     csv_rows,
+    csv_safe,
     problems_message,
     whole_number,
 )
@@ -186,7 +187,7 @@ def write_crop_boxes(path: Path, rows: list[SuggestedBox]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "path", *BOX_COLUMNS, "note"])
     for r in rows:
-        w.writerow([r.id, r.path, *r.box, r.note])
+        w.writerow([csv_safe(c) for c in (r.id, r.path, *map(str, r.box), r.note)])
     atomic_write_text(Path(path), buf.getvalue())
 
 

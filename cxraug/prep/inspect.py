@@ -16,6 +16,7 @@ import numpy as np
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import sha256_bytes
 from cxraug.core.images import (
+    DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_MEGAPIXELS,
     decode_displayed,
     displayed_size,
@@ -48,10 +49,11 @@ def difference_hash(gray: np.ndarray) -> bytes:
 
 
 def inspect_file(path: str | Path, fast_decode: bool = True,
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileCheck:  # fmt: skip
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                 max_file_mb: float = DEFAULT_MAX_FILE_MB) -> FileCheck:  # fmt: skip
     """Hash, measure and fully decode one file; never raises (one bad file never stops a batch)."""
     try:
-        data = read_bytes(Path(path))
+        data = read_bytes(Path(path), max_file_mb)
     except ImageError as e:
         return FileCheck(error=e.reason)
     sha = sha256_bytes(data)
@@ -69,9 +71,11 @@ def inspect_file(path: str | Path, fast_decode: bool = True,
 
 def inspect_files(paths: list[Path], *, workers: int = 2, fast_decode: bool = True,
                   max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                  max_file_mb: float = DEFAULT_MAX_FILE_MB,
                   show_progress: bool = True) -> list[FileCheck]:  # fmt: skip
     """inspect_file over paths (same order), in `workers` processes, with a progress bar."""
-    fn = partial(inspect_file, fast_decode=fast_decode, max_megapixels=max_megapixels)
+    fn = partial(inspect_file, fast_decode=fast_decode, max_megapixels=max_megapixels,
+                 max_file_mb=max_file_mb)
     return run_parallel(fn, [str(p) for p in paths], workers=max(1, workers),
                         what="inspecting images", show=show_progress,
                         serial_below=IN_PROCESS_BELOW)  # fmt: skip

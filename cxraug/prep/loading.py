@@ -18,7 +18,13 @@ import numpy as np
 from cxraug.core import parallel
 from cxraug.core.errors import ImageError, vassert
 from cxraug.core.fsutil import sha256_bytes
-from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS, Box, decode_displayed, read_bytes
+from cxraug.core.images import (
+    DEFAULT_MAX_FILE_MB,
+    DEFAULT_MAX_MEGAPIXELS,
+    Box,
+    decode_displayed,
+    read_bytes,
+)
 from cxraug.core.manifest import Record, crop_box_problem
 from cxraug.core.workspace import Workspace
 
@@ -30,6 +36,7 @@ class LoadOptions:
     jpeg_reduce: bool = True  # decode big JPEGs at 1/2..1/8 scale when the crop stays >= 2x
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error
+    max_file_mb: float = DEFAULT_MAX_FILE_MB  # refuse larger files before reading them
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class Loaded:
 def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool = True) -> Loaded:
     """Read, check and decode one row's file; `target` is the side the crop is resized to
     (reduction keeps >= 2x of it). Raises ImageError with the reason for the manifest."""
-    data = read_bytes(Path(task.path))
+    data = read_bytes(Path(task.path), opts.max_file_mb)
     if opts.verify_sha256 and task.sha256 and sha256_bytes(data) != task.sha256:
         raise ImageError("file changed since collect (sha256 differs); re-run `cxraug collect`")
     box = task.crop if use_crop else None

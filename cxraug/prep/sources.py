@@ -248,6 +248,12 @@ def _read_cohen_metadata(path: Path) -> list[dict[str, str]]:
     return [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
 
 
+def _outside(rel: str) -> bool:
+    """A metadata.csv path that leaves the checkout: absolute (also C:/... or ~), or with '..'."""
+    p = Path(rel)
+    return p.is_absolute() or rel.startswith(("~", "\\")) or ".." in p.parts or ":" in p.parts[0]
+
+
 def _list_cohen(spec: SourceSpec) -> Listing:
     meta = spec.root / "metadata.csv"
     if not meta.is_file():
@@ -259,7 +265,8 @@ def _list_cohen(spec: SourceSpec) -> Listing:
     users: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         rel = Path(row["folder"].strip() or "images", row["filename"].strip()).as_posix()
-        users.setdefault(rel, []).append(i + 2)  # spreadsheet row numbers
+        if not _outside(rel):
+            users.setdefault(rel, []).append(i + 2)  # spreadsheet row numbers
     nth: dict[str, int] = {}
     cands: list[Candidate] = []
     for i, row in enumerate(rows):
@@ -270,13 +277,18 @@ def _list_cohen(spec: SourceSpec) -> Listing:
         reason = cohen_verdict(row["modality"], row["view"], row["finding"])
         if not fname:
             reason = f"metadata.csv row {i + 2} has no filename"
+        status = "excluded" if reason else "ok"
+        if _outside(rel):  # never read: such a row could make collect hash any file on disk
+            status, reason = "error", (
+                f"metadata.csv row {i + 2}: folder/filename {rel!r} leads outside the dataset "
+                "folder (absolute, or with '..'); refused, not read. Fix that row")  # fmt: skip
         c = Candidate(
             id=rid, path=spec.root / rel, source=spec.name, source_path=rel,
-            label="" if reason else "covid", status="excluded" if reason else "ok",
+            label="covid" if status == "ok" else "", status=status,
             reason=reason, patient_id=f"cohen-{row['patientid'].strip()}",
             view=row["view"].strip(), license=row.get("license", "").strip(),
         )  # fmt: skip
-        if len(users[rel]) > 1:
+        if len(users.get(rel, ())) > 1:
             c.notes.append(f"metadata.csv rows {', '.join(map(str, users[rel]))} list this file")
         cands.append(c)
     listed = {spec.root / rel for rel in users}
