@@ -13,7 +13,7 @@ patient's image from the training set into the test set ends up on one side.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,16 +94,30 @@ def mark_exact_duplicates(records: list[Record]) -> int:
     return n
 
 
+def _words(hashes: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The hashes as machine words and a popcount for them. np.bitwise_count (numpy >= 2.0) on
+    64-bit words; on numpy 1.26 (which TensorFlow 2.16/2.17 need) a 16-bit lookup table."""
+    h = np.ascontiguousarray(hashes, np.uint8)
+    if _bitwise_count is not None:
+        return h.view(">u8"), _bitwise_count  # (N, 4)
+    return h.view(">u2"), _POPCOUNT16.__getitem__  # (N, 16)
+
+
+_bitwise_count: Callable[[np.ndarray], np.ndarray] | None = getattr(np, "bitwise_count", None)
+_POPCOUNT16 = np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8).reshape(-1, 2),
+                            axis=1).sum(1).astype(np.uint8)  # (65536,) set bits  # fmt: skip
+
+
 def near_duplicate_pairs(
     hashes: np.ndarray, max_bits: int, block: int = 512
 ) -> list[tuple[int, int, int]]:
     """(i, j, distance) with i < j for rows of `hashes` ((N, 32) uint8) within max_bits."""
-    h = hashes.view(">u8")  # (N, 4) 64-bit words
+    h, popcount = _words(hashes)
     out: list[tuple[int, int, int]] = []
     for s in range(0, len(h), block):
         d = np.zeros((min(block, len(h) - s), len(h)), np.int32)  # (B, N) Hamming distances
         for k in range(h.shape[1]):
-            d += np.bitwise_count(h[s : s + block, k, None] ^ h[None, :, k])
+            d += popcount(h[s : s + block, k, None] ^ h[None, :, k])
         for i, j in zip(*np.nonzero(d <= max_bits), strict=True):
             if s + i < j:
                 out.append((int(s + i), int(j), int(d[i, j])))

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cxraug.prep.inspect
+import cxraug.collect as collect_mod
 from cxraug.cli import app
 from cxraug.collect import (
     CollectConfig,
@@ -262,7 +263,12 @@ def test_near_duplicates_reported_not_removed(tmp_path: Path) -> None:
     assert rows["f/normal/a.png"].split == rows["f/normal/b.jpg"].split
 
 
-def test_near_duplicate_pairs_matches_bruteforce() -> None:
+@pytest.mark.parametrize("numpy1", [False, True], ids=["bitwise_count", "numpy-1.26-table"])
+def test_near_duplicate_pairs_matches_bruteforce(numpy1: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # numpy1: the path numpy 1.26 takes (no np.bitwise_count), checked against unpackbits
+    if numpy1:
+        monkeypatch.setattr(collect_mod, "_bitwise_count", None)
     rng = np.random.default_rng(0)
     h = rng.integers(0, 256, (300, 32), dtype=np.uint8)
     h[5] = h[17]
@@ -274,6 +280,9 @@ def test_near_duplicate_pairs_matches_bruteforce() -> None:
     expect = [(i, j, d[i, j]) for i in range(300) for j in range(i + 1, 300) if d[i, j] <= 90]
     assert sorted(near_duplicate_pairs(h, 90, block=64)) == expect
     assert (5, 17, 0) in expect and (40, 41, 3) in expect
+    # every byte value's popcount, against Python's own
+    assert [int(c) for c in collect_mod._POPCOUNT16[:256]] == [bin(b).count("1") for b in range(256)]
+    assert int(collect_mod._POPCOUNT16[0xFFFF]) == 16 and int(collect_mod._POPCOUNT16[0x8001]) == 2
 
 
 # ---- split ---------------------------------------------------------------------------------
