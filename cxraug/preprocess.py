@@ -33,7 +33,7 @@ from rich.table import Table
 from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError, vassert
-from cxraug.core.fsutil import atomic_write_json, sha256_file
+from cxraug.core.fsutil import atomic_write_json, preallocate, sha256_file
 from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
@@ -137,11 +137,18 @@ def _preprocess_one(
         im = load_image(task, config.load_options(), config.size)
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
+    except Exception as e:  # a decoder bug on one odd file must not abort the whole batch
+        return _Done(task.index, reason=f"unexpected {type(e).__name__} while decoding: {e}")
     _output(out, shape)[task.index] = preprocess_image(
         im.gray, im.crop, config.size, config.keep_aspect
     )
     thumb = make_thumb(im.gray, im.crop) if thumbs else None
     return _Done(task.index, True, reduced=im.reduced, thumb=thumb)
+
+
+def _crashed(task: ImageTask) -> _Done:
+    return _Done(task.index, reason="the worker process died while reading this image (killed, "
+                 "e.g. out of memory); check the file, or lower --workers")  # fmt: skip
 
 
 def _run_images(
@@ -154,9 +161,12 @@ def _run_images(
     fd, tmp = tempfile.mkstemp(prefix=".images-", suffix=".f32", dir=ws.processed_dir)
     os.close(fd)
     try:
-        np.memmap(tmp, np.float32, "w+", shape=shape).flush()  # sized, zero-filled (sparse)
+        # real blocks, not a sparse file: a full disk is then an OSError here (exit 6), not a
+        # SIGBUS in every worker that would turn each row into an `error`
+        preallocate(Path(tmp), int(np.prod(shape)) * 4)
         fn = partial(_preprocess_one, config=config, out=tmp, shape=shape, thumbs=thumbs)
-        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show)
+        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show,
+                            on_crash=_crashed)  # fmt: skip
         _OUTPUTS.pop(tmp, None)  # drop this process's own mapping (in-process runs)
         ok = [d.index for d in done if d.ok]
         images = np.array(np.memmap(tmp, np.float32, "r", shape=shape)[ok])  # (N_ok, S, S)

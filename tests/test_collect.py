@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cxraug.prep.inspect
 import cxraug.collect as collect_mod
+import cxraug.prep.inspect
 from cxraug.cli import app
 from cxraug.collect import (
     CollectConfig,
@@ -281,8 +281,9 @@ def test_near_duplicate_pairs_matches_bruteforce(numpy1: bool,
     assert sorted(near_duplicate_pairs(h, 90, block=64)) == expect
     assert (5, 17, 0) in expect and (40, 41, 3) in expect
     # every byte value's popcount, against Python's own
-    assert [int(c) for c in collect_mod._POPCOUNT16[:256]] == [bin(b).count("1") for b in range(256)]
-    assert int(collect_mod._POPCOUNT16[0xFFFF]) == 16 and int(collect_mod._POPCOUNT16[0x8001]) == 2
+    table = collect_mod._POPCOUNT16
+    assert [int(c) for c in table[:256]] == [bin(b).count("1") for b in range(256)]
+    assert int(table[0xFFFF]) == 16 and int(table[0x8001]) == 2
 
 
 # ---- split ---------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from cxraug import __version__
-from cxraug.core.errors import EXIT_INTERRUPTED, CxrError
+from cxraug.core.errors import EXIT_INTERRUPTED, EXIT_SYSTEM, CxrError, describe_os_error
 from cxraug.core.ui import err
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +84,11 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/bold red]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as e:
+            # disk full, permission denied, read-only workspace: not "some rows failed" (1)
+            err.print(f"[bold red]error:[/bold red] {escape(describe_os_error(e))}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(EXIT_SYSTEM) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -194,7 +200,8 @@ def _root(
     ),
 ) -> None:
     """cxraug: CGAN augmentation for chest X-rays. Exit codes: 0 ok, 1 some rows failed,
-    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 130 interrupted."""
+    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 6 system error (disk full,
+    permission denied), 130 interrupted."""
 
 
 __all__ = ["app", "command", "given", "handle_errors", "json_option", "workspace_option"]

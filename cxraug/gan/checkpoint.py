@@ -132,7 +132,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except OSError as e:
+        if e.errno is not None:  # permission denied, I/O error: a system error (exit 6)
+            raise
+        raise InputError(f"checkpoint {path} is corrupt or truncated ({e}); "
+                         "use an earlier checkpoint of the run") from e  # fmt: skip
+    except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"checkpoint {path} is corrupt or truncated ({e}); "
                          "use an earlier checkpoint of the run") from e  # fmt: skip
     if meta.get("format") != FORMAT:
