@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,26 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+#: The temp files _atomic creates: "." + target name + "." + mkstemp's 8 random characters
+#: (tempfile's alphabet: a-z, 0-9, "_") + ".tmp". A process killed mid-write leaves one behind.
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: Path, target: re.Pattern[str] | None = None) -> list[Path]:
+    """Delete the temp files a killed process left in `folder` (TEMP_NAME; with `target`, only
+    those for a target name it matches); user files never match. Call it only where no other
+    cxraug process can be writing the same folder. Returns what was removed."""
+    removed: list[Path] = []
+    if not Path(folder).is_dir():
+        return removed
+    for p in Path(folder).iterdir():
+        m = TEMP_NAME.match(p.name)
+        if m and (target is None or target.match(m.group("target"))) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
