@@ -26,6 +26,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from cxraug.core import pending
 from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -200,6 +201,7 @@ def filter_synthetic(
     """Judge every synthetic `label` row (default: config.label) of the manifest and record the
     verdicts in it."""
     label = check_label(config.label if label is None else label)
+    pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()
     rows = sorted(
         (
