@@ -38,7 +38,12 @@ from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
 from cxraug.core.workspace import Workspace
-from cxraug.prep.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.prep.contact_sheet import (
+    SheetItem,
+    check_sheet_target,
+    make_thumb,
+    render_contact_sheet,
+)
 from cxraug.prep.crops import apply_crop_boxes, read_crop_boxes
 from cxraug.prep.loading import (
     Box,
@@ -249,6 +254,7 @@ def preprocess(
     a contact sheet is asked for. Unreadable images become `error` rows in the manifest."""
     vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
     vassert(config.workers >= 1, "--workers must be at least 1")
+    check_sheet_target(contact_sheet, force)  # before any work: refuse, change nothing
     old = _check_existing(ws, config, force)
     manifest = ws.load_manifest()
     applied = 0

@@ -22,6 +22,7 @@ from cxraug.collect import (
     assign_splits,
     collect,
     near_duplicate_pairs,
+    summary_lines,
 )
 from cxraug.core.errors import InputError
 from cxraug.core.images import encode_image
@@ -458,3 +459,36 @@ def test_real_data_counts(cxr_data: Path, tmp_path: Path) -> None:
         d = result.splits[label]
         assert abs(d["test"] / (d["train"] + d["test"]) - 0.2) < 0.03
     assert Manifest(rows).select(label="covid", split="test")
+
+
+def test_force_keeps_label_and_exclusion_edits_and_lists_what_it_recomputes(
+    tmp_path: Path,
+) -> None:
+    make_kermany(tmp_path / "k")
+    ws = Workspace.at(tmp_path / "ws")
+    src = [f"kermany:{tmp_path / 'k'}"]
+    collect(ws, src, CFG)
+    m = ws.load_manifest()
+    relabelled = "kermany/chest_xray/train/NORMAL/IM-0117-0001.jpeg"
+    excluded = "kermany/chest_xray/train/NORMAL/IM-0117-0002.jpeg"
+    moved = "kermany/chest_xray/test/NORMAL/IM-0200-0001.jpeg"
+    rows = m.by_id()
+    rows[relabelled].label = "covid"  # a reader's correction
+    rows[excluded].set_status("excluded", "rib fracture hardware, reader")
+    old_split = rows[moved].split
+    rows[moved].split = "test" if old_split == "train" else "train"
+    write_manifest(ws.manifest_path, m)
+    result = collect(ws, src, CollectConfig(workers=1, force=True, show_progress=False))
+    after = ws.load_manifest().by_id()
+    assert after[relabelled].label == "covid"
+    assert (after[excluded].status, after[excluded].reason) == ("excluded",
+                                                                "rib fracture hardware, reader")
+    assert after[moved].split == old_split  # recomputed by patient group...
+    assert result.merge is not None
+    assert result.merge.kept_labels == [f"{relabelled}: covid (collect says normal)"]
+    assert result.merge.kept_exclusions == [excluded]
+    assert f"{moved}: split {rows[moved].split} -> {old_split}" in result.merge.discarded
+    lines = "\n".join(summary_lines(result))  # ...and the user is told
+    assert "kept your edits: 1 label(s), 1 status excluded" in lines
+    assert f"{moved}: split {rows[moved].split} -> {old_split}" in lines
+    assert "manifest.csv.bak" in lines
