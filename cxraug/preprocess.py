@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,10 +34,11 @@ from rich.table import Table
 from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError, vassert
-from cxraug.core.fsutil import atomic_write_json, preallocate, sha256_file
+from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
 from cxraug.core.images import DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
+from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
 from cxraug.prep.contact_sheet import (
     SheetItem,
@@ -151,6 +153,24 @@ def _preprocess_one(
     return _Done(task.index, True, reduced=im.reduced, thumb=thumb)
 
 
+#: The scratch array of _run_images (tempfile.mkstemp's 8 random characters).
+_SCRATCH = re.compile(r"^\.images-[a-z0-9_]{8}\.f32$")
+
+
+def _remove_leftovers(ws: Workspace) -> None:
+    """A preprocess killed mid-run leaves its scratch array (as large as the dataset) and maybe
+    a temp dataset file in processed/; only preprocess writes there, so they are garbage."""
+    stale = remove_stale_temps(ws.processed_dir)
+    if ws.processed_dir.is_dir():
+        for p in ws.processed_dir.iterdir():
+            if _SCRATCH.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                stale.append(p)
+    if stale:
+        warn(f"removed {len(stale)} temp file(s) an interrupted preprocess left in "
+             f"{ws.processed_dir}")  # fmt: skip
+
+
 def _crashed(task: ImageTask) -> _Done:
     return _Done(task.index, reason="the worker process died while reading this image (killed, "
                  "e.g. out of memory); check the file, or lower --workers")  # fmt: skip
@@ -255,6 +275,7 @@ def preprocess(
     vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
     vassert(config.workers >= 1, "--workers must be at least 1")
     check_sheet_target(contact_sheet, force)  # before any work: refuse, change nothing
+    _remove_leftovers(ws)
     old = _check_existing(ws, config, force)
     manifest = ws.load_manifest()
     applied = 0

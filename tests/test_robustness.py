@@ -195,3 +195,19 @@ def test_unexpected_decoder_exception_is_a_row_error(tmp_path: Path,
     reason = read_manifest(ws.manifest_path).by_id()["demo/img02"].reason
     assert reason == "unexpected RuntimeError while decoding: libfoo: bad marker"
     assert len(load_dataset(ws.dataset_path)) == 3
+
+
+def test_preprocess_removes_what_a_killed_preprocess_left(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, n=3)
+    ws.processed_dir.mkdir()
+    left = [ws.processed_dir / ".images-ab12cd_9.f32",
+            ws.processed_dir / ".dataset.npz.x1y2z3w4.tmp"]  # fmt: skip
+    for p in left:
+        p.write_bytes(bytes(1000))
+    mine = [ws.processed_dir / "notes.txt", ws.processed_dir / ".images-mine.f32"]
+    for p in mine:
+        p.write_text("a user's file")
+    code, _, errout = run("-w", str(ws.root), "--size", "16", "--workers", "1")
+    assert code == 0, errout
+    assert "removed 2 temp file(s)" in " ".join(errout.split())
+    assert not any(p.exists() for p in left) and all(p.read_text() == "a user's file" for p in mine)
