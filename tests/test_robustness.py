@@ -211,3 +211,27 @@ def test_preprocess_removes_what_a_killed_preprocess_left(tmp_path: Path) -> Non
     assert code == 0, errout
     assert "removed 2 temp file(s)" in " ".join(errout.split())
     assert not any(p.exists() for p in left) and all(p.read_text() == "a user's file" for p in mine)
+
+
+def test_collect_worker_killed_marks_that_file_error_and_goes_on(tmp_path: Path) -> None:
+    from cxraug.prep.phantom import write_phantom_folder
+
+    data = write_phantom_folder(tmp_path / "data", 40, 40, 0)  # >= 64 files: a real pool
+    victim = sorted((data / "covid").iterdir())[3]
+    r = _run_py("""
+        import os, sys
+        import cxraug.prep.inspect as ins
+        real = ins.inspect_file
+        def inspect(path, *a, **k):
+            if path == sys.argv[1]:
+                os.kill(os.getpid(), 9)
+            return real(path, *a, **k)
+        ins.inspect_file = inspect  # inherited by the forked workers
+        from cxraug.cli import app
+        app(sys.argv[2:], prog_name="cxraug")
+    """, str(victim), "collect", f"folder:{data}", "-w", str(tmp_path / "ws"), "--workers", "2")
+    assert r.returncode == 1, r.stderr[-2000:]
+    rows = read_manifest(tmp_path / "ws" / "manifest.csv")
+    bad = [x for x in rows if x.status == "error"]
+    assert [x.source_path for x in bad] == [str(victim.relative_to(data))], bad
+    assert "worker process died" in bad[0].reason and len(rows) == 80
