@@ -13,7 +13,7 @@ patient's image from the training set into the test set ends up on one side.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,8 +55,9 @@ class CollectConfig:
     )
     force: bool = setting(
         False,
-        "Rebuild an existing manifest.csv (keeps crop boxes, extra columns and synthetic rows "
-        "of ids that still exist; old file saved as .bak).",
+        "Rebuild an existing manifest.csv. Kept for ids that still exist: crop boxes, extra "
+        "columns, label corrections, status excluded; synthetic rows are kept. Recomputed (and "
+        "listed): split, other statuses. Old file saved as manifest.csv.bak.",
     )
     show_progress: bool = True
 
@@ -102,16 +103,30 @@ def mark_exact_duplicates(records: list[Record]) -> int:
     return n
 
 
+def _words(hashes: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The hashes as machine words and a popcount for them. np.bitwise_count (numpy >= 2.0) on
+    64-bit words; on numpy 1.26 (which TensorFlow 2.16/2.17 need) a 16-bit lookup table."""
+    h = np.ascontiguousarray(hashes, np.uint8)
+    if _bitwise_count is not None:
+        return h.view(">u8"), _bitwise_count  # (N, 4)
+    return h.view(">u2"), _POPCOUNT16.__getitem__  # (N, 16)
+
+
+_bitwise_count: Callable[[np.ndarray], np.ndarray] | None = getattr(np, "bitwise_count", None)
+_POPCOUNT16 = np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8).reshape(-1, 2),
+                            axis=1).sum(1).astype(np.uint8)  # (65536,) set bits  # fmt: skip
+
+
 def near_duplicate_pairs(
     hashes: np.ndarray, max_bits: int, block: int = 512
 ) -> list[tuple[int, int, int]]:
     """(i, j, distance) with i < j for rows of `hashes` ((N, 32) uint8) within max_bits."""
-    h = hashes.view(">u8")  # (N, 4) 64-bit words
+    h, popcount = _words(hashes)
     out: list[tuple[int, int, int]] = []
     for s in range(0, len(h), block):
         d = np.zeros((min(block, len(h) - s), len(h)), np.int32)  # (B, N) Hamming distances
         for k in range(h.shape[1]):
-            d += np.bitwise_count(h[s : s + block, k, None] ^ h[None, :, k])
+            d += popcount(h[s : s + block, k, None] ^ h[None, :, k])
         for i, j in zip(*np.nonzero(d <= max_bits), strict=True):
             if s + i < j:
                 out.append((int(s + i), int(j), int(d[i, j])))
@@ -193,10 +208,20 @@ class MergeInfo:
     kept_synthetic: int = 0
     kept_extra_columns: list[str] = field(default_factory=list)
     dropped_rows: list[str] = field(default_factory=list)
+    kept_labels: list[str] = field(default_factory=list)  # "id: old (collect says new)"
+    kept_exclusions: list[str] = field(default_factory=list)  # ids
+    discarded: list[str] = field(default_factory=list)  # "id: split test -> train", ...
 
 
 def merge_previous(records: list[Record], old: Manifest) -> tuple[list[Record], MergeInfo]:
-    """Keep user edits of surviving ids (crop box, extra columns) and all synthetic rows."""
+    """Keep the user's edits of surviving ids and all synthetic rows; list what is recomputed.
+
+    Kept: crop box, extra columns, a label that differs from what collect reads from the
+    source (a correction), status `excluded` where collect now says ok (a person's decision to
+    leave an image out outweighs a re-scan). Recomputed, and listed in `discarded`: the split
+    (re-drawn by patient group, so a patient never lands on both sides, which kept old splits
+    could cause once sources change) and any other status (error, duplicate: facts of the
+    files, re-checked now)."""
     info = MergeInfo(kept_extra_columns=list(old.extra_columns))
     new_by_id = {r.id: r for r in records}
     out = list(records)
@@ -210,6 +235,16 @@ def merge_previous(records: list[Record], old: Manifest) -> tuple[list[Record], 
             continue
         else:
             n.extra = dict(o.extra)
+            if o.label and o.label != n.label and n.status == "ok":
+                info.kept_labels.append(f"{o.id}: {o.label} (collect says {n.label or '-'})")
+                n.label = o.label
+            if o.status == "excluded" and n.status == "ok":
+                n.set_status("excluded", o.reason)
+                info.kept_exclusions.append(o.id)
+            elif o.status != n.status:
+                info.discarded.append(f"{o.id}: status {o.status} -> {n.status}")
+            if o.split and n.split and o.split != n.split:
+                info.discarded.append(f"{o.id}: split {o.split} -> {n.split}")
             if o.crop is not None:
                 problem = crop_box_problem(o.crop, n.width, n.height)
                 if problem:
@@ -302,8 +337,10 @@ def _collect(workspace: Workspace, sources: list[str], config: CollectConfig) ->
     old_text = ""
     if workspace.manifest_path.exists():
         vassert(config.force, f"{workspace.manifest_path} already exists; re-run with --force "
-                "to rebuild it (crop boxes, extra columns and synthetic rows of ids that still "
-                "exist are kept; the old file is saved as manifest.csv.bak)")  # fmt: skip
+                "to rebuild it (crop boxes, extra columns, label corrections and status "
+                "excluded of ids that still exist, and synthetic rows, are kept; splits and "
+                "other statuses are recomputed and listed; the old file is saved as "
+                "manifest.csv.bak)")  # fmt: skip
         old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
     listings = [list_source(s) for s in specs]
     cands = [c for listing in listings for c in listing.candidates]
@@ -391,6 +428,16 @@ def summary_lines(result: CollectResult, max_errors: int = MAX_LISTED) -> list[s
                      f"box(es), {m.kept_synthetic} synthetic row(s), extra columns "
                      f"{m.kept_extra_columns or 'none'}; dropped {len(m.dropped_rows)} row(s) "
                      f"whose file is gone, {len(m.dropped_crops)} invalid crop box(es)")
+        if m.kept_labels or m.kept_exclusions:
+            lines.append(f"kept your edits: {len(m.kept_labels)} label(s), "
+                         f"{len(m.kept_exclusions)} status excluded")  # fmt: skip
+            lines += [f"kept label {x}" for x in m.kept_labels[:max_errors]]
+        if m.discarded:
+            lines.append(f"recomputed {len(m.discarded)} value(s) that differed from the old "
+                         f"manifest (the old values are in {m.backup}):")  # fmt: skip
+            lines += [f"  {x}" for x in m.discarded[:max_errors]]
+            if len(m.discarded) > max_errors:
+                lines.append(f"  ... and {len(m.discarded) - max_errors} more")
     for rid, reason in result.errors[:max_errors]:
         lines.append(f"error: {rid}: {reason}")
     if result.n_errors > max_errors:

@@ -26,6 +26,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from cxraug.core import pending
 from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -212,6 +213,7 @@ def _filter_synthetic(
     force: bool,
 ) -> FilterResult:
     label = check_label(config.label if label is None else label)
+    pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()
     rows = sorted(
         (
@@ -227,6 +229,8 @@ def _filter_synthetic(
             f"{label}` first (or use --folder DIR to judge a folder of PNGs)"
         )
     sheet_path = _output_path(sheet, ws.filter_sheet_path(label), force)
+    if sheet is not None:  # the default sheet and its config are filter's own, replaced each run
+        _check_config_beside(sheet_path, force)
     real, real_ids = load_reference(ws, label, config)
     decisions, ev = _judge(
         [r.id for r in rows], [r.resolve(ws.root) for r in rows], real, real_ids, config
@@ -298,6 +302,7 @@ def filter_folder(
         raise InputError(f"no images (.png, .jpg, ...) in {folder}")
     report_path = _output_path(report, None, force)
     sheet_path = _output_path(sheet, None, force)
+    _check_config_beside(sheet_path or report_path, force)
     real, real_ids = load_reference(ws, label, config)
     decisions, ev = _judge([p.name for p in files], files, real, real_ids, config)
     result = FilterResult(label, decisions, ev, len(real_ids), report_path=report_path)
@@ -316,6 +321,19 @@ def _output_path(given: Path | None, default: Path | None, force: bool) -> Path 
             f"{given} already exists; pass --force to overwrite it or choose another path"
         )
     return Path(given)
+
+
+def _config_beside(anchor: Path) -> Path:
+    """The resolved-config JSON written next to a sheet or report: NAME.config.json."""
+    return anchor.with_name(anchor.stem + ".config.json")
+
+
+def _check_config_beside(anchor: Path | None, force: bool) -> None:
+    """The config JSON beside a user-named sheet/report is an output too: not overwritten
+    without --force either."""
+    if anchor is not None and not force and _config_beside(anchor).exists():
+        raise InputError(f"{_config_beside(anchor)} (written beside {anchor.name}) already "
+                         "exists; pass --force to overwrite it or choose another path")  # fmt: skip
 
 
 def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
@@ -338,7 +356,7 @@ def _write_outputs(
     if anchor.suffix.lower() == ".png":
         write_sheet(anchor, result.decisions, thumbs, config)
         result.sheet_path = anchor
-    result.config_path = anchor.with_name(anchor.stem + ".config.json")
+    result.config_path = _config_beside(anchor)
     payload = {
         "class": result.label,
         "n_real": result.n_real,

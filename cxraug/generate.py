@@ -5,10 +5,16 @@ Image i of (checkpoint, seed) uses z_i = N(0, I) drawn from numpy's generator se
 (BatchNorm moving statistics) on fixed-size batches (the last one zero-padded), so image i is
 also bit-identical whatever -n is. PNGs are 8-bit grayscale, written atomically to
 WORKSPACE/synthetic/<class>/<run>-s<seed>-<i:06d>.png, and each gets one manifest row.
+
+The PNGs are written before their rows (one manifest write per run); a journal
+(cxraug.core.pending) lists them first, so that a crash in between leaves no orphan the next
+`generate` or `filter` does not delete. `--force` replaces the whole (run, seed) set: rows and
+PNGs of an earlier, larger -n beyond the new one are removed too.
 """
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cxraug.core import pending
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.core.images import encode_png_gray, to_uint8
@@ -79,6 +86,23 @@ def balance_count(manifest: Manifest, label: str) -> int:
     return max(0, max(real.values()) - have)
 
 
+def _older_images(ws: Workspace, manifest: Manifest, label: str, stem: str,
+                  keep: set[str]) -> tuple[set[str], list[Path]]:  # fmt: skip
+    """Rows (ids) and PNG files of an earlier generate of the same run and seed (STEM-INDEX)
+    that this one does not rewrite: the tail of a larger -n, also after filter moved them."""
+    own = re.compile(re.escape(ws.synthetic_id(label, stem)) + r"-\d{6}")
+    rows = [r for r in manifest.records if r.synthetic and own.fullmatch(r.id) and r.id not in keep]
+    files = {r.resolve(ws.root) for r in rows}
+    name = re.compile(re.escape(stem) + r"-\d{6}\.png")
+    for d in (ws.synthetic_class_dir(label), ws.rejected_dir(label)):
+        if d.is_dir():
+            files |= {p for p in d.iterdir() if name.fullmatch(p.name)}
+    keep_files = {ws.synthetic_png(label, i.rsplit("/", 1)[1]) for i in keep}
+    inside = ws.synthetic_dir.resolve()
+    files = {p for p in files if p not in keep_files and p.resolve().is_relative_to(inside)}
+    return {r.id for r in rows}, sorted(files)
+
+
 def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
     holding the workspace lock (another manifest writer running: exit 7)."""
@@ -90,6 +114,7 @@ def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     check_label(cfg.label)
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
+    pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()
     if cfg.checkpoint not in (None, "best", "latest"):
         ckpt_path = Path(str(cfg.checkpoint))
@@ -129,6 +154,10 @@ def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if clash and not cfg.force:
         raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. {clash[0]}); "
                          "pass --force to replace them or use another --seed")  # fmt: skip
+    # --force replaces the whole (run, seed) set: a smaller -n must not leave the old tail
+    stale_rows, stale_files = _older_images(ws, manifest, cfg.label, stem, set(ids))
+    journal = ws.generate_journal(cfg.label, stem)
+    pending.begin(journal, [*paths, *stale_files])
 
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
@@ -156,9 +185,12 @@ def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
                     run=ws.run_ref(run_dir), checkpoint_sha256=ckpt.sha256, seed=cfg.seed,
                     noise_index=i,
                 ))  # fmt: skip
-    new_ids = {r.id for r in records}
+    new_ids = {r.id for r in records} | stale_rows
     manifest.records = [r for r in manifest.records if r.id not in new_ids] + records
     ws.save_manifest(manifest)
+    for p in stale_files:  # no row names them now
+        p.unlink(missing_ok=True)
+    pending.end(journal)
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,12 +34,18 @@ from rich.table import Table
 from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError, vassert
-from cxraug.core.fsutil import atomic_write_json, sha256_file
+from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
 from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
+from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
-from cxraug.prep.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.prep.contact_sheet import (
+    SheetItem,
+    check_sheet_target,
+    make_thumb,
+    render_contact_sheet,
+)
 from cxraug.prep.crops import apply_crop_boxes, read_crop_boxes
 from cxraug.prep.loading import (
     Box,
@@ -146,11 +153,36 @@ def _preprocess_one(
         im = load_image(task, config.load_options(), config.size)
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
+    except Exception as e:  # a decoder bug on one odd file must not abort the whole batch
+        return _Done(task.index, reason=f"unexpected {type(e).__name__} while decoding: {e}")
     _output(out, shape)[task.index] = preprocess_image(
         im.gray, im.crop, config.size, config.keep_aspect
     )
     thumb = make_thumb(im.gray, im.crop) if thumbs else None
     return _Done(task.index, True, reduced=im.reduced, thumb=thumb)
+
+
+#: The scratch array of _run_images (tempfile.mkstemp's 8 random characters).
+_SCRATCH = re.compile(r"^\.images-[a-z0-9_]{8}\.f32$")
+
+
+def _remove_leftovers(ws: Workspace) -> None:
+    """A preprocess killed mid-run leaves its scratch array (as large as the dataset) and maybe
+    a temp dataset file in processed/; only preprocess writes there, so they are garbage."""
+    stale = remove_stale_temps(ws.processed_dir)
+    if ws.processed_dir.is_dir():
+        for p in ws.processed_dir.iterdir():
+            if _SCRATCH.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                stale.append(p)
+    if stale:
+        warn(f"removed {len(stale)} temp file(s) an interrupted preprocess left in "
+             f"{ws.processed_dir}")  # fmt: skip
+
+
+def _crashed(task: ImageTask) -> _Done:
+    return _Done(task.index, reason="the worker process died while reading this image (killed, "
+                 "e.g. out of memory); check the file, or lower --workers")  # fmt: skip
 
 
 def _run_images(
@@ -163,9 +195,12 @@ def _run_images(
     fd, tmp = tempfile.mkstemp(prefix=".images-", suffix=".f32", dir=ws.processed_dir)
     os.close(fd)
     try:
-        np.memmap(tmp, np.float32, "w+", shape=shape).flush()  # sized, zero-filled (sparse)
+        # real blocks, not a sparse file: a full disk is then an OSError here (exit 6), not a
+        # SIGBUS in every worker that would turn each row into an `error`
+        preallocate(Path(tmp), int(np.prod(shape)) * 4)
         fn = partial(_preprocess_one, config=config, out=tmp, shape=shape, thumbs=thumbs)
-        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show)
+        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show,
+                            on_crash=_crashed)  # fmt: skip
         _OUTPUTS.pop(tmp, None)  # drop this process's own mapping (in-process runs)
         ok = [d.index for d in done if d.ok]
         images = np.array(np.memmap(tmp, np.float32, "r", shape=shape)[ok])  # (N_ok, S, S)
@@ -263,6 +298,8 @@ def _preprocess(
     vassert(config.workers >= 1, "--workers must be at least 1")
     vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
             "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
+    check_sheet_target(contact_sheet, force)  # before any work: refuse, change nothing
+    _remove_leftovers(ws)
     old = _check_existing(ws, config, force)
     manifest = ws.load_manifest()
     applied = 0

@@ -23,7 +23,7 @@ from typing import Any
 
 from cxraug.core.dataset import Dataset, load_dataset
 from cxraug.core.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericError, vassert
-from cxraug.core.fsutil import atomic_write_text
+from cxraug.core.fsutil import atomic_write_text, remove_stale_temps, sha256_file
 from cxraug.core.ui import err, progress, text_column, warn
 from cxraug.core.workspace import RunDir, Workspace, checkpoint_iteration
 from cxraug.gan.checkpoint import (
@@ -122,7 +122,8 @@ def train(
             raise InputError(f"--image-size {image_size} differs from the dataset's "
                              f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
         cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-        return _run(run, cfg, ds, None, quiet=quiet, on_iteration=on_iteration)
+        return _run(run, cfg, ds, None, sha256_file(ws.dataset_path), quiet=quiet,
+                    on_iteration=on_iteration)  # fmt: skip
 
 
 def resume(
@@ -160,12 +161,32 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
     if cfg.image_size != ds.image_size:
         raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
                          f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
-    return _run(run_dir, cfg, ds, ckpt, quiet=quiet, on_iteration=on_iteration)
+    now = sha256_file(ws.dataset_path)
+    started = ckpt.meta.get("dataset_sha256")
+    if started is None:  # a run from before checkpoints recorded it
+        warn(f"{latest.name} does not record which dataset the run was trained on, so cxraug "
+             f"cannot check that {ws.dataset_path} is unchanged; resuming anyway")
+    elif started != now:
+        raise InputError(
+            f"{ws.dataset_path} changed since run {run_dir.name} started (sha256 "
+            f"{str(started)[:12]}... then, {now[:12]}... now): resuming would mix two datasets. "
+            f"Restore that dataset, or start a new run (--name NEW, or --name {run_dir.name} "
+            "--force to replace this one)"
+        )
+    return _run(run_dir, cfg, ds, ckpt, now, quiet=quiet, on_iteration=on_iteration)
 
 
-def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *, quiet: bool,
+def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None,
+         dataset_sha256: str, *, quiet: bool,
          on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
     """The training loop shared by `train` and `resume`."""
+    # a process killed while writing (SIGKILL, power cut) leaves hidden temp files of up to a
+    # checkpoint's size; nothing else writes this run's folders now, so they are garbage
+    stale = [p for d in (run.checkpoints_dir, run.path, run.samples_dir)
+             for p in remove_stale_temps(d)]  # fmt: skip
+    if stale and not quiet:
+        err.print(f"removed {len(stale)} temp file(s) left by an interrupted write in "
+                  f"{run.path}", highlight=False)  # fmt: skip
     auto = cfg.mixed_precision == "auto"
     state = build_state(cfg)  # resolves "auto" precision, once: state.cfg is the run's config
     cfg = state.cfg  # config.json and the checkpoints record bf16 or none
@@ -219,20 +240,20 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                 if it % cfg.sample_interval == 0:
                     log.sample(state.sampler, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
-                    last_ckpt = _checkpoint(state, run)
+                    last_ckpt = _checkpoint(state, run, dataset_sha256)
                     if scorer is not None and scores is not None:
                         _score(state, scorer, scores, log, run, last_ckpt)
                 if on_iteration is not None:
                     on_iteration(it)
                 if stop.signum is not None:
                     if last_ckpt is None or checkpoint_iteration(last_ckpt) != it:
-                        last_ckpt = _checkpoint(state, run)
+                        last_ckpt = _checkpoint(state, run, dataset_sha256)
                     raise TrainingInterrupted(
                         f"training interrupted at iteration {it}; checkpoint saved to "
                         f"{last_ckpt}. Continue with `cxraug train --resume {run.name}`"
                     )
             if last_ckpt is None or checkpoint_iteration(last_ckpt) != state.iteration:
-                last_ckpt = _checkpoint(state, run)
+                last_ckpt = _checkpoint(state, run, dataset_sha256)
                 if scorer is not None and scores is not None:
                     _score(state, scorer, scores, log, run, last_ckpt)
     finally:
@@ -272,8 +293,9 @@ def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDi
                                   "score/memorised": s.memorised})  # fmt: skip
 
 
-def _checkpoint(state: Any, run: RunDir) -> Path:
+def _checkpoint(state: Any, run: RunDir, dataset_sha256: str) -> Path:
     if not all_finite(state):
         raise NumericError(f"weights became non-finite at iteration {state.iteration}; the "
                            "last good checkpoint was kept. Lower --lr and resume")  # fmt: skip
-    return save_checkpoint(state, run, state.cfg.keep_checkpoints)
+    return save_checkpoint(state, run, state.cfg.keep_checkpoints,
+                           dataset_sha256=dataset_sha256)  # fmt: skip

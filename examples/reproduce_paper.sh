@@ -12,40 +12,81 @@
 #        examples/reproduce_paper.sh
 # The paper trains 10,000 iterations ("epochs") of batch 128: ~3 h on a laptop CPU, minutes on
 # a data-centre GPU. Set ITERATIONS to shorten it.
+#
+# Other settings (environment variables; the defaults are the paper's):
+#   SOURCES        collect sources, space-separated, instead of COHEN/KERMANY/NIH
+#                  (e.g. "folder:/data/phantoms")
+#   SIZE           preprocess --size (224)            TEST_FRACTION  collect's (0.2)
+#   TRAIN_ARGS     extra `cxraug train` options, space-separated (e.g. "--batch-size 8")
+#   FEATURES       fid --features: inception (a standard FID) or random (smoke tests only)
+#   FID_FAKE       fid's FAKE set (manifest:synthetic=true,label=covid: the images filter
+#                  kept; add ,status=any to score every generated one)
+#   CXRAUG         the command to run (default: cxraug; e.g. "python -m cxraug")
+#
+# Run it again at any point: every step is skipped or resumed when its output is there. A step
+# that finishes with some rows failed (exit 1: they are in the manifest with a reason) does not
+# stop the script; any other failure does. On a re-run, generate and fid replace their own
+# earlier outputs (--force): generate the images of this run and seed, fid the fid.json report.
 set -euo pipefail
-: "${COHEN:?set COHEN to your covid-chestxray-dataset checkout}"
-: "${KERMANY:?set KERMANY to your Kaggle chest_xray folder}"
 WS=${WS:-paper-workspace}
 SEED=${SEED:-0}
 ITERATIONS=${ITERATIONS:-10000}
+SIZE=${SIZE:-224}
+TEST_FRACTION=${TEST_FRACTION:-0.2}
+FEATURES=${FEATURES:-inception}
+FID_FAKE=${FID_FAKE:-manifest:synthetic=true,label=covid}
+read -r -a cx <<< "${CXRAUG:-cxraug}"
+read -r -a train_args <<< "${TRAIN_ARGS:-}"
 
-sources=("cohen:$COHEN" "kermany:$KERMANY")
-[ -n "${NIH:-}" ] && sources+=("nih=folder:$NIH")
+if [ -n "${SOURCES:-}" ]; then
+  read -r -a sources <<< "$SOURCES"
+else
+  : "${COHEN:?set COHEN to your covid-chestxray-dataset checkout (or SOURCES)}"
+  : "${KERMANY:?set KERMANY to your Kaggle chest_xray folder (or SOURCES)}"
+  sources=("cohen:$COHEN" "kermany:$KERMANY")
+  if [ -n "${NIH:-}" ]; then sources+=("nih=folder:$NIH"); fi
+fi
+
+# Exit 1 means "finished, some rows failed" (recorded in the manifest): go on. Stop otherwise.
+partial_ok() {
+  local rc=0
+  "$@" || rc=$?
+  if [ "$rc" -eq 1 ]; then
+    echo "note: some rows failed (see the reason column of $WS/manifest.csv); continuing" >&2
+  elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+  fi
+}
 
 # 1. Setup phase: record the sources (frontal COVID-19 X-rays vs normal), split by patient.
-[ -f "$WS/manifest.csv" ] ||
-  cxraug collect "${sources[@]}" -w "$WS" --seed "$SEED" --test-fraction 0.2
+if [ ! -f "$WS/manifest.csv" ]; then
+  partial_ok "${cx[@]}" collect "${sources[@]}" -w "$WS" --seed "$SEED" \
+    --test-fraction "$TEST_FRACTION"
+fi
 # 2. Pre-processing phase: the paper crops by hand. Get a first guess, review the contact
-#    sheet, edit boxes.csv, then build the 224x224 array in [-1, 1].
+#    sheet, edit boxes.csv, then build the SIZE x SIZE array in [-1, 1].
 if [ ! -f "$WS/boxes.csv" ]; then
-  cxraug preprocess -w "$WS" --suggest-crops "$WS/boxes.csv" --contact-sheet "$WS/boxes.png"
+  partial_ok "${cx[@]}" preprocess -w "$WS" --suggest-crops "$WS/boxes.csv" \
+    --contact-sheet "$WS/boxes.png" --force
   echo "Review $WS/boxes.png and edit $WS/boxes.csv, then run this script again."
   exit 0
 fi
-cxraug preprocess -w "$WS" --crop-boxes "$WS/boxes.csv"
+partial_ok "${cx[@]}" preprocess -w "$WS" --crop-boxes "$WS/boxes.csv" --size "$SIZE"
 # 3. Augmentation phase: the paper's CGAN (Table 2 defaults), then balance the classes.
 # Ctrl-C saves a checkpoint; running this script again resumes the run where it stopped.
 if [ -d "$WS/runs/paper" ]; then
-  cxraug train -w "$WS" --resume paper --iterations "$ITERATIONS"
+  "${cx[@]}" train -w "$WS" --resume paper --iterations "$ITERATIONS"
 else
-  cxraug train -w "$WS" --name paper --epochs "$ITERATIONS" --seed "$SEED"
+  "${cx[@]}" train -w "$WS" --name paper --epochs "$ITERATIONS" --seed "$SEED" \
+    ${train_args[@]+"${train_args[@]}"}
 fi
-cxraug generate -w "$WS" --run paper --class covid --balance --seed "$SEED" --force
+"${cx[@]}" generate -w "$WS" --run paper --class covid --balance --seed "$SEED" --force
 # The paper removed noisy images by eye; filter does it reproducibly, with reasons.
-cxraug filter -w "$WS" --class covid --seed "$SEED"
+"${cx[@]}" filter -w "$WS" --class covid --seed "$SEED"
 # 4. Evaluation phase: FID (+ KID, precision/recall, real-vs-real baseline) against the
 #    HELD-OUT real COVID images, which the GAN never saw.
 weights=()
-[ -n "${WEIGHTS:-}" ] && weights=(--weights "$WEIGHTS")
-cxraug fid manifest:split=test,label=covid manifest:synthetic=true,label=covid -w "$WS" \
-  "${weights[@]}" --seed "$SEED" --out "$WS/fid.json"
+if [ -n "${WEIGHTS:-}" ]; then weights=(--weights "$WEIGHTS"); fi
+"${cx[@]}" fid manifest:split=test,label=covid "$FID_FAKE" -w "$WS" \
+  ${weights[@]+"${weights[@]}"} --features "$FEATURES" --seed "$SEED" \
+  --out "$WS/fid.json" --force

@@ -48,8 +48,8 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_readme_documents_the_exit_codes() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.M))
-    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}  # every code defined
-    assert errors.EXIT_BUSY in codes
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}  # every EXIT_* code
+    assert {0, 1, 2, 3, 4, 5, 6, 7, 130} <= codes
     assert {int(c) for c in table} == codes
 
 
@@ -79,7 +79,14 @@ def test_tensorflow_start_up_is_quiet_but_can_be_shown() -> None:
 @pytest.mark.parametrize(
     ("exc", "code", "prefix"),
     [(errors.InputError("bad row 3"), 3, "error:"),
-     (errors.NumericError("NaN loss"), 5, "error:")],
+     (errors.NumericError("NaN loss"), 5, "error:"),
+     (OSError(28, "No space left on device", "/ws/manifest.csv"), 6,
+      "error: system error on /ws/manifest.csv: No space left on device (ENOSPC); free space"),
+     (PermissionError(13, "Permission denied", "/ro/processed"), 6,
+      "error: system error on /ro/processed: Permission denied (EACCES); check that you may"),
+     (OSError(30, "Read-only file system", "/ro/runs"), 6,
+      "error: system error on /ro/runs: Read-only file system (EROFS); that file system is "
+      "read-only")],
 )  # fmt: skip
 def test_handle_errors_maps_exit_codes_and_prefix(exc: Exception, code: int, prefix: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +100,12 @@ def test_handle_errors_maps_exit_codes_and_prefix(exc: Exception, code: int, pre
     with pytest.raises(typer.Exit) as ei:
         handle_errors(boom)()
     assert ei.value.exit_code == code
-    assert capsys.readouterr().err.startswith(f"{prefix} {exc}")
+    text = capsys.readouterr().err
+    if isinstance(exc, errors.CxrError):
+        assert text.startswith(f"{prefix} {exc}")
+    else:  # one line (no traceback), what failed, where, what to do
+        assert " ".join(text.split()).startswith(prefix), text
+        assert "Traceback" not in text and text.count("\n") == 1, text
 
 
 def test_interruption_is_not_called_an_error(capsys: pytest.CaptureFixture[str]) -> None:

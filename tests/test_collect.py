@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import cxraug.collect as collect_mod
 import cxraug.prep.inspect
 from cxraug.cli import app
 from cxraug.collect import (
@@ -21,6 +22,7 @@ from cxraug.collect import (
     assign_splits,
     collect,
     near_duplicate_pairs,
+    summary_lines,
 )
 from cxraug.core.errors import InputError
 from cxraug.core.images import encode_image
@@ -262,7 +264,12 @@ def test_near_duplicates_reported_not_removed(tmp_path: Path) -> None:
     assert rows["f/normal/a.png"].split == rows["f/normal/b.jpg"].split
 
 
-def test_near_duplicate_pairs_matches_bruteforce() -> None:
+@pytest.mark.parametrize("numpy1", [False, True], ids=["bitwise_count", "numpy-1.26-table"])
+def test_near_duplicate_pairs_matches_bruteforce(numpy1: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # numpy1: the path numpy 1.26 takes (no np.bitwise_count), checked against unpackbits
+    if numpy1:
+        monkeypatch.setattr(collect_mod, "_bitwise_count", None)
     rng = np.random.default_rng(0)
     h = rng.integers(0, 256, (300, 32), dtype=np.uint8)
     h[5] = h[17]
@@ -274,6 +281,10 @@ def test_near_duplicate_pairs_matches_bruteforce() -> None:
     expect = [(i, j, d[i, j]) for i in range(300) for j in range(i + 1, 300) if d[i, j] <= 90]
     assert sorted(near_duplicate_pairs(h, 90, block=64)) == expect
     assert (5, 17, 0) in expect and (40, 41, 3) in expect
+    # every byte value's popcount, against Python's own
+    table = collect_mod._POPCOUNT16
+    assert [int(c) for c in table[:256]] == [bin(b).count("1") for b in range(256)]
+    assert int(table[0xFFFF]) == 16 and int(table[0x8001]) == 2
 
 
 # ---- split ---------------------------------------------------------------------------------
@@ -448,3 +459,36 @@ def test_real_data_counts(cxr_data: Path, tmp_path: Path) -> None:
         d = result.splits[label]
         assert abs(d["test"] / (d["train"] + d["test"]) - 0.2) < 0.03
     assert Manifest(rows).select(label="covid", split="test")
+
+
+def test_force_keeps_label_and_exclusion_edits_and_lists_what_it_recomputes(
+    tmp_path: Path,
+) -> None:
+    make_kermany(tmp_path / "k")
+    ws = Workspace.at(tmp_path / "ws")
+    src = [f"kermany:{tmp_path / 'k'}"]
+    collect(ws, src, CFG)
+    m = ws.load_manifest()
+    relabelled = "kermany/chest_xray/train/NORMAL/IM-0117-0001.jpeg"
+    excluded = "kermany/chest_xray/train/NORMAL/IM-0117-0002.jpeg"
+    moved = "kermany/chest_xray/test/NORMAL/IM-0200-0001.jpeg"
+    rows = m.by_id()
+    rows[relabelled].label = "covid"  # a reader's correction
+    rows[excluded].set_status("excluded", "rib fracture hardware, reader")
+    old_split = rows[moved].split
+    rows[moved].split = "test" if old_split == "train" else "train"
+    write_manifest(ws.manifest_path, m)
+    result = collect(ws, src, CollectConfig(workers=1, force=True, show_progress=False))
+    after = ws.load_manifest().by_id()
+    assert after[relabelled].label == "covid"
+    assert (after[excluded].status, after[excluded].reason) == ("excluded",
+                                                                "rib fracture hardware, reader")
+    assert after[moved].split == old_split  # recomputed by patient group...
+    assert result.merge is not None
+    assert result.merge.kept_labels == [f"{relabelled}: covid (collect says normal)"]
+    assert result.merge.kept_exclusions == [excluded]
+    assert f"{moved}: split {rows[moved].split} -> {old_split}" in result.merge.discarded
+    lines = "\n".join(summary_lines(result))  # ...and the user is told
+    assert "kept your edits: 1 label(s), 1 status excluded" in lines
+    assert f"{moved}: split {rows[moved].split} -> {old_split}" in lines
+    assert "manifest.csv.bak" in lines

@@ -372,6 +372,21 @@ def test_cli_folder_report(tmp_path, planted, good3):
     assert all(r.status == "ok" for r in ws.load_manifest() if r.synthetic)  # untouched
     r = runner.invoke(app, args)
     assert r.exit_code == 3 and "--force" in r.output
+    # a new report name, but the config JSON beside it exists: refused too, nothing written
+    report2 = tmp_path / "report2.csv"
+    mine = tmp_path / "report2.config.json"
+    mine.write_text("my notes")
+    r = runner.invoke(app, [*args[:-1], str(report2)])
+    assert r.exit_code == 3 and "report2.config.json" in r.output and "--force" in r.output
+    assert mine.read_text() == "my notes" and not report2.exists()
+    r = runner.invoke(app, [*args[:-1], str(report2), "--force"])
+    assert r.exit_code == 0 and json.loads(mine.read_text())["class"] == "covid"
+    # the same for a user-named --sheet of manifest rows
+    sheet = tmp_path / "s.png"
+    (tmp_path / "s.config.json").write_text("mine")
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--sheet", str(sheet)])
+    assert r.exit_code == 3 and "s.config.json" in r.output and not sheet.exists()
+    assert (tmp_path / "s.config.json").read_text() == "mine"
 
 
 # ---- real chest X-rays (read in place, never copied) -------------------------------------

@@ -140,3 +140,61 @@ def test_errors(trained: Workspace, tmp_path: Path) -> None:
     assert r.exit_code == 3 and "does not match this model" in r.output, r.output
     r = gen(ws, "--class", "covid", "-n", "1", "--checkpoint", str(tmp_path / "none.npz"))
     assert r.exit_code == 3 and "does not exist" in r.output
+
+
+def test_force_with_smaller_n_leaves_nothing_of_the_larger_run(trained: Workspace,
+                                                               tmp_path: Path) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    assert gen(ws, "--class", "covid", "-n", "5", "--seed", "1").exit_code == 0
+    assert gen(ws, "--class", "covid", "-n", "2", "--seed", "10").exit_code == 0  # other seed
+    # as `filter --move-rejected` leaves it: image 4 in rejected/, its row pointing there
+    m = read_manifest(ws.manifest_path)
+    moved = m.by_id()["synthetic/covid/r1-s1-000004"]
+    (ws.root / "synthetic/covid/rejected").mkdir()
+    shutil.move(ws.root / moved.path, ws.root / "synthetic/covid/rejected/r1-s1-000004.png")
+    moved.path = "synthetic/covid/rejected/r1-s1-000004.png"
+    write_manifest(ws.manifest_path, m)
+    (ws.root / "synthetic/covid/mine.png").write_bytes(b"a user's file")
+    r = gen(ws, "--class", "covid", "-n", "2", "--seed", "1", "--force")
+    assert r.exit_code == 0, r.output
+    ids = sorted(r.id for r in read_manifest(ws.manifest_path) if r.synthetic)
+    assert ids == [f"synthetic/covid/r1-s{s}-{i:06d}" for s in (1, 10) for i in range(2)]
+    left = sorted(p.relative_to(ws.root).as_posix() for p in (ws.root / "synthetic").rglob("*.png"))
+    assert left == ["synthetic/covid/mine.png", "synthetic/covid/r1-s1-000000.png",
+                    "synthetic/covid/r1-s1-000001.png", "synthetic/covid/r1-s10-000000.png",
+                    "synthetic/covid/r1-s10-000001.png"]  # fmt: skip
+    assert not list((ws.root / "synthetic").rglob(".generate-*"))
+
+
+@pytest.mark.parametrize("next_command", ["generate", "filter"])
+def test_crash_between_pngs_and_rows_is_swept_by_the_next_run(
+    next_command: str, trained: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the PNGs, before the manifest write: the next generate or filter deletes
+    the PNGs no row names (they are reproducible), and only those."""
+    ws = copy_ws(trained, tmp_path / "w")
+    assert gen(ws, "--class", "covid", "-n", "2", "--seed", "5").exit_code == 0  # named: kept
+    (ws.root / "synthetic/covid/mine.png").write_bytes(b"a user's file")
+    before = ws.manifest_path.read_bytes()
+
+    def crash(self: Workspace, manifest: Manifest) -> None:
+        raise SystemExit(137)  # the process dies here (as a kill would): no cleanup runs
+
+    monkeypatch.setattr(Workspace, "save_manifest", crash)
+    r = gen(ws, "--class", "covid", "-n", "3", "--seed", "1")
+    assert r.exit_code == 137
+    monkeypatch.undo()
+    orphans = [ws.root / f"synthetic/covid/r1-s1-{i:06d}.png" for i in range(3)]
+    assert all(p.is_file() for p in orphans) and ws.manifest_path.read_bytes() == before
+    assert list((ws.root / "synthetic/covid").glob(".generate-r1-s1.pending.json"))
+    if next_command == "generate":
+        r = gen(ws, "--class", "covid", "-n", "1", "--seed", "7")
+    else:
+        r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 0, r.output
+    assert not any(p.exists() for p in orphans)
+    assert (ws.root / "synthetic/covid/mine.png").read_bytes() == b"a user's file"
+    assert (ws.root / "synthetic/covid/r1-s5-000000.png").is_file()
+    assert not list((ws.root / "synthetic").rglob(".generate-*"))
+    # and the interrupted generate can simply be run again (no "already exist" refusal)
+    assert gen(ws, "--class", "covid", "-n", "3", "--seed", "1").exit_code == 0

@@ -225,9 +225,25 @@ def test_suggest_crops_writes_boxes_and_sheet_that_feed_back(tmp_path: Path) -> 
     assert Image.open(sheet).size[0] > 0 and not ws.dataset_path.exists()
     code, _, errout = run("-w", str(ws.root), "--suggest-crops", str(out))
     assert code == 3 and "already exists" in errout and "--force" in errout
+    # the sheet exists: preprocess refuses to overwrite it (exit 3, nothing changed) ...
+    before, sheet_bytes = ws.manifest_path.read_bytes(), sheet.read_bytes()
     code, _, errout = run("-w", str(ws.root), "--crop-boxes", str(out), "--size", "16",
                           "--workers", "1", "--contact-sheet", str(sheet))  # fmt: skip
+    assert code == 3 and "already exists; pass --force" in errout and str(sheet) in errout
+    assert ws.manifest_path.read_bytes() == before and sheet.read_bytes() == sheet_bytes
+    assert not ws.dataset_path.exists()
+    # ... so does --suggest-crops to a new boxes file, and so does a page of a multi-page sheet
+    code, _, errout = run("-w", str(ws.root), "--suggest-crops", str(tmp_path / "new.csv"),
+                          "--contact-sheet", str(sheet))  # fmt: skip
+    assert code == 3 and "already exists" in errout and not (tmp_path / "new.csv").exists()
+    (tmp_path / "pages-002.png").write_bytes(b"an earlier sheet's page")
+    code, _, errout = run("-w", str(ws.root), "--size", "16", "--workers", "1",
+                          "--contact-sheet", str(tmp_path / "pages.png"))  # fmt: skip
+    assert code == 3 and "pages-002.png already exists" in errout
+    code, _, errout = run("-w", str(ws.root), "--crop-boxes", str(out), "--size", "16",
+                          "--workers", "1", "--contact-sheet", str(sheet), "--force")  # fmt: skip
     assert code == 0, errout
+    assert sheet.read_bytes() != sheet_bytes  # with --force: replaced
     assert read_manifest(ws.manifest_path).by_id()["demo/img01"].crop is not None
     # an unreadable image: reported (exit 1), the others still get boxes, manifest untouched
     (ws.root / "data/img02.png").write_text("not a picture")

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from cxraug.cli import app
 from cxraug.core.dataset import Dataset, save_dataset
-from cxraug.core.errors import InputError
+from cxraug.core.errors import InputError, NumericError
+from cxraug.core.fsutil import atomic_save_npz, sha256_file
 from cxraug.core.tf_setup import tf
 from cxraug.core.workspace import Workspace
 from cxraug.gan.checkpoint import (
@@ -175,42 +176,208 @@ def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(mp: str, tmp_path
 
 
 
-def test_sigkill_at_any_moment_resumes_from_a_good_checkpoint(tmp_path: Path) -> None:
-    """A `cxraug train` process killed with SIGKILL (no handler runs) while it checkpoints
-    every iteration: the latest checkpoint loads, and resuming from it ends with the same
-    weights as an uninterrupted run of the same length."""
-    ws = make_workspace(tmp_path)
-    args = ["-w", str(ws.root), "--recipe", "paper", "--no-xla", "--mixed-precision", "none",
-            "--batch-size", "8", "--g-widths", "16,32", "--d-widths", "32,32,32,32",
-            "--latent-dim", "8", "--noise-iterations", "4", "--sample-interval", "100000",
-            "-q"]  # fmt: skip
+#: `cxraug train` options of a tiny run (seconds on a CPU), for subprocess and CLI tests.
+TINY_ARGS = ["--recipe", "paper", "--no-xla", "--mixed-precision", "none", "--batch-size", "8",
+             "--g-widths", "16,32", "--d-widths", "32,32,32,32", "--latent-dim", "8",
+             "--noise-iterations", "4", "--sample-interval", "100000", "-q"]  # fmt: skip
+
+#: A child `cxraug train` that kills itself (SIGKILL: no handler, no finally) at an exact
+#: moment: POINT N = after the Nth step computed its update (before the loop records it);
+#: "temp" = while the Nth checkpoint's temp file is half written; "pointer" = after the Nth
+#: checkpoint's rename, before the `latest` pointer names it. "limit" BYTES = every write over
+#: BYTES fails for real (RLIMIT_FSIZE with SIGXFSZ ignored: EFBIG, like a full disk's ENOSPC).
+CHILD = textwrap.dedent("""
+    import os, resource, signal, sys
+    import numpy as np
+    import cxraug.gan.checkpoint as ck
+    import cxraug.train as tr
+    point, n = sys.argv[1], int(sys.argv[2])
+    count = [0]
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point == "step":
+        real_make = tr.make_step
+        def make_step(state, *a):
+            step = real_make(state, *a)
+            def wrapped(*x):
+                out = step(*x)
+                count[0] += 1
+                if count[0] == n:
+                    die()
+                return out
+            return wrapped
+        tr.make_step = make_step
+    elif point == "temp":
+        real_savez = np.savez
+        def savez(f, **arrays):
+            count[0] += 1
+            if count[0] == n:
+                f.write(b"PK\\x03\\x04" + bytes(4096))
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+            return real_savez(f, **arrays)
+        np.savez = savez
+    elif point == "pointer":
+        real_ptr = ck._write_pointer
+        def write_pointer(ptr, path, *a, **k):
+            if ptr.name == "latest":
+                count[0] += 1
+                if count[0] == n:
+                    die()
+            return real_ptr(ptr, path, *a, **k)
+        ck._write_pointer = write_pointer
+    elif point == "limit":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+    from cxraug.cli import app
+    app(sys.argv[3:], prog_name="cxraug")
+""")
+
+
+def child_train(point: str, n: int, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.Popen([sys.executable, "-m", "cxraug", "train", "--name", "k",
-                          "--iterations", "100000", "--checkpoint-interval", "1", *args],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    ckdir = ws.runs_dir / "k" / "checkpoints"
+    return subprocess.run([sys.executable, "-c", CHILD, point, str(n), "train", *args], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """An uninterrupted 6-iteration tiny run, checkpointing every iteration."""
+    ws = make_workspace(tmp_path_factory.mktemp("ref"))
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--name", "ref", "--iterations", "6",
+                            "--checkpoint-interval", "1", *TINY_ARGS])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return weights(ws.runs_dir / "ref")
+
+
+@pytest.mark.parametrize(("point", "latest_after"), [("step", 3), ("temp", 3), ("pointer", 3)])
+def test_sigkill_at_each_moment_resumes_to_the_uninterrupted_weights(
+    point: str, latest_after: int, reference_weights: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """SIGKILL during the 4th step, while the 4th checkpoint's temp file is half written, and
+    between its rename and the `latest` pointer: the latest checkpoint is the 3rd, the
+    leftover temp file is removed at resume, and the resumed run ends with the same weights as
+    an uninterrupted one."""
+    ws = make_workspace(tmp_path)
+    run = ws.runs_dir / "k"
+    r = child_train(point, 4, "-w", str(ws.root), "--name", "k", "--iterations", "6",
+                    "--checkpoint-interval", "1", *TINY_ARGS)  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert read_checkpoint(find_latest(run)).iteration == latest_after  # type: ignore[arg-type]
+    temps = [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    if point == "temp":  # the half-written file (what a real kill leaves: up to ~0.9 GB)
+        assert [p.name[:18] for p in temps] == [".ckpt-0000004.npz."]
+    if point == "pointer":  # complete, but not yet named by `latest`
+        assert (run / "checkpoints" / "ckpt-0000004.npz").is_file()
+    (run / "checkpoints" / ".my-notes.txt").write_text("a user's file is never removed")
+    r2 = runner.invoke(app, ["train", "-w", str(ws.root), "--resume", "k", *TINY_ARGS])
+    assert r2.exit_code == 0, r2.output
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    assert (run / "checkpoints" / ".my-notes.txt").is_file()
+    b = weights(run)
+    assert read_checkpoint(find_latest(run)).iteration == 6  # type: ignore[arg-type]
+    assert reference_weights.keys() == b.keys()
+    for key in reference_weights:
+        np.testing.assert_allclose(reference_weights[key], b[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)  # fmt: skip
+    log = (run / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == [str(i) for i in range(1, 7)]
+
+
+def test_sigterm_during_train_exits_130_with_a_checkpoint(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, "-m", "cxraug", "train", "-w", str(ws.root), "--name",
+                          "t", "--iterations", "100000", "--checkpoint-interval", "100000",
+                          *TINY_ARGS], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    log = ws.runs_dir / "t" / "log.csv"
     try:
         deadline = time.monotonic() + 240
-        while len(list(ckdir.glob("ckpt-*.npz"))) < 3 or not (ckdir / "latest").exists():
-            assert p.poll() is None, p.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "training never wrote 3 checkpoints"
+        while not log.is_file() or len(log.read_text().splitlines()) < 3:  # 2 iterations done
+            assert p.poll() is None, p.stderr.read()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "training never logged 2 iterations"
             time.sleep(0.05)
-        time.sleep(0.37)  # an arbitrary moment: mid-step, mid-write or mid-rotation
+        p.send_signal(signal.SIGTERM)
+        _, errout = p.communicate(timeout=120)
     finally:
-        p.kill()  # SIGKILL
-        p.wait()
-    assert p.returncode == -signal.SIGKILL
-    last = read_checkpoint(find_latest(ws.runs_dir / "k"))  # type: ignore[arg-type]
-    k = last.iteration
-    assert k >= 3
-    r = runner.invoke(app, ["train", "--resume", "k", "--iterations", str(k + 2), *args])
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, errout[-2000:]
+    ck = read_checkpoint(find_latest(ws.runs_dir / "t"))  # type: ignore[arg-type]
+    assert ck.iteration >= 2
+    assert f"training interrupted at iteration {ck.iteration}; checkpoint saved" in " ".join(
+        errout.split())  # fmt: skip
+    assert "Traceback" not in errout
+
+
+def test_disk_full_during_checkpoint_exits_6_and_keeps_earlier_files(tmp_path: Path) -> None:
+    """Writes over 100 KB fail for real (EFBIG, the OSError a full disk gives as ENOSPC): the
+    tiny run's checkpoints (~300 KB) cannot be written, its log and config (< 30 KB) can."""
+    ws = make_workspace(tmp_path)
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--name", "d", "--iterations", "2",
+                            *TINY_ARGS])  # fmt: skip
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["train", "--name", "ref", "--iterations", str(k + 2), *args])
+    run = ws.runs_dir / "d"
+    ck2 = run / "checkpoints" / "ckpt-0000002.npz"
+    before = {p: p.read_bytes() for p in (ws.dataset_path, ck2, run / "checkpoints" / "latest")}
+    assert ck2.stat().st_size > 100_000
+    res = child_train("limit", 100_000, "-w", str(ws.root), "--resume", "d", "--iterations", "4",
+                      "--checkpoint-interval", "1", "-q")  # fmt: skip
+    assert res.returncode == 6, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: system error on {run / 'checkpoints' / 'ckpt-0000003.npz'}: File too large "
+        "(EFBIG)"), res.stderr  # fmt: skip
+    assert {p: p.read_bytes() for p in before} == before  # dataset, checkpoint, pointer intact
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--resume", "d", "--iterations", "4",
+                            "-q"])  # fmt: skip
+    assert r.exit_code == 0, r.output  # room again: the run goes on from iteration 2
+
+
+def test_resume_refuses_a_changed_dataset_and_warns_for_old_runs(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--name", "c", "--iterations", "2",
+                            *TINY_ARGS])  # fmt: skip
     assert r.exit_code == 0, r.output
-    a, b = weights(ws.runs_dir / "ref"), weights(ws.runs_dir / "k")
-    assert read_checkpoint(find_latest(ws.runs_dir / "k")).iteration == k + 2  # type: ignore[arg-type]
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    ck = read_checkpoint(find_latest(ws.runs_dir / "c"))  # type: ignore[arg-type]
+    assert ck.meta["dataset_sha256"] == sha256_file(ws.dataset_path)
+    img, labels = toy_images(seed=1)  # same shape and size, other pixels
+    save_dataset(ws.dataset_path, Dataset(img, labels, np.array([f"toy/{i}" for i in range(24)]),
+                                          np.array(["train"] * 24)))  # fmt: skip
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--resume", "c", "--iterations", "3"])
+    assert r.exit_code == 3
+    msg = " ".join(r.output.split())
+    assert f"{ws.dataset_path} changed since run c started" in msg and "--force" in msg
+    assert read_checkpoint(find_latest(ws.runs_dir / "c")).iteration == 2  # type: ignore[arg-type]
+    # a checkpoint from before the hash was recorded: resumed, with a warning
+    latest = find_latest(ws.runs_dir / "c")
+    assert latest is not None
+    with np.load(latest) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["dataset_sha256"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_save_npz(latest, **arrays)
+    (ws.runs_dir / "c" / "checkpoints" / "latest").unlink()  # its hash no longer matches
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--resume", "c", "--iterations", "3",
+                            "-q"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "does not record which dataset" in " ".join(r.output.split())
+
+
+def test_corrupt_dataset_exits_3_with_the_fix(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    ws.dataset_path.write_bytes(ws.dataset_path.read_bytes()[:1000])  # truncated
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--iterations", "1", *TINY_ARGS])
+    assert r.exit_code == 3, r.output
+    assert "cxraug preprocess --force" in " ".join(r.output.split())
+    assert "Traceback" not in r.output
+
 
 def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
@@ -236,25 +403,44 @@ def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -
         read_checkpoint(newest)
 
 
-def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two good iterations (checkpointed), then a NaN weight makes the 3rd step's loss NaN:
+    exit 5, the message names the checkpoint, which exists, is iteration 2 and is finite."""
+    import cxraug.train as tr
+
+    real_make = tr.make_step
+
+    def make_step(state, *a):  # type: ignore[no-untyped-def]
+        step = real_make(state, *a)
+
+        def poisoned(*x):  # type: ignore[no-untyped-def]
+            if state.iteration == 2:  # a real NaN through the real step, not a faked loss
+                w = state.disc.weights[0]
+                w.assign(np.full(tuple(w.shape), np.nan, np.float32))
+            return step(*x)
+
+        return poisoned
+
+    monkeypatch.setattr(tr, "make_step", make_step)
     ws = make_workspace(tmp_path)
-    r = runner.invoke(app, ["train", "-w", str(ws.root), "--recipe", "paper", "--name", "boom",
-                            "--lr", "1e30",
-                            "--iterations", "30", "--checkpoint-interval", "1", "--no-xla",
-                            "--batch-size", "8", "--g-widths", "16", "--d-widths",
-                            "32,32,32,32", "--latent-dim", "8", "-q"])  # fmt: skip
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--name", "boom", "--iterations", "30",
+                            "--checkpoint-interval", "1", *TINY_ARGS])  # fmt: skip
     assert r.exit_code == 5, r.output
-    assert "non-finite" in r.output and "lower --lr" in r.output.lower()
+    msg = " ".join(r.output.split())
+    assert "non-finite loss at iteration 3" in msg and "lower --lr" in msg.lower()
     latest = find_latest(ws.runs_dir / "boom")
-    if latest is not None:  # every checkpoint that exists is finite and loads
-        ck = read_checkpoint(latest)
-        assert all(np.isfinite(a).all() for k, a in ck.arrays.items() if a.dtype.kind == "f")
+    assert latest is not None and f"Last good checkpoint: {latest}" in msg
+    ck = read_checkpoint(latest)
+    assert ck.iteration == 2
+    assert all(np.isfinite(a).all() for k, a in ck.arrays.items() if a.dtype.kind == "f")
 
 
 def test_nan_image_exits_5(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, nan=True)
-    with pytest.raises(Exception, match="non-finite loss at iteration 1"):
+    with pytest.raises(NumericError, match="non-finite loss at iteration 1") as e:
         train(ws, TrainConfig(**TINY).replace(iterations=3), name="nan", quiet=True)
+    assert e.value.exit_code == 5
     assert find_latest(ws.runs_dir / "nan") is None
 
 

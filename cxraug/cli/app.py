@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cxraug import __version__
-from cxraug.core.errors import EXIT_INTERRUPTED, CxrError
+from cxraug.core.errors import EXIT_INTERRUPTED, EXIT_SYSTEM, CxrError, describe_os_error
 from cxraug.core.ui import err, tagged
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +83,11 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print(tagged("interrupted", "bold red"))
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as e:
+            # disk full, permission denied, read-only workspace: not "some rows failed" (1)
+            err.print(tagged("error:", "bold red", describe_os_error(e)), highlight=False,
+                      soft_wrap=True)  # fmt: skip
+            raise typer.Exit(EXIT_SYSTEM) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -194,8 +199,8 @@ def _root(
     ),
 ) -> None:
     """cxraug: CGAN augmentation for chest X-rays. Exit codes: 0 ok, 1 some rows failed,
-    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 7 busy (another command holds the
-    workspace), 130 interrupted."""
+    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 6 system error (disk full,
+    permission denied), 7 busy (another command holds the workspace), 130 interrupted."""
 
 
 __all__ = ["app", "command", "given", "handle_errors", "json_option", "workspace_option"]

@@ -31,8 +31,9 @@ def preprocess_command(
         help="Also write a PNG grid of thumbnails with each crop box drawn and the id printed "
         "(NAME-001.png, ... beyond 200 images).",
     ),  # fmt: skip
-    force: bool = typer.Option(False, "--force", help="Overwrite a dataset built with other "
-                               "settings, or an existing --suggest-crops file."),  # fmt: skip
+    force: bool = typer.Option(False, "--force", help="Rebuild the dataset even when it is up "
+                               "to date or was built with other settings, and overwrite an "
+                               "existing --suggest-crops or --contact-sheet file."),  # fmt: skip
     json_out: bool = json_option("summary"),
 ) -> None:
     """Turn the manifest's usable real images into WORKSPACE/processed/dataset.npz: decode,

@@ -11,6 +11,7 @@ Arrays (all row-aligned):
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def save_dataset(path: Path, ds: Dataset) -> None:
     )
 
 
+def _corrupt(path: Path, e: BaseException) -> InputError:
+    return InputError(f"{path} is corrupt or not a cxraug dataset ({type(e).__name__}: {e}); "
+                      "rebuild it with `cxraug preprocess --force`")  # fmt: skip
+
+
 def load_dataset(path: Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
@@ -74,8 +80,13 @@ def load_dataset(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
             ds = Dataset(z["images"], z["labels"], z["ids"], z["splits"],
                          tuple(str(c) for c in z["classes"]))  # fmt: skip
-    except (OSError, KeyError, ValueError) as e:
-        raise InputError(f"{path} is not a cxraug dataset ({e}); re-run `cxraug preprocess`") from e
+    except OSError as e:
+        if e.errno is not None:  # permission denied, I/O error: a system error (exit 6)
+            raise
+        raise _corrupt(path, e) from e
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError) as e:  # truncated, not a zip
+        raise _corrupt(path, e) from e
     if ds.images.size and (float(ds.images.min()) < -1.0 or float(ds.images.max()) > 1.0):
-        raise InputError(f"{path}: images are outside [-1, 1]; re-run `cxraug preprocess`")
+        raise InputError(f"{path}: images are outside [-1, 1]; rebuild it with "
+                         "`cxraug preprocess --force`")  # fmt: skip
     return ds

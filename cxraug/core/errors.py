@@ -10,11 +10,16 @@ Exit codes (also in README.md):
     3   bad input: invalid manifest, bad crop box, unknown class, missing file/run, too few images
     4   a required resource is missing (e.g. Inception-v3 weights not found offline)
     5   numeric failure (NaN/Inf loss, imaginary matrix square root)
+    6   system error: an operating-system call failed (disk full, permission denied,
+        read-only workspace, file size limit); the files written before are intact
     7   busy: another cxraug command holds the workspace (or run) lock; nothing was changed
     130 interrupted (Ctrl-C / SIGTERM); training saved a checkpoint first
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -22,6 +27,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_MISSING_RESOURCE = 4
 EXIT_NUMERIC = 5
+EXIT_SYSTEM = 6
 EXIT_BUSY = 7
 EXIT_INTERRUPTED = 130
 
@@ -80,3 +86,33 @@ def vassert(cond: object, message: str, exc: type[CxrError] = InputError) -> Non
     """Raise `exc(message)` unless `cond` holds (torch-fidelity's vassert)."""
     if not cond:
         raise exc(message)
+
+
+#: What to do about an OSError, by errno (the rest get _OS_HINT_DEFAULT).
+_OS_HINTS = {
+    errno.ENOSPC: "free space on that disk (or use a --workspace on another one) and re-run",
+    errno.EDQUOT: "your disk quota is used up: free space (or use another --workspace) and re-run",
+    errno.EFBIG: "the file is over a file-size limit (`ulimit -f`, the file system's maximum): "
+    "raise the limit or use another --workspace, and re-run",
+    errno.EACCES: "check that you may read and write that path (`ls -l`), or use a --workspace "
+    "you own",
+    errno.EPERM: "check that you may read and write that path (`ls -l`), or use a --workspace "
+    "you own",
+    errno.EROFS: "that file system is read-only: use a writable --workspace",
+    errno.EMFILE: "too many open files: raise `ulimit -n` or lower --workers",
+    errno.ENOMEM: "out of memory: lower --workers or --batch-size",
+}
+_OS_HINT_DEFAULT = "check that path and its disk, then re-run"
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OSError: what failed, on which path, and what to do about it."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    what = e.strerror or str(e) or type(e).__name__
+    code = f" ({name})" if name else ""
+    where = f" on {os.fsdecode(e.filename)}" if e.filename is not None else ""
+    if e.filename2 is not None:
+        where += f" -> {os.fsdecode(e.filename2)}"
+    hint = _OS_HINTS.get(e.errno or 0, _OS_HINT_DEFAULT)
+    return (f"system error{where}: {what}{code}; {hint}. Files written before this one are "
+            "intact (every write is atomic)")

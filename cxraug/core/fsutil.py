@@ -5,11 +5,13 @@ A crash or kill at any moment leaves either the old file or the new one, never a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +23,26 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+#: The temp files _atomic creates: "." + target name + "." + mkstemp's 8 random characters
+#: (tempfile's alphabet: a-z, 0-9, "_") + ".tmp". A process killed mid-write leaves one behind.
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: Path, target: re.Pattern[str] | None = None) -> list[Path]:
+    """Delete the temp files a killed process left in `folder` (TEMP_NAME; with `target`, only
+    those for a target name it matches); user files never match. Call it only where no other
+    cxraug process can be writing the same folder. Returns what was removed."""
+    removed: list[Path] = []
+    if not Path(folder).is_dir():
+        return removed
+    for p in Path(folder).iterdir():
+        m = TEMP_NAME.match(p.name)
+        if m and (target is None or target.match(m.group("target"))) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -35,11 +57,14 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # a failed write() names no file, and the temp name means nothing to the user
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     # fsync the directory so the rename itself survives a power cut
     try:
@@ -50,6 +75,32 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised inside the path it concerns: a failed write() names no file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+def preallocate(path: Path, nbytes: int) -> None:
+    """Create `path` with `nbytes` of real disk blocks (zeros). A sparse file that is later
+    written through mmap gets SIGBUS, not ENOSPC, when the disk fills up: that would kill the
+    worker processes and look like every image failing. This fails up front instead."""
+    with naming(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if nbytes and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
+            else:
+                os.ftruncate(fd, nbytes)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

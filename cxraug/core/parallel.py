@@ -6,6 +6,12 @@ this process imported (a spawned one re-imports numpy, OpenCV and the CLI: ~0.5-
 each, a large share of a ~5 CPU-second job), but forking while other threads run can copy a
 held lock into the child: fork only while this is the only thread and TensorFlow (which starts
 thread pools) is not loaded.
+
+A worker that dies (killed by the kernel's out-of-memory killer, a crash in a C decoder) breaks
+the whole pool. With `on_crash`, the items whose results were lost are then run again one at a
+time in a fresh one-worker pool, so the one that kills its worker is found; it gets
+`on_crash(item)` (e.g. an error row) and the others their normal result. That rerun is
+sequential: a crash costs the batch's remaining parallelism, never its other rows.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 import cv2
@@ -46,13 +53,38 @@ def mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _isolate(fn: Callable[[T], R], items: Sequence[T], todo: list[int],
+             on_crash: Callable[[T], R]) -> dict[int, R]:  # fmt: skip
+    """fn(items[i]) for i in todo, one at a time in a one-worker pool: an item whose worker
+    dies gets on_crash(item), and the next item a fresh pool."""
+    done: dict[int, R] = {}
+    ex: ProcessPoolExecutor | None = None
+    try:
+        for i in todo:
+            if ex is None:
+                ex = ProcessPoolExecutor(1, mp_context=mp_context(), initializer=_init_worker)
+            try:
+                done[i] = ex.submit(fn, items[i]).result()
+            except BrokenProcessPool:
+                done[i] = on_crash(items[i])
+                ex.shutdown(wait=True)
+                ex = None
+    finally:
+        if ex is not None:
+            ex.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what: str,
-                 show: bool = True, serial_below: int = CHUNK + 1) -> list[R]:  # fmt: skip
+                 show: bool = True, serial_below: int = CHUNK + 1,
+                 on_crash: Callable[[T], R] | None = None) -> list[R]:  # fmt: skip
     """[fn(x) for x in items] (same order) in `workers` processes, in chunks of CHUNK.
 
     Runs in this process (with the workers' single-threaded OpenCV, for fair 1-vs-N timing)
     when workers == 1 or there are fewer than `serial_below` items: a pool costs more than it
-    saves there. `fn` must be picklable (a module-level function or a functools.partial)."""
+    saves there. `fn` must be picklable (a module-level function or a functools.partial).
+    `on_crash(item)` is the result of an item whose worker process died (module docstring);
+    without it a dead worker raises BrokenProcessPool."""
     vassert(workers >= 1, "--workers must be at least 1")
     if workers == 1 or len(items) < serial_below:
         before = cv2.getNumThreads()
@@ -75,10 +107,24 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what
             tid = bar.add_task(what, total=len(items))
             futures = [ex.submit(_run_chunk, fn, i, items[i : i + CHUNK])
                        for i in range(0, len(items), CHUNK)]  # fmt: skip
+            broken = False
             for f in as_completed(futures):
-                start, part = f.result()
+                try:
+                    start, part = f.result()
+                except BrokenProcessPool:
+                    if on_crash is None:
+                        raise
+                    broken = True
+                    continue  # every unfinished chunk fails the same way
                 parts[start] = part
                 bar.advance(tid, len(part))
     finally:  # on Ctrl-C drop the queued chunks instead of finishing them
         ex.shutdown(wait=True, cancel_futures=True)
+    if broken and on_crash is not None:
+        lost = [i for s in range(0, len(items), CHUNK) if s not in parts
+                for i in range(s, min(len(items), s + CHUNK))]  # fmt: skip
+        again = _isolate(fn, items, lost, on_crash)
+        for s in range(0, len(items), CHUNK):
+            if s not in parts:
+                parts[s] = [again[i] for i in range(s, min(len(items), s + CHUNK))]
     return [r for start in sorted(parts) for r in parts[start]]

@@ -7,7 +7,8 @@
       processed/dataset.npz         the training array from `preprocess` (cxraug.core.dataset)
       processed/config.json         the settings and manifest hash it was built from
       runs/NAME/                    one training run each (RunDir below)
-      synthetic/CLASS/              PNGs written by `generate` (+ generate-STEM.json)
+      synthetic/CLASS/              PNGs written by `generate` (+ generate-STEM.json; while
+                                    it runs, .generate-STEM.pending.json: cxraug.core.pending)
       synthetic/CLASS-filter-sheet.png   the contact sheet of `filter`
       .cache/fid/                   the feature cache of `fid`
 
@@ -285,6 +286,16 @@ class Workspace:
 
     def generate_config_path(self, label: str, stem: str) -> Path:
         return self.synthetic_class_dir(label) / f"generate-{check_name(stem, 'image name')}.json"
+
+    def generate_journal(self, label: str, stem: str) -> Path:
+        """Files `generate` is about to write or delete (cxraug.core.pending)."""
+        return self.synthetic_class_dir(label) / f".generate-{stem}.pending.json"
+
+    def generate_journals(self) -> list[Path]:
+        """Journals left by interrupted `generate` runs, any class."""
+        if not self.synthetic_dir.is_dir():
+            return []
+        return sorted(self.synthetic_dir.glob("*/.generate-*.pending.json"))
 
     def filter_sheet_path(self, label: str) -> Path:
         return self.synthetic_dir / f"{check_name(label, 'class')}-filter-sheet.png"

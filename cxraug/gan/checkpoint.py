@@ -46,8 +46,10 @@ def _variables(state: Any) -> dict[str, list[Any]]:
     return groups
 
 
-def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
-    """Write the state atomically, move the `latest` pointer, prune all but `keep` files."""
+def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int,
+                    dataset_sha256: str | None = None) -> Path:  # fmt: skip
+    """Write the state atomically, move the `latest` pointer, prune all but `keep` files.
+    `dataset_sha256` (of processed/dataset.npz) lets `--resume` refuse a changed dataset."""
     arrays: dict[str, Any] = {}
     names: dict[str, list[str]] = {}
     for group, vs in _variables(state).items():
@@ -57,6 +59,8 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
     arrays["rng_state"] = state.rng.state.numpy()
     meta = {"format": FORMAT, "iteration": state.iteration, "names": names,
             "rng_algorithm": int(state.rng.algorithm), "config": state.cfg.to_dict()}  # fmt: skip
+    if dataset_sha256 is not None:
+        meta["dataset_sha256"] = dataset_sha256
     arrays["meta"] = np.array(json.dumps(meta))
     run = _run(run_dir)
     path = run.checkpoint_path(state.iteration)
@@ -132,7 +136,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except OSError as e:
+        if e.errno is not None:  # permission denied, I/O error: a system error (exit 6)
+            raise
+        raise InputError(f"checkpoint {path} is corrupt or truncated ({e}); "
+                         "use an earlier checkpoint of the run") from e  # fmt: skip
+    except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"checkpoint {path} is corrupt or truncated ({e}); "
                          "use an earlier checkpoint of the run") from e  # fmt: skip
     if meta.get("format") != FORMAT:

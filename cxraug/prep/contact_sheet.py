@@ -4,12 +4,14 @@ so that a person can check hundreds of crop boxes at a glance (`--contact-sheet`
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cxraug.core.errors import InputError
 from cxraug.core.images import Box, write_png_rgb
 
 
@@ -37,6 +39,25 @@ def make_thumb(
     return u8, tb
 
 
+def sheet_files(path: Path) -> list[Path]:
+    """The files a contact sheet at `path` is (or was) written as: NAME.png, NAME-001.png, ..."""
+    path = Path(path)
+    pages = re.compile(re.escape(path.stem) + r"-\d{3}\.png")
+    found = [path] if path.exists() else []
+    if path.parent.is_dir():
+        found += sorted(p for p in path.parent.iterdir() if pages.fullmatch(p.name))
+    return found
+
+
+def check_sheet_target(path: Path | None, force: bool) -> None:
+    """Refuse (exit 3) to overwrite an existing sheet, or any of its pages, without --force."""
+    if path is None or force:
+        return
+    if existing := sheet_files(path):
+        raise InputError(f"contact sheet {existing[0]} already exists; pass --force to "
+                         "overwrite it or choose another --contact-sheet name")  # fmt: skip
+
+
 def render_contact_sheet(
     items: list[SheetItem], path: Path, *, cell: int = 160, cols: int = 10, per_page: int = 200
 ) -> list[Path]:
@@ -51,6 +72,9 @@ def render_contact_sheet(
         target = path if len(pages) == 1 else path.with_name(f"{path.stem}-{p + 1:03d}.png")
         write_png_rgb(target, _sheet_page(page, cell, cols))
         out.append(target)
+    for old in sheet_files(path):  # pages of an earlier, longer sheet (only after --force)
+        if old not in out:
+            old.unlink(missing_ok=True)
     return out
 
 

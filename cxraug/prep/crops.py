@@ -38,7 +38,12 @@ from cxraug.core.manifest import (
     whole_number,
 )
 from cxraug.core.workspace import Workspace
-from cxraug.prep.contact_sheet import SheetItem, make_thumb, render_contact_sheet
+from cxraug.prep.contact_sheet import (
+    SheetItem,
+    check_sheet_target,
+    make_thumb,
+    render_contact_sheet,
+)
 from cxraug.prep.loading import (
     Box,
     ImageTask,
@@ -347,6 +352,7 @@ def suggest_crops(
             f"{out} already exists (maybe with your edits); pass --force to overwrite it "
             "or choose another file name"
         )
+    check_sheet_target(contact_sheet, force)
     rows = usable_rows(ws)
     t0 = time.perf_counter()
     fn = partial(_suggest_one, opts=opts)

@@ -78,4 +78,10 @@ def inspect_files(paths: list[Path], *, workers: int = 2, fast_decode: bool = Tr
                  max_file_mb=max_file_mb)
     return run_parallel(fn, [str(p) for p in paths], workers=max(1, workers),
                         what="inspecting images", show=show_progress,
-                        serial_below=IN_PROCESS_BELOW)  # fmt: skip
+                        serial_below=IN_PROCESS_BELOW, on_crash=_crashed)  # fmt: skip
+
+
+def _crashed(path: str) -> FileCheck:
+    """The check of a file whose worker process died (killed, e.g. out of memory)."""
+    return FileCheck(error="the worker process died while reading this file (killed, e.g. out "
+                     "of memory); check the file, or lower --workers")  # fmt: skip

@@ -109,6 +109,9 @@ def usable_rows(ws: Workspace) -> list[Record]:
 
 
 def run_parallel(fn: Callable[[ImageTask], R], tasks: list[ImageTask], workers: int, what: str,
-                 show: bool) -> list[R]:  # fmt: skip
-    """`fn` over the rows' tasks in `workers` processes (cxraug.core.parallel), in row order."""
-    return parallel.run_parallel(fn, tasks, workers=workers, what=what, show=show)
+                 show: bool,
+                 on_crash: Callable[[ImageTask], R] | None = None) -> list[R]:  # fmt: skip
+    """`fn` over the rows' tasks in `workers` processes (cxraug.core.parallel), in row order;
+    `on_crash(task)` is the result for a row whose worker process died."""
+    return parallel.run_parallel(fn, tasks, workers=workers, what=what, show=show,
+                                 on_crash=on_crash)  # fmt: skip
