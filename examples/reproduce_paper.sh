@@ -77,7 +77,8 @@ partial_ok "${cx[@]}" preprocess -w "$WS" --crop-boxes "$WS/boxes.csv" --size "$
 if [ -d "$WS/runs/paper" ]; then
   "${cx[@]}" train -w "$WS" --resume paper --iterations "$ITERATIONS"
 else
-  "${cx[@]}" train -w "$WS" --name paper --epochs "$ITERATIONS" --seed "$SEED" \
+  # --recipe paper: the paper's MLP CGAN exactly (`cxraug train` alone runs the conv recipe)
+  "${cx[@]}" train -w "$WS" --name paper --recipe paper --epochs "$ITERATIONS" --seed "$SEED" \
     ${train_args[@]+"${train_args[@]}"}
 fi
 "${cx[@]}" generate -w "$WS" --run paper --class covid --balance --seed "$SEED" --force

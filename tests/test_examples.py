@@ -51,7 +51,7 @@ def test_reproduce_script_runs_end_to_end_and_again(tmp_path: Path) -> None:
            "FEATURES": "random", "CXRAUG": f"{sys.executable} -m cxraug",
            # a 4-iteration GAN makes no image filter keeps: score all of them
            "FID_FAKE": "manifest:synthetic=true,label=covid,status=any",
-           "TRAIN_ARGS": "--recipe paper --no-xla --mixed-precision none --batch-size 8 "
+           "TRAIN_ARGS": "--no-xla --mixed-precision none --batch-size 8 "
            "--g-widths 16,32 --d-widths 32,32,32,32 --latent-dim 8 --sample-interval 100000 "
            "-q"}  # fmt: skip
 
@@ -70,4 +70,6 @@ def test_reproduce_script_runs_end_to_end_and_again(tmp_path: Path) -> None:
         report = json.loads((ws / "fid.json").read_text())
         assert report["n_fake"] == 11 and report["n_real"] == 6, report
     assert (ws / "runs" / "paper" / "checkpoints" / "ckpt-0000004.npz").is_file()
+    run_cfg = json.loads((ws / "runs" / "paper" / "config.json").read_text())
+    assert run_cfg["recipe"] == "paper" and run_cfg["arch"] == "mlp"  # the paper's CGAN
     assert (ws / "synthetic" / "covid-filter-sheet.png").is_file()
