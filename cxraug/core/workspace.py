@@ -9,6 +9,8 @@
       synthetic/CLASS/              PNGs written by `generate` (+ generate-STEM.json)
       synthetic/CLASS-filter-sheet.png   the contact sheet of `filter`
       .cache/fid/                   the feature cache of `fid`
+      evaluations/NAME/             one `evaluate` each (EvalDir: config.json, results.json,
+                                    roc.png, differences.png)
 
     runs/NAME/
       config.json                   resolved TrainConfig
@@ -99,6 +101,33 @@ class RunDir:
 
     def is_run(self) -> bool:
         return self.config_path.is_file() or self.checkpoints_dir.is_dir()
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """One evaluation's folder (`cxraug evaluate --name NAME`) and every path inside it."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def roc_plot_path(self) -> Path:
+        return self.path / "roc.png"
+
+    @property
+    def differences_plot_path(self) -> Path:
+        return self.path / "differences.png"
 
 
 def checkpoint_iteration(path: Path) -> int | None:
@@ -214,3 +243,12 @@ class Workspace:
     @property
     def fid_cache_dir(self) -> Path:
         return self.root / ".cache" / "fid"
+
+    # ---- evaluate ----------------------------------------------------------------------
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.root / "evaluations"
+
+    def evaluation(self, name: str) -> EvalDir:
+        """The folder of evaluation NAME (it may not exist yet)."""
+        return EvalDir(self.evaluations_dir / name)
