@@ -62,7 +62,8 @@ def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None)
     os.symlink((data / "processed").resolve(), ws / "processed")
     extra = ["--iterations", str(iterations)] if iterations else []
     t0 = time.perf_counter()
-    tr = cxraug("train", *ARMS[arm], *SELECT, *extra, "--name", arm, "--seed", str(seed), "-q", ws=ws)
+    tr = cxraug("train", *ARMS[arm], *SELECT, *extra, "--name", arm, "--seed", str(seed), "-q",
+                ws=ws)
     train_s = time.perf_counter() - t0
     ge = cxraug("generate", "--class", "covid", "--balance", "--run", arm, "--seed", str(seed),
                 ws=ws)  # fmt: skip

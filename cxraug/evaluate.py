@@ -304,19 +304,21 @@ def _shortcut(data: Images, fit_idx: np.ndarray, val_idx: np.ndarray, test_idx: 
     skill = (bacc - chance) / (1 - chance)
     label_skill = None if label_bacc is None else (label_bacc - 0.5) / 0.5
     near = label_skill is not None and skill >= label_skill - 0.1
-    words = []
+    measured = (f"the source classifier's balanced accuracy is {bacc:.3f} (chance {chance:.3f}"
+                + ("" if label_bacc is None else f"; the label classifier's: {label_bacc:.3f}")
+                + ")")  # fmt: skip
     if single:
-        words.append("every training source holds ONE class only, so the label is a function "
-                     "of the source: a classifier can score well by recognising the source")
-    if near or single:
-        words.append(f"the source is predictable from the image (balanced accuracy {bacc:.3f} "
-                     f"vs chance {chance:.3f}{'' if label_bacc is None else f'; the label: {label_bacc:.3f}'}): "  # noqa: E501
-                     "the internal test scores may measure the source, not the disease; "
-                     "a claim needs an external test source (`cxraug collect --test-only NAME`)")
+        words = ["every training source holds ONE class only, so the label is a function of the "
+                 "source: the internal test cannot tell a disease detector from a source "
+                 "detector, whatever the scores", measured]  # fmt: skip
+    elif near:
+        words = [f"the source is nearly as predictable as the label: {measured}"]
     else:
-        words.append(f"the source is much less predictable than the label (balanced accuracy "
-                     f"{bacc:.3f}, chance {chance:.3f}); the internal test is not obviously "
-                     "a source test")  # fmt: skip
+        words = [f"the source is much less predictable than the label: {measured}; the internal "
+                 "test is not obviously a source test"]  # fmt: skip
+    if single or near:
+        words.append("the internal test scores may measure the source, not the disease; a claim "
+                     "needs an external test source (`cxraug collect --test-only NAME`)")
     return {**out, "status": "ok", "balanced_accuracy": round(bacc, 4),
             "chance": round(chance, 4), "skill": round(skill, 4),
             "label_balanced_accuracy": None if label_bacc is None else round(label_bacc, 4),

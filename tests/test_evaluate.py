@@ -303,3 +303,46 @@ def test_cli_bad_input(tmp_path: Path) -> None:
     r = runner.invoke(app, base)
     assert r.exit_code == 3 and "--force" in r.stderr
     assert runner.invoke(app, [*base, "--force"]).exit_code == 1
+
+
+# ---- the shortcut check ---------------------------------------------------------------------
+
+
+def _two_sources(single_class: bool, n: int = 40) -> ev.Images:
+    """Sources a and b; b's images carry a bright corner mark (a scanner's burnt-in label).
+    single_class: a holds only normals, b only covid; else each holds both classes."""
+    rng = np.random.default_rng(5)
+    xs, ys, src, split = [], [], [], []
+    for s_name in ("a", "b"):
+        for label in ("normal", "covid"):
+            if single_class and (s_name == "a") != (label == "normal"):
+                continue
+            u8 = _phantoms(rng, label, n)
+            if s_name == "b":
+                u8[:, :6, :6] = 255
+            xs.append(u8.astype(np.float32) / 127.5 - 1)
+            ys += [int(label == "covid")] * n
+            src += [s_name] * n
+            split += ["train"] * (n * 3 // 4) + ["test"] * (n - n * 3 // 4)
+    x = np.concatenate(xs)
+    return ev.Images(x, np.array(ys), np.array(split), np.array([f"p{i}" for i in range(len(x))]),
+                     np.array(src))  # fmt: skip
+
+
+def _indices(data: ev.Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    train = np.nonzero(data.split == "train")[0]
+    val = train[::5]
+    return np.setdiff1d(train, val), val, np.nonzero(data.split == "test")[0]
+
+
+def test_shortcut_check_finds_a_source_marker_and_says_so() -> None:
+    data = _two_sources(single_class=False)
+    r = ev._shortcut(data, *_indices(data), TINY, label_bacc=0.6)
+    assert r["status"] == "ok" and not r["single_class_sources"]
+    assert r["balanced_accuracy"] > 0.9 and r["flag"]  # the mark is found; the label is weaker
+    assert "external test source" in r["verdict"]
+    single = _two_sources(single_class=True)
+    s = ev._shortcut(single, *_indices(single), TINY, label_bacc=0.99)
+    assert s["single_class_sources"] and s["flag"] and "function of the source" in s["verdict"]
+    one = ev.Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
+    assert ev._shortcut(one, *_indices(one), TINY, None)["status"] == "not applicable"
