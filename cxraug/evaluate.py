@@ -370,6 +370,11 @@ def evaluate(ws: Workspace, cfg: EvaluateConfig = EvaluateConfig(), *, name: str
         rng = np.random.default_rng([cfg.seed, s, 0x5A1])
         f_pos, v_pos = validation_split(data.patient[train], data.y[train], cfg.val_fraction, rng)
         fit_idx, val_idx = train[f_pos], train[v_pos]
+        short = [c for k, c in enumerate(LABELS)
+                 if not (data.y[val_idx] == k).any() or not (data.y[fit_idx] == k).any()]
+        vassert(not short, f"class {', '.join(short)}: too few training patients to hold some "
+                "out for validation (early stopping and the threshold need both classes); "
+                "evaluate needs at least 2 training patients per class")  # fmt: skip
         for a in live:
             x, y, balanced, aug = _arm_training(a, data.x[fit_idx], data.y[fit_idx], syn,
                                                 LABELS.index(label), cfg)  # fmt: skip

@@ -346,3 +346,13 @@ def test_shortcut_check_finds_a_source_marker_and_says_so() -> None:
     assert s["single_class_sources"] and s["flag"] and "function of the source" in s["verdict"]
     one = ev.Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
     assert ev._shortcut(one, *_indices(one), TINY, None)["status"] == "not applicable"
+
+
+def test_one_training_patient_of_a_class_is_a_clear_error(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, None, n_covid_train=4)
+    m = ws.load_manifest()
+    for r in m.select(label="covid", split="train"):
+        r.patient_id = "one"  # 4 covid training images, all of one patient
+    ws.save_manifest(m)
+    with pytest.raises(ev.InputError, match="at least 2 training patients per class"):
+        _run(ws, arms="real")
