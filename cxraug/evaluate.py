@@ -416,10 +416,9 @@ def evaluate(ws: Workspace, cfg: EvaluateConfig = EvaluateConfig(), *, name: str
         rois.append((name_t, draw_roc(grid, curves, f"ROC on {name_t} ({len(idx)} images, "
                                       f"{cfg.seeds} seed(s), mean over seeds)")))  # fmt: skip
         if name_t == "test":
-            rows = [(f"{a} AUC", d["auc"].value, d["auc"].lo, d["auc"].hi)
-                    for a, d in diffs.items()] + [
-                (f"{a} bal.acc", d["balanced_accuracy"].value, d["balanced_accuracy"].lo,
-                 d["balanced_accuracy"].hi) for a, d in diffs.items()]  # fmt: skip
+            rows = [(f"{a} {short}", d[m].value, d[m].lo, d[m].hi, live.index(a))
+                    for m, short in (("auc", "AUC"), ("balanced_accuracy", "bal.acc"))
+                    for a, d in diffs.items()]  # fmt: skip
             diff_img = draw_differences(rows, "paired difference from real only (test split, "
                                         "95% CI over patients)")  # fmt: skip
     panels = [img for _, img in rois]

@@ -55,23 +55,24 @@ def draw_roc(grid: np.ndarray, curves: Sequence[tuple[str, np.ndarray, np.ndarra
     return img
 
 
-def draw_differences(rows: Sequence[tuple[str, float, float, float]], title: str,
-                     w: int = 760) -> np.ndarray:  # fmt: skip
-    """Horizontal bars: (name, difference, lo, hi) each, zero line in the middle, CI whiskers."""
+def draw_differences(rows: Sequence[tuple[str, float, float, float, int]], title: str,
+                     w: int = 900) -> np.ndarray:  # fmt: skip
+    """Horizontal bars: (name, difference, lo, hi, colour index = the arm's in `draw_roc`) each,
+    zero line in the middle, CI whiskers, the numbers in the right margin."""
     bar_h, top, m_left = 34, 40, 190
     h = top + bar_h * max(len(rows), 1) + 40
     img = np.full((h, w, 3), 255, np.uint8)
-    vals = [abs(v) for r in rows for v in r[1:] if np.isfinite(v)]
+    vals = [abs(v) for r in rows for v in r[1:4] if np.isfinite(v)]
     span = max(vals + [0.05]) * 1.1
-    x0, x1 = m_left, w - 30
+    x0, x1 = m_left, w - 200
     zero = (x0 + x1) // 2
 
     def px(v: float) -> int:
         return int(zero + np.clip(v / span, -1, 1) * (x1 - zero))
 
-    for k, (name, d, lo, hi) in enumerate(rows):
+    for k, (name, d, lo, hi, ci) in enumerate(rows):
         y = top + k * bar_h
-        c = COLOURS[(k + 1) % len(COLOURS)]
+        c = COLOURS[ci % len(COLOURS)]
         _text(img, name, (5, y + bar_h // 2 + 4))
         if np.isfinite(d):
             cv2.rectangle(img, (min(zero, px(d)), y + 6), (max(zero, px(d)), y + bar_h - 6), c, -1)
@@ -81,7 +82,7 @@ def draw_differences(rows: Sequence[tuple[str, float, float, float]], title: str
             for v in (lo, hi):
                 cv2.line(img, (px(v), yc - 6), (px(v), yc + 6), (0, 0, 0), 2)
         label = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(d) else "n/a"
-        _text(img, label, (x1 - 170, y + 14), scale=0.36)
+        _text(img, label, (x1 + 12, y + bar_h // 2 + 4), scale=0.38)
     cv2.line(img, (zero, top - 5), (zero, h - 35), (120, 120, 120), 1)
     _text(img, title, (5, 20), scale=0.5)
     _text(img, f"{-span:+.3f}", (x0 - 20, h - 15), scale=0.35)
