@@ -225,7 +225,8 @@ def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path) -
     assert {r.split for r in rows if r.source == "b"} == {"external"}
     assert {r.split for r in rows if r.source == "a"} <= {"train", "test"}
     assert res.splits["covid"]["external"] == 3
-    preprocess(ws, PreprocessConfig(size=32, workers=1), show_progress=False)
+    pre = preprocess(ws, PreprocessConfig(size=32, workers=1), show_progress=False)
+    assert pre.counts["external"] == {"normal": 3, "covid": 3}
     external = {r.id for r in rows if r.source == "b"}
     from cxraug.core.dataset import load_dataset
 
