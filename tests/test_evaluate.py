@@ -337,16 +337,17 @@ def _indices(data: ev.Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_shortcut_check_finds_a_source_marker_and_says_so() -> None:
+    quick = ev.EvaluateConfig(**{**TINY.__dict__, "steps": 120})
     data = _two_sources(single_class=False)
-    r = ev._shortcut(data, *_indices(data), TINY, label_bacc=0.6)
+    r = ev._shortcut(data, *_indices(data), quick, label_bacc=0.6)
     assert r["status"] == "ok" and not r["single_class_sources"]
     assert r["balanced_accuracy"] > 0.9 and r["flag"]  # the mark is found; the label is weaker
     assert "external test source" in r["verdict"]
     single = _two_sources(single_class=True)
-    s = ev._shortcut(single, *_indices(single), TINY, label_bacc=0.99)
+    s = ev._shortcut(single, *_indices(single), quick, label_bacc=0.99)
     assert s["single_class_sources"] and s["flag"] and "function of the source" in s["verdict"]
     one = ev.Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
-    assert ev._shortcut(one, *_indices(one), TINY, None)["status"] == "not applicable"
+    assert ev._shortcut(one, *_indices(one), quick, None)["status"] == "not applicable"
 
 
 def test_one_training_patient_of_a_class_is_a_clear_error(tmp_path: Path) -> None:
