@@ -2,7 +2,8 @@
 
 Pipeline (one module per stage, its machinery in a folder; docs/architecture.md):
 sources -> collect -> manifest.csv -> preprocess -> processed/dataset.npz -> train -> runs/NAME
--> generate -> synthetic/ PNGs + manifest rows -> filter -> manifest statuses -> fid -> report.
+-> generate -> synthetic/ PNGs + manifest rows -> filter -> manifest statuses -> fid -> report;
+evaluate -> does it help a classifier (evaluations/NAME).
 
 Stage functions live in their stage modules (`cxraug.train.train`, `cxraug.fid.run_fid`, ...);
 the configs and library entry points below are also importable from `cxraug` itself (loaded on
@@ -28,6 +29,7 @@ _EXPORTS = {
     "FidConfig": "cxraug.fid",
     "fid_from_arrays": "cxraug.fid",
     "run_fid": "cxraug.fid",
+    "EvaluateConfig": "cxraug.evaluate",
     "Workspace": "cxraug.core.workspace",
     "load_dataset": "cxraug.core.dataset",
 }

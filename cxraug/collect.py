@@ -23,7 +23,14 @@ from rich.table import Table
 from cxraug.core.errors import MAX_LISTED, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
 from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
-from cxraug.core.manifest import LABELS, Manifest, Record, crop_box_problem, parse_manifest_text
+from cxraug.core.manifest import (
+    LABELS,
+    SPLITS,
+    Manifest,
+    Record,
+    crop_box_problem,
+    parse_manifest_text,
+)
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
@@ -42,6 +49,12 @@ class CollectConfig:
         14,
         "Report image pairs whose 256-bit dHash differ in at most this many bits as "
         "near-duplicates (kept, noted; kept in one split).",
+    )
+    test_only: str = setting(
+        "",
+        "Comma-separated source NAMEs kept for testing only (e.g. another hospital's images): "
+        "their rows get split external, which no stage trains, calibrates or selects on; "
+        "`evaluate` scores on them.",
     )
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
     max_megapixels: float = setting(
@@ -162,8 +175,12 @@ class _Groups:
 
 
 def assign_splits(records: list[Record], pairs: Iterable[tuple[int, int]], test_fraction: float,
-                  seed: int) -> list[tuple[int, int]]:  # fmt: skip
+                  seed: int, test_only: Iterable[str] = ()) -> list[tuple[int, int]]:  # fmt: skip
     """Set `split` on ok rows, by patient group, stratified by class; clear it on other rows.
+
+    Rows of a `test_only` source get split external. A patient group that holds one of them
+    never reaches train: its other rows go to test, so no image of a test-only patient (same
+    patient id, same bytes, a near-duplicate) can be trained on.
 
     Per class, the groups are shuffled (seeded) and each is put in test while that brings the
     test image count closer to round(fraction * images); the rest go to train. Near-duplicate
@@ -180,7 +197,14 @@ def assign_splits(records: list[Record], pairs: Iterable[tuple[int, int]], test_
         r.split = ""
         if r.status == "ok":
             members.setdefault(g.find(i), []).append(i)
-    groups = sorted(members.values(), key=lambda m: min(records[i].id for i in m))
+    external = set(test_only)
+    groups = []
+    for m in sorted(members.values(), key=lambda m: min(records[i].id for i in m)):
+        if any(records[i].source in external for i in m):
+            for i in m:
+                records[i].split = "external" if records[i].source in external else "test"
+        else:
+            groups.append(m)
     for k, label in enumerate(LABELS):
         # a group's class is its majority (ties: the scarce covid class)
         mine = [m for m in groups
@@ -295,7 +319,7 @@ def _split_counts(records: list[Record]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for label in LABELS:
         d: dict[str, int] = {}
-        for split in ("train", "test"):
+        for split in SPLITS:
             rows = [r for r in records if r.status == "ok" and r.label == label
                     and r.split == split and not r.synthetic]  # fmt: skip
             d[split] = len(rows)
@@ -334,6 +358,12 @@ def _collect(workspace: Workspace, sources: list[str], config: CollectConfig) ->
     clash = sorted(n for n, k in names.items() if k > 1)
     vassert(not clash, f"two sources are named {', '.join(clash)}; name them apart with "
                        "NAME=, e.g. nih=folder:/data/nih kaggle=folder:/data/kaggle")  # fmt: skip
+    test_only = [n.strip() for n in config.test_only.split(",") if n.strip()]
+    unknown = sorted(set(test_only) - set(names))
+    vassert(not unknown, f"--test-only {', '.join(unknown)}: no source of that name; the "
+            f"sources are named {', '.join(sorted(names))} (name one with NAME=SCHEME:PATH)")
+    vassert(len(set(test_only)) < len(names), "--test-only names every source; keep at least "
+            "one source for training")
     old_text = ""
     if workspace.manifest_path.exists():
         vassert(config.force, f"{workspace.manifest_path} already exists; re-run with --force "
@@ -361,7 +391,7 @@ def _collect(workspace: Workspace, sources: list[str], config: CollectConfig) ->
     pairs = [(ok[i], ok[j], d) for i, j, d in local]
     _note_near_duplicates(records, pairs)
     unjoined = assign_splits(records, [(i, j) for i, j, _ in pairs], config.test_fraction,
-                             config.seed)  # fmt: skip
+                             config.seed, test_only)  # fmt: skip
     if unjoined:
         warn(f"{len(unjoined)} near-duplicate pair(s) were not kept in one split (their groups "
              "grew too large): is --near-dup-bits too loose for these images?")  # fmt: skip
@@ -408,10 +438,12 @@ def summary_tables(result: CollectResult) -> list[Table]:
         style = {"error": "red", "duplicate": "yellow", "excluded": "dim"}.get(st, "")
         t.add_row(s, lb, st, str(n), style=style)
     sp = Table(title="split by patient")
-    for col in ("class", "train", "test", "train patients", "test patients"):
+    shown = [s for s in SPLITS if s != "external" or any(d[s] for d in result.splits.values())]
+    keys = [*shown, *(f"{s}_patients" for s in shown)]
+    for col in ("class", *shown, *(f"{s} patients" for s in shown)):
         sp.add_column(col, justify="left" if col == "class" else "right")
     for lb, d in result.splits.items():
-        sp.add_row(lb, *(str(d[k]) for k in ("train", "test", "train_patients", "test_patients")))
+        sp.add_row(lb, *(str(d[k]) for k in keys))
     return [t, sp]
 
 

@@ -346,9 +346,10 @@ def _preprocess(
         np.array([r.split for r in sel]),
     )
     result.n_images = len(ds)
-    result.counts = {
+    result.counts = {  # `external` (test-only sources) listed only when there are such rows
         s: {c: int(((ds.splits == s) & (ds.labels == i)).sum()) for i, c in enumerate(LABELS)}
         for s in SPLITS
+        if s != "external" or (ds.splits == s).any()
     }
     ws.dataset_config_path.unlink(missing_ok=True)  # a crash below must not leave a stale pairing
     save_dataset(ws.dataset_path, ds)
@@ -378,7 +379,7 @@ def summary_table(result: PreprocessResult) -> Table:
             c, justify="right", footer=str(sum(result.counts.get(s, {}).get(c, 0) for s in SPLITS))
         )
     t.add_column("all", justify="right", footer=str(result.n_images))
-    for s in SPLITS:
+    for s in (s for s in SPLITS if s in result.counts or s != "external"):
         row = result.counts.get(s, {})
         t.add_row(s, *(str(row.get(c, 0)) for c in LABELS), str(sum(row.values())))
     return t

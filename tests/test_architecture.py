@@ -19,8 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxraug"
 STAGES = {"collect": "prep", "preprocess": "prep", "train": "gan", "generate": "gan",
-          "filter": "quality", "fid": "metrics"}  # fmt: skip
-MACHINERY = ("prep", "gan", "quality", "metrics")
+          "filter": "quality", "fid": "metrics", "evaluate": "classify"}  # fmt: skip
+MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: machinery folder -> machinery folders it may import: gan's checkpoint scores judge samples
 #: with the filter's decision core and KID (cxraug.gan.scoring)
 ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics"}}
@@ -119,7 +119,9 @@ def test_every_stage_and_folder_exists() -> None:
      ("cxraug.metrics.inputs", "cxraug.prep.loading", "may not import prep/"),
      ("cxraug.generate", "cxraug.train", "a stage imports only"),
      ("cxraug.fid", "cxraug.quality.vectors", "a stage imports only"),
-     ("cxraug.evaluate", "cxraug.core.manifest", "outside the layout")],
+     ("cxraug.evaluate", "cxraug.gan.step", "a stage imports only"),
+     ("cxraug.classify.net", "cxraug.evaluate", "never imports a stage"),
+     ("cxraug.report", "cxraug.core.manifest", "outside the layout")],
 )  # fmt: skip
 def test_the_checker_catches_a_planted_violation(src: str, dst: str, why: str) -> None:
     graph = import_graph()

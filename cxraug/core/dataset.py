@@ -5,7 +5,8 @@ Arrays (all row-aligned):
     images  float32 (N, H, W) in [-1, 1]   (H = W = 224 by default)
     labels  int64   (N,)      index into `classes` (manifest.LABELS: normal=0, covid=1)
     ids     str     (N,)      manifest ids
-    splits  str     (N,)      "train" or "test"
+    splits  str     (N,)      "train", "test" or "external" (test-only sources: read only by
+                              `evaluate`; every training reader selects split == "train")
     classes str     (C,)      class names in index order
 """
 

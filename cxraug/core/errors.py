@@ -6,6 +6,7 @@ Library code raises these; `cxraug.cli.app` maps them to exit codes and prints t
 Exit codes (also in README.md):
     0   success, every row/file usable
     1   finished, but some rows/files failed (they are recorded in the manifest and the summary)
+        (evaluate: an arm or a test source was skipped; the others ran)
     2   usage error (bad option or argument; printed by typer/click)
     3   bad input: invalid manifest, bad crop box, unknown class, missing file/run, too few images
     4   a required resource is missing (e.g. Inception-v3 weights not found offline)

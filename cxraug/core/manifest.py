@@ -25,7 +25,9 @@ MANIFEST_NAME = "manifest.csv"
 
 #: Class names in model-index order (the paper conditions on COVID-19 = 1).
 LABELS: tuple[str, ...] = ("normal", "covid")
-SPLITS: tuple[str, ...] = ("train", "test")
+#: external = a whole source kept for testing only (`collect --test-only NAME`): `preprocess`
+#: keeps it, `evaluate` scores on it, and no stage ever trains, calibrates or selects on it.
+SPLITS: tuple[str, ...] = ("train", "test", "external")
 #: ok = usable; excluded = deliberately left out (e.g. lateral view); error = unreadable file;
 #: duplicate = exact copy of another row; rejected = synthetic image refused by `filter`.
 STATUSES: tuple[str, ...] = ("ok", "excluded", "error", "duplicate", "rejected")
@@ -184,7 +186,7 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
     if split and split not in SPLITS:
         errors.append(f"{where}: split={g.get('split')!r}; use one of {', '.join(SPLITS)}")
     if status == "ok" and not split:
-        errors.append(f"{where}: split is empty on a usable row; use train or test")
+        errors.append(f"{where}: split is empty on a usable row; use train, test or external")
     synth_s = g.get("synthetic", "").lower()
     if synth_s not in _TRUE | _FALSE:
         errors.append(f"{where}: synthetic={g.get('synthetic')!r}; use true or false")

@@ -11,6 +11,8 @@
                                     it runs, .generate-STEM.pending.json: cxraug.core.pending)
       synthetic/CLASS-filter-sheet.png   the contact sheet of `filter`
       .cache/fid/                   the feature cache of `fid`
+      evaluations/NAME/             one `evaluate` each (EvalDir: config.json, results.json,
+                                    roc.png, differences.png)
 
     runs/NAME/
       .lock                         held by the one `train` writing this run (cxraug.core.lock)
@@ -23,7 +25,7 @@
 No other module builds these paths by hand.
 
 Every user-given name that becomes a path component (a run name, a class, a synthetic file
-stem, and the names of future stages such as an evaluation's) passes `check_name`: one rule,
+stem, and evaluation names) passes `check_name`: one rule,
 so that no name can climb out of its folder (`..`, `/`, an absolute path).
 """
 
@@ -152,6 +154,33 @@ class RunDir:
         """What the run folder holds, its lock file aside."""
         if self.path.is_dir():
             yield from (p for p in self.path.iterdir() if p.name != RUN_LOCK_NAME)
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """One evaluation's folder (`cxraug evaluate --name NAME`) and every path inside it."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def roc_plot_path(self) -> Path:
+        return self.path / "roc.png"
+
+    @property
+    def differences_plot_path(self) -> Path:
+        return self.path / "differences.png"
 
 
 def checkpoint_iteration(path: Path) -> int | None:
@@ -304,3 +333,12 @@ class Workspace:
     @property
     def fid_cache_dir(self) -> Path:
         return self.root / ".cache" / "fid"
+
+    # ---- evaluate ----------------------------------------------------------------------
+    @property
+    def evaluations_dir(self) -> Path:
+        return self.root / "evaluations"
+
+    def evaluation(self, name: str) -> EvalDir:
+        """The folder of evaluation NAME (it may not exist yet); NAME must pass `check_name`."""
+        return EvalDir(self.evaluations_dir / check_name(name, "evaluation name"))
