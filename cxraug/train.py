@@ -7,6 +7,11 @@ checkpoints every --checkpoint-interval iterations and on SIGINT/SIGTERM (then e
 `train(ws, cfg)` starts a run; `resume(ws, run)` (`--resume`) restores weights, optimizer
 slots, RNG state and iteration, so that an interrupted and resumed run follows the same
 trajectory as an uninterrupted one.
+
+`--strategy multiworker` (cxraug.gan.cluster): every worker runs this loop; only the chief
+writes the run folder (config.json, logs, samples, scores, checkpoints, pointers, the
+`--force` removal). Input checks and stop signals are agreed between workers before anyone
+acts, so that no worker is left waiting alone in a collective.
 """
 
 from __future__ import annotations
@@ -36,11 +41,19 @@ from cxraug.gan.checkpoint import (
     restore,
     save_checkpoint,
 )
+from cxraug.gan.cluster import agreed, any_worker, describe, is_chief, same_on_all_workers
 from cxraug.gan.config import DEFAULTS, RESUMABLE_CHANGES, TrainConfig
 from cxraug.gan.hardware import precision_warning
 from cxraug.gan.runlog import RunLog
 from cxraug.gan.scoring import ScoreLog, Scorer, minority_class
-from cxraug.gan.step import all_finite, build_state, make_step, resident_dataset, xla_scope
+from cxraug.gan.step import (
+    all_finite,
+    build_state,
+    make_step,
+    make_strategy,
+    resident_dataset,
+    xla_scope,
+)
 
 
 class TrainingInterrupted(CxrError):
@@ -106,18 +119,28 @@ def train(
 ) -> TrainResult:
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
-    run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))
-    if run.path.exists() and any(run.path.iterdir()):
-        if not force:
+    cfg.check_strategy()
+    strategy = make_strategy(cfg.strategy)  # first: the workers of a cluster connect here
+
+    def check() -> tuple[RunDir, Dataset, bool]:  # read-only: no worker has written yet
+        if cfg.strategy == "multiworker" and not name:
+            raise InputError("--strategy multiworker needs --name: every worker must name "
+                             "the same run (the default, a timestamp, differs between hosts)")
+        run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))
+        exists = run.path.exists() and any(run.path.iterdir())
+        if exists and not force:
             raise InputError(f"run folder {run.path} already exists; pass --resume {run.name} "
                              "to continue it, --force to replace it, or choose another --name")
-        shutil.rmtree(run.path)
-    ds = _train_split(ws)
-    if image_size is not None and image_size != ds.image_size:
-        raise InputError(f"--image-size {image_size} differs from the dataset's "
-                         f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")  # fmt: skip
+        ds = _train_split(ws)
+        if image_size is not None and image_size != ds.image_size:
+            raise InputError(f"--image-size {image_size} differs from the dataset's "
+                             f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+        return run, ds, exists
+
+    run, ds, exists = agreed(strategy, check)
     cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-    return _run(run, cfg, ds, None, quiet=quiet, on_iteration=on_iteration)
+    return _run(run, cfg, ds, None, strategy, replace=exists, quiet=quiet,
+                on_iteration=on_iteration)  # fmt: skip
 
 
 def resume(
@@ -130,7 +153,8 @@ def resume(
 ) -> TrainResult:
     """Continue RUN (a name under runs/ or a run folder) from its latest checkpoint: same
     iteration, optimizer and RNG state. `changes` are TrainConfig fields: only those in
-    RESUMABLE_CHANGES (iterations and the intervals) may differ from the run's."""
+    RESUMABLE_CHANGES (iterations, the intervals, the strategy) may differ from the run's.
+    In a multi-worker run every worker reads the chief's checkpoint: a shared filesystem."""
     run_dir = ws.find_run(run)
     latest = find_latest(run_dir)
     if latest is None:
@@ -145,25 +169,47 @@ def resume(
         raise InputError(f"cannot change {', '.join(sorted(bad))} when resuming (the run "
                          f"was started with other values); start a new run instead")
     cfg = ckpt.config.replace(**{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES})
-    ds = _train_split(ws)
-    if cfg.image_size != ds.image_size:
-        raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
-                         f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
-    return _run(run_dir, cfg, ds, ckpt, quiet=quiet, on_iteration=on_iteration)
+    # The checks above read files only; a cluster forms here, from the run's strategy.
+    cfg.check_strategy()
+    strategy = make_strategy(cfg.strategy)
+
+    def check() -> Dataset:
+        ds = _train_split(ws)
+        if cfg.image_size != ds.image_size:
+            raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset "
+                             f"now holds {ds.image_size} px; resume needs the same dataset")
+        return ds
+
+    ds = agreed(strategy, check)
+    return _run(run_dir, cfg, ds, ckpt, strategy, quiet=quiet, on_iteration=on_iteration)
 
 
-def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *, quiet: bool,
+def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, strategy: Any,
+         *, replace: bool = False, quiet: bool,
          on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
-    """The training loop shared by `train` and `resume`."""
+    """The training loop shared by `train` and `resume`. `replace`: remove the run folder
+    first (`--force`). Only the chief writes (cxraug.gan.cluster); every worker steps."""
+    chief = is_chief(strategy)
     auto = cfg.mixed_precision == "auto"
-    state = build_state(cfg)  # resolves "auto" precision, once: state.cfg is the run's config
+    state = build_state(cfg, strategy)  # resolves "auto" precision, once: state.cfg is final
     cfg = state.cfg  # config.json and the checkpoints record bf16 or none
+    # Workers started with other options, another dataset or another resolved precision
+    # would run different graphs and hang or diverge: refuse before anything is written.
+    if not same_on_all_workers(strategy, f"{cfg.to_json()} {len(ds)} {run.name} "
+                               f"{ckpt.sha256 if ckpt is not None else ''}"):  # fmt: skip
+        raise InputError("the workers disagree on the run: start every worker with the same "
+                         "command and options (and an explicit --mixed-precision where the "
+                         "hosts differ), the same dataset and the same run folder")
     if ckpt is not None:
         restore(state, ckpt)
     if (slow := precision_warning(cfg.mixed_precision)) is not None:
         warn(slow)
-    atomic_write_text(run.config_path, cfg.to_json() + "\n")
-    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 else None
+    if chief:
+        if replace:
+            shutil.rmtree(run.path)
+        atomic_write_text(run.config_path, cfg.to_json() + "\n")
+    # Scores and sample grids run G locally (no collectives): the chief alone computes them.
+    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
@@ -175,10 +221,11 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                   f"--mixed-precision {'none' if native else 'bf16'} to change)"
         err.print(f"train {run.path}: iterations {state.iteration} -> {cfg.iterations}, batch "
                   f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
-                  f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
-    log = RunLog(run, cfg, resume_from=state.iteration)
+                  f"{xla_scope(cfg, state.strategy)}{describe(strategy)}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
+    log = RunLog(run, cfg, resume_from=state.iteration) if chief else None
     scores = ScoreLog(run, resume_from=state.iteration) if scorer is not None else None
-    wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
+    wall0 = float(log.rows[-1]["wall_s"]) if log is not None and log.rows else 0.0
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
     metrics: dict[str, float] = {}
@@ -186,7 +233,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
     try:
         with _StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
-            if state.iteration == 0:
+            if state.iteration == 0 and log is not None:
                 log.sample(state.sampler, 0)
             while state.iteration < cfg.iterations:
                 sigma = cfg.noise_sigma(state.iteration)
@@ -202,32 +249,35 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, *,
                     )
                 state.iteration += 1
                 it = state.iteration
-                log.record(it, metrics, 1.0 / dt, wall0 + time.perf_counter() - t0)
+                if log is not None:
+                    log.record(it, metrics, 1.0 / dt, wall0 + time.perf_counter() - t0)
                 bar.update(task, completed=it, info=f"D {metrics['d_loss']:.3f} "
                            f"G {metrics['g_loss']:.3f} {1.0 / dt:.2f} it/s")  # fmt: skip
-                if it % cfg.sample_interval == 0:
+                if it % cfg.sample_interval == 0 and log is not None:
                     log.sample(state.sampler, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
-                    last_ckpt = _checkpoint(state, run)
-                    if scorer is not None and scores is not None:
+                    last_ckpt = _checkpoint(state, run, chief)
+                    if scorer is not None and scores is not None and log is not None:
                         _score(state, scorer, scores, log, run, last_ckpt)
                 if on_iteration is not None:
                     on_iteration(it)
-                if stop.signum is not None:
+                # a signal to any worker stops all of them at the same iteration
+                if any_worker(strategy, stop.signum is not None):
                     if last_ckpt is None or checkpoint_iteration(last_ckpt) != it:
-                        last_ckpt = _checkpoint(state, run)
+                        last_ckpt = _checkpoint(state, run, chief)
                     raise TrainingInterrupted(
                         f"training interrupted at iteration {it}; checkpoint saved to "
                         f"{last_ckpt}. Continue with `cxraug train --resume {run.name}`"
                     )
             if last_ckpt is None or checkpoint_iteration(last_ckpt) != state.iteration:
-                last_ckpt = _checkpoint(state, run)
-                if scorer is not None and scores is not None:
+                last_ckpt = _checkpoint(state, run, chief)
+                if scorer is not None and scores is not None and log is not None:
                     _score(state, scorer, scores, log, run, last_ckpt)
     finally:
-        if log.rows:
-            log.plot()
-        log.close()
+        if log is not None:
+            if log.rows:
+                log.plot()
+            log.close()
     return TrainResult(run.path, state.iteration, last_ckpt, metrics,
                        time.perf_counter() - t0, cfg)  # fmt: skip
 
@@ -261,8 +311,9 @@ def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDi
                                   "score/memorised": s.memorised})  # fmt: skip
 
 
-def _checkpoint(state: Any, run: RunDir) -> Path:
+def _checkpoint(state: Any, run: RunDir, write: bool = True) -> Path:
+    """Check and save the state; every worker reads the variables, only the chief writes."""
     if not all_finite(state):
         raise NumericError(f"weights became non-finite at iteration {state.iteration}; the "
                            "last good checkpoint was kept. Lower --lr and resume")  # fmt: skip
-    return save_checkpoint(state, run, state.cfg.keep_checkpoints)
+    return save_checkpoint(state, run, state.cfg.keep_checkpoints, write=write)

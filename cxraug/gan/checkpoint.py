@@ -46,8 +46,12 @@ def _variables(state: Any) -> dict[str, list[Any]]:
     return groups
 
 
-def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
-    """Write the state atomically, move the `latest` pointer, prune all but `keep` files."""
+def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int, *, write: bool = True) -> Path:
+    """Write the state atomically, move the `latest` pointer, prune all but `keep` files.
+
+    `write=False` (a multi-worker run's non-chief workers, cxraug.gan.cluster) reads every
+    variable as the chief does, so that both run the same ops, writes nothing, and returns
+    the path the chief writes."""
     arrays: dict[str, Any] = {}
     names: dict[str, list[str]] = {}
     for group, vs in _variables(state).items():
@@ -60,6 +64,8 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int) -> Path:
     arrays["meta"] = np.array(json.dumps(meta))
     run = _run(run_dir)
     path = run.checkpoint_path(state.iteration)
+    if not write:
+        return path
     atomic_save_npz(path, **arrays)
     _write_pointer(run.latest_pointer, path, state.iteration)
     best = _read_pointer(run.best_pointer).get("file")
