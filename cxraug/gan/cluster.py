@@ -59,11 +59,20 @@ def describe(strategy: Any) -> str:
     return f" [{task_type} {task_id} of {num_workers(strategy)} workers; {role}]"
 
 
+_GATHERS: dict[int, Any] = {}
+
+
 def _gather(strategy: Any, values: list[float]) -> Any:
     """Every replica's `values`, (replicas, len(values)) as numpy (a collective: all must
-    call). An all-gather, because tf.distribute reduces only by SUM and MEAN."""
-    x = tf.constant([values], tf.float32)
-    return strategy.gather(strategy.run(lambda: tf.identity(x)), axis=0).numpy()
+    call). An all-gather, because tf.distribute reduces only by SUM and MEAN; in a
+    tf.function, because eager collectives are slow (TensorFlow warns about them)."""
+    if (fn := _GATHERS.get(id(strategy))) is None:
+
+        def gather(x: Any) -> Any:
+            return strategy.gather(strategy.run(tf.identity, args=(x,)), axis=0)
+
+        fn = _GATHERS[id(strategy)] = tf.function(gather)
+    return fn(tf.constant([values], tf.float32)).numpy()
 
 
 def any_worker(strategy: Any, flag: bool) -> bool:
