@@ -59,20 +59,22 @@ def describe(strategy: Any) -> str:
     return f" [{task_type} {task_id} of {num_workers(strategy)} workers; {role}]"
 
 
-_GATHERS: dict[int, Any] = {}
+# One compiled all-gather per strategy; the strategy is kept with it, so that its id cannot
+# be reused by another strategy while the entry exists.
+_GATHERS: dict[int, tuple[Any, Any]] = {}
 
 
 def _gather(strategy: Any, values: list[float]) -> Any:
     """Every replica's `values`, (replicas, len(values)) as numpy (a collective: all must
     call). An all-gather, because tf.distribute reduces only by SUM and MEAN; in a
     tf.function, because eager collectives are slow (TensorFlow warns about them)."""
-    if (fn := _GATHERS.get(id(strategy))) is None:
+    if id(strategy) not in _GATHERS:
 
         def gather(x: Any) -> Any:
             return strategy.gather(strategy.run(tf.identity, args=(x,)), axis=0)
 
-        fn = _GATHERS[id(strategy)] = tf.function(gather)
-    return fn(tf.constant([values], tf.float32)).numpy()
+        _GATHERS[id(strategy)] = (strategy, tf.function(gather))
+    return _GATHERS[id(strategy)][1](tf.constant([values], tf.float32)).numpy()
 
 
 def any_worker(strategy: Any, flag: bool) -> bool:
