@@ -119,13 +119,13 @@ def train(
 ) -> TrainResult:
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
-    cfg.check_strategy()
-    strategy = make_strategy(cfg.strategy)  # first: the workers of a cluster connect here
+    cfg.check_strategy()  # argument checks: the same on every worker, before a cluster forms
+    if cfg.strategy == "multiworker" and not name:
+        raise InputError("--strategy multiworker needs --name: every worker must name the "
+                         "same run (the default, a timestamp, differs between hosts)")
+    strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
 
     def check() -> tuple[RunDir, Dataset, bool]:  # read-only: no worker has written yet
-        if cfg.strategy == "multiworker" and not name:
-            raise InputError("--strategy multiworker needs --name: every worker must name "
-                             "the same run (the default, a timestamp, differs between hosts)")
         run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))
         exists = run.path.exists() and any(run.path.iterdir())
         if exists and not force:

@@ -216,6 +216,8 @@ def test_multiworker_refuses_the_conv_recipe_and_augment(tmp_path: Path) -> None
         train(ws, recipe_config("conv", strategy="multiworker"), name="x")
     with pytest.raises(InputError, match="--augment"):
         train(ws, TrainConfig(augment="color", strategy="multiworker"), name="x")
+    with pytest.raises(InputError, match="needs --name"):  # a timestamp differs per host
+        train(ws, recipe_config("paper", strategy="multiworker"))
     TrainConfig(arch="conv", augment="color").check_strategy()  # one device: fine
     # the default recipe is conv: refused before any cluster is formed or file written
     r = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--strategy", "multiworker",
