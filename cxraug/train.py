@@ -7,6 +7,11 @@ checkpoints every --checkpoint-interval iterations and on SIGINT/SIGTERM (then e
 `train(ws, cfg)` starts a run; `resume(ws, run)` (`--resume`) restores weights, optimizer
 slots, RNG state and iteration, so that an interrupted and resumed run follows the same
 trajectory as an uninterrupted one.
+
+`--strategy multiworker` (cxraug.gan.cluster): every worker runs this loop; only the chief
+writes the run folder (config.json, logs, samples, scores, checkpoints, pointers, the
+`--force` removal). Input checks and stop signals are agreed between workers before anyone
+acts, so that no worker is left waiting alone in a collective.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,11 +40,19 @@ from cxraug.gan.checkpoint import (
     restore,
     save_checkpoint,
 )
+from cxraug.gan.cluster import agreed, any_worker, describe, is_chief, same_on_all_workers
 from cxraug.gan.config import DEFAULTS, RESUMABLE_CHANGES, TrainConfig
 from cxraug.gan.hardware import precision_warning
 from cxraug.gan.runlog import RunLog
 from cxraug.gan.scoring import ScoreLog, Scorer, minority_class
-from cxraug.gan.step import all_finite, build_state, make_step, resident_dataset, xla_scope
+from cxraug.gan.step import (
+    all_finite,
+    build_state,
+    make_step,
+    make_strategy,
+    resident_dataset,
+    xla_scope,
+)
 
 
 class TrainingInterrupted(CxrError):
@@ -104,26 +118,39 @@ def train(
 ) -> TrainResult:
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
+    cfg.check_strategy()  # argument checks: the same on every worker, before a cluster forms
+    if cfg.strategy == "multiworker" and not name:
+        raise InputError("--strategy multiworker needs --name: every worker must name the "
+                         "same run (the default, a timestamp, differs between hosts)")
     run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
     if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
         _train_split(ws)  # raises "run `cxraug preprocess` first"
-    with run.lock("cxraug train"):  # a second `train` of this run: exit 7, before any check
-        if any(run.contents()) and not force:
-            raise InputError(f"run folder {run.path} already exists; pass --resume {run.name} "
-                             "to continue it, --force to replace it, or choose another --name")
-        if force:  # replace what the folder holds, but keep the lock file we hold
-            for p in list(run.contents()):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-        ds = _train_split(ws)
-        if image_size is not None and image_size != ds.image_size:
-            raise InputError(f"--image-size {image_size} differs from the dataset's "
-                             f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+    strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
+    with _run_lock(run, strategy, "cxraug train"):  # a second `train` of this run: exit 7
+
+        def check() -> tuple[Dataset, bool]:  # read-only: no worker has written yet
+            exists = any(run.contents())
+            if exists and not force:
+                raise InputError(f"run folder {run.path} already exists; pass --resume "
+                                 f"{run.name} to continue it, --force to replace it, or choose "
+                                 "another --name")  # fmt: skip
+            ds = _train_split(ws)
+            if image_size is not None and image_size != ds.image_size:
+                raise InputError(f"--image-size {image_size} differs from the dataset's "
+                                 f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+            return ds, exists
+
+        ds, exists = agreed(strategy, check)
         cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-        return _run(run, cfg, ds, None, sha256_file(ws.dataset_path), quiet=quiet,
-                    on_iteration=on_iteration)  # fmt: skip
+        return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), replace=exists,
+                    quiet=quiet, on_iteration=on_iteration)  # fmt: skip
+
+
+def _run_lock(run: RunDir, strategy: Any, command: str) -> AbstractContextManager[None]:
+    """The run folder's lock, held by the one process that writes the folder: the chief of a
+    multi-worker run (its other workers share the folder on a shared filesystem but never write
+    it, so they must not contend for the lock), the only process otherwise."""
+    return run.lock(command) if is_chief(strategy) else nullcontext()
 
 
 def resume(
@@ -136,14 +163,9 @@ def resume(
 ) -> TrainResult:
     """Continue RUN (a name under runs/ or a run folder) from its latest checkpoint: same
     iteration, optimizer and RNG state. `changes` are TrainConfig fields: only those in
-    RESUMABLE_CHANGES (iterations and the intervals) may differ from the run's."""
+    RESUMABLE_CHANGES (iterations, the intervals, the strategy) may differ from the run's.
+    In a multi-worker run every worker reads the chief's checkpoint: a shared filesystem."""
     run_dir = ws.find_run(run)
-    with run_dir.lock("cxraug train --resume"):  # a second trainer of this run: exit 7
-        return _resume(ws, run_dir, quiet=quiet, on_iteration=on_iteration, **changes)
-
-
-def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
-            on_iteration: Callable[[int], None] | None, **changes: Any) -> TrainResult:  # fmt: skip
     latest = find_latest(run_dir)
     if latest is None:
         raise InputError(f"run {run_dir.path} has no usable checkpoint to resume from; "
@@ -157,45 +179,75 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
         raise InputError(f"cannot change {', '.join(sorted(bad))} when resuming (the run "
                          f"was started with other values); start a new run instead")
     cfg = ckpt.config.replace(**{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES})
-    ds = _train_split(ws)
-    if cfg.image_size != ds.image_size:
-        raise InputError(f"the run was trained on {cfg.image_size} px images, the dataset now "
-                         f"holds {ds.image_size} px; resume needs the same dataset")  # fmt: skip
-    now = sha256_file(ws.dataset_path)
-    started = ckpt.meta.get("dataset_sha256")
-    if started is None:  # a run from before checkpoints recorded it
-        warn(f"{latest.name} does not record which dataset the run was trained on, so cxraug "
-             f"cannot check that {ws.dataset_path} is unchanged; resuming anyway")
-    elif started != now:
-        raise InputError(
-            f"{ws.dataset_path} changed since run {run_dir.name} started (sha256 "
-            f"{str(started)[:12]}... then, {now[:12]}... now): resuming would mix two datasets. "
-            f"Restore that dataset, or start a new run (--name NEW, or --name {run_dir.name} "
-            "--force to replace this one)"
-        )
-    return _run(run_dir, cfg, ds, ckpt, now, quiet=quiet, on_iteration=on_iteration)
+    # The checks above read files only; a cluster forms here, from the run's strategy.
+    cfg.check_strategy()
+    strategy = make_strategy(cfg.strategy)
+    with _run_lock(run_dir, strategy, "cxraug train --resume"):  # a second trainer: exit 7
+
+        def check() -> tuple[Dataset, str]:
+            ds = _train_split(ws)
+            if cfg.image_size != ds.image_size:
+                raise InputError(f"the run was trained on {cfg.image_size} px images, the "
+                                 f"dataset now holds {ds.image_size} px; resume needs the same "
+                                 "dataset")  # fmt: skip
+            now = sha256_file(ws.dataset_path)
+            started = ckpt.meta.get("dataset_sha256")
+            if started is None:  # a run from before checkpoints recorded it
+                warn(f"{latest.name} does not record which dataset the run was trained on, so "
+                     f"cxraug cannot check that {ws.dataset_path} is unchanged; resuming anyway")
+            elif started != now:
+                raise InputError(
+                    f"{ws.dataset_path} changed since run {run_dir.name} started (sha256 "
+                    f"{str(started)[:12]}... then, {now[:12]}... now): resuming would mix two "
+                    f"datasets. Restore that dataset, or start a new run (--name NEW, or --name "
+                    f"{run_dir.name} --force to replace this one)"
+                )
+            return ds, now
+
+        ds, now = agreed(strategy, check)
+        return _run(run_dir, cfg, ds, ckpt, strategy, now, quiet=quiet,
+                    on_iteration=on_iteration)  # fmt: skip
 
 
-def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None,
-         dataset_sha256: str, *, quiet: bool,
+def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, strategy: Any,
+         dataset_sha256: str, *, replace: bool = False, quiet: bool,
          on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
-    """The training loop shared by `train` and `resume`."""
-    # a process killed while writing (SIGKILL, power cut) leaves hidden temp files of up to a
-    # checkpoint's size; nothing else writes this run's folders now, so they are garbage
-    stale = [p for d in (run.checkpoints_dir, run.path, run.samples_dir)
-             for p in remove_stale_temps(d)]  # fmt: skip
-    if stale and not quiet:
-        err.print(f"removed {len(stale)} temp file(s) left by an interrupted write in "
-                  f"{run.path}", highlight=False)  # fmt: skip
+    """The training loop shared by `train` and `resume`. `replace`: empty the run folder
+    first (`--force`). Only the chief writes (cxraug.gan.cluster); every worker steps."""
+    chief = is_chief(strategy)
+    if chief:
+        # a process killed while writing (SIGKILL, power cut) leaves hidden temp files of up
+        # to a checkpoint's size; nothing else writes this run's folders now (we hold its
+        # lock), so they are garbage
+        stale = [p for d in (run.checkpoints_dir, run.path, run.samples_dir)
+                 for p in remove_stale_temps(d)]  # fmt: skip
+        if stale and not quiet:
+            err.print(f"removed {len(stale)} temp file(s) left by an interrupted write in "
+                      f"{run.path}", highlight=False)  # fmt: skip
     auto = cfg.mixed_precision == "auto"
-    state = build_state(cfg)  # resolves "auto" precision, once: state.cfg is the run's config
+    state = build_state(cfg, strategy)  # resolves "auto" precision, once: state.cfg is final
     cfg = state.cfg  # config.json and the checkpoints record bf16 or none
+    # Workers started with other options, another dataset or another resolved precision
+    # would run different graphs and hang or diverge: refuse before anything is written.
+    if not same_on_all_workers(strategy, f"{cfg.to_json()} {len(ds)} {run.name} "
+                               f"{ckpt.sha256 if ckpt is not None else ''}"):  # fmt: skip
+        raise InputError("the workers disagree on the run: start every worker with the same "
+                         "command and options (and an explicit --mixed-precision where the "
+                         "hosts differ), the same dataset and the same run folder")
     if ckpt is not None:
         restore(state, ckpt)
     if (slow := precision_warning(cfg.mixed_precision)) is not None:
         warn(slow)
-    atomic_write_text(run.config_path, cfg.to_json() + "\n")
-    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 else None
+    if chief:
+        if replace:  # empty the folder, but keep the lock file we hold
+            for p in list(run.contents()):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        atomic_write_text(run.config_path, cfg.to_json() + "\n")
+    # Scores and sample grids run G locally (no collectives): the chief alone computes them.
+    scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
     images, labels = resident_dataset(ds.images, ds.labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
@@ -207,10 +259,11 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None,
                   f"--mixed-precision {'none' if native else 'bf16'} to change)"
         err.print(f"train {run.path}: iterations {state.iteration} -> {cfg.iterations}, batch "
                   f"{cfg.batch_size}, precision {_PRECISION[cfg.mixed_precision]}{how}, XLA "
-                  f"{xla_scope(cfg, state.strategy)}", highlight=False, soft_wrap=True)  # fmt: skip
-    log = RunLog(run, cfg, resume_from=state.iteration)
+                  f"{xla_scope(cfg, state.strategy)}{describe(strategy)}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
+    log = RunLog(run, cfg, resume_from=state.iteration) if chief else None
     scores = ScoreLog(run, resume_from=state.iteration) if scorer is not None else None
-    wall0 = float(log.rows[-1]["wall_s"]) if log.rows else 0.0
+    wall0 = float(log.rows[-1]["wall_s"]) if log is not None and log.rows else 0.0
     t0 = time.perf_counter()
     last_ckpt = ckpt.path if ckpt is not None else None
     metrics: dict[str, float] = {}
@@ -218,7 +271,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None,
     try:
         with _StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
-            if state.iteration == 0:
+            if state.iteration == 0 and log is not None:
                 log.sample(state.sampler, 0)
             while state.iteration < cfg.iterations:
                 sigma = cfg.noise_sigma(state.iteration)
@@ -234,32 +287,35 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None,
                     )
                 state.iteration += 1
                 it = state.iteration
-                log.record(it, metrics, 1.0 / dt, wall0 + time.perf_counter() - t0)
+                if log is not None:
+                    log.record(it, metrics, 1.0 / dt, wall0 + time.perf_counter() - t0)
                 bar.update(task, completed=it, info=f"D {metrics['d_loss']:.3f} "
                            f"G {metrics['g_loss']:.3f} {1.0 / dt:.2f} it/s")  # fmt: skip
-                if it % cfg.sample_interval == 0:
+                if it % cfg.sample_interval == 0 and log is not None:
                     log.sample(state.sampler, it)
                 if it % cfg.checkpoint_interval == 0 or it == cfg.iterations:
-                    last_ckpt = _checkpoint(state, run, dataset_sha256)
-                    if scorer is not None and scores is not None:
+                    last_ckpt = _checkpoint(state, run, dataset_sha256, chief)
+                    if scorer is not None and scores is not None and log is not None:
                         _score(state, scorer, scores, log, run, last_ckpt)
                 if on_iteration is not None:
                     on_iteration(it)
-                if stop.signum is not None:
+                # a signal to any worker stops all of them at the same iteration
+                if any_worker(strategy, stop.signum is not None):
                     if last_ckpt is None or checkpoint_iteration(last_ckpt) != it:
-                        last_ckpt = _checkpoint(state, run, dataset_sha256)
+                        last_ckpt = _checkpoint(state, run, dataset_sha256, chief)
                     raise TrainingInterrupted(
                         f"training interrupted at iteration {it}; checkpoint saved to "
                         f"{last_ckpt}. Continue with `cxraug train --resume {run.name}`"
                     )
             if last_ckpt is None or checkpoint_iteration(last_ckpt) != state.iteration:
-                last_ckpt = _checkpoint(state, run, dataset_sha256)
-                if scorer is not None and scores is not None:
+                last_ckpt = _checkpoint(state, run, dataset_sha256, chief)
+                if scorer is not None and scores is not None and log is not None:
                     _score(state, scorer, scores, log, run, last_ckpt)
     finally:
-        if log.rows:
-            log.plot()
-        log.close()
+        if log is not None:
+            if log.rows:
+                log.plot()
+            log.close()
     return TrainResult(run.path, state.iteration, last_ckpt, metrics,
                        time.perf_counter() - t0, cfg)  # fmt: skip
 
@@ -293,9 +349,10 @@ def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDi
                                   "score/memorised": s.memorised})  # fmt: skip
 
 
-def _checkpoint(state: Any, run: RunDir, dataset_sha256: str) -> Path:
+def _checkpoint(state: Any, run: RunDir, dataset_sha256: str, write: bool = True) -> Path:
+    """Check and save the state; every worker reads the variables, only the chief writes."""
     if not all_finite(state):
         raise NumericError(f"weights became non-finite at iteration {state.iteration}; the "
                            "last good checkpoint was kept. Lower --lr and resume")  # fmt: skip
     return save_checkpoint(state, run, state.cfg.keep_checkpoints,
-                           dataset_sha256=dataset_sha256)  # fmt: skip
+                           dataset_sha256=dataset_sha256, write=write)  # fmt: skip

@@ -47,9 +47,13 @@ def _variables(state: Any) -> dict[str, list[Any]]:
 
 
 def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int,
-                    dataset_sha256: str | None = None) -> Path:  # fmt: skip
+                    dataset_sha256: str | None = None, *, write: bool = True) -> Path:  # fmt: skip
     """Write the state atomically, move the `latest` pointer, prune all but `keep` files.
-    `dataset_sha256` (of processed/dataset.npz) lets `--resume` refuse a changed dataset."""
+    `dataset_sha256` (of processed/dataset.npz) lets `--resume` refuse a changed dataset.
+
+    `write=False` (a multi-worker run's non-chief workers, cxraug.gan.cluster) reads every
+    variable as the chief does, so that both run the same ops, writes nothing, and returns
+    the path the chief writes."""
     arrays: dict[str, Any] = {}
     names: dict[str, list[str]] = {}
     for group, vs in _variables(state).items():
@@ -64,6 +68,8 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int,
     arrays["meta"] = np.array(json.dumps(meta))
     run = _run(run_dir)
     path = run.checkpoint_path(state.iteration)
+    if not write:
+        return path
     atomic_save_npz(path, **arrays)
     _write_pointer(run.latest_pointer, path, state.iteration)
     best = _read_pointer(run.best_pointer).get("file")

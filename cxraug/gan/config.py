@@ -191,6 +191,21 @@ class TrainConfig:
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
 
+    def check_strategy(self) -> None:
+        """Refuse what --strategy multiworker would run wrongly (called by `train`/`resume`
+        before a cluster forms; not in __post_init__, because the CLI validates its options
+        against the default recipe's values before --recipe applies): the conv step
+        (cxraug.gan.conv_step) and DiffAugment draw their random numbers on one device, not
+        for a global batch split over workers."""
+        if self.strategy != "multiworker":
+            return
+        vassert(self.arch == "mlp",
+                "--strategy multiworker trains the paper's MLP networks only (--recipe paper): "
+                "the conv step runs on one device; use --strategy default for --recipe conv")
+        vassert(not parse_policy(self.augment),
+                "--augment draws its transforms per replica and cannot run with --strategy "
+                "multiworker; pass --augment none")  # fmt: skip
+
     def noise_sigma(self, iteration: int) -> float:
         """Instance-noise sigma at a 0-based iteration: linear from noise_start to 0."""
         if self.noise_iterations == 0:
@@ -230,9 +245,11 @@ class TrainConfig:
 
 #: Options that may change when a run is resumed (they do not change the algorithm's state).
 #: Not xla: XLA draws other random numbers from the same generator state than plain TF does.
+#: strategy may: the MLP step draws every random number for the global batch, so one process
+#: and a cluster compute the same iterations up to float rounding (tests/test_multiworker.py).
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "recipe",
-     "score_samples"}
+     "score_samples", "strategy"}
 )
 DEFAULTS = TrainConfig()
 
