@@ -22,7 +22,10 @@ from rich.table import Table
 
 from cxraug.core.errors import MAX_LISTED, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
-from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.images import (
+    max_file_mb_setting,
+    max_megapixels_setting,
+)
 from cxraug.core.manifest import (
     LABELS,
     SPLITS,
@@ -57,15 +60,8 @@ class CollectConfig:
         "`evaluate` scores on them.",
     )
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
-    max_megapixels: float = setting(
-        DEFAULT_MAX_MEGAPIXELS,
-        "Refuse images above this many megapixels, from their header (before decoding).",
-    )
-    max_file_mb: float = setting(
-        DEFAULT_MAX_FILE_MB,
-        "Refuse files above this many MiB before reading them (FIFOs and devices are always "
-        "refused, unread).",
-    )
+    max_megapixels: float = max_megapixels_setting()
+    max_file_mb: float = max_file_mb_setting()
     force: bool = setting(
         False,
         "Rebuild an existing manifest.csv. Kept for ids that still exist: crop boxes, extra "

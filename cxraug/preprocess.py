@@ -35,7 +35,10 @@ from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
-from cxraug.core.images import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
+from cxraug.core.images import (
+    max_file_mb_setting,
+    max_megapixels_setting,
+)
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
@@ -77,15 +80,8 @@ class PreprocessConfig:
     )
     # processes (the machine has 2 cores); 1 = run in this process
     workers: int = setting(2, "Processes that decode and resize images.")
-    max_megapixels: float = setting(
-        DEFAULT_MAX_MEGAPIXELS,
-        "Refuse images above this many megapixels, from their header (before decoding).",
-    )
-    max_file_mb: float = setting(
-        DEFAULT_MAX_FILE_MB,
-        "Refuse files above this many MiB before reading them (FIFOs and devices are always "
-        "refused, unread).",
-    )
+    max_megapixels: float = max_megapixels_setting()
+    max_file_mb: float = max_file_mb_setting()
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
 
     def load_options(self) -> LoadOptions:

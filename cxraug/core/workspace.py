@@ -75,8 +75,8 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 @dataclass(frozen=True)
-class RunDir:
-    """One training run's folder and every path inside it."""
+class _OutputDir:
+    """A named output folder (a run, an evaluation) holding its saved config."""
 
     path: Path
 
@@ -87,6 +87,11 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.path / "config.json"
+
+
+@dataclass(frozen=True)
+class RunDir(_OutputDir):
+    """One training run's folder and every path inside it."""
 
     @property
     def log_path(self) -> Path:
@@ -157,18 +162,8 @@ class RunDir:
 
 
 @dataclass(frozen=True)
-class EvalDir:
+class EvalDir(_OutputDir):
     """One evaluation's folder (`cxraug evaluate --name NAME`) and every path inside it."""
-
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
 
     @property
     def results_path(self) -> Path:
