@@ -40,7 +40,14 @@ from cxraug.gan.checkpoint import (
     restore,
     save_checkpoint,
 )
-from cxraug.gan.cluster import agreed, any_worker, describe, is_chief, same_on_all_workers
+from cxraug.gan.cluster import (
+    agreed,
+    any_worker,
+    chief_by_environment,
+    describe,
+    is_chief,
+    same_on_all_workers,
+)
 from cxraug.gan.config import DEFAULTS, RESUMABLE_CHANGES, TrainConfig
 from cxraug.gan.hardware import precision_warning
 from cxraug.gan.runlog import RunLog
@@ -125,8 +132,8 @@ def train(
     run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
     if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
         _train_split(ws)  # raises "run `cxraug preprocess` first"
-    strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
-    with _run_lock(run, strategy, "cxraug train"):  # a second `train` of this run: exit 7
+    with _run_lock(run, "cxraug train"):  # a second `train` of this run: exit 7
+        strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
 
         def check() -> tuple[Dataset, bool]:  # read-only: no worker has written yet
             exists = any(run.contents())
@@ -146,11 +153,12 @@ def train(
                     quiet=quiet, on_iteration=on_iteration)  # fmt: skip
 
 
-def _run_lock(run: RunDir, strategy: Any, command: str) -> AbstractContextManager[None]:
+def _run_lock(run: RunDir, command: str) -> AbstractContextManager[None]:
     """The run folder's lock, held by the one process that writes the folder: the chief of a
     multi-worker run (its other workers share the folder on a shared filesystem but never write
-    it, so they must not contend for the lock), the only process otherwise."""
-    return run.lock(command) if is_chief(strategy) else nullcontext()
+    it, so they must not contend for the lock), the only process otherwise. Taken before any
+    check, so a second trainer of the run is told "busy" (exit 7) whatever else is wrong."""
+    return run.lock(command) if chief_by_environment() else nullcontext()
 
 
 def resume(
@@ -166,6 +174,12 @@ def resume(
     RESUMABLE_CHANGES (iterations, the intervals, the strategy) may differ from the run's.
     In a multi-worker run every worker reads the chief's checkpoint: a shared filesystem."""
     run_dir = ws.find_run(run)
+    with _run_lock(run_dir, "cxraug train --resume"):  # a second trainer: exit 7
+        return _resume(ws, run_dir, quiet=quiet, on_iteration=on_iteration, **changes)
+
+
+def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
+            on_iteration: Callable[[int], None] | None, **changes: Any) -> TrainResult:  # fmt: skip
     latest = find_latest(run_dir)
     if latest is None:
         raise InputError(f"run {run_dir.path} has no usable checkpoint to resume from; "
@@ -182,31 +196,30 @@ def resume(
     # The checks above read files only; a cluster forms here, from the run's strategy.
     cfg.check_strategy()
     strategy = make_strategy(cfg.strategy)
-    with _run_lock(run_dir, strategy, "cxraug train --resume"):  # a second trainer: exit 7
 
-        def check() -> tuple[Dataset, str]:
-            ds = _train_split(ws)
-            if cfg.image_size != ds.image_size:
-                raise InputError(f"the run was trained on {cfg.image_size} px images, the "
-                                 f"dataset now holds {ds.image_size} px; resume needs the same "
-                                 "dataset")  # fmt: skip
-            now = sha256_file(ws.dataset_path)
-            started = ckpt.meta.get("dataset_sha256")
-            if started is None:  # a run from before checkpoints recorded it
-                warn(f"{latest.name} does not record which dataset the run was trained on, so "
-                     f"cxraug cannot check that {ws.dataset_path} is unchanged; resuming anyway")
-            elif started != now:
-                raise InputError(
-                    f"{ws.dataset_path} changed since run {run_dir.name} started (sha256 "
-                    f"{str(started)[:12]}... then, {now[:12]}... now): resuming would mix two "
-                    f"datasets. Restore that dataset, or start a new run (--name NEW, or --name "
-                    f"{run_dir.name} --force to replace this one)"
-                )
-            return ds, now
+    def check() -> tuple[Dataset, str]:
+        ds = _train_split(ws)
+        if cfg.image_size != ds.image_size:
+            raise InputError(f"the run was trained on {cfg.image_size} px images, the "
+                             f"dataset now holds {ds.image_size} px; resume needs the same "
+                             "dataset")  # fmt: skip
+        now = sha256_file(ws.dataset_path)
+        started = ckpt.meta.get("dataset_sha256")
+        if started is None:  # a run from before checkpoints recorded it
+            warn(f"{latest.name} does not record which dataset the run was trained on, so "
+                 f"cxraug cannot check that {ws.dataset_path} is unchanged; resuming anyway")
+        elif started != now:
+            raise InputError(
+                f"{ws.dataset_path} changed since run {run_dir.name} started (sha256 "
+                f"{str(started)[:12]}... then, {now[:12]}... now): resuming would mix two "
+                f"datasets. Restore that dataset, or start a new run (--name NEW, or --name "
+                f"{run_dir.name} --force to replace this one)"
+            )
+        return ds, now
 
-        ds, now = agreed(strategy, check)
-        return _run(run_dir, cfg, ds, ckpt, strategy, now, quiet=quiet,
-                    on_iteration=on_iteration)  # fmt: skip
+    ds, now = agreed(strategy, check)
+    return _run(run_dir, cfg, ds, ckpt, strategy, now, quiet=quiet,
+                on_iteration=on_iteration)  # fmt: skip
 
 
 def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, strategy: Any,

@@ -258,3 +258,14 @@ def test_the_chief_is_the_chief_task_or_worker_0(spec: dict, task: tuple, chief:
     assert ("writes nothing" in describe(st)) is not chief
     one = _Strategy(None)  # the default strategy: one process, it writes, no collectives
     assert is_chief(one) and num_workers(one) == 1 and describe(one) == ""
+    # the run lock is taken before a cluster forms, from TF_CONFIG alone: the same answer
+    import json
+
+    from cxraug.gan.cluster import chief_by_environment
+
+    conf = {"cluster": spec, "task": {"type": task[0], "index": task[1]}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TF_CONFIG", json.dumps(conf))
+        assert chief_by_environment() is chief
+        mp.delenv("TF_CONFIG")
+        assert chief_by_environment()

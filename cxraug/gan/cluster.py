@@ -16,6 +16,8 @@ every worker acts on the same answer.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +45,22 @@ def num_workers(strategy: Any) -> int:
 def is_chief(strategy: Any) -> bool:
     """True for the one process that writes the run folder (always True without a cluster)."""
     spec, task_type, task_id = _cluster(strategy)
+    if not spec or task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and task_id == 0 and not spec.get("chief")
+
+
+def chief_by_environment() -> bool:
+    """`is_chief` decided from the TF_CONFIG environment variable alone, before a cluster
+    forms (the run lock is taken first); True without TF_CONFIG or with one naming no task."""
+    try:
+        conf = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+        spec, task = conf.get("cluster", {}), conf.get("task", {})
+        task_type, task_id = task.get("type"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError):
+        return True  # make_strategy reports a malformed TF_CONFIG
     if not spec or task_type is None:
         return True
     if task_type == "chief":
