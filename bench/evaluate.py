@@ -19,6 +19,8 @@ import json
 import time
 from pathlib import Path
 
+from rich.table import Table
+
 from cxraug.core.ui import out
 from cxraug.core.workspace import Workspace
 from cxraug.evaluate import EvaluateConfig, evaluate, report_tables
@@ -38,7 +40,7 @@ def main() -> None:
     result = evaluate(Workspace.at(args.workspace), cfg, name=args.name, force=True)
     wall = time.perf_counter() - t0
     for item in report_tables(result):
-        out.print(item, highlight=False, soft_wrap=isinstance(item, str))
+        out.print(item, highlight=False, soft_wrap=not isinstance(item, Table))
     sp = result.speed
     out.print(f"\nwall {wall:.0f} s ({wall / 60:.1f} min; target <= 20 min for the default); "
               f"classifier training {sp['images_per_s']} images/s x 3 x "

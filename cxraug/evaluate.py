@@ -452,6 +452,7 @@ def _ci(d: dict[str, Any] | None, signed: bool = False) -> str:
 def report_tables(r: EvalResult) -> list[Any]:
     """One table per test set (arms x metrics, paired differences), then the shortcut check."""
     from rich.table import Table
+    from rich.text import Text  # styled, never parsed as markup: reasons carry user text
 
     out: list[Any] = []
     for name, d in r.test_sets.items():
@@ -459,7 +460,7 @@ def report_tables(r: EvalResult) -> list[Any]:
         title = (f"{name}: {d['n_images']} images ({', '.join(f'{v} {k}' for k, v in c.items())}"
                  f"), {d['n_patients']} patients")  # fmt: skip
         if d["status"] != "ok":
-            out.append(f"[yellow]{title}: skipped: {d['reason']}[/yellow]")
+            out.append(Text(f"{title}: skipped: {d['reason']}", style="yellow"))
             continue
         t = Table(title=title + " — mean over seeds [95% CI over patients] ±seed std",
                   title_justify="left")  # fmt: skip
@@ -468,7 +469,7 @@ def report_tables(r: EvalResult) -> list[Any]:
             t.add_column(col, overflow="fold")
         for a, info in r.arms.items():
             if info["status"] != "ok":
-                t.add_row(a, f"[yellow]skipped: {info['reason']}[/yellow]", *[""] * 5)
+                t.add_row(a, Text(f"skipped: {info['reason']}", style="yellow"), *[""] * 5)
                 continue
             m, df = d["metrics"][a], d["differences"].get(a)
             t.add_row(a, *(_ci(m[k]) for k in stats.METRICS),
@@ -491,7 +492,7 @@ def report_tables(r: EvalResult) -> list[Any]:
             t.add_row(f"source {src}", ", ".join(f"{v} {k}" for k, v in cnt.items()))
         out.append(t)
         style = "bold red" if s["flag"] else "green"
-        out.append(f"[{style}]{s['verdict']}[/{style}]")
+        out.append(Text(s["verdict"], style=style))
     else:
         out.append(f"shortcut check: {s.get('status')}: {s.get('verdict', '')}")
     sp = r.speed

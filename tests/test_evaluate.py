@@ -281,6 +281,7 @@ def test_cli_no_synthetic_rows_skips_those_arms_and_runs_the_others(tmp_path: Pa
     r = runner.invoke(app, ["evaluate", "-w", str(ws.root), "--json", *CLI_FAST])
     assert r.exit_code == 1, r.output
     assert "skipped" in r.stderr and "cxraug generate" in r.stderr
+    assert "[yellow]" not in r.stderr and "[/" not in r.stderr  # styled, not markup shown as text
     doc = json.loads(r.stdout)
     assert doc["arms"]["synthetic"]["status"] == "skipped"
     assert doc["arms"]["classical"]["status"] == "ok"
@@ -300,7 +301,7 @@ def test_cli_bad_input(tmp_path: Path) -> None:
     assert r.exit_code == 3 and "too few images for a CI" in r.stderr
     r = runner.invoke(app, base)  # the external source has one class: skipped, exit 1
     assert r.exit_code == 1 and "one class only" in r.stderr, r.output
-    assert "AUC" in r.stdout
+    assert "AUC" in r.stdout and "[/" not in r.stdout + r.stderr
     r = runner.invoke(app, base)
     assert r.exit_code == 3 and "--force" in r.stderr
     assert runner.invoke(app, [*base, "--force"]).exit_code == 1

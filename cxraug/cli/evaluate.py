@@ -24,17 +24,19 @@ def evaluate_command(
     each on the test split and on every test-only source, with CIs over patients, paired
     differences and a shortcut check (docs/evaluate.md). Exit 1 when an arm or a test set
     had to be skipped, 3 on bad input."""
+    from rich.table import Table
+
     from cxraug.core.errors import EXIT_PARTIAL
-    from cxraug.core.ui import err, out
+    from cxraug.core.ui import err, out, tagged
     from cxraug.core.workspace import Workspace
     from cxraug.evaluate import evaluate, report_tables
 
     result = evaluate(Workspace.at(workspace), cfg, name=name, force=force)
     show = err if json_out else out  # --json keeps stdout machine-readable
     for item in report_tables(result):
-        show.print(item, highlight=False, soft_wrap=isinstance(item, str))
+        show.print(item, highlight=False, soft_wrap=not isinstance(item, Table))
     for line in result.skipped:
-        err.print(f"[yellow]skipped:[/yellow] {line}", highlight=False, soft_wrap=True)
+        err.print(tagged("skipped:", "yellow", line), highlight=False, soft_wrap=True)
     if json_out:
         typer.echo(json.dumps(result.to_json(), indent=2))
     if result.skipped:
