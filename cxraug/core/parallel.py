@@ -54,15 +54,18 @@ def mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _isolate(fn: Callable[[T], R], items: Sequence[T], todo: list[int],
-             on_crash: Callable[[T], R]) -> dict[int, R]:  # fmt: skip
+             on_crash: Callable[[T], R],
+             ctx: multiprocessing.context.BaseContext) -> dict[int, R]:  # fmt: skip
     """fn(items[i]) for i in todo, one at a time in a one-worker pool: an item whose worker
-    dies gets on_crash(item), and the next item a fresh pool."""
+    dies gets on_crash(item), and the next item a fresh pool. `ctx` is the start method of
+    the pool that broke, so each item is retried under the same conditions (choosing again
+    could pick spawn only because the broken pool's threads are still winding down)."""
     done: dict[int, R] = {}
     ex: ProcessPoolExecutor | None = None
     try:
         for i in todo:
             if ex is None:
-                ex = ProcessPoolExecutor(1, mp_context=mp_context(), initializer=_init_worker)
+                ex = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker)
             try:
                 done[i] = ex.submit(fn, items[i]).result()
             except BrokenProcessPool:
@@ -100,7 +103,8 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what
             cv2.setNumThreads(before)
         return done
     parts: dict[int, list[R]] = {}
-    ex = ProcessPoolExecutor(workers, mp_context=mp_context(), initializer=_init_worker)
+    ctx = mp_context()
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
     try:
         ex.submit(int).result()  # start the workers now, before the progress bar's thread
         with progress(disable=not show) as bar:
@@ -123,7 +127,7 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what
     if broken and on_crash is not None:
         lost = [i for s in range(0, len(items), CHUNK) if s not in parts
                 for i in range(s, min(len(items), s + CHUNK))]  # fmt: skip
-        again = _isolate(fn, items, lost, on_crash)
+        again = _isolate(fn, items, lost, on_crash, ctx)
         for s in range(0, len(items), CHUNK):
             if s not in parts:
                 parts[s] = [again[i] for i in range(s, min(len(items), s + CHUNK))]
