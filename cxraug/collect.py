@@ -36,7 +36,7 @@ from cxraug.core.manifest import (
 )
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.inspect import FileCheck, inspect_files
 from cxraug.prep.sources import Candidate, list_source, parse_source
 
@@ -334,14 +334,10 @@ def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int
         _add_note(records[i], "near-duplicate of " + ", ".join(others[:3]) + more)
 
 
+@manifest_writer("cxraug collect")
 def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied),
     holding the workspace lock (another manifest writer running: exit 7)."""
-    with workspace.lock("cxraug collect"):
-        return _collect(workspace, sources, config)
-
-
-def _collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
     vassert(0.0 <= config.test_fraction < 1.0,
             f"--test-fraction {config.test_fraction} must be in [0, 1), e.g. 0.2")  # fmt: skip

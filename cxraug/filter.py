@@ -33,7 +33,7 @@ from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_wri
 from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
 from cxraug.core.manifest import Record, check_label, csv_safe
 from cxraug.core.ui import progress, warn
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
 from cxraug.quality.scores import SCORE_NAMES
 from cxraug.quality.sheet import write_sheet
@@ -189,6 +189,7 @@ def _move_files(
     return done, failures
 
 
+@manifest_writer("cxraug filter")
 def filter_synthetic(
     ws: Workspace,
     config: FilterConfig = FilterConfig(),
@@ -200,18 +201,6 @@ def filter_synthetic(
 ) -> FilterResult:
     """Judge every synthetic `label` row (default: config.label) of the manifest and record the
     verdicts in it, holding the workspace lock (another manifest writer running: exit 7)."""
-    with ws.lock("cxraug filter"):
-        return _filter_synthetic(ws, config, label, move_rejected, sheet, force)
-
-
-def _filter_synthetic(
-    ws: Workspace,
-    config: FilterConfig,
-    label: str | None,
-    move_rejected: bool,
-    sheet: Path | None,
-    force: bool,
-) -> FilterResult:
     label = check_label(config.label if label is None else label)
     pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()

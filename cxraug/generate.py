@@ -28,7 +28,7 @@ from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_byt
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import setting
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
 
 
@@ -103,14 +103,10 @@ def _older_images(ws: Workspace, manifest: Manifest, label: str, stem: str,
     return {r.id for r in rows}, sorted(files)
 
 
+@manifest_writer("cxraug generate")
 def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
     holding the workspace lock (another manifest writer running: exit 7)."""
-    with ws.lock("cxraug generate"):
-        return _generate(ws, cfg)
-
-
-def _generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     check_label(cfg.label)
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")

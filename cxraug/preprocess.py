@@ -42,7 +42,7 @@ from cxraug.core.images import (
 from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.contact_sheet import (
     SheetItem,
     check_sheet_target,
@@ -264,6 +264,7 @@ def _check_existing(ws: Workspace, config: PreprocessConfig, force: bool) -> dic
     return old
 
 
+@manifest_writer("cxraug preprocess")
 def preprocess(
     ws: Workspace,
     config: PreprocessConfig,
@@ -278,18 +279,6 @@ def preprocess(
 
     Same output settings and an unchanged manifest -> nothing is rebuilt (`up_to_date`), unless
     a contact sheet is asked for. Unreadable images become `error` rows in the manifest."""
-    with ws.lock("cxraug preprocess"):
-        return _preprocess(ws, config, crop_boxes, force, contact_sheet, show_progress)
-
-
-def _preprocess(
-    ws: Workspace,
-    config: PreprocessConfig,
-    crop_boxes: Path | None,
-    force: bool,
-    contact_sheet: Path | None,
-    show_progress: bool,
-) -> PreprocessResult:
     vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
     vassert(config.workers >= 1, "--workers must be at least 1")
     vassert(config.max_file_mb > 0 and config.max_megapixels > 0,

@@ -31,17 +31,20 @@ so that no name can climb out of its folder (`..`, `/`, an absolute path).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from cxraug.core.errors import InputError
 from cxraug.core.lock import hold
 from cxraug.core.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
+F = TypeVar("F", bound=Callable[..., Any])
 _CHECKPOINT = re.compile(r"^ckpt-(\d{7,})\.npz$")
 
 #: The one rule for names that become path components: a letter or digit first, then letters,
@@ -183,6 +186,22 @@ def checkpoint_iteration(path: Path) -> int | None:
     m = _CHECKPOINT.match(Path(path).name)
     return int(m.group(1)) if m else None
 
+
+
+def manifest_writer(command: str) -> Callable[[F], F]:
+    """Decorator for a stage function whose first argument is its Workspace and which
+    reads, modifies and writes the manifest: it runs holding the workspace lock
+    (`Workspace.lock`; another manifest writer running: exit 7)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def locked(ws: Workspace, *args: Any, **kwargs: Any) -> Any:
+            with ws.lock(command):
+                return fn(ws, *args, **kwargs)
+
+        return cast(F, locked)
+
+    return decorate
 
 @dataclass(frozen=True)
 class Workspace:
