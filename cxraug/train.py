@@ -359,7 +359,8 @@ def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDi
     mark_best(run, run.checkpoints_dir / best.checkpoint,
               {**asdict(best), "eligible": best.eligible})  # fmt: skip
     log.scalars(state.iteration, {"score/kid": s.kid, "score/kept": s.kept,
-                                  "score/memorised": s.memorised})  # fmt: skip
+                                  "score/memorised": s.memorised, "score/precision": s.precision,
+                                  "score/recall": s.recall})  # fmt: skip
 
 
 def _checkpoint(state: Any, run: RunDir, dataset_sha256: str, write: bool = True) -> Path:

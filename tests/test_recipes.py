@@ -268,6 +268,29 @@ def test_score_criterion_prefers_eligible_then_low_kid() -> None:
     assert scoring.best_of([a, d]) == d  # none eligible: lowest KID
 
 
+def test_score_precision_recall_copies_vs_blank_and_old_logs_read_as_nan() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (12, 16, 16)).astype(np.float32)
+    sc = scoring.Scorer(real, [f"r{i}" for i in range(12)], 1, 12, 8, 0,
+                        extractor=tiny_extractor())  # fmt: skip
+    # the real images themselves: every sample is a real point, inside its own k-NN ball
+    # (precision 1), and every real ball holds a sample (recall 1)
+    same = sc.score_images(sc.real_u8.copy(), 1, "a")
+    assert same.precision == 1.0 and same.recall == 1.0
+    # one constant image: its features (means 0, stds 0) lie outside every real ball
+    blank = sc.score_images(np.full((12, 16, 16), 128, np.uint8), 2, "b")
+    assert blank.precision == 0.0 and blank.recall == 0.0
+    # fewer samples than PR_K + 1: not computable, logged as NaN rather than a made-up value
+    few = sc.score_images(sc.real_u8[: scoring.PR_K], 3, "c")
+    assert np.isnan(few.precision) and np.isnan(few.recall)
+    # a scores.csv written before precision was logged still reads (resume of an older run)
+    old = {"iteration": "5", "checkpoint": "x", "kid": "0.1", "kid_std": "0", "kept": "1",
+           "memorised": "0", "near_duplicate": "0", "eligible": "1"}  # fmt: skip
+    assert np.isnan(scoring.Score.from_row(old).precision)
+    back = scoring.Score.from_row(same.row())  # the CSV keeps 6 significant digits
+    assert (back.precision, back.recall) == (1.0, 1.0)
+
+
 def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,6 +314,7 @@ def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_i
     run = ws.runs_dir / "s"
     rows = (run / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,checkpoint,kid") and len(rows) == 4
+    assert "precision,recall" in rows[0]
     best = find_best(run)
     assert best is not None and best.name != "ckpt-0000004.npz"
     assert (run / "scores.png").is_file()

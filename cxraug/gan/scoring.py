@@ -14,6 +14,9 @@ test split stays an honest, unseen judge:
                 calibrated on the same real images) keep
     memorised   share rejected as copies of a real training image
     near_duplicate  share rejected as duplicates of another sample (mode collapse)
+    precision, recall  improved precision/recall (k = PR_K) on the same random features:
+                the share of samples inside the real images' k-NN balls, and the reverse
+                (logged, not part of the criterion: see docs/training.md)
 
 Criterion (lower key is better): a checkpoint is ELIGIBLE when kept >= KEPT_MIN and
 memorised <= MEMORISED_MAX; every eligible checkpoint ranks before every ineligible one, and
@@ -42,8 +45,9 @@ from cxraug.quality.decide import FilterConfig, decide
 KEPT_MIN = 0.70
 MEMORISED_MAX = 0.02
 SCORE_COLUMNS = ("iteration", "checkpoint", "kid", "kid_std", "kept", "memorised",
-                 "near_duplicate", "eligible")  # fmt: skip
+                 "near_duplicate", "precision", "recall", "eligible")  # fmt: skip
 KID_SUBSETS = 50
+PR_K = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Score:
     kept: float
     memorised: float
     near_duplicate: float
+    precision: float = math.nan  # NaN: too few images for k = PR_K, or a pre-precision log
+    recall: float = math.nan
 
     @property
     def eligible(self) -> bool:
@@ -72,7 +78,9 @@ class Score:
     @classmethod
     def from_row(cls, r: dict[str, str]) -> Score:
         return cls(int(r["iteration"]), r["checkpoint"], float(r["kid"]), float(r["kid_std"]),
-                   float(r["kept"]), float(r["memorised"]), float(r["near_duplicate"]))  # fmt: skip
+                   float(r["kept"]), float(r["memorised"]), float(r["near_duplicate"]),
+                   float(r.get("precision") or "nan"),  # scores.csv of older runs lack it
+                   float(r.get("recall") or "nan"))  # fmt: skip
 
 
 def best_of(scores: list[Score]) -> Score | None:
@@ -121,10 +129,14 @@ class Scorer:
         dec = decide(fake_u8, self.real_u8, ids, self.real_ids, self.filter_cfg)
         n = len(dec)
         share = {k: sum(d.primary == k for d in dec) / n for k in ("memorised", "near-duplicate")}
-        k = metrics.kid(self._real_feats, self._features(fake_u8), subsets=KID_SUBSETS,
+        fake_feats = self._features(fake_u8)
+        k = metrics.kid(self._real_feats, fake_feats, subsets=KID_SUBSETS,
                         subset_size=1000, rng=np.random.default_rng([self.seed, iteration]))
+        pr = (metrics.precision_recall(self._real_feats, fake_feats, k=PR_K)
+              if min(len(self._real_feats), len(fake_feats)) > PR_K else None)  # fmt: skip
         return Score(iteration, checkpoint, k.mean, k.std, sum(d.kept for d in dec) / n,
-                     share["memorised"], share["near-duplicate"])  # fmt: skip
+                     share["memorised"], share["near-duplicate"],
+                     pr.precision if pr else math.nan, pr.recall if pr else math.nan)  # fmt: skip
 
     def __call__(self, gen: Any, iteration: int, checkpoint: str) -> Score:
         return self.score_images(self.sample(gen), iteration, checkpoint)
@@ -157,13 +169,15 @@ class ScoreLog:
 
 
 def draw_scores(scores: list[Score], w: int = 800, h: int = 400) -> np.ndarray:
-    """KID (red, left scale) and kept share (green, 0..1) against iteration; best marked."""
+    """KID (red, own scale), kept share (green) and precision (orange, both 0..1) against
+    iteration; the best checkpoint marked."""
     img = np.full((h, w, 3), 255, np.uint8)
     if not scores:
         return img
     its = np.array([s.iteration for s in scores], float)
     kid = np.array([s.kid for s in scores], float)
     kept = np.array([s.kept for s in scores], float)
+    prec = np.array([s.precision for s in scores], float)
     x0, x1, y0, y1 = 60, w - 20, 20, h - 40
     span = max(its.max() - its.min(), 1.0)
     px = x0 + (its - its.min()) / span * (x1 - x0)
@@ -179,12 +193,15 @@ def draw_scores(scores: list[Score], w: int = 800, h: int = 400) -> np.ndarray:
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     line(kid, lo, hi if hi > lo else lo + 1.0, (0, 0, 200))
     line(kept, 0.0, 1.0, (0, 150, 0))
+    if np.isfinite(prec).all():  # absent in logs older than the column, or with tiny N
+        line(prec, 0.0, 1.0, (0, 140, 255))
     best = best_of(scores)
     if best is not None:
         bx = int(x0 + (best.iteration - its.min()) / span * (x1 - x0))
         cv2.line(img, (bx, y0), (bx, y1), (200, 0, 0), 1)
     cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
-    cv2.putText(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept share (green) 0..1   best (blue line)",
+    cv2.putText(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept (green), precision (orange) 0..1   "
+                     "best (blue line)",
         (x0, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
     cv2.putText(img, f"iteration {int(its.min())} .. {int(its.max())}", (x0, h - 15),
         cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
