@@ -36,6 +36,7 @@ ARMS: dict[str, list[str]] = {
     "conv-plain": ["--recipe", "conv", "--augment", "none", "--ema-decay", "0",
                    "--diversity", "0"],
     "conv": ["--recipe", "conv"],
+    "conv-nocolor": ["--recipe", "conv", "--augment", "translation,cutout"],
     "conv+lecam": ["--recipe", "conv", "--lecam", "0.1"],
     "conv+sn": ["--recipe", "conv", "--spectral-norm"],
 }  # fmt: skip
