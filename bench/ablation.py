@@ -63,17 +63,18 @@ def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None)
     os.symlink((data / "processed").resolve(), ws / "processed")
     extra = ["--iterations", str(iterations)] if iterations else []
     t0 = time.perf_counter()
-    tr = cxraug("train", *ARMS[arm], *SELECT, *extra, "--name", arm, "--seed", str(seed), "-q",
+    name = arm.replace("+", "-")  # run names are plain (core/workspace.check_name)
+    tr = cxraug("train", *ARMS[arm], *SELECT, *extra, "--name", name, "--seed", str(seed), "-q",
                 ws=ws)  # fmt: skip
     train_s = time.perf_counter() - t0
-    ge = cxraug("generate", "--class", "covid", "--balance", "--run", arm, "--seed", str(seed),
+    ge = cxraug("generate", "--class", "covid", "--balance", "--run", name, "--seed", str(seed),
                 ws=ws)  # fmt: skip
     fi = cxraug("filter", "--class", "covid", "--seed", str(seed), ws=ws)
     fi.pop("decisions", None)  # per-image detail stays in the workspace's manifest
     fd = cxraug("fid", "manifest:split=test,label=covid",
                 "manifest:synthetic=true,label=covid,status=any", "--features", "random",
                 "--seed", str(seed), ws=ws)  # fmt: skip
-    best = ws / "runs" / arm / "checkpoints" / "best"
+    best = ws / "runs" / name / "checkpoints" / "best"
     return {"arm": arm, "seed": seed, "iterations": tr["iteration"], "train_s": train_s,
             "checkpoint": ge["checkpoint"],
             "best": json.loads(best.read_text()) if best.is_file() else None,
