@@ -2,13 +2,19 @@
 
 Runs every command exactly as a user would type it (printed before it runs) in a demo
 workspace: phantoms -> collect -> preprocess (suggested + sample crop boxes, 64 px) -> train
-(a short run of the default conv recipe, one level smaller for 64 px) -> generate --balance
-(from the best-scored checkpoint) -> filter -> fid of every generated image, kept or rejected,
-against the held-out real test images (random features: an offline smoke test, NOT a standard
-FID; real scores need the Inception-v3 weights file). On these 32 uniform training phantoms
-the filter's calibrated ranges are narrow and a short run still makes many clipped
-("saturated") images: expect `filter` to reject a good share. That is the filter doing its
-job, not a failure of the demo; the images are distinct from one another (no collapse).
+(a short run of the conv recipe, one level smaller for 64 px, tuned for phantoms: see below)
+-> generate --balance (from the best-scored checkpoint) -> filter -> fid of every generated
+image, kept or rejected, against the held-out real test images (random features: an offline
+smoke test, NOT a standard FID; real scores need the Inception-v3 weights file).
+
+Two settings differ from `cxraug train`'s defaults, both measured (bench/RESULTS.md, "make
+demo"): DiffAugment without its brightness/contrast part (`--augment translation`) and a
+weaker mode-seeking term (`--diversity 0.3`). The 32 training phantoms all have the same
+brightness; with colour augmentation D barely sees brightness and the full mode-seeking
+weight rewards G for making images differ, and brightness is the cheapest way to differ:
+with the defaults 5 of 48 images were kept (bright, dark, saturated, implausible lungs), with
+these settings 35 of 48 (seed 0) and 38 of 48 (training seed 1), in the same training time. The filter
+is unchanged: it is the judge, not the knob.
 
 The phantoms are procedural drawings, not patients: nothing here says anything about real
 chest X-rays. The demo workspace is recreated on every run (it is marked as the demo's own).
@@ -75,13 +81,15 @@ def main() -> None:
     run("cxraug", "preprocess", "-w", w, "--crop-boxes", boxes, "--size", str(a.size))
     run("cxraug", "preprocess", "-w", w, "--crop-boxes", str(HERE / "crop_boxes.csv"),
         "--size", str(a.size))  # fmt: skip
-    # The default recipe (conv: DiffAugment, EMA, mode seeking, best-checkpoint scoring) on
-    # 64 px images, with one level fewer (64 = 4 * 2^4) so it trains in a couple of minutes;
-    # `cxraug train` with no options trains it at 224 px, `--recipe paper` the paper's MLPs.
+    # The conv recipe (DiffAugment, EMA, mode seeking, best-checkpoint scoring) on 64 px
+    # images, with one level fewer (64 = 4 * 2^4) so it trains in a couple of minutes, and the
+    # two phantom settings of the docstring; `cxraug train` with no options trains the default
+    # at 224 px, `--recipe paper` the paper's MLPs.
     run("cxraug", "train", "-w", w, "--name", "demo", "--iterations", str(a.iterations),
         "--batch-size", str(a.batch_size), "--conv-g-channels", "128,64,32,16,8",
-        "--conv-d-channels", "16,32,64,128", "--sample-interval", "100",
-        "--checkpoint-interval", "250", "--score-samples", "64", "--seed", seed)  # fmt: skip
+        "--conv-d-channels", "16,32,64,128", "--augment", "translation", "--diversity", "0.3",
+        "--sample-interval", "100", "--checkpoint-interval", "250", "--score-samples", "64",
+        "--seed", seed)  # fmt: skip
     run("cxraug", "generate", "-w", w, "--class", "covid", "--balance", "--run", "demo",
         "--seed", seed)  # fmt: skip
     run("cxraug", "filter", "-w", w, "--class", "covid", "--seed", seed)
