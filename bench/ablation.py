@@ -28,17 +28,21 @@ import sys
 import time
 from pathlib import Path
 
-#: arm -> `cxraug train` options (on top of --iterations/--seed given to this script)
+#: arm -> `cxraug train` options (on top of --iterations/--seed given to this script).
+#: "conv" is the default recipe (DiffAugment translation,cutout, EMA, mode seeking);
+#: "conv+color" is the earlier default (with DiffAugment's brightness/contrast). The
+#: regulariser arms were measured on top of that earlier default, so they name it explicitly.
+_COLOR = ["--augment", "color,translation,cutout"]
 ARMS: dict[str, list[str]] = {
     "paper": ["--recipe", "paper"],
     "paper+ema": ["--recipe", "paper", "--ema-decay", "0.999"],
-    "paper+diffaug": ["--recipe", "paper", "--augment", "color,translation,cutout"],
+    "paper+diffaug": ["--recipe", "paper", *_COLOR],
     "conv-plain": ["--recipe", "conv", "--augment", "none", "--ema-decay", "0",
                    "--diversity", "0"],
     "conv": ["--recipe", "conv"],
-    "conv-nocolor": ["--recipe", "conv", "--augment", "translation,cutout"],
-    "conv+lecam": ["--recipe", "conv", "--lecam", "0.1"],
-    "conv+sn": ["--recipe", "conv", "--spectral-norm"],
+    "conv+color": ["--recipe", "conv", *_COLOR],
+    "conv+color+lecam": ["--recipe", "conv", *_COLOR, "--lecam", "0.1"],
+    "conv+color+sn": ["--recipe", "conv", *_COLOR, "--spectral-norm"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ
