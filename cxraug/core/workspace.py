@@ -187,7 +187,6 @@ def checkpoint_iteration(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-
 def manifest_writer(command: str) -> Callable[[F], F]:
     """Decorator for a stage function whose first argument is its Workspace and which
     reads, modifies and writes the manifest: it runs holding the workspace lock
@@ -202,6 +201,7 @@ def manifest_writer(command: str) -> Callable[[F], F]:
         return cast(F, locked)
 
     return decorate
+
 
 @dataclass(frozen=True)
 class Workspace:
