@@ -11,10 +11,14 @@ manifest and a link to its processed/ array, so arms never see each other's synt
 
 and reports, for the COVID class against the HELD-OUT covid test split: the share `filter`
 keeps, memorised and near-duplicate shares, FID (random features) and its ratio to the
-real-vs-real baseline, precision/recall (k = 3), and the training wall time.
+real-vs-real baseline, precision/recall (k = 3) at equal N (85 synthetic per draw against the
+85 test images; over all synthetic images in brackets), and the training wall time.
 
 Usage: .venv/bin/python bench/ablation.py --data WS --root OUT [--arms a,b] [--seed 0]
        [--iterations N]   (arms: see ARMS; the real data may not be copied into the repo)
+       .venv/bin/python bench/ablation.py --rescore RESULT.json [...]
+           re-runs only `fid` in each result's workspace (features come from its cache) and
+           rewrites the result's "fid" part: for metrics added after an arm was trained
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ def cxraug(*args: str, ws: Path) -> dict:
     return json.loads(p.stdout)
 
 
+def _fid(ws: Path, seed: int) -> dict:
+    return cxraug("fid", "manifest:split=test,label=covid",
+                  "manifest:synthetic=true,label=covid,status=any", "--features", "random",
+                  "--seed", str(seed), ws=ws)  # fmt: skip
+
+
 def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None) -> dict:
     ws = root / f"{arm}-s{seed}"
     if ws.exists():
@@ -75,14 +85,34 @@ def run_arm(arm: str, data: Path, root: Path, seed: int, iterations: int | None)
                 ws=ws)  # fmt: skip
     fi = cxraug("filter", "--class", "covid", "--seed", str(seed), ws=ws)
     fi.pop("decisions", None)  # per-image detail stays in the workspace's manifest
-    fd = cxraug("fid", "manifest:split=test,label=covid",
-                "manifest:synthetic=true,label=covid,status=any", "--features", "random",
-                "--seed", str(seed), ws=ws)  # fmt: skip
+    fd = _fid(ws, seed)
     best = ws / "runs" / name / "checkpoints" / "best"
     return {"arm": arm, "seed": seed, "iterations": tr["iteration"], "train_s": train_s,
             "checkpoint": ge["checkpoint"],
             "best": json.loads(best.read_text()) if best.is_file() else None,
             "generated": ge["count"], "filter": fi, "fid": fd}  # fmt: skip
+
+
+def _pr(d: dict) -> str:
+    """Equal-N precision / recall, with the all-images pair in brackets; results saved before
+    equal N existed show only the latter (re-score them with --rescore)."""
+    every = f"({d['precision']:.2f} / {d['recall']:.2f})"
+    if "recall_equal_n" not in d:
+        return f"n/a {every}"
+    return f"{d['precision_equal_n']:.2f} / {d['recall_equal_n']:.2f} {every}"
+
+
+def rescore(path: Path) -> dict:
+    r = json.loads(path.read_text())
+    ws = Path(r["checkpoint"]).parents[3]  # WS/runs/NAME/checkpoints/FILE
+    r["fid"] = _fid(ws, int(r["seed"]))
+    path.write_text(json.dumps(r, indent=1))
+    return r
+
+
+HEADER = ("| arm | seed | iterations | checkpoint | kept by filter | memorised / near-dup | "
+          "FID (random feat.) | vs real-real | precision / recall, equal N (all) | train min |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(r: dict) -> str:
@@ -94,25 +124,28 @@ def row(r: dict) -> str:
     ratio = d["fid"] / d["baseline_fid"] if d.get("baseline_fid") else float("nan")
     return (f"| {r['arm']} | {r['seed']} | {r['iterations']} | {Path(r['checkpoint']).name} | "
             f"{kept}/{n} ({kept / n:.0%}) | {mem / n:.1%} / {dup / n:.1%} | {d['fid']:.1f} | "
-            f"{ratio:.1f}x | {d['precision']:.2f} / {d['recall']:.2f} | "
+            f"{ratio:.1f}x | {_pr(d)} | "
             f"{r['train_s'] / 60:.1f} |")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True, help="workspace with manifest + data")
-    ap.add_argument("--root", type=Path, required=True, help="where arm workspaces go")
+    ap.add_argument("--data", type=Path, help="workspace with manifest + data")
+    ap.add_argument("--root", type=Path, help="where arm workspaces go")
+    ap.add_argument("--rescore", type=Path, nargs="+", help="result JSONs to re-score")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--iterations", type=int, default=None)
     a = ap.parse_args()
-    results = []
-    print("| arm | seed | iterations | checkpoint | kept by filter | memorised / near-dup | "
-          "FID (random feat.) | vs real-real | precision / recall | train min |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
+    if a.rescore:
+        for path in a.rescore:
+            print(row(rescore(path)), flush=True)
+        return
+    if a.data is None or a.root is None:
+        ap.error("--data and --root are required (or --rescore)")
     for arm in a.arms.split(","):
         r = run_arm(arm, a.data, a.root, a.seed, a.iterations)
-        results.append(r)
         print(row(r), flush=True)
         (a.root / f"ablation-{arm}-s{a.seed}.json").write_text(json.dumps(r, indent=1))
 

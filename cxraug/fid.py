@@ -56,6 +56,12 @@ class FidConfig:
     kid_subsets: int = setting(100, "KID: number of subsets.")
     kid_subset_size: int = setting(1000, "KID: max subset size.")
     pr_k: int = setting(3, "Precision/recall: k of the k-NN radii.")
+    pr_draws: int = setting(
+        20,
+        "Precision/recall at equal N: random subsets of the larger set, each the size of the "
+        "smaller (k-NN radii shrink as a set grows, so numbers at unequal sizes depend on "
+        "how many images were generated).",
+    )
     eps: float = 1e-6  # added to covariances only if sqrtm returns non-finite values
     # measured: no gain for Inception on CPU (bench/RESULTS.md)
     xla: bool = setting(False, "Compile the extractor with XLA.", "--xla/--no-xla")
@@ -143,11 +149,21 @@ class FidReport:
     kid_std: float
     kid_subsets: int
     kid_subset_size: int
-    precision: float
+    precision: float  # all images of both sets (depends on N_real and N_fake)
     recall: float
     pr_k: int
+    # equal N: both sides at min(N_real, N_fake), mean ± std over pr_draws subsets of the larger
+    precision_equal_n: float
+    recall_equal_n: float
+    precision_equal_n_std: float
+    recall_equal_n_std: float
+    pr_equal_n: int
+    pr_draws: int  # 0: the sets were the same size, nothing was drawn
     baseline_fid: float | None  # real-vs-real: two seeded random halves of REAL
     baseline_n: int  # images per half
+    # the same two halves: what precision/recall of two real samples of that size look like
+    baseline_precision: float | None
+    baseline_recall: float | None
     real: str
     fake: str
     cache: dict[str, str]
@@ -173,8 +189,10 @@ def _check_counts(real: ImageSet, fake: ImageSet, config: FidConfig) -> None:
                 f"with k={config.pr_k} needs at least {config.pr_k + 1}: add "
                 "images or lower --pr-k"
             )
-    if config.pr_k < 1 or config.kid_subsets < 1 or config.kid_subset_size < 2:
-        raise InputError("--pr-k and --kid-subsets must be >= 1, --kid-subset-size >= 2")
+    if (config.pr_k < 1 or config.kid_subsets < 1 or config.kid_subset_size < 2
+            or config.pr_draws < 1):
+        raise InputError("--pr-k, --pr-draws and --kid-subsets must be >= 1, "
+                         "--kid-subset-size >= 2")  # fmt: skip
 
 
 def compute_fid(
@@ -211,7 +229,8 @@ def compute_fid(
     fd = metrics.fid_from_features(fr, ff, eps=config.eps)
     if fd.eps is not None:
         notes.append(f"sqrtm was singular: added eps={fd.eps} to both covariances")
-    kid_ss, split_ss = np.random.SeedSequence(config.seed).spawn(2)
+    # spawn(3)[:2] == spawn(2): adding the third stream left KID and the baseline unchanged
+    kid_ss, split_ss, pr_ss = np.random.SeedSequence(config.seed).spawn(3)
     k = metrics.kid(
         fr,
         ff,
@@ -220,10 +239,18 @@ def compute_fid(
         rng=np.random.default_rng(kid_ss),
     )
     pr = metrics.precision_recall(fr, ff, k=config.pr_k)
+    pr_eq = metrics.precision_recall_equal_n(
+        fr, ff, k=config.pr_k, draws=config.pr_draws, rng=np.random.default_rng(pr_ss)
+    )
     half = len(real) // 2
     baseline: float | None = None
+    base_pr: metrics.PrecisionRecall | None = None
     if half >= 2:
         perm = np.random.default_rng(split_ss).permutation(len(real))
+        if half > config.pr_k:
+            base_pr = metrics.precision_recall(
+                fr[perm[:half]], fr[perm[half : 2 * half]], k=config.pr_k
+            )
         try:
             bfd = metrics.fid_from_features(fr[perm[:half]], fr[perm[half : 2 * half]], config.eps)
             baseline = bfd.value
@@ -252,8 +279,16 @@ def compute_fid(
         precision=pr.precision,
         recall=pr.recall,
         pr_k=pr.k,
+        precision_equal_n=pr_eq.precision,
+        recall_equal_n=pr_eq.recall,
+        precision_equal_n_std=pr_eq.precision_std,
+        recall_equal_n_std=pr_eq.recall_std,
+        pr_equal_n=pr_eq.n,
+        pr_draws=pr_eq.draws,
         baseline_fid=baseline,
         baseline_n=half,
+        baseline_precision=None if base_pr is None else base_pr.precision,
+        baseline_recall=None if base_pr is None else base_pr.recall,
         real=real.description,
         fake=fake.description,
         cache={"real": hit_r, "fake": hit_f},
@@ -313,6 +348,12 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _draws(r: FidReport) -> str:
+    if r.pr_draws == 0:
+        return f"k={r.pr_k}, N={r.pr_equal_n} per side (sets already equal)"
+    return f"k={r.pr_k}, N={r.pr_equal_n} per side, mean ± std of {r.pr_draws} draws"
+
+
 def report_table(r: FidReport) -> Table:
     """The human-readable report. With a non-standard extractor the title and every metric
     row say so, so that a screenshot or a copied line cannot pass for a standard FID."""
@@ -338,9 +379,17 @@ def report_table(r: FidReport) -> Table:
             f"two halves of REAL, {r.baseline_n} each",
         ),
         ("KID", kid, f"{r.kid_subsets} subsets of {r.kid_subset_size}"),
-        ("precision", _fmt(r.precision), f"k={r.pr_k}"),
-        ("recall", _fmt(r.recall), f"k={r.pr_k}"),
-    ]
+        ("precision", _fmt(r.precision), f"k={r.pr_k}, all images (N_real={r.n_real}, "
+         f"N_fake={r.n_fake})"),
+        ("recall", _fmt(r.recall), f"k={r.pr_k}, all images; depends on N_fake"),
+        ("precision (equal N)", f"{r.precision_equal_n:.3f} ± {r.precision_equal_n_std:.3f}",
+         f"{_draws(r)}"),
+        ("recall (equal N)", f"{r.recall_equal_n:.3f} ± {r.recall_equal_n_std:.3f}",
+         f"{_draws(r)}"),
+        ("precision / recall real-vs-real",
+         f"{_fmt(r.baseline_precision, '.2f')} / {_fmt(r.baseline_recall, '.2f')}",
+         f"the baseline's two halves, {r.baseline_n} each"),
+    ]  # fmt: skip
     for name, value, note in rows:
         t.add_row(name, value, note if r.standard else f"{note}; {flag}")
     t.add_section()

@@ -87,6 +87,37 @@ def test_shifted_fakes_score_above_real_baseline_and_order_does_not_matter() -> 
     assert shuffled.to_dict() == r.to_dict()  # canonical (content-sorted) order
 
 
+def test_equal_n_precision_recall_and_real_baseline_in_the_report() -> None:
+    """Twice as many fakes as reals: the equal-N numbers are `pr_draws` subsets of the fakes
+    (the seed's third stream), the unequal ones stay beside them, and the baseline's two real
+    halves get their own precision/recall."""
+    from cxraug.metrics import distances
+
+    real, fake = _images(3, 10), _images(4, 20, bright=10)
+    ex = tiny_extractor()
+    r = fid.fid_from_arrays(real, fake, SMALL, extractor=ex)
+    assert (r.pr_equal_n, r.pr_draws, r.n_fake) == (10, SMALL.pr_draws, 20)
+
+    def features(imgs: list[np.ndarray]) -> np.ndarray:  # as compute_fid: canonical order
+        s = fid.array_set(imgs, "x").canonical()
+        return feats.extract_features(lambda i: s.loaders[i](), len(s), ex, show_progress=False)
+
+    fr, ff = features(real), features(fake)
+    rng = np.random.default_rng(np.random.SeedSequence(SMALL.seed).spawn(3)[2])
+    exp = distances.precision_recall_equal_n(fr, ff, k=3, draws=SMALL.pr_draws, rng=rng)
+    assert r.precision_equal_n == pytest.approx(exp.precision)
+    assert r.recall_equal_n == pytest.approx(exp.recall)
+    assert r.recall_equal_n_std == pytest.approx(exp.recall_std)
+    assert (r.precision, r.recall) == pytest.approx(
+        (distances.precision_recall(fr, ff, k=3).precision,
+         distances.precision_recall(fr, ff, k=3).recall))  # fmt: skip
+    assert r.baseline_precision is not None and 0 <= r.baseline_recall <= 1  # type: ignore[operator]
+    same = fid.fid_from_arrays(real, real, SMALL, extractor=ex)
+    assert (same.pr_draws, same.precision_equal_n, same.recall_equal_n) == (0, 1.0, 1.0)
+    with pytest.raises(InputError, match="pr-draws"):
+        fid.fid_from_arrays(real, fake, fid.FidConfig(pr_draws=0), extractor=ex)
+
+
 def test_array_inputs_and_counts_are_checked() -> None:
     ex = tiny_extractor()
     with pytest.raises(InputError, match="uint8 array.*to_uint8"):
@@ -156,7 +187,7 @@ def test_cli_random_mode_is_labelled_non_standard_everywhere(tmp_path: Path, tin
         for ln in lines
         if ln.startswith("│") and ln.strip("│ ").startswith(("FID", "KID", "precision", "recall"))
     ]
-    assert len(metric_lines) == 5
+    assert len(metric_lines) == 8  # FID, baseline, KID, P, R, P and R at equal N, P/R baseline
     assert all("NOT a standard FID" in ln for ln in metric_lines)
     code, _, data = _run(*args, "--json")
     assert data["standard"] is False and data["extractor"] == "inception_v3-random-init(seed=0)"

@@ -196,6 +196,50 @@ def test_precision_recall_identical_far_and_brute_force() -> None:
     assert 0.0 < got.precision < 1.0
 
 
+def test_precision_recall_equal_n_against_brute_force_draws() -> None:
+    """Each draw is a subset of the larger side scored by the brute-force reference; the same
+    seed gives the same draws; equal sizes need no draw."""
+    rng = np.random.default_rng(13)
+    real, fake = rng.normal(size=(12, 5)), rng.normal(size=(40, 5)) * 1.3
+    got = metrics.precision_recall_equal_n(real, fake, k=3, draws=6, rng=np.random.default_rng(1))
+    ref_rng, ps, rs = np.random.default_rng(1), [], []
+    for _ in range(6):
+        p, r = _pr_brute(real, fake[ref_rng.choice(40, 12, replace=False)], 3)
+        ps.append(p)
+        rs.append(r)
+    assert (got.n, got.draws, got.k) == (12, 6, 3)
+    assert got.precision == pytest.approx(np.mean(ps)) and got.recall == pytest.approx(np.mean(rs))
+    assert got.precision_std == pytest.approx(np.std(ps)) and got.recall_std > 0
+    # the larger side may be REAL too: then REAL is subsampled
+    swap = metrics.precision_recall_equal_n(fake, real, k=3, draws=6, rng=np.random.default_rng(1))
+    assert swap.precision == pytest.approx(np.mean(rs))
+    assert swap.recall == pytest.approx(np.mean(ps))
+    same = metrics.precision_recall_equal_n(real, real[::-1], k=3, draws=6, rng=rng)
+    assert (same.precision, same.recall, same.draws, same.recall_std) == (1.0, 1.0, 0, 0.0)
+    with pytest.raises(InputError, match="pr-draws"):
+        metrics.precision_recall_equal_n(real, fake, k=3, draws=0, rng=rng)
+
+
+def test_equal_n_recall_does_not_depend_on_how_many_fakes_were_made() -> None:
+    """Fakes narrower than the reals in half the dimensions. Recall over all of 600 fakes is far
+    below recall at 60 fakes (their k-NN radii are smaller), so a number over all images depends
+    on how many images the user generated; the equal-N number from a pool of 600 estimates the
+    recall of a fresh 60-fake sample (its expectation, by construction of the draws)."""
+    rng = np.random.default_rng(14)
+    real = rng.normal(size=(60, 16))
+
+    def fakes(n: int) -> np.ndarray:
+        f = rng.normal(size=(n, 16))
+        f[:, 8:] *= 0.5
+        return f
+
+    unequal = metrics.precision_recall(real, fakes(600), k=3).recall
+    equal = metrics.precision_recall_equal_n(real, fakes(600), k=3, draws=20, rng=rng).recall
+    fresh = np.mean([metrics.precision_recall(real, fakes(60), k=3).recall for _ in range(20)])
+    assert abs(equal - fresh) < 0.05
+    assert unequal < equal - 0.1
+
+
 def test_precision_recall_needs_k_plus_one_images() -> None:
     x = np.random.default_rng(11).normal(size=(3, 2))
     with pytest.raises(InputError, match="at least 4 images per side"):

@@ -12,7 +12,11 @@ Pipeline names read like torch-fidelity's: features -> statistics -> metric.
   k(x, y) = (x.y / d + 1)^3, averaged over random subsets (mean ± std).
 - Precision / recall (Kynkäänniemi et al. 2019): each set is a union of k-NN balls around its
   points; precision = share of fakes inside the real manifold, recall = share of reals inside
-  the fake manifold.
+  the fake manifold. The radii shrink as a set grows, so both numbers depend on the set
+  sizes, not only on the two distributions: one generator scored with 655 fakes against 85 real
+  test images has recall 0.34, with 85 of those fakes 0.71 (bench/RESULTS.md). Numbers are
+  comparable only at the same N; `precision_recall_equal_n` scores both sides at
+  N = min(N_real, N_fake), as Kynkäänniemi et al. do (equal sample sizes).
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ class KidResult:
 class PrecisionRecall:
     precision: float
     recall: float
+    k: int
+
+
+@dataclass(frozen=True)
+class EqualNPrecisionRecall:
+    precision: float  # mean over draws
+    recall: float
+    precision_std: float
+    recall_std: float
+    n: int  # images per side in every draw
+    draws: int  # 0: the two sets were already the same size, nothing was drawn
     k: int
 
 
@@ -258,3 +273,28 @@ def precision_recall(
     precision = _coverage(f, r, _knn_radii(r, k), block)
     recall = _coverage(r, f, _knn_radii(f, k), block)
     return PrecisionRecall(precision, recall, k)
+
+
+def precision_recall_equal_n(
+    real: np.ndarray, fake: np.ndarray, *, k: int, draws: int, rng: np.random.Generator
+) -> EqualNPrecisionRecall:
+    """Precision/recall with both sides at N = min(N_real, N_fake): `draws` random subsets
+    (without replacement) of the larger side, mean and std over draws. Equal sizes: one exact
+    evaluation, draws = 0."""
+    r, f = _as_features(real, "real"), _as_features(fake, "fake")
+    n = min(r.shape[0], f.shape[0])
+    if r.shape[0] == f.shape[0]:
+        pr = precision_recall(r, f, k=k)
+        return EqualNPrecisionRecall(pr.precision, pr.recall, 0.0, 0.0, n, 0, k)
+    if draws < 1:
+        raise InputError(f"equal-N precision/recall needs --pr-draws >= 1, got {draws}")
+    big_is_real = r.shape[0] > f.shape[0]
+    ps, rs = [], []
+    for _ in range(draws):
+        pick = rng.choice(max(r.shape[0], f.shape[0]), n, replace=False)
+        pr = precision_recall(r[pick], f, k=k) if big_is_real else precision_recall(r, f[pick], k=k)
+        ps.append(pr.precision)
+        rs.append(pr.recall)
+    return EqualNPrecisionRecall(
+        float(np.mean(ps)), float(np.mean(rs)), float(np.std(ps)), float(np.std(rs)), n, draws, k
+    )
