@@ -346,6 +346,9 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
     runner = CliRunner()
     h = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert h.exit_code == 0 and "--recipe" in h.output and "ITERATIONS" in h.output
+    # the ablation behind the default, and how to get the paper's setup (issue 9)
+    assert "Which recipe, measured" in h.output and "conv (the default)" in h.output
+    assert "The paper's exact setup: --recipe paper" in h.output
     ws = make_workspace(tmp_path)
     small = ["--iterations", "1", "--checkpoint-interval", "1", "--mixed-precision", "none",
              "--score-samples", "0", "-q", "-w", str(ws.root)]  # fmt: skip

@@ -144,11 +144,15 @@ def _summary(doc: str) -> tuple[str, str]:
 
 
 def command(
-    name: str, config: type | None = None, base: Callable[[], Any] | None = None
+    name: str,
+    config: type | None = None,
+    base: Callable[[], Any] | None = None,
+    epilog: str | None = None,
 ) -> Callable[[Callable[..., None]], None]:
     """Register `fn` as command NAME. With `config`, its option fields become options and `fn`
     is called with `cfg=config(**their values)` (tuple fields parsed from "a,b,..."). `base`
-    makes the defaults shown (and used) those of base() instead of config()'s."""
+    makes the defaults shown (and used) those of base() instead of config()'s. `epilog` is
+    printed after the options in --help (paragraphs separated by blank lines)."""
 
     def register(fn: Callable[..., None]) -> None:
         own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
@@ -181,7 +185,9 @@ def command(
         run.__doc__ = fn.__doc__
         run.__name__ = fn.__name__
         help_text, short = _summary(fn.__doc__ or "")
-        app.command(name, cls=Command, help=help_text, short_help=short)(handle_errors(run))
+        app.command(name, cls=Command, help=help_text, short_help=short, epilog=epilog)(
+            handle_errors(run)
+        )
 
     return register
 

@@ -264,7 +264,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         # no "color": brightness/contrast augmentation hid brightness from D and the
         # mode-seeking term then spread it (bench/RESULTS.md "Ablation"): without it the
         # held-out random-feature FID at 2,000 iterations fell 51.7 -> 6.1 (seed 0) and
-        # 64.2 -> 10.3 (seed 1), though seed 1's recall fell too (0.56 -> 0.34)
+        # 64.2 -> 10.3 (seed 1); seed 1's recall at equal N 0.69 -> 0.72 (over all 655
+        # generated images 0.56 -> 0.34: a finer-grained number, docs/fid.md)
         "augment": "translation,cutout", "ema_decay": 0.999,
         "checkpoint_interval": 250, "keep_checkpoints": 3, "score_samples": 128,
     },
