@@ -47,6 +47,7 @@ ARMS: dict[str, list[str]] = {
     "conv+color": ["--recipe", "conv", *_COLOR],
     "conv+color+lecam": ["--recipe", "conv", *_COLOR, "--lecam", "0.1"],
     "conv+color+sn": ["--recipe", "conv", *_COLOR, "--spectral-norm"],
+    "conv+sn": ["--recipe", "conv", "--spectral-norm"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ
