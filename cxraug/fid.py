@@ -247,12 +247,11 @@ def compute_fid(
     base_pr: metrics.PrecisionRecall | None = None
     if half >= 2:
         perm = np.random.default_rng(split_ss).permutation(len(real))
+        half_a, half_b = fr[perm[:half]], fr[perm[half : 2 * half]]
         if half > config.pr_k:
-            base_pr = metrics.precision_recall(
-                fr[perm[:half]], fr[perm[half : 2 * half]], k=config.pr_k
-            )
+            base_pr = metrics.precision_recall(half_a, half_b, k=config.pr_k)
         try:
-            bfd = metrics.fid_from_features(fr[perm[:half]], fr[perm[half : 2 * half]], config.eps)
+            bfd = metrics.fid_from_features(half_a, half_b, config.eps)
             baseline = bfd.value
             if bfd.eps is not None:
                 notes.append(f"baseline sqrtm was singular: added eps={bfd.eps} to covariances")
@@ -383,9 +382,9 @@ def report_table(r: FidReport) -> Table:
          f"N_fake={r.n_fake})"),
         ("recall", _fmt(r.recall), f"k={r.pr_k}, all images; depends on N_fake"),
         ("precision (equal N)", f"{r.precision_equal_n:.3f} ± {r.precision_equal_n_std:.3f}",
-         f"{_draws(r)}"),
+         _draws(r)),
         ("recall (equal N)", f"{r.recall_equal_n:.3f} ± {r.recall_equal_n_std:.3f}",
-         f"{_draws(r)}"),
+         _draws(r)),
         ("precision / recall real-vs-real",
          f"{_fmt(r.baseline_precision, '.2f')} / {_fmt(r.baseline_recall, '.2f')}",
          f"the baseline's two halves, {r.baseline_n} each"),
