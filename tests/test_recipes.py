@@ -26,6 +26,7 @@ from cxraug.gan.conv import (
     conv_forward_flops,
     minibatch_stddev,
 )
+from cxraug.gan.conv_step import r1_penalty
 from cxraug.gan.ema import ema_decay_at, update_ema
 from cxraug.gan.models import build_models
 from cxraug.gan.step import build_state, make_step, resident_dataset
@@ -179,7 +180,7 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     """EMA weights, its step count, LeCam anchors and the augmentation RNG survive resume."""
     if recipe == "conv":
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
-                "spectral_norm": True, "lecam": 0.1}  # fmt: skip
+                "spectral_norm": True, "lecam": 0.1, "r1": 1.0}  # fmt: skip
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
@@ -227,6 +228,24 @@ def test_class_conditioning_changes_the_output() -> None:
     x = tf.constant(a)
     d0, d1 = d([x, tf.constant([0, 0])]).numpy(), d([x, tf.constant([1, 1])]).numpy()
     assert np.abs(d0 - d1).max() > 0
+
+
+def test_r1_penalty_equals_the_squared_weight_norm_of_a_linear_discriminator() -> None:
+    """D(x) = sum(w * x) has grad_x D = w for every x, so E|grad|^2 = sum(w^2) exactly; and
+    D(x) = sum(x^2) has grad 2x, so the penalty is 4 * mean_i sum(x_i^2)."""
+    w = tf.random.stateless_normal((1, 5, 5, 1), (4, 4))
+    x = tf.random.stateless_normal((3, 5, 5, 1), (5, 5))
+    y = tf.constant([0, 1, 1])
+
+    def linear(inputs: list, training: bool = False) -> tf.Tensor:
+        return tf.reduce_sum(inputs[0] * w, axis=[1, 2, 3])
+
+    def square(inputs: list, training: bool = False) -> tf.Tensor:
+        return tf.reduce_sum(tf.square(inputs[0]), axis=[1, 2, 3])
+
+    assert float(r1_penalty(linear, x, y)) == pytest.approx(float(tf.reduce_sum(w**2)), 1e-5)
+    want = 4 * np.mean(np.sum(x.numpy() ** 2, axis=(1, 2, 3)))
+    assert float(r1_penalty(square, x, y)) == pytest.approx(want, rel=1e-5)
 
 
 def test_minibatch_stddev_is_per_group_and_zero_for_copies() -> None:

@@ -107,6 +107,10 @@ class TrainConfig:
         0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off)."
     )
     lecam: float = setting(0.0, "conv D: weight of the LeCam regulariser (0: off).")
+    r1: float = setting(
+        0.0, "conv D: gamma of the R1 penalty gamma/2 * E|grad_x D(x)|^2 on reals (Mescheder "
+        "et al. 2018), on a quarter of each real batch (0: off).",
+    )  # fmt: skip
     score_samples: int = setting(
         0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
@@ -182,12 +186,13 @@ class TrainConfig:
             vassert(self.conv_g_norm in ("pixel", "batch"),
                     f"conv_g_norm={self.conv_g_norm!r}; use pixel or batch")  # fmt: skip
         else:
-            vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0,
-                    "spectral_norm, lecam and diversity apply to --arch conv only")  # fmt: skip
+            vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0
+                    and self.r1 == 0,
+                    "spectral_norm, lecam, r1 and diversity apply to --arch conv only")  # fmt: skip
         parse_policy(self.augment)
         vassert(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: use 0 (off) .. <1")
-        vassert(self.lecam >= 0 and self.score_samples >= 0,
-                "lecam and score_samples must not be negative")  # fmt: skip
+        vassert(self.lecam >= 0 and self.r1 >= 0 and self.score_samples >= 0,
+                "lecam, r1 and score_samples must not be negative")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
 
