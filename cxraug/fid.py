@@ -1,7 +1,9 @@
 """`cxraug fid`: FID, KID and precision/recall between a REAL and a FAKE image set, with a
 real-vs-real baseline, a content-keyed feature cache, and labels that say which extractor made
-the numbers (docs/fid.md). Inputs: cxraug.metrics.inputs; features: cxraug.metrics.features;
-maths: cxraug.metrics.distances.
+the numbers (docs/fid.md). Inputs: cxraug.metrics.inputs; features: cxraug.metrics.features
+(cached by cxraug.metrics.cache); maths: cxraug.metrics.distances. Beside them, judges that
+read pixels (cxraug.metrics.realism): a classifier two-sample test at several sizes with its
+own real-vs-real baseline, and a spectrum/sharpness check.
 
 Every set is put in a canonical order (sorted content keys), so features, cache entries and
 the seeded real-vs-real split do not depend on file names or listing order.
@@ -15,8 +17,6 @@ what was asked is recomputed with a warning, never reused.
 
 from __future__ import annotations
 
-import json
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +27,17 @@ from rich.table import Table
 
 from cxraug import __version__
 from cxraug.core.errors import InputError, NumericError
-from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_bytes
+from cxraug.core.fsutil import atomic_write_json
+from cxraug.core.images import write_png_rgb
 from cxraug.core.settings import setting
-from cxraug.core.ui import err, warn
+from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
+from cxraug.metrics import c2st
 from cxraug.metrics import distances as metrics
 from cxraug.metrics import features as feats
-from cxraug.metrics.inputs import ImageSet, array_set, check_readable, resolve_set
+from cxraug.metrics.cache import set_features
+from cxraug.metrics.inputs import ImageSet, array_set, resolve_set
+from cxraug.metrics.realism import PixelJudges, comparison_sheet, judge_pixels, spectrum_figure
 
 #: Below this many images per side the 2048-d covariance is rank-deficient and FID is biased.
 FID_UNBIASED_N = 2048
@@ -62,73 +66,20 @@ class FidConfig:
         "smaller (k-NN radii shrink as a set grows, so numbers at unequal sizes depend on "
         "how many images were generated).",
     )
+    c2st_sizes: tuple[int, ...] = setting(
+        c2st.SIZES,
+        "C2ST: sizes (px) at which a linear probe tries to tell FAKE from REAL pixels, "
+        "comma-separated (pixels: valid with any --features).",
+    )
+    c2st_repeats: int = setting(c2st.REPEATS, "C2ST: repeats of the grouped cross-validation.")
+    c2st_folds: int = setting(c2st.FOLDS, "C2ST: cross-validation folds (>= 2).")
+    c2st_max_per_side: int = setting(
+        c2st.MAX_PER_SIDE, "C2ST: at most this many images per side (cost grows as N^2)."
+    )
+    sheet_n: int = setting(8, "--sheet: images per side.")
     eps: float = 1e-6  # added to covariances only if sqrtm returns non-finite values
     # measured: no gain for Inception on CPU (bench/RESULTS.md)
     xla: bool = setting(False, "Compile the extractor with XLA.", "--xla/--no-xla")
-
-
-# ---- feature cache -------------------------------------------------------------------------
-
-
-def _cache_meta(s: ImageSet, ex: feats.FeatureExtractor, resize: str) -> dict[str, Any]:
-    return {
-        "inputs_sha256": sha256_bytes("\n".join(s.keys).encode()),
-        "n": len(s),
-        "extractor": ex.name,
-        "weights_sha256": ex.weights_sha256,
-        "dim": ex.dim,
-        "resize": resize,
-        "cxraug": __version__,
-    }
-
-
-def set_features(
-    s: ImageSet,
-    ex: feats.FeatureExtractor,
-    config: FidConfig,
-    cache_dir: Path | None,
-    label: str,
-    show_progress: bool = True,
-) -> tuple[np.ndarray, str]:
-    """(N, D) float64 features of a canonical set and the cache outcome ("hit", "miss", "off")."""
-    meta = _cache_meta(s, ex, config.resize)
-    path = None
-    if cache_dir is not None:
-        key = sha256_bytes(json.dumps(meta, sort_keys=True).encode())
-        path = Path(cache_dir) / f"{key[:32]}.npz"
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    stored, f = json.loads(str(z["meta"])), np.asarray(z["features"], np.float64)
-                    ok = (
-                        stored == meta and list(z["keys"]) == s.keys and f.shape == (len(s), ex.dim)
-                    )
-            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-                ok, f = False, np.empty(0)
-                warn(f"feature cache {path} is unreadable ({e}); recomputing it")
-            if ok:
-                err.print(f"{label}: feature cache hit ({path})", highlight=False)
-                return f, "hit"
-            warn(f"feature cache {path} does not match the inputs; recomputing it")
-    check_readable(s)
-    f = feats.extract_features(
-        lambda i: s.loaders[i](),
-        len(s),
-        ex,
-        resize=config.resize,
-        batch_size=config.batch_size,
-        label=f"{label} features",
-        show_progress=show_progress,
-    )
-    if path is not None:
-        # float64 as computed: a cache hit gives bit-identical results
-        atomic_save_npz(
-            path,
-            features=f,
-            keys=np.asarray(s.keys, str),
-            meta=np.asarray(json.dumps(meta, sort_keys=True)),
-        )
-    return f, ("miss" if path is not None else "off")
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -167,6 +118,9 @@ class FidReport:
     real: str
     fake: str
     cache: dict[str, str]
+    c2st: list[dict[str, Any]]  # pixel judges (cxraug.metrics.realism): one entry per size
+    c2st_groups: str  # "patient_id" or "image": how folds and the real-vs-real split group
+    spectrum: dict[str, Any] | None
     config: dict[str, Any]
     warnings: list[str]
     cxraug_version: str = __version__
@@ -193,6 +147,20 @@ def _check_counts(real: ImageSet, fake: ImageSet, config: FidConfig) -> None:
             or config.pr_draws < 1):
         raise InputError("--pr-k, --pr-draws and --kid-subsets must be >= 1, "
                          "--kid-subset-size >= 2")  # fmt: skip
+    if (min(config.c2st_sizes, default=0) < 4 or config.c2st_folds < 2
+            or min(config.c2st_repeats, config.c2st_max_per_side, config.sheet_n) < 1):
+        raise InputError("--c2st-sizes must list sizes >= 4 px, --c2st-folds must be >= 2, "
+                         "--c2st-repeats, --c2st-max-per-side and --sheet-n >= 1")  # fmt: skip
+
+
+def pixel_judges(real: ImageSet, fake: ImageSet, config: FidConfig,
+                 seed: np.random.SeedSequence) -> PixelJudges:  # fmt: skip
+    """The C2ST and spectrum judges on the pixels of both (canonical) sets."""
+    return judge_pixels([real.loaders[i]() for i in range(len(real))],
+                        [fake.loaders[i]() for i in range(len(fake))],
+                        real_groups=real.groups or None, fake_groups=fake.groups or None,
+                        sizes=config.c2st_sizes, seed=seed, repeats=config.c2st_repeats,
+                        folds=config.c2st_folds, max_per_side=config.c2st_max_per_side)  # fmt: skip
 
 
 def compute_fid(
@@ -213,8 +181,10 @@ def compute_fid(
         )
     ex = extractor or feats.load_extractor(config.features, weights, xla=config.xla)
     real, fake = real.canonical(), fake.canonical()
-    fr, hit_r = set_features(real, ex, config, cache_dir, "real", show_progress)
-    ff, hit_f = set_features(fake, ex, config, cache_dir, "fake", show_progress)
+    fr, hit_r = set_features(real, ex, config.resize, config.batch_size, cache_dir, "real",
+                             show_progress)  # fmt: skip
+    ff, hit_f = set_features(fake, ex, config.resize, config.batch_size, cache_dir, "fake",
+                             show_progress)  # fmt: skip
     notes: list[str] = []
     if not ex.standard:
         notes.append(
@@ -229,8 +199,10 @@ def compute_fid(
     fd = metrics.fid_from_features(fr, ff, eps=config.eps)
     if fd.eps is not None:
         notes.append(f"sqrtm was singular: added eps={fd.eps} to both covariances")
-    # spawn(3)[:2] == spawn(2): adding the third stream left KID and the baseline unchanged
-    kid_ss, split_ss, pr_ss = np.random.SeedSequence(config.seed).spawn(3)
+    # spawn(n)[:k] == spawn(k): each added stream left the earlier numbers unchanged
+    kid_ss, split_ss, pr_ss, pix_ss = np.random.SeedSequence(config.seed).spawn(4)
+    pix = pixel_judges(real, fake, config, pix_ss)
+    notes += pix.notes
     k = metrics.kid(
         fr,
         ff,
@@ -291,6 +263,9 @@ def compute_fid(
         real=real.description,
         fake=fake.description,
         cache={"real": hit_r, "fake": hit_f},
+        c2st=pix.c2st,
+        c2st_groups=pix.groups,
+        spectrum=pix.spectrum,
         config=asdict(config),
         warnings=notes,
     )
@@ -307,10 +282,18 @@ def run_fid(
     use_cache: bool = True,
     out: Path | None = None,
     force: bool = False,
+    spectrum: Path | None = None,
+    sheet: Path | None = None,
 ) -> FidReport:
-    """The `cxraug fid` command: resolve inputs, score, optionally save the report JSON."""
-    if out is not None and Path(out).exists() and not force:
-        raise InputError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    """The `cxraug fid` command: resolve inputs, score, optionally save the report JSON, the
+    spectrum plot (`spectrum`, default with `out`: OUT's folder/<OUT stem>.spectrum.png) and
+    a REAL-vs-FAKE sheet of `config.sheet_n` seeded images per side (`sheet`)."""
+    if spectrum is None and out is not None:
+        spectrum = Path(out).with_name(Path(out).stem + ".spectrum.png")
+    for path, flag in ((out, "--out"), (spectrum, "--spectrum"), (sheet, "--sheet")):
+        if path is not None and Path(path).exists() and not force:
+            raise InputError(f"{path} exists; pass --force to overwrite it or choose another "
+                             f"{flag}")  # fmt: skip
     r, f = resolve_set(real, workspace), resolve_set(fake, workspace)
     cdir = None
     if use_cache:
@@ -318,6 +301,12 @@ def run_fid(
     report = compute_fid(r, f, config, weights=weights, cache_dir=cdir)
     if out is not None:
         atomic_write_json(Path(out), report.to_dict())
+    if spectrum is not None and report.spectrum is not None:
+        write_png_rgb(Path(spectrum), spectrum_figure(report.spectrum))
+    if sheet is not None:
+        rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(5)[4])
+        grid = comparison_sheet(r.canonical().loaders, f.canonical().loaders, config.sheet_n, rng)
+        write_png_rgb(Path(sheet), grid)
     return report
 
 

@@ -32,16 +32,30 @@ def fid_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
     json_out: bool = json_option("report"),
     out: Path | None = typer.Option(None, help="Also save the report (with its config) as JSON."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite --out, --spectrum and --sheet if they exist."
+    ),
+    spectrum: Path | None = typer.Option(
+        None, help="Write the spectrum plot (PNG) here (default with --out: OUT's folder, "
+        "named <OUT stem>.spectrum.png; without either: no plot)."
+    ),  # fmt: skip
+    sheet: Path | None = typer.Option(
+        None, help="Write a PNG of --sheet-n seeded REAL images (top) and FAKE ones (bottom)."
+    ),
 ) -> None:
-    """FID, KID and precision/recall of FAKE against REAL, with a real-vs-real baseline
+    """FID, KID and precision/recall of FAKE against REAL, with a real-vs-real baseline,
+    plus pixel judges: a classifier two-sample test per size and a spectrum check
     (docs/fid.md). Results on stdout, progress and warnings on stderr."""
     from cxraug.core.ui import out as console
     from cxraug.fid import report_table, run_fid
+    from cxraug.metrics.realism import PixelJudges, judges_table
 
     report = run_fid(real, fake, cfg, workspace=workspace, weights=weights,
-                     cache_dir=cache_dir, use_cache=not no_cache, out=out, force=force)  # fmt: skip
+                     cache_dir=cache_dir, use_cache=not no_cache, out=out, force=force,
+                     spectrum=spectrum, sheet=sheet)  # fmt: skip
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         console.print(report_table(report))
+        console.print(judges_table(PixelJudges(report.c2st, report.spectrum,
+                                               report.c2st_groups)))  # fmt: skip

@@ -8,6 +8,9 @@ A set is a list of (content key, loader) pairs; loaders return (H, W) uint8 gray
   come from processed/dataset.npz quantised with images.to_uint8 (what the GAN was trained on,
   quantised exactly as its saved output), synthetic rows from their PNG files.
 - arrays (`fid_from_arrays`): key = sha256 of shape + pixels.
+Manifest sets also carry one group per image for the pixel judges' patient-grouped folds:
+`patient:<patient_id>` for real rows (`id:<row id>` when blank), `id:<row id>` for synthetic
+rows; folders and arrays have none (unknown).
 Unreadable images are never skipped: a metric over a silently shrunken set would mislead.
 Every failure is listed together in one InputError (exit 3).
 """
@@ -39,6 +42,9 @@ class ImageSet:
     keys: list[str]
     loaders: list[Callable[[], np.ndarray]]
     paths: list[str] = field(default_factory=list)  # for error messages ("" for arrays)
+    # one group per image (a patient: manifest real rows' patient_id; a synthetic row is its
+    # own group); empty = unknown (folders, arrays)
+    groups: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -51,6 +57,7 @@ class ImageSet:
             [self.keys[i] for i in order],
             [self.loaders[i] for i in order],
             [paths[i] for i in order],
+            [self.groups[i] for i in order] if self.groups else [],
         )
 
 
@@ -161,6 +168,8 @@ def manifest_set(spec: str, workspace: Path) -> ImageSet:
     real = [r for r in rows if not r.synthetic]
     files = [r.resolve(ws.root) for r in rows if r.synthetic]
     fset = _file_set(desc, files) if files else ImageSet(desc, [], [], [])
+    # a patient is a group; a row without patient_id, and a synthetic image, its own group
+    fset.groups = [f"id:{r.id}" for r in rows if r.synthetic]
     if real:  # the preprocessed 224 px pixels the GAN was trained on, quantised like its output
         ds = load_dataset(ws.dataset_path)
         index = {str(i): k for k, i in enumerate(ds.ids)}
@@ -172,9 +181,9 @@ def manifest_set(spec: str, workspace: Path) -> ImageSet:
             )
         arrays = array_set([to_uint8(ds.images[index[r.id]]) for r in real], desc)
         arrays.paths = [f"{ws.dataset_path}[{r.id}]" for r in real]
-        fset = ImageSet(
-            desc, fset.keys + arrays.keys, fset.loaders + arrays.loaders, fset.paths + arrays.paths
-        )
+        groups = [f"patient:{r.patient_id}" if r.patient_id else f"id:{r.id}" for r in real]
+        fset = ImageSet(desc, fset.keys + arrays.keys, fset.loaders + arrays.loaders,
+                        fset.paths + arrays.paths, fset.groups + groups)  # fmt: skip
     return fset
 
 
