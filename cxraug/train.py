@@ -360,7 +360,7 @@ def _score(state: Any, scorer: Scorer, scores: ScoreLog, log: RunLog, run: RunDi
               {**asdict(best), "eligible": best.eligible})  # fmt: skip
     log.scalars(state.iteration, {"score/kid": s.kid, "score/kept": s.kept,
                                   "score/memorised": s.memorised, "score/precision": s.precision,
-                                  "score/recall": s.recall})  # fmt: skip
+                                  "score/recall": s.recall, "score/c2st": s.c2st})  # fmt: skip
 
 
 def _checkpoint(state: Any, run: RunDir, dataset_sha256: str, write: bool = True) -> Path:

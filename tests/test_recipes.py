@@ -278,6 +278,7 @@ def test_one_conv_step_sequence_reduces_d_loss_on_a_separable_toy_set() -> None:
 
 
 def test_score_criterion_prefers_eligible_then_low_kid() -> None:
+    """Runs scored before the C2ST column (NaN): eligibility, then KID, as before."""
     s = scoring.Score
     a = s(1, "a", kid=0.01, kid_std=0, kept=0.5, memorised=0.0, near_duplicate=0)  # not eligible
     b = s(2, "b", kid=0.05, kid_std=0, kept=0.9, memorised=0.0, near_duplicate=0)
@@ -285,6 +286,72 @@ def test_score_criterion_prefers_eligible_then_low_kid() -> None:
     d = s(4, "d", kid=0.00, kid_std=0, kept=0.9, memorised=0.05, near_duplicate=0)  # memorises
     assert scoring.best_of([a, b, c, d]) == c
     assert scoring.best_of([a, d]) == d  # none eligible: lowest KID
+
+
+def test_score_criterion_ranks_eligible_checkpoints_by_c2st_then_kid() -> None:
+    s = scoring.Score
+    ok = dict(kid_std=0, kept=0.9, memorised=0.0, near_duplicate=0)
+    a = s(1, "a", kid=0.00, **ok, c2st=0.95)  # best KID, but a probe tells it from real
+    b = s(2, "b", kid=0.05, **ok, c2st=0.61)
+    c = s(3, "c", kid=0.03, **ok, c2st=0.605)  # same 0.02 step as b: KID decides
+    d = s(4, "d", kid=0.00, kid_std=0, kept=0.5, memorised=0.0, near_duplicate=0, c2st=0.5)
+    assert scoring.best_of([a, b, c, d]) == c  # d is not eligible, whatever its AUC
+    assert scoring.best_of([a, b]) == b
+    assert scoring.Score.from_row(c.row()).c2st == pytest.approx(0.605)
+
+
+def _phantoms(n: int, seed: int, size: int = 64) -> np.ndarray:
+    """n procedural chest phantoms (cxraug.prep.phantom) as uint8 (n, size, size)."""
+    import cv2
+
+    from cxraug.prep.phantom import make_phantom
+
+    rng = np.random.default_rng(seed)
+    return np.stack([cv2.resize(make_phantom(rng, "covid", (128, 128)), (size, size),
+                                interpolation=cv2.INTER_AREA) for _ in range(n)])  # fmt: skip
+
+
+def test_checkpoint_criterion_avoids_a_blurred_and_a_one_template_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three checkpoints of a toy run whose sampled images are swapped for known sets: fresh
+    phantoms (like the real ones), the same blurred (Gaussian sigma 2 px at 64), and one
+    phantom repeated with small shifts and noise. `best` must be the fresh one. KID runs on
+    4x4 block means, which a blur leaves as they are (as random-feature KID missed blur on the
+    real data): on the blurred set KID is as good as on the fresh one, so the C2ST decides."""
+    import cv2
+
+    from cxraug import train as train_mod
+    from cxraug.metrics import features as feats
+
+    def means(x: np.ndarray) -> np.ndarray:  # (B, 299, 299, 3) -> (B, 16) block means
+        return x[:, :296, :296, 0].reshape(len(x), 4, 74, 4, 74).mean((2, 4)).reshape(len(x), -1)
+
+    blind = feats.FeatureExtractor("block-means", True, None, 16, means)
+
+    real = _phantoms(64, 0)
+    fresh = _phantoms(64, 1)
+    blurred = np.stack([cv2.GaussianBlur(x, (0, 0), 2.0) for x in fresh])
+    rng = np.random.default_rng(2)
+    one = np.stack([np.clip(np.roll(fresh[0], rng.integers(-2, 3, 2), (0, 1)).astype(float)
+                            + rng.normal(0, 3, fresh[0].shape), 0, 255).astype(np.uint8)
+                    for _ in range(64)])  # fmt: skip
+    sets = {4: blurred, 8: fresh, 12: one}
+    monkeypatch.setattr(train_mod, "_make_scorer", lambda cfg, ds: scoring.Scorer(
+        real.astype(np.float32) / 127.5 - 1, [f"r{i}" for i in range(64)], 1, 64,
+        cfg.latent_dim, 0, extractor=blind))  # fmt: skip
+    monkeypatch.setattr(scoring.Scorer, "__call__",
+                        lambda self, gen, it, ck: self.score_images(sets[it], it, ck))
+    ws = make_workspace(tmp_path)
+    over = {**CONV_TINY, "iterations": 12, "checkpoint_interval": 4, "keep_checkpoints": 1,
+            "score_samples": 64}  # fmt: skip
+    train(ws, TrainConfig(**over), name="c", quiet=True)
+    run = ws.runs_dir / "c"
+    got = {s.iteration: s for s in scoring.ScoreLog(ws.run("c"), 99).scores}
+    assert got[8].c2st < 0.7 and got[4].c2st > 0.85 and got[12].c2st > 0.85, got
+    assert got[4].kid <= got[8].kid + 0.002, got  # KID alone would not avoid the blur
+    best = find_best(run)
+    assert best is not None and best.name == "ckpt-0000008.npz"
 
 
 def test_score_precision_recall_copies_vs_blank_and_old_logs_read_as_nan() -> None:
