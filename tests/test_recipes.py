@@ -102,6 +102,22 @@ def test_augment_identity_at_strength_0_and_seeded() -> None:
     assert np.abs(out[0] - out[1]).max() > 0.1
 
 
+def test_augment_probability_leaves_the_expected_share_of_images_as_they_are() -> None:
+    """p = 1 is the unmasked transform on the same stream; with p, each image is left as G
+    made it with probability 1 - p (cutout alone: an applied cutout always changes an image
+    with no zero pixels, so unchanged = not applied), and the share is binomial."""
+    x = tf.random.stateless_uniform((400, 16, 16, 1), (1, 2), 0.1, 1)
+    np.testing.assert_array_equal(diff_augment(x, _rng(3), ("cutout",), p=1.0).numpy(),
+                                  diff_augment(x, _rng(3), ("cutout",)).numpy())  # fmt: skip
+    for p in (0.25, 0.5):
+        out = diff_augment(x, _rng(4), ("cutout",), p=p).numpy()
+        same = np.all(out == x.numpy(), axis=(1, 2, 3))
+        sd = np.sqrt(p * (1 - p) / 400)
+        assert abs(same.mean() - (1 - p)) < 4 * sd, (p, same.mean())
+    with pytest.raises(InputError, match="augment_p"):
+        TrainConfig(augment_p=0.0)
+
+
 def test_translation_matches_a_numpy_shift_with_zero_fill() -> None:
     x = np.random.default_rng(0).uniform(-1, 1, (6, 16, 16, 1)).astype(np.float32)
     rng = _rng(3)

@@ -66,10 +66,21 @@ def _cutout(x: Any, rng: Any, strength: float) -> Any:
 _OPS = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
-def diff_augment(x: Any, rng: Any, policy: tuple[str, ...], strength: float = 1.0) -> Any:
-    """T(x) for a batch (B, H, W, 1); independent parameters per image, drawn from `rng`."""
-    if strength <= 0:
+def diff_augment(x: Any, rng: Any, policy: tuple[str, ...], strength: float = 1.0,
+                 p: float = 1.0) -> Any:  # fmt: skip
+    """T(x) for a batch (B, H, W, 1); independent parameters per image, drawn from `rng`.
+
+    p < 1 applies each op to each image with probability p (StyleGAN2-ADA's augmentation
+    probability), else leaves it as it is: D then also sees images as G made them, so an
+    offset inside the augmentation's range is no longer nearly invisible to it (with
+    translation always on, G's framing drifted by up to 1/8 of the side, bench/RESULTS.md).
+    p = 1 draws no mask: the random stream is the same as before the option existed."""
+    if strength <= 0 or p <= 0:
         return x
     for name in policy:
-        x = _OPS[name](x, rng, strength)
+        t = _OPS[name](x, rng, strength)
+        if p < 1:
+            keep = rng.uniform([tf.shape(x)[0], 1, 1, 1]) < p  # (B, 1, 1, 1): apply the op
+            t = tf.where(keep, t, x)
+        x = t
     return x

@@ -103,6 +103,10 @@ class TrainConfig:
         "", "DiffAugment policy on D's inputs, real and fake, in both steps: a comma list of "
         "color, translation, cutout (or none).",
     )  # fmt: skip
+    augment_p: float = setting(
+        1.0, "Probability that each --augment op is applied to an image (StyleGAN2-ADA's p; "
+        "1: always, as DiffAugment). Below 1 D also sees images as G made them.",
+    )  # fmt: skip
     ema_decay: float = setting(
         0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off)."
     )
@@ -190,6 +194,8 @@ class TrainConfig:
                     and self.r1 == 0,
                     "spectral_norm, lecam, r1 and diversity apply to --arch conv only")  # fmt: skip
         parse_policy(self.augment)
+        vassert(0.0 < self.augment_p <= 1.0,
+                f"augment_p={self.augment_p}: use a probability in (0, 1]")  # fmt: skip
         vassert(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: use 0 (off) .. <1")
         vassert(self.lecam >= 0 and self.r1 >= 0 and self.score_samples >= 0,
                 "lecam, r1 and score_samples must not be negative")  # fmt: skip

@@ -47,7 +47,7 @@ def make_conv_step(state: Any, images: Any, labels: Any) -> Any:
     r1_b = max(grp, (b // 4) // grp * grp)
 
     def aug(x: Any) -> Any:
-        return diff_augment(x, rng, policy) if policy else x
+        return diff_augment(x, rng, policy, p=cfg.augment_p) if policy else x
 
     def step(sigma: Any, noisy: bool) -> dict[str, Any]:
         idx = rng.uniform([b], 0, n_images, dtype=tf.int64)

@@ -196,11 +196,11 @@ def make_step(
             fake = gen([z, y], training=True)  # (b, H, W, 1)
             fake_in = fake if e_fake is None else fake + sigma * e_fake[lo : lo + b]
             if policy:  # DiffAugment: the same T(fake) is seen by the D and the G step
-                fake_in = diff_augment(fake_in, rng, policy)
+                fake_in = diff_augment(fake_in, rng, policy, p=cfg.augment_p)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 real_in = real if e_real is None else real + sigma * e_real[lo : lo + b]
                 if policy:
-                    real_in = diff_augment(real_in, rng, policy)
+                    real_in = diff_augment(real_in, rng, policy, p=cfg.augment_p)
                 x = tf.concat([real_in, fake_in], 0)  # (2b, H, W, 1)
                 ud = [tf.concat([u[lo : lo + b], u[b_glob + lo : b_glob + lo + b]], 0)
                       for u in u_d]  # fmt: skip
