@@ -69,6 +69,11 @@ def preprocess_command(
             show.print(f"{res.n_images} images in {res.seconds:.1f} s ({res.images_per_s:.1f} "
                        f"images/s, {res.reduced} JPEGs DCT-reduced) -> {res.dataset_path} "
                        f"(settings: {res.config_path.name})", highlight=False)  # fmt: skip
+        if res.marked:
+            found = ", ".join(f"{k} {v}" for k, v in res.marks.items() if v)
+            show.print(f"{res.marked} images with editorial marks ({found}): `cxraug train` "
+                       "leaves them out (--include-marked keeps them); see the marks column "
+                       f"of {ws.manifest_path}", highlight=False, soft_wrap=True)  # fmt: skip
         errors, sheets, payload = res.errors, res.contact_sheets, res.to_json()
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)
