@@ -13,6 +13,11 @@ longest side to `size` and pads the rest with black (-1), centred. The filter is
 Huge JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (DCT scaling) when the crop
 still has >= 2x the target size per side afterwards: the paper's 5623x4757 scans then cost a
 fraction of the time and memory, and INTER_AREA does the remaining reduction.
+
+Each crop is also searched for burned-in editorial marks (cxraug.prep.marks: arrows, panel
+letters, text, colour, frames), in the colour pixels of the same decode; the reasons go into
+the manifest's `marks` cells (a person's verdict there stands) and the dataset's `marks` array,
+which `train` uses to leave marked images out.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ from cxraug.gan.step import (
     resident_dataset,
     xla_scope,
 )
-from cxraug.gan.trainset import training_set, write_training_set
+from cxraug.gan.trainset import left_out_note, training_set, write_training_set
 
 
 class TrainingInterrupted(CxrError):
@@ -257,15 +257,8 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                     p.unlink()
         atomic_write_text(run.config_path, cfg.to_json() + "\n")
         write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out)
-    if not quiet and not cfg.include_marked:
-        if ds.marks is None:
-            err.print("note: the dataset was built before editorial marks were detected, so "
-                      "none are left out; re-run `cxraug preprocess` to detect them",
-                      highlight=False, soft_wrap=True)  # fmt: skip
-        elif left_out:
-            err.print(f"left out {len(left_out)} training images with editorial marks "
-                      f"(--include-marked to keep them; the ids: {run.training_set_path})",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+    if not quiet and (note := left_out_note(ds, left_out, cfg.include_marked, run)):
+        err.print(note, highlight=False, soft_wrap=True)
     # Scores and sample grids run G locally (no collectives): the chief alone computes them.
     scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
     images, labels = resident_dataset(ds.images, ds.labels)

@@ -51,3 +51,17 @@ def write_training_set(run: RunDir, ds: Dataset, dataset_sha256: str, include_ma
         "left_out_marked": len(left_out),
         "left_out_ids": left_out,
     })  # fmt: skip
+
+
+def left_out_note(ds: Dataset, left_out: list[str], include_marked: bool,
+                  run: RunDir) -> str | None:  # fmt: skip
+    """What to tell the user about the images left out, or None when there is nothing."""
+    if include_marked:
+        return None
+    if ds.marks is None:
+        return ("note: the dataset was built before editorial marks were detected, so none "
+                "are left out; re-run `cxraug preprocess` to detect them")  # fmt: skip
+    if left_out:
+        return (f"left out {len(left_out)} training images with editorial marks "
+                f"(--include-marked to keep them; the ids: {run.training_set_path})")
+    return None

@@ -121,7 +121,9 @@ def _sheet_page(items: list[SheetItem], cell: int, cols: int) -> np.ndarray:
 
 def _mark_cell(sheet: np.ndarray, left: int, top: int, cell: int, marks: str) -> None:
     """A 3 px magenta frame round the thumbnail's cell and the marks on a dark strip."""
-    cv2.rectangle(sheet, (left, top), (left + cell - 1, top + cell - 1), MARK_COLOUR, 3)
+    for i in range(3):  # three 1 px rectangles: a thick line would spill into the next cell
+        cv2.rectangle(sheet, (left + i, top + i), (left + cell - 1 - i, top + cell - 1 - i),
+                      MARK_COLOUR, 1)  # fmt: skip
     text = marks.encode("ascii", "replace").decode()[:28]  # Hershey fonts are ASCII
     cv2.rectangle(sheet, (left + 3, top + 3), (left + cell - 4, top + 16), (0, 0, 0), -1)
     cv2.putText(sheet, text, (left + 5, top + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, MARK_COLOUR,

@@ -11,8 +11,8 @@ and returns the reasons it found, in MARK_REASONS order (empty = nothing found):
             (cxraug.prep.ink)
     text    a panel label hugging a corner, a word away from the edges, or a dense overlay
             (cxraug.prep.glyphs)
-    border  a frame: >= 3 exactly uniform lines along an edge (figure padding), or one uniform
-            white line, then a straight step into the image; never black (below)
+    border  a frame: >= 3 exactly uniform lines along an edge (figure padding, a drawn
+            frame), then a straight step into the image; never black (below)
 
 What it cannot tell apart (docs/preprocess.md, "Editorial marks", has the measured numbers):
 clinical markers and technologist annotations are the same pure ink as panel letters and
@@ -32,7 +32,6 @@ from cxraug.core.manifest import MARK_REASONS, Manifest, is_verdict, marks_cell
 from cxraug.prep.glyphs import text_evidence
 from cxraug.prep.ink import (
     INK_BLACK,
-    INK_WHITE,
     analysis_image,
     ink_components,
     is_arrow,
@@ -78,23 +77,25 @@ def colour_share(colour: np.ndarray) -> float:
 
 def has_border(g: np.ndarray) -> bool:
     """A frame along any edge of the uint8 image `g`: >= BAND_MIN exactly uniform lines
-    (figure padding) or one uniform white line (a drawn frame), followed by a straight step
-    into the image along most of the edge, and not black.
+    (figure padding, a drawn frame) followed by a straight step into the image along most of
+    the edge, and not black.
 
     Black bands are left alone: film digitisers and electronic collimation leave exactly
-    uniform black bands with straight edges on real radiographs (on about a quarter of the
-    NIH normals here), indistinguishable from black figure padding. Anatomy gives no
-    uniform line, and a darker 1-2 px line that resampling or cropping leaves is not white."""
+    uniform black bands with straight edges on real radiographs (on 159 of the 499
+    NIH normals here), indistinguishable from black figure padding. A single uniform line is
+    left alone too: many cohen figures keep a 1 px line of the page's white at an edge where
+    they were cut out (it fades to a faint edge at 224 px), and a darker 1-2 px line is what
+    resampling leaves. Anatomy gives no uniform band."""
     for lines in (g, g[::-1], g.T, g.T[::-1]):  # top, bottom, left, right: line 0 at the edge
         n = max(BAND_MIN + 3, lines.shape[0] // 6)
         part = lines[:n].astype(np.float32)  # (n, edge length)
         std, mean = part.std(axis=1), part.mean(axis=1)
         flat = (std <= 2.0) & (np.abs(mean - mean[0]) <= 3.0)
         run = n if flat.all() else int(np.argmin(flat))
-        if run == 0 or run == n or mean[0] <= 2 * INK_BLACK:  # none, all uniform, or black
+        if run < BAND_MIN or run == n or mean[0] <= 2 * INK_BLACK:  # none, all, or black
             continue
         step = float(np.mean(np.abs(part[run : run + 2] - mean[0]).max(axis=0) >= 24))
-        if step >= 0.6 and (run >= BAND_MIN or mean[0] >= INK_WHITE):
+        if step >= 0.6:
             return True
     return False
 
