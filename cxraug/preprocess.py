@@ -13,6 +13,11 @@ longest side to `size` and pads the rest with black (-1), centred. The filter is
 Huge JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (DCT scaling) when the crop
 still has >= 2x the target size per side afterwards: the paper's 5623x4757 scans then cost a
 fraction of the time and memory, and INTER_AREA does the remaining reduction.
+
+Each crop is also searched for burned-in editorial marks (cxraug.prep.marks: arrows, panel
+letters, text, colour, frames), in the colour pixels of the same decode; the reasons go into
+the manifest's `marks` cells (a person's verdict there stands) and the dataset's `marks` array,
+which `train` uses to leave marked images out.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from cxraug.core.images import (
     max_file_mb_setting,
     max_megapixels_setting,
 )
-from cxraug.core.manifest import LABELS, SPLITS, Record, label_index
+from cxraug.core.manifest import LABELS, MARK_REASONS, SPLITS, Record, label_index
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
@@ -59,6 +64,7 @@ from cxraug.prep.loading import (
     tasks_for,
     usable_rows,
 )
+from cxraug.prep.marks import DETECTOR_VERSION, detect_marks, record_marks
 
 #: Config fields that change the output pixels: a dataset built with other values is stale.
 OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
@@ -84,9 +90,10 @@ class PreprocessConfig:
     max_file_mb: float = max_file_mb_setting()
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
 
-    def load_options(self) -> LoadOptions:
+    def load_options(self, colour: bool = False) -> LoadOptions:
+        """`colour`: keep a colour file's pixels for the mark detector (cxraug.prep.marks)."""
         return LoadOptions(self.jpeg_reduce, self.max_megapixels, self.verify_sha256,
-                           self.max_file_mb)
+                           self.max_file_mb, colour)
 
 
 # ---- the per-image maths ------------------------------------------------------------------
@@ -128,6 +135,7 @@ class _Done:
     reason: str = ""
     reduced: int = 1
     thumb: tuple[np.ndarray, Box | None] | None = None
+    marks: tuple[str, ...] = ()  # editorial marks found in the crop (cxraug.prep.marks)
 
 
 # Workers write their (S, S) results straight into a float32 file mapped by every process
@@ -146,7 +154,8 @@ def _preprocess_one(
     task: ImageTask, config: PreprocessConfig, out: str, shape: tuple[int, int, int], thumbs: bool
 ) -> _Done:
     try:
-        im = load_image(task, config.load_options(), config.size)
+        im = load_image(task, config.load_options(colour=True), config.size)
+        marks = tuple(detect_marks(*im.region()))  # on the crop: what training will see
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not abort the whole batch
@@ -155,7 +164,7 @@ def _preprocess_one(
         im.gray, im.crop, config.size, config.keep_aspect
     )
     thumb = make_thumb(im.gray, im.crop) if thumbs else None
-    return _Done(task.index, True, reduced=im.reduced, thumb=thumb)
+    return _Done(task.index, True, reduced=im.reduced, thumb=thumb, marks=marks)
 
 
 #: The scratch array of _run_images (tempfile.mkstemp's 8 random characters).
@@ -221,6 +230,8 @@ class PreprocessResult:
     seconds: float = 0.0
     up_to_date: bool = False
     contact_sheets: list[Path] = field(default_factory=list)
+    marked: int = 0  # images whose `marks` cell leaves them out of training
+    marks: dict[str, int] = field(default_factory=dict)  # reason -> images the detector found
 
     @property
     def images_per_s(self) -> float:
@@ -296,8 +307,10 @@ def preprocess(
     result = PreprocessResult(ws.dataset_path, ws.dataset_config_path, 0, {},
                               crop_boxes_applied=applied)  # fmt: skip
     if old is not None and contact_sheet is None:
-        if old.get("manifest_sha256") == sha256_file(ws.manifest_path):
+        if (old.get("manifest_sha256") == sha256_file(ws.manifest_path)
+                and old.get("marks_detector") == DETECTOR_VERSION):  # fmt: skip
             result.n_images, result.counts = int(old["n_images"]), old["counts"]
+            result.marked, result.marks = int(old.get("marked", 0)), old.get("marks", {})
             result.up_to_date = True
             return result
 
@@ -308,14 +321,10 @@ def preprocess(
     good = [d for d in done if d.ok]
     result.errors = [(rows[d.index].id, d.reason) for d in done if not d.ok]
     result.reduced = sum(d.reduced > 1 for d in good)
-    if result.errors:  # record them so the next stages (and the user) see why
-        manifest = ws.load_manifest()
-        by_id = manifest.by_id()
-        for rid, reason in result.errors:
-            by_id[rid].set_status("error", reason)
-        ws.save_manifest(manifest)
+    cells = _record(ws, result.errors, {rows[d.index].id: d.marks for d in good})
     if contact_sheet is not None:
-        items = [SheetItem(rows[d.index].id, *d.thumb) for d in good if d.thumb is not None]
+        items = [SheetItem(rows[d.index].id, *d.thumb, marks=cells[rows[d.index].id])
+                 for d in good if d.thumb is not None]  # fmt: skip
         result.contact_sheets = render_contact_sheet(items, contact_sheet)
     if not good:
         raise InputError(
@@ -329,6 +338,7 @@ def preprocess(
         np.array([label_index(r.label) for r in sel], np.int64),
         np.array([r.id for r in sel]),
         np.array([r.split for r in sel]),
+        marks=np.array([cells[r.id] for r in sel], dtype=str),
     )
     result.n_images = len(ds)
     result.counts = {  # `external` (test-only sources) listed only when there are such rows
@@ -336,6 +346,8 @@ def preprocess(
         for s in SPLITS
         if s != "external" or (ds.splits == s).any()
     }
+    result.marked = int(ds.marked().sum())
+    result.marks = {m: sum(m in d.marks for d in good) for m in MARK_REASONS}
     ws.dataset_config_path.unlink(missing_ok=True)  # a crash below must not leave a stale pairing
     save_dataset(ws.dataset_path, ds)
     atomic_write_json(
@@ -349,10 +361,27 @@ def preprocess(
             "n_images": result.n_images,
             "counts": result.counts,
             "errors": [{"id": i, "reason": r} for i, r in result.errors],
+            "marks_detector": DETECTOR_VERSION,
+            "marked": result.marked,
+            "marks": result.marks,
             "cxraug_version": __version__,
         },
     )
     return result
+
+
+def _record(ws: Workspace, errors: list[tuple[str, str]],
+            found: dict[str, tuple[str, ...]]) -> dict[str, str]:  # fmt: skip
+    """Write the failures (status error) and the marks found into the manifest, atomically
+    and only when something changed; returns each read image's `marks` cell as it now reads
+    (the detector's reasons, or a person's verdict that stands)."""
+    manifest = ws.load_manifest()
+    by_id = manifest.by_id()
+    for rid, reason in errors:  # record them so the next stages (and the user) see why
+        by_id[rid].set_status("error", reason)
+    if record_marks(manifest, found) or errors:
+        ws.save_manifest(manifest)
+    return {rid: by_id[rid].marks for rid in found}
 
 
 def summary_table(result: PreprocessResult) -> Table:

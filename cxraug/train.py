@@ -60,6 +60,7 @@ from cxraug.gan.step import (
     resident_dataset,
     xla_scope,
 )
+from cxraug.gan.trainset import left_out_note, training_set, write_training_set
 
 
 class TrainingInterrupted(CxrError):
@@ -76,18 +77,13 @@ class TrainResult:
     metrics: dict[str, float]
     seconds: float
     config: TrainConfig
+    left_out_marked: int = 0  # training images left out for editorial marks
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "iteration": self.iteration,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "metrics": self.metrics, "seconds": round(self.seconds, 2)}  # fmt: skip
-
-
-def _train_split(ws: Workspace) -> Dataset:
-    ds = load_dataset(ws.dataset_path).subset(split="train")
-    if len(ds) == 0:
-        raise InputError(f"{ws.dataset_path} has no train-split images; re-run `cxraug preprocess`")
-    return ds
+                "metrics": self.metrics, "seconds": round(self.seconds, 2),
+                "left_out_marked": self.left_out_marked}  # fmt: skip
 
 
 class _StopFlag:
@@ -131,26 +127,26 @@ def train(
                          "same run (the default, a timestamp, differs between hosts)")
     run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
     if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
-        _train_split(ws)  # raises "run `cxraug preprocess` first"
+        load_dataset(ws.dataset_path)  # raises "run `cxraug preprocess` first"
     with _run_lock(run, "cxraug train"):  # a second `train` of this run: exit 7
         strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
 
-        def check() -> tuple[Dataset, bool]:  # read-only: no worker has written yet
+        def check() -> tuple[Dataset, list[str], bool]:  # read-only: no worker has written yet
             exists = any(run.contents())
             if exists and not force:
                 raise InputError(f"run folder {run.path} already exists; pass --resume "
                                  f"{run.name} to continue it, --force to replace it, or choose "
                                  "another --name")  # fmt: skip
-            ds = _train_split(ws)
+            ds, left_out = training_set(ws.dataset_path, cfg.include_marked)
             if image_size is not None and image_size != ds.image_size:
                 raise InputError(f"--image-size {image_size} differs from the dataset's "
                                  f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
-            return ds, exists
+            return ds, left_out, exists
 
-        ds, exists = agreed(strategy, check)
+        ds, left_out, exists = agreed(strategy, check)
         cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
-        return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), replace=exists,
-                    quiet=quiet, on_iteration=on_iteration)  # fmt: skip
+        return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), left_out,
+                    replace=exists, quiet=quiet, on_iteration=on_iteration)  # fmt: skip
 
 
 def _run_lock(run: RunDir, command: str) -> AbstractContextManager[None]:
@@ -197,8 +193,8 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
     cfg.check_strategy()
     strategy = make_strategy(cfg.strategy)
 
-    def check() -> tuple[Dataset, str]:
-        ds = _train_split(ws)
+    def check() -> tuple[Dataset, list[str], str]:
+        ds, left_out = training_set(ws.dataset_path, cfg.include_marked)
         if cfg.image_size != ds.image_size:
             raise InputError(f"the run was trained on {cfg.image_size} px images, the "
                              f"dataset now holds {ds.image_size} px; resume needs the same "
@@ -215,18 +211,19 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
                 f"datasets. Restore that dataset, or start a new run (--name NEW, or --name "
                 f"{run_dir.name} --force to replace this one)"
             )
-        return ds, now
+        return ds, left_out, now
 
-    ds, now = agreed(strategy, check)
-    return _run(run_dir, cfg, ds, ckpt, strategy, now, quiet=quiet,
+    ds, left_out, now = agreed(strategy, check)
+    return _run(run_dir, cfg, ds, ckpt, strategy, now, left_out, quiet=quiet,
                 on_iteration=on_iteration)  # fmt: skip
 
 
 def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, strategy: Any,
-         dataset_sha256: str, *, replace: bool = False, quiet: bool,
+         dataset_sha256: str, left_out: list[str], *, replace: bool = False, quiet: bool,
          on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
-    """The training loop shared by `train` and `resume`. `replace`: empty the run folder
-    first (`--force`). Only the chief writes (cxraug.gan.cluster); every worker steps."""
+    """The training loop shared by `train` and `resume`, on `ds` (`left_out`: the ids of the
+    train split left out for editorial marks). `replace`: empty the run folder first
+    (`--force`). Only the chief writes (cxraug.gan.cluster); every worker steps."""
     chief = is_chief(strategy)
     if chief:
         # a process killed while writing (SIGKILL, power cut) leaves hidden temp files of up
@@ -259,6 +256,9 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                 else:
                     p.unlink()
         atomic_write_text(run.config_path, cfg.to_json() + "\n")
+        write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out)
+    if not quiet and (note := left_out_note(ds, left_out, cfg.include_marked, run)):
+        err.print(note, highlight=False, soft_wrap=True)
     # Scores and sample grids run G locally (no collectives): the chief alone computes them.
     scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
     images, labels = resident_dataset(ds.images, ds.labels)
@@ -330,7 +330,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                 log.plot()
             log.close()
     return TrainResult(run.path, state.iteration, last_ckpt, metrics,
-                       time.perf_counter() - t0, cfg)  # fmt: skip
+                       time.perf_counter() - t0, cfg, len(left_out))  # fmt: skip
 
 
 _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",

@@ -40,6 +40,7 @@ def preprocess_command(
     crop, resize to SIZE x SIZE (INTER_AREA), scale to [-1, 1]. Unreadable images become error
     rows. Exit 0 ok, 1 some images failed, 3 bad input (e.g. crop-boxes rows)."""
     from cxraug.core.errors import EXIT_PARTIAL, MAX_LISTED
+    from cxraug.core.manifest import MARK_REASONS
     from cxraug.core.ui import err, out, tagged
     from cxraug.core.workspace import Workspace
     from cxraug.prep.crops import suggest_crops
@@ -69,6 +70,11 @@ def preprocess_command(
             show.print(f"{res.n_images} images in {res.seconds:.1f} s ({res.images_per_s:.1f} "
                        f"images/s, {res.reduced} JPEGs DCT-reduced) -> {res.dataset_path} "
                        f"(settings: {res.config_path.name})", highlight=False)  # fmt: skip
+        if res.marked:
+            found = ", ".join(f"{k} {res.marks[k]}" for k in MARK_REASONS if res.marks.get(k))
+            show.print(f"{res.marked} images with editorial marks ({found}): `cxraug train` "
+                       "leaves them out (--include-marked keeps them); see the marks column "
+                       f"of {ws.manifest_path}", highlight=False, soft_wrap=True)  # fmt: skip
         errors, sheets, payload = res.errors, res.contact_sheets, res.to_json()
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)

@@ -8,6 +8,9 @@ Arrays (all row-aligned):
     splits  str     (N,)      "train", "test" or "external" (test-only sources: read only by
                               `evaluate`; every training reader selects split == "train")
     classes str     (C,)      class names in index order
+    marks   str     (N,)      the manifest's `marks` cell of each image (editorial marks found
+                              by `preprocess`, or a person's verdict); absent in datasets built
+                              before marks were detected (read as None)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_save_npz
-from cxraug.core.manifest import LABELS, check_label
+from cxraug.core.manifest import LABELS, check_label, is_marked
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Dataset:
     ids: np.ndarray  # (N,) str
     splits: np.ndarray  # (N,) str
     classes: tuple[str, ...] = LABELS
+    marks: np.ndarray | None = None  # (N,) str, or None: built before marks were detected
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -45,8 +49,20 @@ class Dataset:
         if label is not None:
             check_label(label, self.classes)
             keep &= self.labels == self.classes.index(label)
+        return self.rows(keep)
+
+    def rows(self, keep: np.ndarray) -> Dataset:
+        """The images where the (N,) bool mask `keep` is true, every array alike."""
+        marks = self.marks[keep] if self.marks is not None else None
         return Dataset(self.images[keep], self.labels[keep], self.ids[keep], self.splits[keep],
-                       self.classes)  # fmt: skip
+                       self.classes, marks)  # fmt: skip
+
+    def marked(self) -> np.ndarray:
+        """(N,) bool: the images whose `marks` leave them out of training (all False for a
+        dataset built before marks were detected)."""
+        if self.marks is None:
+            return np.zeros(len(self), bool)
+        return np.array([is_marked(str(m)) for m in self.marks], bool)
 
     def counts(self) -> dict[str, int]:
         return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
@@ -56,6 +72,8 @@ def save_dataset(path: Path, ds: Dataset) -> None:
     n = len(ds)
     if ds.images.ndim != 3 or ds.images.shape[0] != n or ds.images.shape[1] != ds.images.shape[2]:
         raise ValueError(f"images must be (N, S, S), got {ds.images.shape} for N={n}")
+    if ds.marks is not None and len(ds.marks) != n:
+        raise ValueError(f"marks must be (N,), got {len(ds.marks)} for N={n}")
     atomic_save_npz(
         Path(path),
         images=ds.images.astype(np.float32, copy=False),
@@ -63,6 +81,7 @@ def save_dataset(path: Path, ds: Dataset) -> None:
         ids=np.asarray(ds.ids, dtype=str),
         splits=np.asarray(ds.splits, dtype=str),
         classes=np.asarray(ds.classes, dtype=str),
+        **({} if ds.marks is None else {"marks": np.asarray(ds.marks, dtype=str)}),
     )
 
 
@@ -80,7 +99,8 @@ def load_dataset(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             ds = Dataset(z["images"], z["labels"], z["ids"], z["splits"],
-                         tuple(str(c) for c in z["classes"]))  # fmt: skip
+                         tuple(str(c) for c in z["classes"]),
+                         z["marks"] if "marks" in z.files else None)  # fmt: skip
     except OSError as e:
         if e.errno is not None:  # permission denied, I/O error: a system error (exit 6)
             raise

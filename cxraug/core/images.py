@@ -2,7 +2,9 @@
 
 `decode_displayed(data, keep=...)` is the one decode-orient-reduce path (file inspection in
 `collect` and image loading in `preprocess` both use it): header checks, displayed size after
-EXIF orientation, and libjpeg DCT reduction chosen by one rule (`choose_reduce`).
+EXIF orientation, and libjpeg DCT reduction chosen by one rule (`choose_reduce`). With
+`colour=True` it also hands back a colour file's BGR pixels, before they are reduced to gray
+(`preprocess` looks for colour marks in them).
 
 `read_gray(path)` returns a grayscale float32 image in [0, 1] with EXIF orientation applied,
 or raises `ImageError` whose `.reason` is the short text stored in the manifest. It copes with
@@ -331,6 +333,17 @@ def decode_gray(
     `reduce` in {1, 2, 4, 8} asks libjpeg to decode a JPEG directly at 1/reduce size (DCT
     scaling: much faster and smaller for huge files); other formats ignore it (returns 1).
     """
+    gray, _, info, applied = _decode(data, max_megapixels, reduce, colour=False)
+    return gray, info, applied
+
+
+def _decode(
+    data: bytes, max_megapixels: float, reduce: int, colour: bool
+) -> tuple[np.ndarray, np.ndarray | None, ImageInfo, int]:
+    """decode_gray, plus with `colour` the (H, W, 3) BGR pixels the gray image was reduced
+    from (None for a grey file): the same decode, so that the editorial-mark detector
+    (cxraug.prep.marks) sees colour marks without a second decode. A JPEG in colour is then
+    DCT-reduced in colour too and reduced to gray by the same luma as at full size."""
     info = probe(data)
     if info.width is not None and info.height is not None:
         mp = info.width * info.height / 1e6
@@ -347,6 +360,9 @@ def decode_gray(
     applied = 1
     reduced_flags = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                      8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # fmt: skip
+    if colour and info.channels == 3:
+        reduced_flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                         8: cv2.IMREAD_REDUCED_COLOR_8}  # fmt: skip
     if info.format == "JPEG" and reduce in reduced_flags and info.channels in (1, 3):
         arr = cv2.imdecode(buf, reduced_flags[reduce])
         applied = reduce
@@ -369,7 +385,8 @@ def decode_gray(
         raise ImageError(f"too small ({w * applied}x{h * applied}; need {MIN_SIDE} px per side)")
     if float(gray.max()) - float(gray.min()) < 1e-6:
         raise ImageError(f"flat constant image (every pixel = {float(gray.flat[0]):.3f})")
-    return gray, info, applied
+    bgr = arr[:, :, :3] if colour and arr.ndim == 3 and arr.shape[2] >= 3 else None
+    return gray, bgr, info, applied
 
 
 def displayed_size(info: ImageInfo) -> tuple[int | None, int | None]:
@@ -397,6 +414,7 @@ class Decoded:
     width: int  # displayed size in original pixels (header, or decoded size x reduction)
     height: int
     reduced: int  # JPEG reduction applied (1 = none)
+    colour: np.ndarray | None = None  # (h, w, 3) BGR that `gray` came from, when asked for
 
 
 def decode_displayed(
@@ -405,20 +423,22 @@ def decode_displayed(
     keep: int | None = None,
     crop: Box | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    colour: bool = False,
 ) -> Decoded:
     """Decode bytes to gray [0, 1] with the displayed (EXIF-oriented) size. With `keep`, a JPEG
     is decoded at the largest DCT reduction that leaves `crop` (default: the whole image)
-    >= 2 x `keep` pixels per side."""
+    >= 2 x `keep` pixels per side. With `colour`, `Decoded.colour` keeps the BGR pixels of a
+    colour file (None for a grey one)."""
     info = probe(data)
     W, H = displayed_size(info)
     k = 1
     if keep is not None and info.format == "JPEG" and W and H:
         cw, ch = (crop[2] - crop[0], crop[3] - crop[1]) if crop else (W, H)
         k = choose_reduce(cw, ch, keep)
-    gray, info, applied = decode_gray(data, max_megapixels=max_megapixels, reduce=k)
+    gray, bgr, info, applied = _decode(data, max_megapixels, k, colour)
     if W is None or H is None:
         H, W = (s * applied for s in gray.shape)
-    return Decoded(gray, info, W, H, applied)
+    return Decoded(gray, info, W, H, applied, bgr)
 
 
 def read_gray(

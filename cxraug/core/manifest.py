@@ -35,10 +35,15 @@ STATUSES: tuple[str, ...] = ("ok", "excluded", "error", "duplicate", "rejected")
 COLUMNS: tuple[str, ...] = (
     "manifest_version", "id", "path", "label", "split", "status", "reason",
     "source", "source_path", "patient_id", "view", "license", "sha256",
-    "width", "height", "crop_x0", "crop_y0", "crop_x1", "crop_y1",
+    "width", "height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "marks",
     "synthetic", "run", "checkpoint_sha256", "seed", "noise_index", "note",
 )  # fmt: skip
 REQUIRED: tuple[str, ...] = ("id", "path", "label", "split", "status")
+#: What `preprocess` writes in the `marks` column (cxraug.prep.marks), joined by "+".
+MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border")
+#: A person's verdict in the `marks` column, which `preprocess` never overwrites: "clean"
+#: (keep the image in training) or "marked", each optionally followed by ": a note".
+MARK_VERDICTS: tuple[str, ...] = ("clean", "marked")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
 
@@ -68,6 +73,23 @@ def csv_safe(cell: str) -> str:
 def csv_plain(cell: str) -> str:
     """The text of a cell `csv_safe` wrote: the leading ' it added, and only that, removed."""
     return cell[1:] if _escaped(cell) else cell
+
+
+def marks_cell(reasons: Iterable[str]) -> str:
+    """The `marks` cell for the detector's reasons ("" = none found), in MARK_REASONS order."""
+    found = set(reasons)
+    return "+".join(r for r in MARK_REASONS if r in found)
+
+
+def is_verdict(cell: str) -> bool:
+    """Is the `marks` cell a person's verdict (kept by `preprocess`), not the detector's?"""
+    return cell.split(":", 1)[0].strip().lower() in MARK_VERDICTS
+
+
+def is_marked(cell: str) -> bool:
+    """Does the `marks` cell leave the image out of training: detector reasons, or a
+    person's "marked"; empty and "clean" do not."""
+    return cell.strip() != "" and cell.split(":", 1)[0].strip().lower() != "clean"
 
 
 def label_index(label: str) -> int:
@@ -113,6 +135,7 @@ class Record:
     width: int | None = None
     height: int | None = None
     crop: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1), original pixels, x1/y1 excl.
+    marks: str = ""  # editorial marks preprocess found ("text+stroke"), or a person's verdict
     synthetic: bool = False
     run: str = ""
     checkpoint_sha256: str = ""
@@ -219,7 +242,8 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
         source=g.get("source", ""), source_path=g.get("source_path", ""),
         patient_id=g.get("patient_id", ""), view=g.get("view", ""),
         license=g.get("license", ""), sha256=g.get("sha256", "").lower(),
-        width=ints["width"], height=ints["height"], crop=crop, synthetic=synth_s in _TRUE,
+        width=ints["width"], height=ints["height"], crop=crop, marks=g.get("marks", ""),
+        synthetic=synth_s in _TRUE,
         run=g.get("run", ""), checkpoint_sha256=g.get("checkpoint_sha256", ""),
         seed=ints["seed"], noise_index=ints["noise_index"], note=g.get("note", ""),
         extra={k: (v or "") for k, v in row.items() if k not in known and k is not None},

@@ -101,6 +101,12 @@ class RunDir(_OutputDir):
         return self.path / "log.csv"
 
     @property
+    def training_set_path(self) -> Path:
+        """Which images the run trains on: the dataset's hash, the images left out for
+        editorial marks (cxraug.train)."""
+        return self.path / "training_set.json"
+
+    @property
     def tb_dir(self) -> Path:
         return self.path / "tb"
 

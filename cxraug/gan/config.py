@@ -119,6 +119,14 @@ class TrainConfig:
         0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
     )  # fmt: skip
+    # --- data ---
+    # The manifest's `marks` column (cxraug.prep.marks): figures from papers carry arrows,
+    # panel letters and text that the GAN copies into its images.
+    include_marked: bool = setting(
+        False, "Also train on images with editorial marks (the manifest's marks column: "
+        "arrows, panel letters, text, colour, frames); by default they are left out.",
+        "--include-marked/--exclude-marked",
+    )  # fmt: skip
     # --- bookkeeping ---
     sample_interval: int = setting(200, "Save a fixed-noise sample grid every N iterations.")
     samples_per_class: int = setting(8, "Columns of the sample grid.")
@@ -233,6 +241,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        # a run from before marks were detected trained on every image
+        d = {"include_marked": True, **d}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(unknown)} in config; "

@@ -1,5 +1,7 @@
 """Contact sheets: a grid of thumbnails with each image's crop box drawn and its id printed,
-so that a person can check hundreds of crop boxes at a glance (`--contact-sheet`)."""
+so that a person can check hundreds of crop boxes at a glance (`--contact-sheet`). An image
+with editorial marks (its manifest `marks` cell, cxraug.prep.marks) gets a magenta frame
+round its cell and the cell's text printed on the thumbnail."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import numpy as np
 
 from cxraug.core.errors import InputError
 from cxraug.core.images import Box, write_png_rgb
+from cxraug.core.manifest import is_marked
+
+MARK_COLOUR = (255, 0, 255)  # RGB: magenta is not a colour of a gray radiograph or of a box
 
 
 @dataclass
@@ -21,6 +26,7 @@ class SheetItem:
     thumb: np.ndarray  # (h, w) uint8, longest side <= the sheet's cell
     box: Box | None  # in thumbnail pixels; None = no box drawn
     fallback: bool = False
+    marks: str = ""  # the manifest's `marks` cell: a marked image gets a frame and this text
 
 
 def make_thumb(
@@ -61,7 +67,9 @@ def check_sheet_target(path: Path | None, force: bool) -> None:
 def render_contact_sheet(
     items: list[SheetItem], path: Path, *, cell: int = 160, cols: int = 10, per_page: int = 200
 ) -> list[Path]:
-    """Write a grid of thumbnails with their box (green; orange = fallback) and id printed.
+    """Write a grid of thumbnails with their box (green; orange = fallback) and id printed;
+    marked images (`SheetItem.marks`, as `cxraug.core.manifest.is_marked` reads it) framed in
+    magenta with the cell's text.
 
     More than `per_page` items go to several files NAME-001.png, NAME-002.png, ... so that no
     sheet becomes too large to open. Returns the files written."""
@@ -92,6 +100,8 @@ def _sheet_page(items: list[SheetItem], cell: int, cols: int) -> np.ndarray:
             colour = (255, 160, 0) if it.fallback else (0, 230, 0)
             x0, y0, x1, y1 = it.box
             cv2.rectangle(sheet, (ox + x0, oy + y0), (ox + x1 - 1, oy + y1 - 1), colour, 1)
+        if is_marked(it.marks):
+            _mark_cell(sheet, left, top, cell, it.marks)
         # keep the end of the id (the file name), ".." marks the cut; Hershey fonts are ASCII
         text = it.id.encode("ascii", "replace").decode()
         while len(text) > 4 and cv2.getTextSize(text, font, scale, 1)[0][0] > cell - 4:
@@ -107,3 +117,14 @@ def _sheet_page(items: list[SheetItem], cell: int, cols: int) -> np.ndarray:
             cv2.LINE_AA,
         )
     return sheet
+
+
+def _mark_cell(sheet: np.ndarray, left: int, top: int, cell: int, marks: str) -> None:
+    """A 3 px magenta frame round the thumbnail's cell and the marks on a dark strip."""
+    for i in range(3):  # three 1 px rectangles: a thick line would spill into the next cell
+        cv2.rectangle(sheet, (left + i, top + i), (left + cell - 1 - i, top + cell - 1 - i),
+                      MARK_COLOUR, 1)  # fmt: skip
+    text = marks.encode("ascii", "replace").decode()[:28]  # Hershey fonts are ASCII
+    cv2.rectangle(sheet, (left + 3, top + 3), (left + cell - 4, top + 16), (0, 0, 0), -1)
+    cv2.putText(sheet, text, (left + 5, top + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, MARK_COLOUR,
+                1, cv2.LINE_AA)  # fmt: skip

@@ -37,6 +37,7 @@ class LoadOptions:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # refuse larger images from their header
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error
     max_file_mb: float = DEFAULT_MAX_FILE_MB  # refuse larger files before reading them
+    colour: bool = False  # keep a colour file's BGR pixels (Loaded.colour) for mark detection
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,13 @@ class Loaded:
     reduced: int  # JPEG reduction applied (1 = none)
     width: int  # original size after orientation
     height: int
+    colour: np.ndarray | None = None  # (h, w, 3) BGR of a colour file, with opts.colour
+
+    def region(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The crop of `gray` (h', w') and of `colour` (h', w', 3) or None."""
+        x0, y0, x1, y1 = self.crop
+        c = self.colour[y0:y1, x0:x1] if self.colour is not None else None
+        return self.gray[y0:y1, x0:x1], c
 
 
 def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool = True) -> Loaded:
@@ -69,7 +77,7 @@ def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool =
         raise ImageError("file changed since collect (sha256 differs); re-run `cxraug collect`")
     box = task.crop if use_crop else None
     d = decode_displayed(data, keep=target if opts.jpeg_reduce else None, crop=box,
-                         max_megapixels=opts.max_megapixels)  # fmt: skip
+                         max_megapixels=opts.max_megapixels, colour=opts.colour)  # fmt: skip
     W, H = d.width, d.height
     if task.width is not None and (W, H) != (task.width, task.height):
         raise ImageError(
@@ -87,7 +95,7 @@ def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool =
     sx, sy = w / W, h / H
     x0, y0 = min(w - 1, round(box[0] * sx)), min(h - 1, round(box[1] * sy))
     x1, y1 = max(x0 + 1, min(w, round(box[2] * sx))), max(y0 + 1, min(h, round(box[3] * sy)))
-    return Loaded(gray, (x0, y0, x1, y1), applied, W, H)
+    return Loaded(gray, (x0, y0, x1, y1), applied, W, H, d.colour)
 
 
 def tasks_for(ws: Workspace, rows: list[Record]) -> list[ImageTask]:

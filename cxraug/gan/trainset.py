@@ -1,0 +1,67 @@
+"""Which images a run trains on: the dataset's train split, less the images with editorial
+marks (the manifest's `marks` column, cxraug.prep.marks) unless `--include-marked`.
+
+Figures cropped from papers carry arrows, panel letters and text that a GAN copies into its
+images, so `train` leaves them out by default. The choice is part of the run's config
+(`TrainConfig.include_marked`, not changeable on resume) and the ids left out are written to
+runs/NAME/training_set.json with the dataset's hash, so the training set can be rebuilt.
+Only training leaves them out: `fid`, `filter` and `evaluate` still see every real image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxraug.core.dataset import Dataset, load_dataset
+from cxraug.core.errors import InputError
+from cxraug.core.fsutil import atomic_write_json
+from cxraug.core.workspace import RunDir
+
+
+def training_set(dataset_path: Path, include_marked: bool) -> tuple[Dataset, list[str]]:
+    """(the train-split images to train on, the ids left out for editorial marks). A dataset
+    built before marks were detected (`Dataset.marks` None) loses nothing."""
+    ds = load_dataset(dataset_path).subset(split="train")
+    if len(ds) == 0:
+        raise InputError(f"{dataset_path} has no train-split images; re-run `cxraug preprocess`")
+    if include_marked or ds.marks is None:  # None: built before marks were detected
+        return ds, []
+    marked = ds.marked()
+    kept = ds.rows(~marked)
+    emptied = [c for i, c in enumerate(ds.classes)
+               if (ds.labels == i).any() and not (kept.labels == i).any()]  # fmt: skip
+    if emptied:
+        raise InputError(f"every {' and every '.join(emptied)} training image has editorial "
+                         "marks (the manifest's marks column); pass --include-marked, or write "
+                         "clean in the marks cells of the images that are fine and re-run "
+                         "`cxraug preprocess`")  # fmt: skip
+    return kept, [str(i) for i in ds.ids[marked]]
+
+
+def write_training_set(run: RunDir, ds: Dataset, dataset_sha256: str, include_marked: bool,
+                       left_out: list[str]) -> None:  # fmt: skip
+    """runs/NAME/training_set.json: the dataset's hash, the images trained on per class, and
+    the ids left out for editorial marks."""
+    atomic_write_json(run.training_set_path, {
+        "dataset_sha256": dataset_sha256,
+        "include_marked": include_marked,
+        "marks_detected": ds.marks is not None,  # False: a dataset from before detection
+        "images": len(ds),
+        "per_class": ds.counts(),
+        "left_out_marked": len(left_out),
+        "left_out_ids": left_out,
+    })  # fmt: skip
+
+
+def left_out_note(ds: Dataset, left_out: list[str], include_marked: bool,
+                  run: RunDir) -> str | None:  # fmt: skip
+    """What to tell the user about the images left out, or None when there is nothing."""
+    if include_marked:
+        return None
+    if ds.marks is None:
+        return ("note: the dataset was built before editorial marks were detected, so none "
+                "are left out; re-run `cxraug preprocess` to detect them")  # fmt: skip
+    if left_out:
+        return (f"left out {len(left_out)} training images with editorial marks "
+                f"(--include-marked to keep them; the ids: {run.training_set_path})")
+    return None
