@@ -12,7 +12,9 @@ manifest and a link to its processed/ array, so arms never see each other's synt
 and reports, for the COVID class against the HELD-OUT covid test split: the share `filter`
 keeps, memorised and near-duplicate shares, FID (random features) and its ratio to the
 real-vs-real baseline, precision/recall (k = 3) at equal N (85 synthetic per draw against the
-85 test images; over all synthetic images in brackets), and the training wall time.
+85 test images; over all synthetic images in brackets), the pixel judges `fid` adds (C2ST AUC
+at 32 and 128 px with the real-halves baseline; high-frequency and Laplacian-variance ratios),
+and the training wall time.
 
 Usage: .venv/bin/python bench/ablation.py --data WS --root OUT [--arms a,b] [--seed 0]
        [--iterations N]   (arms: see ARMS; the real data may not be copied into the repo)
@@ -48,6 +50,9 @@ ARMS: dict[str, list[str]] = {
     "conv+color+lecam": ["--recipe", "conv", *_COLOR, "--lecam", "0.1"],
     "conv+color+sn": ["--recipe", "conv", *_COLOR, "--spectral-norm"],
     "conv+sn": ["--recipe", "conv", "--spectral-norm"],
+    # issue 17 (pass for real): the default also sees unaugmented images half of the time
+    "conv+p05": ["--recipe", "conv", "--augment-p", "0.5"],
+    "conv+r1": ["--recipe", "conv", "--r1", "0.3"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ
@@ -112,8 +117,23 @@ def rescore(path: Path) -> dict:
 
 
 HEADER = ("| arm | seed | iterations | checkpoint | kept by filter | memorised / near-dup | "
-          "FID (random feat.) | vs real-real | precision / recall, equal N (all) | train min |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+          "FID (random feat.) | vs real-real | precision / recall, equal N (all) | "
+          "C2ST AUC 32 / 128 px (real halves) | hf / Laplacian ratio | train min |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _judges(d: dict) -> tuple[str, str]:
+    """The pixel judges' cells (results saved before they existed: n/a; --rescore them)."""
+    by = {c["size"]: c for c in d.get("c2st", []) if c.get("auc") is not None}
+    if 32 not in by:
+        return "n/a", "n/a"
+    big = by.get(128, by[32])
+    auc = (f"{by[32]['auc']:.3f} / {big['auc']:.3f} "
+           f"({by[32]['baseline_auc']:.2f} / {big['baseline_auc']:.2f})")
+    sp = d.get("spectrum") or {}
+    ratio = (f"{sp['hf_ratio']:.2f} / {sp['laplacian_ratio']:.2f}"
+             if "hf_ratio" in sp else "n/a")  # fmt: skip
+    return auc, ratio
 
 
 def row(r: dict) -> str:
@@ -123,9 +143,10 @@ def row(r: dict) -> str:
     mem = f["rejected_by_reason"].get("memorised", 0)
     dup = f["rejected_by_reason"].get("near-duplicate", 0)
     ratio = d["fid"] / d["baseline_fid"] if d.get("baseline_fid") else float("nan")
+    auc, spectrum = _judges(d)
     return (f"| {r['arm']} | {r['seed']} | {r['iterations']} | {Path(r['checkpoint']).name} | "
             f"{kept}/{n} ({kept / n:.0%}) | {mem / n:.1%} / {dup / n:.1%} | {d['fid']:.1f} | "
-            f"{ratio:.1f}x | {_pr(d)} | "
+            f"{ratio:.1f}x | {_pr(d)} | {auc} | {spectrum} | "
             f"{r['train_s'] / 60:.1f} |")  # fmt: skip
 
 
