@@ -93,13 +93,17 @@ def main() -> None:
     run("cxraug", "generate", "-w", w, "--class", "covid", "--balance", "--run", "demo",
         "--seed", seed)  # fmt: skip
     run("cxraug", "filter", "-w", w, "--class", "covid", "--seed", seed)
+    # the report ends with the pixel judges (C2ST per scale, spectrum); the sheet puts real
+    # phantoms above generated ones
     run("cxraug", "fid", "manifest:split=test,label=covid",
         "manifest:synthetic=true,label=covid,status=any", "-w", w, "--features", "random",
-        "--kid-subsets", "20", "--seed", seed)  # fmt: skip
+        "--kid-subsets", "20", "--seed", seed, "--sheet", str(ws / "real-vs-fake.png"),
+        "--spectrum", str(ws / "spectrum.png"))  # fmt: skip
 
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Look at:")
     for p in ("manifest.csv", "boxes.png", "runs/demo/samples/", "runs/demo/loss.png",
-              "runs/demo/scores.png", "synthetic/covid-filter-sheet.png"):  # fmt: skip
+              "runs/demo/scores.png", "synthetic/covid-filter-sheet.png", "real-vs-fake.png",
+              "spectrum.png"):  # fmt: skip
         print(f"  {ws / p}")
 
 

@@ -310,9 +310,12 @@ def test_score_criterion_ranks_eligible_checkpoints_by_c2st_then_kid() -> None:
     a = s(1, "a", kid=0.00, **ok, c2st=0.95)  # best KID, but a probe tells it from real
     b = s(2, "b", kid=0.05, **ok, c2st=0.61)
     c = s(3, "c", kid=0.03, **ok, c2st=0.605)  # same 0.02 step as b: KID decides
+    e = s(5, "e", kid=0.01, **ok, c2st=1.0)
+    f = s(6, "f", kid=0.02, **ok, c2st=0.99998)  # rounds to e's step: KID decides
     d = s(4, "d", kid=0.00, kid_std=0, kept=0.5, memorised=0.0, near_duplicate=0, c2st=0.5)
     assert scoring.best_of([a, b, c, d]) == c  # d is not eligible, whatever its AUC
     assert scoring.best_of([a, b]) == b
+    assert scoring.best_of([e, f]) == e
     assert scoring.Score.from_row(c.row()).c2st == pytest.approx(0.605)
 
 

@@ -26,8 +26,9 @@ test split stays an honest, unseen judge:
 
 Criterion (lower key is better): a checkpoint is ELIGIBLE when kept >= KEPT_MIN and
 memorised <= MEMORISED_MAX; every eligible checkpoint ranks before every ineligible one.
-Within each group the lower C2ST AUC wins, compared on a grid of C2ST_STEP (0.02: below its
-split noise at 128 samples, so two checkpoints a probe scores alike are not ranked by noise);
+Within each group the lower C2ST AUC wins, rounded to a grid of C2ST_STEP (0.02: about its
+split noise at 128 samples, so two checkpoints a probe scores alike are not ranked by noise;
+rounded, not floored, so 0.9999 and 1.0 share a step);
 within one grid step, and for runs scored before the C2ST existed (NaN), the lower KID wins.
 The winner becomes the run's `best` checkpoint (checkpoints/best, kept out of pruning), which
 `generate` uses by default. Real images are grouped by image here, not by patient (the run
@@ -86,7 +87,7 @@ class Score:
 
     def key(self) -> tuple[int, float, float]:
         """Sort key, lower is better (see the module docstring)."""
-        grid = math.floor(self.c2st / C2ST_STEP) if math.isfinite(self.c2st) else math.inf
+        grid = round(self.c2st / C2ST_STEP) if math.isfinite(self.c2st) else math.inf
         return (0 if self.eligible else 1, grid, self.kid if math.isfinite(self.kid) else math.inf)
 
     def row(self) -> dict[str, str]:
