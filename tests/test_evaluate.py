@@ -212,9 +212,9 @@ def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path) -
     neither the GAN's training set nor filter's calibration images contain it."""
     from cxraug.collect import CollectConfig, collect
     from cxraug.filter import FilterConfig, load_reference
+    from cxraug.gan.trainset import training_set
     from cxraug.prep.phantom import write_phantom_folder
     from cxraug.preprocess import PreprocessConfig, preprocess
-    from cxraug.train import _train_split
 
     a = write_phantom_folder(tmp_path / "a", 8, 8, seed=0)
     b = write_phantom_folder(tmp_path / "b", 3, 3, seed=1)
@@ -231,7 +231,8 @@ def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path) -
     from cxraug.core.dataset import load_dataset
 
     assert external <= set(load_dataset(ws.dataset_path).ids)  # kept for evaluate
-    assert not external & set(_train_split(ws).ids)  # the GAN (and its checkpoint scores)
+    for include_marked in (False, True):  # the GAN (and its checkpoint scores), either way
+        assert not external & set(training_set(ws.dataset_path, include_marked)[0].ids)
     for label in ("covid", "normal"):
         _, ref = load_reference(ws, label, FilterConfig(min_real=2))
         assert ref and not external & set(ref)  # filter's calibration
