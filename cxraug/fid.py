@@ -153,6 +153,16 @@ def _check_counts(real: ImageSet, fake: ImageSet, config: FidConfig) -> None:
                          "--c2st-repeats, --c2st-max-per-side and --sheet-n >= 1")  # fmt: skip
 
 
+#: The seeded streams of one `fid` run, in the order they were added. spawn(n)[:k] ==
+#: spawn(k), so each added stream left the earlier numbers unchanged; add new ones at the end.
+STREAMS = ("kid", "split", "pr", "pixels", "sheet")
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """One independent SeedSequence per name in STREAMS, all from --seed."""
+    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
+
+
 def pixel_judges(real: ImageSet, fake: ImageSet, config: FidConfig,
                  seed: np.random.SeedSequence) -> PixelJudges:  # fmt: skip
     """The C2ST and spectrum judges on the pixels of both (canonical) sets."""
@@ -199,9 +209,9 @@ def compute_fid(
     fd = metrics.fid_from_features(fr, ff, eps=config.eps)
     if fd.eps is not None:
         notes.append(f"sqrtm was singular: added eps={fd.eps} to both covariances")
-    # spawn(n)[:k] == spawn(k): each added stream left the earlier numbers unchanged
-    kid_ss, split_ss, pr_ss, pix_ss = np.random.SeedSequence(config.seed).spawn(4)
-    pix = pixel_judges(real, fake, config, pix_ss)
+    ss = seed_streams(config.seed)
+    kid_ss, split_ss, pr_ss = ss["kid"], ss["split"], ss["pr"]
+    pix = pixel_judges(real, fake, config, ss["pixels"])
     notes += pix.notes
     k = metrics.kid(
         fr,
@@ -304,7 +314,7 @@ def run_fid(
     if spectrum is not None and report.spectrum is not None:
         write_png_rgb(Path(spectrum), spectrum_figure(report.spectrum))
     if sheet is not None:
-        rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(5)[4])
+        rng = np.random.default_rng(seed_streams(config.seed)["sheet"])
         grid = comparison_sheet(r.canonical().loaders, f.canonical().loaders, config.sheet_n, rng)
         write_png_rgb(Path(sheet), grid)
     return report
