@@ -32,26 +32,30 @@ from cxraug.core.manifest import (
     Manifest,
     Record,
     crop_box_problem,
+    manifest_text,
     parse_manifest_text,
 )
-from cxraug.core.settings import setting
+from cxraug.core.settings import SEED, WORKERS, Settings, between, setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.inspect import FileCheck, inspect_files
-from cxraug.prep.sources import Candidate, list_source, parse_source
+from cxraug.prep.sources import Candidate, SourceSpec, list_source, parse_source
 
 
 @dataclass(frozen=True)
-class CollectConfig:
+class CollectConfig(Settings):
     test_fraction: float = setting(
-        0.2, "Share of each class put in the test split, by patient."
-    )
-    seed: int = setting(0, "Seed of the patient-level train/test split.")  # np.random.default_rng
-    workers: int = setting(2, "Processes that hash and decode files.")
+        0.2, "Share of each class put in the test split, by patient.",
+        bounds=between(0.0, 1.0, hi_open=True),
+    )  # fmt: skip
+    seed: int = setting(0, "Seed of the patient-level train/test split.",
+                        bounds=SEED)  # np.random.default_rng  # fmt: skip
+    workers: int = setting(2, "Processes that hash and decode files.", bounds=WORKERS)
     near_dup_bits: int = setting(
         14,
         "Report image pairs whose 256-bit dHash differ in at most this many bits as "
         "near-duplicates (kept, noted; kept in one split).",
+        bounds=between(0, 256),
     )
     test_only: str = setting(
         "",
@@ -334,17 +338,18 @@ def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int
         _add_note(records[i], "near-duplicate of " + ", ".join(others[:3]) + more)
 
 
-@manifest_writer("cxraug collect")
 def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied),
-    holding the workspace lock (another manifest writer running: exit 7)."""
+    holding the workspace lock (another manifest writer running: exit 7). The SOURCE
+    arguments are checked first: a bad one changes nothing, not even a new workspace folder."""
+    specs, test_only = _check_sources(sources, config)
+    return _collect(workspace, specs, test_only, config)
+
+
+def _check_sources(sources: list[str], config: CollectConfig) -> tuple[list[SourceSpec],
+                                                                         list[str]]:  # fmt: skip
+    """The parsed sources and the --test-only names, or InputError (exit 3)."""
     vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
-    vassert(0.0 <= config.test_fraction < 1.0,
-            f"--test-fraction {config.test_fraction} must be in [0, 1), e.g. 0.2")  # fmt: skip
-    vassert(config.workers >= 1, f"--workers {config.workers} must be at least 1")
-    vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
-            "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
-    vassert(0 <= config.near_dup_bits <= 256, "near_dup_bits must be in [0, 256]")
     specs = [parse_source(s) for s in sources]
     names = Counter(s.name for s in specs)
     clash = sorted(n for n, k in names.items() if k > 1)
@@ -356,6 +361,12 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
             f"sources are named {', '.join(sorted(names))} (name one with NAME=SCHEME:PATH)")
     vassert(len(set(test_only)) < len(names), "--test-only names every source; keep at least "
             "one source for training")
+    return specs, test_only
+
+
+@manifest_writer("cxraug collect")
+def _collect(workspace: Workspace, specs: list[SourceSpec], test_only: list[str],
+             config: CollectConfig) -> CollectResult:  # fmt: skip
     old_text = ""
     if workspace.manifest_path.exists():
         vassert(config.force, f"{workspace.manifest_path} already exists; re-run with --force "
@@ -363,7 +374,8 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
                 "excluded of ids that still exist, and synthetic rows, are kept; splits and "
                 "other statuses are recomputed and listed; the old file is saved as "
                 "manifest.csv.bak)")  # fmt: skip
-        old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
+        # a folder or a FIFO named manifest.csv: exit 3, and it is left where it is
+        old_text = manifest_text(workspace.manifest_path, lenient=True)
     listings = [list_source(s) for s in specs]
     cands = [c for listing in listings for c in listing.candidates]
     # a source refuses some rows before any file is read (a metadata path leading outside it)

@@ -36,7 +36,7 @@ from cxraug.core.errors import ImageError, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import read_gray_u8, write_png_rgb
 from cxraug.core.manifest import LABELS, check_label
-from cxraug.core.settings import setting
+from cxraug.core.settings import SEED, Settings, at_least, between, setting
 from cxraug.core.ui import err, warn
 from cxraug.core.workspace import EvalDir, Workspace
 
@@ -47,7 +47,7 @@ NO_SYNTHETIC = "no ok synthetic rows: run `cxraug generate` and `cxraug filter` 
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Settings):
     """Defaults of `cxraug evaluate` (shown by --help)."""
 
     arms: str = setting(",".join(ARMS), "Comma-separated arms to train and score.")
@@ -56,18 +56,27 @@ class EvaluateConfig:
         "", "Class the synthetic arms add images of (default: the scarcest training class).",
         "--class",
     )  # fmt: skip
-    seeds: int = setting(3, "Seeds per arm (each: own validation split and initial weights).")
-    seed: int = setting(0, "Base seed: the same seed reproduces every number.")
-    size: int = setting(128, "Classifier input side in pixels (images are resized to it).")
-    steps: int = setting(500, "Training steps per arm and seed (the shared budget).")
-    batch_size: int = setting(32, "Images per training step.")
-    eval_every: int = setting(50, "Steps between validation scores (early stopping).")
-    patience: int = setting(4, "Stop after this many validation scores without improvement.")
-    width: int = setting(16, "Channels of the first conv block (doubled per block).")
+    seeds: int = setting(3, "Seeds per arm (each: own validation split and initial weights).",
+                         bounds=at_least(1))  # fmt: skip
+    seed: int = setting(0, "Base seed: the same seed reproduces every number.", bounds=SEED)
+    size: int = setting(128, "Classifier input side in pixels (images are resized to it).",
+                        bounds=between(16, 512))  # fmt: skip
+    steps: int = setting(500, "Training steps per arm and seed (the shared budget).",
+                         bounds=at_least(1))  # fmt: skip
+    batch_size: int = setting(32, "Images per training step.", bounds=at_least(2))
+    eval_every: int = setting(50, "Steps between validation scores (early stopping).",
+                              bounds=at_least(1))  # fmt: skip
+    patience: int = setting(4, "Stop after this many validation scores without improvement.",
+                            bounds=at_least(1))  # fmt: skip
+    width: int = setting(16, "Channels of the first conv block (doubled per block).",
+                         bounds=between(1, 1024))  # fmt: skip
     val_fraction: float = setting(0.15, "Share of the TRAIN patients of each class held out "
-                                  "for early stopping and the threshold.")  # fmt: skip
-    bootstrap: int = setting(1000, "Bootstrap resamples of the test patients.")
-    min_test_per_class: int = setting(10, "Fewest test images of a class for a CI.")
+                                  "for early stopping and the threshold.",
+                                  bounds=between(0.02, 0.5))  # fmt: skip
+    bootstrap: int = setting(1000, "Bootstrap resamples of the test patients.",
+                             bounds=at_least(100))  # fmt: skip
+    min_test_per_class: int = setting(10, "Fewest test images of a class for a CI.",
+                                      bounds=at_least(2))  # fmt: skip
     shortcut: bool = setting(True, "Run the shortcut check (predict the source).",
                              "--shortcut/--no-shortcut")  # fmt: skip
     hflip: bool = setting(False, "Classical arms: also flip left-right (laterality lost).",
@@ -88,15 +97,8 @@ class EvaluateConfig:
         return list(dict.fromkeys(["real", *arms]))  # real only: the baseline of every difference
 
     def check(self) -> None:
-        vassert(16 <= self.size <= 512 and self.size % 2 ** self.blocks == 0,
+        vassert(self.size % 2 ** self.blocks == 0,
                 f"--size {self.size}: use a multiple of {2 ** self.blocks} in 16..512, e.g. 128")
-        vassert(self.seeds >= 1, "--seeds must be at least 1")
-        vassert(self.steps >= 1 and self.batch_size >= 2 and self.eval_every >= 1
-                and self.patience >= 1, "--steps, --eval-every, --patience must be >= 1 and "
-                "--batch-size >= 2")  # fmt: skip
-        vassert(0.02 <= self.val_fraction <= 0.5, "--val-fraction must be in [0.02, 0.5]")
-        vassert(self.bootstrap >= 100, "--bootstrap must be at least 100 for a 95 % interval")
-        vassert(self.min_test_per_class >= 2, "--min-test-per-class must be at least 2")
         if self.augment_class:
             check_label(self.augment_class)
 
@@ -320,7 +322,6 @@ def _shortcut(data: Images, fit_idx: np.ndarray, val_idx: np.ndarray, test_idx: 
 def evaluate(ws: Workspace, cfg: EvaluateConfig = EvaluateConfig(), *, name: str = "default",
              force: bool = False, show_progress: bool = True) -> EvalResult:  # fmt: skip
     """Train and score every arm (see the module docstring); save config, results, figures."""
-    cfg.check()
     arms = cfg.arm_list()
     folder = ws.evaluation(name)  # the workspace's one name rule (exit 3)
     if folder.path.exists() and any(folder.path.iterdir()) and not force:

@@ -29,7 +29,7 @@ from cxraug import __version__
 from cxraug.core.errors import InputError, NumericError
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
-from cxraug.core.settings import setting
+from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
 from cxraug.metrics import c2st
@@ -44,7 +44,7 @@ FID_UNBIASED_N = 2048
 
 
 @dataclass(frozen=True)
-class FidConfig:
+class FidConfig(Settings):
     """Defaults of `cxraug fid` (shown by --help)."""
 
     features: str = setting(
@@ -55,31 +55,43 @@ class FidConfig:
     resize: str = setting(  # see features.RESIZE_FILTERS
         "bilinear-aa", "Resize filter to 299 px: bilinear-aa or cubic."
     )
-    batch_size: int = setting(32, "Images per network call.")
-    seed: int = setting(0, "Seeds KID subsets and the real-vs-real split.")
-    kid_subsets: int = setting(100, "KID: number of subsets.")
-    kid_subset_size: int = setting(1000, "KID: max subset size.")
-    pr_k: int = setting(3, "Precision/recall: k of the k-NN radii.")
+    batch_size: int = setting(32, "Images per network call.", bounds=at_least(1))
+    seed: int = setting(0, "Seeds KID subsets and the real-vs-real split.", bounds=SEED)
+    kid_subsets: int = setting(100, "KID: number of subsets.", bounds=at_least(1))
+    kid_subset_size: int = setting(1000, "KID: max subset size.", bounds=at_least(2))
+    pr_k: int = setting(3, "Precision/recall: k of the k-NN radii.", bounds=at_least(1))
     pr_draws: int = setting(
         20,
         "Precision/recall at equal N: random subsets of the larger set, each the size of the "
         "smaller (k-NN radii shrink as a set grows, so numbers at unequal sizes depend on "
         "how many images were generated).",
+        bounds=at_least(1),
     )
     c2st_sizes: tuple[int, ...] = setting(
         c2st.SIZES,
         "C2ST: sizes (px) at which a linear probe tries to tell FAKE from REAL pixels, "
         "comma-separated (pixels: valid with any --features).",
+        bounds=at_least(4),
     )
-    c2st_repeats: int = setting(c2st.REPEATS, "C2ST: repeats of the grouped cross-validation.")
-    c2st_folds: int = setting(c2st.FOLDS, "C2ST: cross-validation folds (>= 2).")
+    c2st_repeats: int = setting(c2st.REPEATS, "C2ST: repeats of the grouped cross-validation.",
+                                bounds=at_least(1))  # fmt: skip
+    c2st_folds: int = setting(c2st.FOLDS, "C2ST: cross-validation folds (>= 2).",
+                              bounds=at_least(2))  # fmt: skip
     c2st_max_per_side: int = setting(
-        c2st.MAX_PER_SIDE, "C2ST: at most this many images per side (cost grows as N^2)."
-    )
-    sheet_n: int = setting(8, "--sheet: images per side.")
+        c2st.MAX_PER_SIDE, "C2ST: at most this many images per side (cost grows as N^2).",
+        bounds=at_least(1),
+    )  # fmt: skip
+    sheet_n: int = setting(8, "--sheet: images per side.", bounds=at_least(1))
     eps: float = 1e-6  # added to covariances only if sqrtm returns non-finite values
     # measured: no gain for Inception on CPU (bench/RESULTS.md)
     xla: bool = setting(False, "Compile the extractor with XLA.", "--xla/--no-xla")
+
+    def check(self) -> None:
+        if self.resize not in feats.RESIZE_FILTERS:
+            raise InputError(f"unknown --resize {self.resize!r}; use one of "
+                             f"{', '.join(feats.RESIZE_FILTERS)}")  # fmt: skip
+        if not self.c2st_sizes:
+            raise InputError("--c2st-sizes lists no size; give e.g. 16,32,64,128")
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -143,14 +155,6 @@ def _check_counts(real: ImageSet, fake: ImageSet, config: FidConfig) -> None:
                 f"with k={config.pr_k} needs at least {config.pr_k + 1}: add "
                 "images or lower --pr-k"
             )
-    if (config.pr_k < 1 or config.kid_subsets < 1 or config.kid_subset_size < 2
-            or config.pr_draws < 1):
-        raise InputError("--pr-k, --pr-draws and --kid-subsets must be >= 1, "
-                         "--kid-subset-size >= 2")  # fmt: skip
-    if (min(config.c2st_sizes, default=0) < 4 or config.c2st_folds < 2
-            or min(config.c2st_repeats, config.c2st_max_per_side, config.sheet_n) < 1):
-        raise InputError("--c2st-sizes must list sizes >= 4 px, --c2st-folds must be >= 2, "
-                         "--c2st-repeats, --c2st-max-per-side and --sheet-n >= 1")  # fmt: skip
 
 
 #: The seeded streams of one `fid` run, in the order they were added. spawn(n)[:k] ==
@@ -185,10 +189,6 @@ def compute_fid(
 ) -> FidReport:
     """Score FAKE against REAL. `cache_dir=None` disables the feature cache."""
     _check_counts(real, fake, config)
-    if config.resize not in feats.RESIZE_FILTERS:
-        raise InputError(
-            f"unknown --resize {config.resize!r}; use one of {', '.join(feats.RESIZE_FILTERS)}"
-        )
     ex = extractor or feats.load_extractor(config.features, weights, xla=config.xla)
     real, fake = real.canonical(), fake.canonical()
     fr, hit_r = set_features(real, ex, config.resize, config.batch_size, cache_dir, "real",

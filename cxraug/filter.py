@@ -14,8 +14,6 @@ An image file that cannot be read is rejected as "unreadable: <why>".
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,11 +25,12 @@ from rich.table import Table
 from rich.text import Text
 
 from cxraug.core import pending
+from cxraug.core.csvfile import write_rows
 from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
-from cxraug.core.manifest import Record, check_label, csv_safe
+from cxraug.core.manifest import Record, check_label
 from cxraug.core.ui import progress, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
@@ -326,14 +325,13 @@ def _check_config_beside(anchor: Path | None, force: bool) -> None:
 
 
 def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real", "nearest_real"])
+    rows = []
     for d, p in zip(decisions, files, strict=True):
         scores = [f"{d.scores[k]:.6g}" if k in d.scores else "" for k in (*SCORE_NAMES, "nn_real")]
-        w.writerow([csv_safe(c) for c in (d.id, str(p), "ok" if d.kept else "rejected",
-                                           d.reason, *scores, d.nearest_real)])  # fmt: skip
-    return buf.getvalue()
+        rows.append([d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores,
+                     d.nearest_real])  # fmt: skip
+    return write_rows(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real",
+                       "nearest_real"], rows)  # fmt: skip
 
 
 def _write_outputs(

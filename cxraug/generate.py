@@ -27,24 +27,25 @@ from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
-from cxraug.core.settings import setting
+from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
 
 
 @dataclass(frozen=True)
-class GenerateConfig:
+class GenerateConfig(Settings):
     """Defaults of `cxraug generate` (shown by --help)."""
 
     label: str = setting("covid", "Class to generate (normal | covid).", "--class")
-    n: int | None = setting(None, "Number of images (or use --balance).", "-n")
+    n: int | None = setting(None, "Number of images (or use --balance).", "-n",
+                            bounds=at_least(0))  # fmt: skip
     balance: bool = setting(
         False,
         "n = usable real train images of the majority class - usable train images (real + "
         "synthetic) of --class.",
     )
-    seed: int = setting(0, "Noise seed: image i uses z from (seed, i).")
-    batch_size: int = setting(256, "Images per generator batch.")
+    seed: int = setting(0, "Noise seed: image i uses z from (seed, i).", bounds=SEED)
+    batch_size: int = setting(256, "Images per generator batch.", bounds=at_least(1))
     # None: the newest run with a checkpoint
     run: str | None = setting(
         None, "Run name (or its folder under WORKSPACE/runs) [default: newest run]."
@@ -55,6 +56,12 @@ class GenerateConfig:
         "if its checkpoints were scored, else its latest].",
     )  # fmt: skip
     force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
+
+    def check(self) -> None:
+        for flag, value in (("--run", self.run), ("--checkpoint", self.checkpoint)):
+            if value is not None and not value.strip():
+                raise InputError(f"{flag} is empty; give a run name (e.g. --run conv) or a "
+                                 f"checkpoint file, or leave {flag} out for the default")
 
 
 @dataclass
@@ -108,15 +115,13 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
     holding the workspace lock (another manifest writer running: exit 7)."""
     check_label(cfg.label)
-    if cfg.batch_size < 1:
-        raise InputError(f"--batch-size {cfg.batch_size}: use at least 1")
     pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()
     if cfg.checkpoint not in (None, "best", "latest"):
         ckpt_path = Path(str(cfg.checkpoint))
         run_dir = ws.run_of_checkpoint(ckpt_path)
     else:
-        run_dir = ws.find_run(cfg.run) if cfg.run else ws.newest_run()
+        run_dir = ws.find_run(cfg.run) if cfg.run is not None else ws.newest_run()
         # default: the best-scored checkpoint when the run scored its checkpoints
         found = find_best(run_dir) if cfg.checkpoint != "latest" else None
         if found is None and cfg.checkpoint == "best":

@@ -38,14 +38,14 @@ from rich.table import Table
 
 from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
-from cxraug.core.errors import ImageError, InputError, vassert
+from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
 from cxraug.core.images import (
     max_file_mb_setting,
     max_megapixels_setting,
 )
 from cxraug.core.manifest import LABELS, MARK_REASONS, SPLITS, Record, label_index
-from cxraug.core.settings import setting
+from cxraug.core.settings import WORKERS, Settings, between, setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.contact_sheet import (
@@ -71,8 +71,8 @@ OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
-    size: int = setting(224, "Output side in pixels (the paper: 224).")
+class PreprocessConfig(Settings):
+    size: int = setting(224, "Output side in pixels (the paper: 224).", bounds=between(8, 4096))
     # False = stretch the crop to size x size, as the paper does
     keep_aspect: bool = setting(
         False,
@@ -85,7 +85,7 @@ class PreprocessConfig:
         "--jpeg-reduce/--no-jpeg-reduce",
     )
     # processes (the machine has 2 cores); 1 = run in this process
-    workers: int = setting(2, "Processes that decode and resize images.")
+    workers: int = setting(2, "Processes that decode and resize images.", bounds=WORKERS)
     max_megapixels: float = max_megapixels_setting()
     max_file_mb: float = max_file_mb_setting()
     verify_sha256: bool = True  # a file whose bytes changed since `collect` is an error row
@@ -290,10 +290,6 @@ def preprocess(
 
     Same output settings and an unchanged manifest -> nothing is rebuilt (`up_to_date`), unless
     a contact sheet is asked for. Unreadable images become `error` rows in the manifest."""
-    vassert(8 <= config.size <= 4096, f"--size {config.size} is out of range; use 8..4096")
-    vassert(config.workers >= 1, "--workers must be at least 1")
-    vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
-            "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
     check_sheet_target(contact_sheet, force)  # before any work: refuse, change nothing
     _remove_leftovers(ws)
     old = _check_existing(ws, config, force)

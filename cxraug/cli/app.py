@@ -173,7 +173,9 @@ def command(
             for k, v in values.items():
                 if _is_tuple(hints[k]) and isinstance(v, str):
                     values[k] = _numbers(v, k)
-            return fn(cfg=config(**values), **kwargs)  # a bad value: InputError -> exit 3
+            # building the config checks it before the command runs: a number out of its range
+            # is a UsageError (exit 2), a bad choice an InputError (exit 3)
+            return fn(cfg=config(**values), **kwargs)
 
         # --help order: arguments and --workspace, the config's options, then the command's own
         front = [p for p in own if p.name in ("ctx", "workspace")

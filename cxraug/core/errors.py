@@ -7,7 +7,8 @@ Exit codes (also in README.md):
     0   success, every row/file usable
     1   finished, but some rows/files failed (they are recorded in the manifest and the summary)
         (evaluate: an arm or a test source was skipped; the others ran)
-    2   usage error (bad option or argument; printed by typer/click)
+    2   usage error: a bad option or argument (printed by typer/click), or an option value that
+        is not a finite number or out of its range (UsageError, before anything is touched)
     3   bad input: invalid manifest, bad crop box, unknown class, missing file/run, too few images
     4   a required resource is missing (e.g. Inception-v3 weights not found offline)
     5   numeric failure (NaN/Inf loss, imaginary matrix square root)
@@ -46,6 +47,13 @@ class InputError(CxrError):
     """Bad input the user can fix (files, options, classes, counts)."""
 
     exit_code = EXIT_INPUT
+
+
+class UsageError(InputError):
+    """An option value the command cannot take (not a finite number, out of its range): exit 2,
+    raised while the options are checked, before anything is read or written."""
+
+    exit_code = EXIT_USAGE
 
 
 class ManifestError(InputError):

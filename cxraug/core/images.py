@@ -35,7 +35,7 @@ import numpy as np
 
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import atomic_write_bytes
-from cxraug.core.settings import setting
+from cxraug.core.settings import above, setting
 
 DEFAULT_MAX_MEGAPIXELS = 150.0  # ~12,000 x 12,000: far above any X-ray, far below memory limits
 #: Files above this are refused before they are read (a 150 MP 16-bit TIFF is ~430 MiB).
@@ -46,14 +46,14 @@ def max_megapixels_setting() -> Any:
     """The `max_megapixels` field of every config that decodes source images (one help text)."""
     return setting(DEFAULT_MAX_MEGAPIXELS,
                    "Refuse images above this many megapixels, from their header (before "
-                   "decoding).")  # fmt: skip
+                   "decoding).", bounds=above(0))  # fmt: skip
 
 
 def max_file_mb_setting() -> Any:
     """The `max_file_mb` field of every config that reads source files (one help text)."""
     return setting(DEFAULT_MAX_FILE_MB,
                    "Refuse files above this many MiB before reading them (FIFOs and devices are "
-                   "always refused, unread).")  # fmt: skip
+                   "always refused, unread).", bounds=above(0))  # fmt: skip
 MIN_SIDE = 16
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".webp")
 

@@ -10,13 +10,16 @@ spreadsheet shows (the header is row 1). Columns the user adds are kept and writ
 
 from __future__ import annotations
 
-import csv
-import io
-import re
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from cxraug.core.csvfile import csv_plain as csv_plain
+from cxraug.core.csvfile import csv_rows as csv_rows
+from cxraug.core.csvfile import csv_safe as csv_safe
+from cxraug.core.csvfile import dict_reader, read_text, write_rows
 from cxraug.core.errors import MAX_LISTED, InputError, ManifestError
 from cxraug.core.fsutil import atomic_write_text
 
@@ -46,33 +49,6 @@ MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border")
 MARK_VERDICTS: tuple[str, ...] = ("clean", "marked")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
-
-
-#: A cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV
-#: injection"): `=HYPERLINK(...)`, `+cmd|...`, `-2+3`, `@SUM(...)`, and a tab or CR before one.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_ESCAPE = "'"  # what a spreadsheet itself puts before text it must not evaluate
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # -1.5, +2, -3e-4: left as is
-
-
-def _escaped(cell: str) -> bool:
-    """Does the cell as stored carry cxraug's leading ' (one a reader must remove)?"""
-    return cell.startswith(_ESCAPE) and cell[1:2] != "" and cell[1] in (*FORMULA_STARTS, _ESCAPE)
-
-
-def csv_safe(cell: str) -> str:
-    """A cell as written to a CSV cxraug produces: text a spreadsheet would evaluate (it starts
-    with = + - @ tab or CR, and is not a plain number such as -1.5) gets a leading ', and so
-    does text that already starts with ' before one of those or another ', so that
-    `csv_plain(csv_safe(x)) == x` for every x."""
-    if (cell.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(cell)) or _escaped(cell):
-        return _ESCAPE + cell
-    return cell
-
-
-def csv_plain(cell: str) -> str:
-    """The text of a cell `csv_safe` wrote: the leading ' it added, and only that, removed."""
-    return cell[1:] if _escaped(cell) else cell
 
 
 def marks_cell(reasons: Iterable[str]) -> str:
@@ -174,7 +150,7 @@ def _to_row(r: Record) -> dict[str, str]:
     x0, y0, x1, y1 = r.crop if r.crop is not None else (None, None, None, None)
     row.update(crop_x0=s(x0), crop_y0=s(y0), crop_x1=s(x1), crop_y1=s(y1))
     row.update(r.extra)
-    return {k: csv_safe(v) for k, v in row.items()}
+    return row
 
 
 def _parse_int(value: str, column: str, errors: list[str], where: str) -> int | None:
@@ -319,31 +295,9 @@ class Manifest:
 
 
 def to_csv_text(m: Manifest) -> str:
-    buf = io.StringIO()
     cols = list(COLUMNS) + [c for c in m.extra_columns if c not in COLUMNS]
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    # csv quotes a cell holding "\n" but not one holding a lone "\r" (not in our line
-    # terminator), which a reader then takes for the end of the row: quote such rows whole
-    quoted = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore",
-                            quoting=csv.QUOTE_ALL)  # fmt: skip
-    w.writeheader()
-    for r in m.records:
-        row = _to_row(r)
-        (quoted if any("\r" in v for v in row.values()) else w).writerow(row)
-    return buf.getvalue()
-
-
-def csv_rows(
-    reader: csv.DictReader[str], name: str, errors: list[str]
-) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """(spreadsheet line, "NAME row N", row) for each data row of a user-edited CSV; a row with
-    more cells than the header is reported in `errors` and skipped."""
-    for i, row in enumerate(reader):
-        where = f"{name} row {i + 2}"
-        if None in row:
-            errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
-            continue
-        yield i + 2, where, {k: csv_plain(v or "") for k, v in row.items()}
+    rows = (_to_row(r) for r in m.records)
+    return write_rows(cols, ([row.get(c, "") for c in cols] for row in rows))
 
 
 def problems_message(name: str, errors: list[str], consequence: str = "") -> str:
@@ -357,11 +311,10 @@ def problems_message(name: str, errors: list[str], consequence: str = "") -> str
 
 
 def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
-    if text.startswith("\ufeff"):  # Excel writes a UTF-8 BOM
-        text = text[1:]
+    text = text.removeprefix("\ufeff")  # Excel writes a UTF-8 BOM
     if not text.strip():
         raise ManifestError(f"{name} is empty; run `cxraug collect` to create it")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = dict_reader(text, name, ManifestError)
     header = reader.fieldnames or []
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
@@ -375,7 +328,7 @@ def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     errors: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, where, row in csv_rows(reader, name, errors):
+    for line, where, row in csv_rows(reader, name, errors, ManifestError):
         rec = _parse_row(row, where, errors)
         if rec is None:
             continue
@@ -389,22 +342,36 @@ def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     return Manifest(records, [c for c in header if c not in COLUMNS])
 
 
-def read_manifest(path: Path) -> Manifest:
+def manifest_text(path: Path, lenient: bool = False) -> str:
+    """The manifest file's text, or ManifestError saying what is there instead: nothing, a
+    folder, or something that is not a regular file (a FIFO would block the read forever).
+    `lenient`: bytes that are not UTF-8 become U+FFFD instead of an error."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        mode = os.stat(path).st_mode  # follows a symlink: what would be read
+    except FileNotFoundError:
         raise ManifestError(
             f"no manifest at {path}; run `cxraug collect SOURCE...` in this workspace first, "
             "or point --workspace at the folder that holds manifest.csv"
-        )
-    try:
-        # bytes, not read_text: its newline translation would turn a quoted "\r" into "\n"
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{path} is not UTF-8 text ({e}); save it as CSV UTF-8") from e
-    return parse_manifest_text(text, path.name)
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise ManifestError(f"{path} is a folder, not a manifest file; move it aside (cxraug "
+                            "never deletes it), then run `cxraug collect` or put the manifest "
+                            "file back")  # fmt: skip
+    if not stat.S_ISREG(mode):
+        raise ManifestError(f"{path} is not a regular file (a FIFO, socket or device); replace "
+                            "it with the manifest CSV file")  # fmt: skip
+    if lenient:
+        return path.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")
+    return read_text(path, ManifestError)
+
+
+def read_manifest(path: Path) -> Manifest:
+    return parse_manifest_text(manifest_text(path), Path(path).name)
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
-    """Validate, then write atomically (temp file + rename): a crash never tears the file."""
+    """Validate, then write atomically (temp file + rename): a crash never tears the file.
+    A manifest.csv that is a symlink stays one: the file it points to is replaced."""
     manifest.validate()
-    atomic_write_text(Path(path), to_csv_text(manifest))
+    atomic_write_text(Path(os.path.realpath(path)), to_csv_text(manifest))

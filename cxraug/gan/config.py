@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cxraug.core.errors import InputError, vassert
-from cxraug.core.settings import setting
+from cxraug.core.settings import SEED, Settings, above, at_least, between, setting
 
 MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
 ARCHS = ("mlp", "conv")
@@ -38,51 +38,62 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
+_UNIT = between(0.0, 1.0, hi_open=True)  # momenta, betas, decay, dropout: [0, 1)
+_POSITIVE = at_least(1)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     # --- model (paper §3.c); image_size and num_classes are the dataset's (set by `train`) ---
     image_size: int = 224  # H = W; must equal the dataset's image size
     num_classes: int = 2  # normal = 0, covid = 1 (cxraug.core.manifest.LABELS)
-    latent_dim: int = setting(128, "Noise size.")
-    g_widths: tuple[int, ...] = setting((128, 256, 512, 1024), "Generator hidden Dense widths.")
+    latent_dim: int = setting(128, "Noise size.", bounds=_POSITIVE)
+    g_widths: tuple[int, ...] = setting((128, 256, 512, 1024), "Generator hidden Dense widths.",
+                                        bounds=_POSITIVE)  # fmt: skip
     d_widths: tuple[int, ...] = setting(
         (512, 512, 512, 512),
         "Discriminator hidden Dense widths (BN after all but the first, dropout after "
         "2nd..n-1th).",
+        bounds=_POSITIVE,
     )
     leaky_slope: float = setting(0.2, "LeakyReLU slope.")
-    bn_momentum: float = setting(0.8, "BatchNorm momentum.")
-    dropout: float = setting(0.4, "D dropout rate (not in the paper; Keras-GAN's CGAN value).")
+    bn_momentum: float = setting(0.8, "BatchNorm momentum.", bounds=_UNIT)
+    dropout: float = setting(0.4, "D dropout rate (not in the paper; Keras-GAN's CGAN value).",
+                             bounds=_UNIT)  # fmt: skip
     # --- optimisation ---
-    lr: float = setting(2e-4, "Adam learning rate.")
-    beta_1: float = setting(0.6, "Adam beta_1.")
-    beta_2: float = setting(0.999, "Adam beta_2.")
-    batch_size: int = setting(128, "Batch size.")
+    lr: float = setting(2e-4, "Adam learning rate.", bounds=above(0))
+    beta_1: float = setting(0.6, "Adam beta_1.", bounds=_UNIT)
+    beta_2: float = setting(0.999, "Adam beta_2.", bounds=_UNIT)
+    batch_size: int = setting(128, "Batch size.", bounds=at_least(2))
     iterations: int = setting(
         10_000,
         "Training iterations. The paper's 'epochs' ARE iterations: each draws one random batch "
         "with replacement (10,000 x 128 on ~2,150 images is ~600 passes).",
-        "--iterations", "--epochs",
+        "--iterations", "--epochs", bounds=at_least(0),
     )  # fmt: skip
     # Annealed instance noise (paper: "to increase gradient flow at the start"): sigma of
     # N(0, sigma^2) added to D's real and fake inputs, falling linearly to 0. sigma 1.0 over
     # half the run: with 0.1 over 1,000 iterations D separated real from fake perfectly from
     # iteration ~50 and G stayed noise; 1.0 let G form chest outlines (docs/training.md).
     noise_start: float = setting(
-        1.0, "Instance-noise sigma on D's inputs at iteration 0, annealed linearly to 0."
-    )
+        1.0, "Instance-noise sigma on D's inputs at iteration 0, annealed linearly to 0.",
+        bounds=at_least(0),
+    )  # fmt: skip
     noise_iterations: int = setting(
-        5_000, "Iterations over which the instance noise anneals to 0 (0: none)."
-    )
+        5_000, "Iterations over which the instance noise anneals to 0 (0: none).",
+        bounds=at_least(0),
+    )  # fmt: skip
     # --- architecture and data-efficient training (docs/training.md "Recipes") ---
     recipe: str = "paper"  # the preset the values started from (RECIPES); set by recipe_config
     arch: str = setting("mlp", "Networks: mlp (the paper's two MLPs) | conv (cxraug.gan.conv).")
     conv_g_channels: tuple[int, ...] = setting(
-        (256, 128, 64, 32, 16, 8), "conv G channels at 7, 14, ..., 224 px (224 = 7 * 2^5)."
-    )
+        (256, 128, 64, 32, 16, 8), "conv G channels at 7, 14, ..., 224 px (224 = 7 * 2^5).",
+        bounds=_POSITIVE,
+    )  # fmt: skip
     conv_d_channels: tuple[int, ...] = setting(
-        (16, 32, 64, 128, 256), "conv D channels at 112, 56, ..., 7 px (stride-2 4x4 convs)."
-    )
+        (16, 32, 64, 128, 256), "conv D channels at 112, 56, ..., 7 px (stride-2 4x4 convs).",
+        bounds=_POSITIVE,
+    )  # fmt: skip
     conv_upsample: str = setting(
         "transposed", "conv G upsampling: transposed (4x4 stride-2 transposed conv) | resize "
         "(nearest x2 then a 3x3 conv: 2.25x the FLOPs, no checkerboard).",
@@ -90,15 +101,18 @@ class TrainConfig:
     conv_g_norm: str = setting(
         "pixel", "conv G normalisation: pixel (per-sample PixelNorm) | batch (conditional BN)."
     )
-    conv_bn_momentum: float = setting(0.99, "conv G: BatchNorm momentum (--conv-g-norm batch).")
+    conv_bn_momentum: float = setting(0.99, "conv G: BatchNorm momentum (--conv-g-norm batch).",
+                                      bounds=_UNIT)  # fmt: skip
     diversity: float = setting(
-        0.0, "conv G: weight of the mode-seeking term (Mao et al. 2019) against G ignoring z."
-    )
+        0.0, "conv G: weight of the mode-seeking term (Mao et al. 2019) against G ignoring z.",
+        bounds=at_least(0),
+    )  # fmt: skip
     spectral_norm: bool = setting(
         False, "conv D: divide each kernel by its top singular value.",
         "--spectral-norm/--no-spectral-norm",
     )  # fmt: skip
-    mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).")
+    mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
+                               bounds=at_least(0))  # fmt: skip
     augment: str = setting(
         "", "DiffAugment policy on D's inputs, real and fake, in both steps: a comma list of "
         "color, translation, cutout (or none).",
@@ -106,18 +120,23 @@ class TrainConfig:
     augment_p: float = setting(
         1.0, "Probability that each --augment op is applied to an image (StyleGAN2-ADA's p; "
         "1: always, as DiffAugment). Below 1 D also sees images as G made them.",
+        bounds=between(0.0, 1.0, lo_open=True),
     )  # fmt: skip
     ema_decay: float = setting(
-        0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off)."
-    )
-    lecam: float = setting(0.0, "conv D: weight of the LeCam regulariser (0: off).")
+        0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off).",
+        bounds=_UNIT,
+    )  # fmt: skip
+    lecam: float = setting(0.0, "conv D: weight of the LeCam regulariser (0: off).",
+                           bounds=at_least(0))  # fmt: skip
     r1: float = setting(
         0.0, "conv D: gamma of the R1 penalty gamma/2 * E|grad_x D(x)|^2 on reals (Mescheder "
         "et al. 2018), on a quarter of each real batch (0: off).",
+        bounds=at_least(0),
     )  # fmt: skip
     score_samples: int = setting(
         0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
+        bounds=at_least(0),
     )  # fmt: skip
     # --- data ---
     # The manifest's `marks` column (cxraug.prep.marks): figures from papers carry arrows,
@@ -128,13 +147,14 @@ class TrainConfig:
         "--include-marked/--exclude-marked",
     )  # fmt: skip
     # --- bookkeeping ---
-    sample_interval: int = setting(200, "Save a fixed-noise sample grid every N iterations.")
-    samples_per_class: int = setting(8, "Columns of the sample grid.")
+    sample_interval: int = setting(200, "Save a fixed-noise sample grid every N iterations.",
+                                   bounds=_POSITIVE)  # fmt: skip
+    samples_per_class: int = setting(8, "Columns of the sample grid.", bounds=_POSITIVE)
     checkpoint_interval: int = setting(
-        500, "Checkpoint every N iterations (and on Ctrl-C/SIGTERM)."
+        500, "Checkpoint every N iterations (and on Ctrl-C/SIGTERM).", bounds=_POSITIVE
     )
-    keep_checkpoints: int = setting(3, "Checkpoints kept.")
-    seed: int = setting(0, "Seed of every random choice.")
+    keep_checkpoints: int = setting(3, "Checkpoints kept.", bounds=_POSITIVE)
+    seed: int = setting(0, "Seed of every random choice.", bounds=SEED)
     # --- speed ---
     # auto is resolved ONCE, when a run's state is built (cxraug.gan.step.build_state, through
     # cxraug.gan.hardware.resolve_precision); runs and checkpoints record bf16 or none.
@@ -153,43 +173,28 @@ class TrainConfig:
         "default", "default | mirrored (all local GPUs) | multiworker (TF_CONFIG)."
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Rules between fields and choices (each number's own range: `bounds` above)."""
         vassert(self.image_size >= 4, f"image_size={self.image_size}: use at least 4 pixels")
         vassert(self.num_classes >= 1, "num_classes must be at least 1")
-        vassert(self.latent_dim >= 1, "latent_dim must be at least 1")
-        vassert(len(self.g_widths) >= 1 and min(self.g_widths) >= 1,
-                f"g_widths={self.g_widths}: give one or more positive widths")  # fmt: skip
-        vassert(len(self.d_widths) >= 1 and min(self.d_widths) >= 1,
-                f"d_widths={self.d_widths}: give one or more positive widths")  # fmt: skip
-        vassert(0.0 <= self.dropout < 1.0, f"dropout={self.dropout}: use 0 <= dropout < 1")
-        vassert(0.0 <= self.bn_momentum < 1.0, f"bn_momentum={self.bn_momentum}: use [0, 1)")
-        vassert(self.lr > 0, f"lr={self.lr}: the learning rate must be positive")
-        vassert(0.0 <= self.beta_1 < 1.0 and 0.0 <= self.beta_2 < 1.0,
-                "Adam betas must lie in [0, 1)")  # fmt: skip
-        vassert(self.batch_size >= 2, f"batch_size={self.batch_size}: use at least 2")
-        vassert(self.iterations >= 0, f"iterations={self.iterations} is negative")
-        vassert(self.noise_start >= 0 and self.noise_iterations >= 0,
-                "noise_start and noise_iterations must not be negative")  # fmt: skip
-        for name in ("sample_interval", "checkpoint_interval", "keep_checkpoints",
-                     "samples_per_class"):  # fmt: skip
-            vassert(getattr(self, name) >= 1, f"{name}={getattr(self, name)}: use at least 1")
+        vassert(len(self.g_widths) >= 1 and len(self.d_widths) >= 1,
+                "give one or more --g-widths and --d-widths")  # fmt: skip
         vassert(self.mixed_precision in MIXED_PRECISION,
                 f"mixed_precision={self.mixed_precision!r}; use one of "
                 f"{', '.join(MIXED_PRECISION)}")  # fmt: skip
         vassert(self.arch in ARCHS, f"arch={self.arch!r}; use one of {', '.join(ARCHS)}")
         if self.arch == "conv":
             lv = len(self.conv_g_channels) - 1
-            vassert(lv >= 1 and min(self.conv_g_channels) >= 1,
-                    f"conv_g_channels={self.conv_g_channels}: give 2 or more positive widths")
+            vassert(lv >= 1, f"conv_g_channels={self.conv_g_channels}: give 2 or more widths")
             vassert(self.image_size % 2**lv == 0,
                     f"the conv generator doubles its size {lv} times ({len(self.conv_g_channels)} "
                     f"--conv-g-channels), so the image side must be a multiple of 2^{lv}; the "
                     f"images are {self.image_size} px. Pass fewer --conv-g-channels, "
                     "preprocess to another --size (224 = 7 * 2^5), or use --recipe paper")
-            vassert(len(self.conv_d_channels) >= 1 and min(self.conv_d_channels) >= 1
+            vassert(len(self.conv_d_channels) >= 1
                     and self.image_size >= 2 ** len(self.conv_d_channels),
-                    f"conv_d_channels={self.conv_d_channels}: give positive widths, at most "
-                    f"log2(image_size) of them")  # fmt: skip
+                    f"conv_d_channels={self.conv_d_channels}: give at most log2(image_size) "
+                    "widths")  # fmt: skip
             vassert(self.mbstd_group <= 1 or self.batch_size % self.mbstd_group == 0,
                     f"batch_size {self.batch_size} must be a multiple of mbstd_group "
                     f"{self.mbstd_group}")  # fmt: skip
@@ -202,17 +207,12 @@ class TrainConfig:
                     and self.r1 == 0,
                     "spectral_norm, lecam, r1 and diversity apply to --arch conv only")  # fmt: skip
         parse_policy(self.augment)
-        vassert(0.0 < self.augment_p <= 1.0,
-                f"augment_p={self.augment_p}: use a probability in (0, 1]")  # fmt: skip
-        vassert(0.0 <= self.ema_decay < 1.0, f"ema_decay={self.ema_decay}: use 0 (off) .. <1")
-        vassert(self.lecam >= 0 and self.r1 >= 0 and self.score_samples >= 0,
-                "lecam, r1 and score_samples must not be negative")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
 
     def check_strategy(self) -> None:
         """Refuse what --strategy multiworker would run wrongly (called by `train`/`resume`
-        before a cluster forms; not in __post_init__, because the CLI validates its options
+        before a cluster forms; not in check(), because the CLI validates its options
         against the default recipe's values before --recipe applies): the conv step
         (cxraug.gan.conv_step) and DiffAugment draw their random numbers on one device, not
         for a global batch split over workers."""

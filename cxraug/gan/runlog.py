@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxraug.core.csvfile import read_table
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.images import to_uint8, write_png_gray, write_png_rgb
 from cxraug.core.tf_setup import tf
@@ -54,8 +55,8 @@ class RunLog:
         self.rows: list[dict[str, str]] = []
         if resume_from > 0 and self.log_path.is_file():
             # keep rows up to the checkpoint: later ones are re-done by the resumed run
-            with open(self.log_path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_from]
+            self.rows = [r for r in read_table(self.log_path)[1]
+                         if int(r["iteration"]) <= resume_from]
         self._rewrite()
         self._f = open(self.log_path, "a", newline="")  # noqa: SIM115 (closed in close())
         self._w = csv.DictWriter(self._f, fieldnames=LOG_COLUMNS, lineterminator="\n")

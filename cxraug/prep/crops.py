@@ -14,8 +14,6 @@ review the guesses at a glance; the person fixes the bad rows and feeds the file
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -26,14 +24,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxraug.core.csvfile import csv_rows, dict_reader, read_text, write_rows
 from cxraug.core.errors import CropBoxError, ImageError, InputError
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.manifest import (
     Manifest,
     Record,
     crop_box_problem,
-    csv_rows,
-    csv_safe,
     problems_message,
     whole_number,
 )
@@ -73,11 +70,7 @@ def read_crop_boxes(path: Path, manifest: Manifest, root: Path) -> dict[str, Box
     name = path.name
     if not path.is_file():
         raise CropBoxError(f"no crop-boxes file at {path}; check the --crop-boxes path")
-    try:
-        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise CropBoxError(f"{path} is not UTF-8 text ({e}); save it as CSV UTF-8") from e
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = dict_reader(read_text(path, CropBoxError), name, CropBoxError)
     header = [c.strip() for c in (reader.fieldnames or [])]
     reader.fieldnames = header
     missing = [c for c in BOX_COLUMNS if c not in header]
@@ -97,7 +90,7 @@ def read_crop_boxes(path: Path, manifest: Manifest, root: Path) -> dict[str, Box
     errors: list[str] = []
     boxes: dict[str, Box] = {}
     seen: dict[str, int] = {}
-    for line, where, row in csv_rows(reader, name, errors):
+    for line, where, row in csv_rows(reader, name, errors, CropBoxError):
         cells = {k: (v or "").strip() for k, v in row.items()}
         if not any(cells.values()):
             continue  # blank line
@@ -158,6 +151,10 @@ def _lookup(
 
 
 def _whole(value: str, column: str, where: str, errors: list[str]) -> int | None:
+    if value.lower() in ("nan", "-nan", "+nan"):  # whole_number reads it as empty (pandas)
+        errors.append(f"{where}: {column} is {value!r}, not a number; give a whole number of "
+                      "pixels, or delete the row to leave that image uncropped")  # fmt: skip
+        return None
     try:
         v = whole_number(value)
     except ValueError:
@@ -188,12 +185,9 @@ class SuggestedBox:
 
 
 def write_crop_boxes(path: Path, rows: list[SuggestedBox]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "path", *BOX_COLUMNS, "note"])
-    for r in rows:
-        w.writerow([csv_safe(c) for c in (r.id, r.path, *map(str, r.box), r.note)])
-    atomic_write_text(Path(path), buf.getvalue())
+    """The suggestions file, which `read_crop_boxes` reads back cell for cell."""
+    body = ((r.id, r.path, *map(str, r.box), r.note) for r in rows)
+    atomic_write_text(Path(path), write_rows(["id", "path", *BOX_COLUMNS, "note"], body))
 
 
 # ---- automatic suggestion -----------------------------------------------------------------

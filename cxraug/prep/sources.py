@@ -11,12 +11,12 @@ Ids are `NAME/<path inside PATH>`, so they are stable across runs and machines.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxraug.core.csvfile import read_table
 from cxraug.core.errors import InputError
 from cxraug.core.images import IMAGE_SUFFIXES
 
@@ -236,16 +236,12 @@ def cohen_verdict(modality: str, view: str, finding: str) -> str:
 
 
 def _read_cohen_metadata(path: Path) -> list[dict[str, str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text ({e}); save it as CSV UTF-8") from e
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in COHEN_COLUMNS if c not in (reader.fieldnames or [])]
+    header, rows = read_table(path)  # a cell over the CSV limit: exit 3 naming the row
+    missing = [c for c in COHEN_COLUMNS if c not in header]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; cohen: expects the "
                          "metadata.csv of ieee8023/covid-chestxray-dataset")  # fmt: skip
-    return [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
+    return rows
 
 
 def _outside(rel: str) -> bool:

@@ -22,43 +22,60 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from cxraug.core.errors import InputError, vassert
-from cxraug.core.settings import setting
+from cxraug.core.settings import (
+    FRACTION,
+    SEED,
+    Settings,
+    at_least,
+    between,
+    setting,
+)
 from cxraug.quality import scores as quality
 from cxraug.quality.nearest import Neighbours, near_duplicates, nearest_real, shift_grid
 from cxraug.quality.vectors import shifted_downsamples, unit_rows
 
 _CAL = " (default: calibrated on the real training images)."
+_PERCENT = between(0.0, 100.0)
+_GREY = between(0.0, 255.0)  # 8-bit grey levels
 
 
 @dataclass(frozen=True)
-class FilterConfig:
+class FilterConfig(Settings):
     """Defaults of `cxraug filter`. A threshold left at None is calibrated on the real images.
     `label` is the class the stage judges; `decide` itself only sees arrays."""
 
     label: str = setting("covid", "Class whose synthetic images are judged.", "--class")
     # the accepted range of each score: real-score percentiles [lo, hi], widened by margin
-    percentile_lo: float = setting(1.0, "Lower real percentile.")
-    percentile_hi: float = setting(99.0, "Upper real percentile.")
-    margin: float = setting(0.1, "Widen the calibrated range by this fraction per side.")
-    noise_max: float | None = setting(None, "Max noise ratio" + _CAL)
-    contrast_min: float | None = setting(None, "Min pixel std" + _CAL)
-    contrast_max: float | None = setting(None, "Max pixel std" + _CAL)
-    brightness_min: float | None = setting(None, "Min mean grey level" + _CAL)
-    brightness_max: float | None = setting(None, "Max mean grey level" + _CAL)
-    saturated_max: float | None = setting(None, "Max fraction at 0/255" + _CAL)
-    blank_max: float | None = setting(None, "Max fraction at one level" + _CAL)
-    lung_min: float | None = setting(None, "Min correlation with mean real" + _CAL)
-    grid: int = setting(32, "Side of the downsampled images compared.")
+    percentile_lo: float = setting(1.0, "Lower real percentile.", bounds=_PERCENT)
+    percentile_hi: float = setting(99.0, "Upper real percentile.", bounds=_PERCENT)
+    margin: float = setting(
+        0.1, "Widen the calibrated range by this fraction per side.", bounds=at_least(0)
+    )
+    noise_max: float | None = setting(None, "Max noise ratio" + _CAL, bounds=at_least(0))
+    contrast_min: float | None = setting(None, "Min pixel std" + _CAL, bounds=at_least(0))
+    contrast_max: float | None = setting(None, "Max pixel std" + _CAL, bounds=at_least(0))
+    brightness_min: float | None = setting(None, "Min mean grey level" + _CAL, bounds=_GREY)
+    brightness_max: float | None = setting(None, "Max mean grey level" + _CAL, bounds=_GREY)
+    saturated_max: float | None = setting(None, "Max fraction at 0/255" + _CAL, bounds=FRACTION)
+    blank_max: float | None = setting(None, "Max fraction at one level" + _CAL, bounds=FRACTION)
+    lung_min: float | None = setting(
+        None, "Min correlation with mean real" + _CAL, bounds=between(-1.0, 1.0)
+    )
+    grid: int = setting(32, "Side of the downsampled images compared.", bounds=between(8, 128))
     # memorisation search: shifts up to +-shift_px full-resolution pixels in steps of
     # shift_step (25 shifts by default)
-    shift_px: int = setting(4, "Memorisation shift search radius (px).")
-    shift_step: int = setting(2, "Shift search step (px).")
+    shift_px: int = setting(4, "Memorisation shift search radius (px).", bounds=at_least(0))
+    shift_step: int = setting(2, "Shift search step (px).", bounds=at_least(1))
     candidates: int = 5  # nearest real images (at zero shift) refined with the shift search
-    memorised_percentile: float = setting(1.0, "Percentile of real-vs-real NN distances.")
-    memorised_max: float | None = setting(None, "Min distance to real" + _CAL)
+    memorised_percentile: float = setting(
+        1.0, "Percentile of real-vs-real NN distances.", bounds=_PERCENT
+    )
+    memorised_max: float | None = setting(None, "Min distance to real" + _CAL, bounds=at_least(0))
     # of real-vs-real zero-shift nearest distances
-    duplicate_percentile: float = setting(1.0, "Percentile of real-vs-real NN distances.")
-    duplicate_max: float | None = setting(None, "Min synthetic distance" + _CAL)
+    duplicate_percentile: float = setting(
+        1.0, "Percentile of real-vs-real NN distances.", bounds=_PERCENT
+    )
+    duplicate_max: float | None = setting(None, "Min synthetic distance" + _CAL, bounds=at_least(0))
     # real pairs closer than this are copies of one image inside the real set (same picture
     # under two names); they would drag the calibrated distance thresholds to ~0, so they are
     # left out of the calibration (and counted in the saved config).
@@ -66,19 +83,12 @@ class FilterConfig:
     min_real: int = 10
     sheet_kept: int = 48  # kept images shown on the contact sheet (a seeded random sample)
     sheet_rejected: int = 192  # rejected images shown (all of them up to this many)
-    seed: int = setting(0, "Seeds the sample of kept images on the sheet.")
+    seed: int = setting(0, "Seeds the sample of kept images on the sheet.", bounds=SEED)
 
     def check(self) -> None:
-        vassert(
-            0 <= self.percentile_lo < self.percentile_hi <= 100,
-            "percentiles must satisfy 0 <= --percentile-lo < --percentile-hi <= 100",
-        )
-        vassert(self.margin >= 0, "--margin must be >= 0")
-        vassert(8 <= self.grid <= 128, "--grid must be between 8 and 128 pixels")
-        vassert(self.shift_px >= 0 and self.shift_step >= 1, "--shift-px >= 0, --shift-step >= 1")
-        vassert(self.candidates >= 1, "--candidates must be >= 1")
-        for p in (self.memorised_percentile, self.duplicate_percentile):
-            vassert(0 <= p <= 100, "distance percentiles must be between 0 and 100")
+        vassert(self.percentile_lo < self.percentile_hi,
+                "--percentile-lo must be below --percentile-hi")  # fmt: skip
+        vassert(self.candidates >= 1, "candidates must be >= 1")
         vassert(self.min_real >= 2, "min_real must be >= 2")
 
 
@@ -192,8 +202,7 @@ def evaluate(
     config: FilterConfig = FilterConfig(),
 ) -> Evaluation:
     """Calibrate every threshold on the real images, then judge every synthetic image."""
-    cfg = config
-    cfg.check()
+    cfg = config  # checked when it was built (Settings)
     _check_inputs(synthetic_u8, real_u8, ids, real_ids, cfg)
     shifts = shift_grid(cfg.shift_px, cfg.shift_step)
 
