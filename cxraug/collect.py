@@ -36,7 +36,7 @@ from cxraug.core.manifest import (
     parse_manifest_text,
 )
 from cxraug.core.settings import SEED, WORKERS, Settings, between, setting
-from cxraug.core.ui import warn
+from cxraug.core.ui import one_line, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.inspect import FileCheck, inspect_files
 from cxraug.prep.sources import Candidate, SourceSpec, list_source, parse_source
@@ -475,7 +475,7 @@ def summary_lines(result: CollectResult, max_errors: int = MAX_LISTED) -> list[s
             if len(m.discarded) > max_errors:
                 lines.append(f"  ... and {len(m.discarded) - max_errors} more")
     for rid, reason in result.errors[:max_errors]:
-        lines.append(f"error: {rid}: {reason}")
+        lines.append(f"error: {one_line(rid)}: {reason}")
     if result.n_errors > max_errors:
         lines.append(f"... and {result.n_errors - max_errors} more rows with status error")
     return lines

@@ -28,7 +28,7 @@ from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_byt
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import SEED, Settings, at_least, setting
-from cxraug.core.workspace import Workspace, manifest_writer
+from cxraug.core.workspace import Workspace, check_run_name, manifest_writer
 from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
 
 
@@ -134,7 +134,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
         ckpt_path = found
     ckpt = read_checkpoint(ckpt_path)
     tcfg = ckpt.config
-    run = run_dir.name
+    run = check_run_name(run_dir.name)  # a longer (older) run name makes too long image names
     if LABELS.index(cfg.label) >= tcfg.num_classes:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {cfg.label!r}")  # fmt: skip

@@ -122,10 +122,11 @@ def train(
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg`. The model's
     image_size and num_classes are the dataset's; `image_size`, if given, must equal it."""
     cfg.check_strategy()  # argument checks: the same on every worker, before a cluster forms
-    if cfg.strategy == "multiworker" and not name:
+    if cfg.strategy == "multiworker" and name is None:
         raise InputError("--strategy multiworker needs --name: every worker must name the "
                          "same run (the default, a timestamp, differs between hosts)")
-    run = ws.run(name or time.strftime("%Y%m%d-%H%M%S"))  # a bad name: exit 3, nothing touched
+    # a bad name (also --name ''): exit 3, nothing touched
+    run = ws.run(time.strftime("%Y%m%d-%H%M%S") if name is None else name)
     if not ws.dataset_path.is_file():  # say so before the lock creates runs/NAME/
         load_dataset(ws.dataset_path)  # raises "run `cxraug preprocess` first"
     with _run_lock(run, "cxraug train"):  # a second `train` of this run: exit 7

@@ -58,10 +58,21 @@ app = typer.Typer(
 )
 
 
-def workspace_option() -> Any:
+def _existing_workspace(path: Path) -> Path:
+    """A mistyped -w must not create a folder tree: only `collect` creates a workspace."""
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise typer.BadParameter(f"workspace {path} {what}; check the path (only `cxraug "
+                                 "collect` creates a workspace)")  # fmt: skip
+    return path
+
+
+def workspace_option(create: bool = False) -> Any:
+    """--workspace/-w; `create`: the command may create it (collect), else it must exist."""
     return typer.Option(Path("."), "--workspace", "-w", show_default=True,
+                        callback=None if create else _existing_workspace,
                         help="Workspace folder holding manifest.csv, processed/, runs/ and "
-                        "synthetic/.")  # fmt: skip
+                        "synthetic/" + (" (created if missing)." if create else "."))  # fmt: skip
 
 
 def json_option(what: str = "result") -> Any:

@@ -20,7 +20,7 @@ def collect_command(
         "[NAME=]kermany:PATH (Kaggle chest_xray: .../NORMAL, .../PNEUMONIA) or "
         "[NAME=]folder:PATH (sub-folders covid/ and normal/). See docs/datasets.md.",
     ),  # fmt: skip
-    workspace: Path = workspace_option(),
+    workspace: Path = workspace_option(create=True),
     json_out: bool = json_option("summary"),
 ) -> None:
     """Record the images of local dataset copies in WORKSPACE/manifest.csv (nothing is copied):
@@ -31,8 +31,12 @@ def collect_command(
     from cxraug.core.ui import err, out
     from cxraug.core.workspace import Workspace
 
-    result = collect(Workspace.at(workspace), sources, cfg)
+    ws = Workspace.at(workspace)
+    created = not ws.root.exists()
+    result = collect(ws, sources, cfg)
     show = err if json_out else out  # --json keeps stdout machine-readable
+    if created:
+        show.print(f"created the workspace folder {ws.root}", highlight=False)
     for table in summary_tables(result):
         show.print(table)
     for line in summary_lines(result):

@@ -41,7 +41,7 @@ def preprocess_command(
     rows. Exit 0 ok, 1 some images failed, 3 bad input (e.g. crop-boxes rows)."""
     from cxraug.core.errors import EXIT_PARTIAL, MAX_LISTED
     from cxraug.core.manifest import MARK_REASONS
-    from cxraug.core.ui import err, out, tagged
+    from cxraug.core.ui import err, one_line, out, tagged
     from cxraug.core.workspace import Workspace
     from cxraug.prep.crops import suggest_crops
     from cxraug.preprocess import preprocess, summary_table
@@ -79,7 +79,8 @@ def preprocess_command(
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)
     for rid, reason in errors[:MAX_LISTED]:
-        err.print(tagged("failed:", "yellow", f"{rid}: {reason}"), highlight=False, soft_wrap=True)
+        err.print(tagged("failed:", "yellow", f"{one_line(rid)}: {reason}"), highlight=False,
+                  soft_wrap=True)  # fmt: skip
     if len(errors) > MAX_LISTED:
         err.print(f"... and {len(errors) - MAX_LISTED} more (see the manifest's reason column)")
     if json_out:

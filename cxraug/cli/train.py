@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.app import command, given, json_option, workspace_option
+from cxraug.core.workspace import RUN_NAME_MAX
 from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
 
 MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
@@ -40,7 +41,8 @@ def train_command(
         "--recipe paper every option not given takes the paper's value (Table 2: MLP G/D, "
         "batch 128, Adam 2e-4/0.6, 10,000 iterations)."),  # fmt: skip
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
-                                    "(letters, digits, '.', '_', '-') "
+                                    "(letters, digits, '.', '_', '-'; at most "
+                                    f"{RUN_NAME_MAX}) "
                                     "\\[default: a timestamp]."),  # fmt: skip
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
         "runs/ or that folder's path) from its latest checkpoint: same iteration, optimizer and "

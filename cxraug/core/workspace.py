@@ -52,6 +52,9 @@ _CHECKPOINT = re.compile(r"^ckpt-(\d{7,})\.npz$")
 #: with a dot), nor can "/" or an absolute path.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NAME_MAX = 100
+#: A run name is shorter: `generate` names its images RUN-sSEED-INDEX, and with the largest
+#: seed (10 digits) and a 9-digit index that must still be a name (64 + 22 <= NAME_MAX).
+RUN_NAME_MAX = 64
 RUN_LOCK_NAME = ".lock"
 
 
@@ -74,6 +77,18 @@ def check_name(name: str, what: str = "name") -> str:
     if problem:
         raise InputError(f"{what} {name!r} {problem}; choose a plain name such as run-1 "
                          "(letters, digits, '.', '_', '-')")  # fmt: skip
+    return name
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it can name a run (check_name, and at most RUN_NAME_MAX characters so that
+    the images `generate` names after it are names too), else InputError (exit 3)."""
+    check_name(name, "run name")
+    if len(name) > RUN_NAME_MAX:
+        raise InputError(f"run name {name!r} is {len(name)} characters long; a run name has at "
+                         f"most {RUN_NAME_MAX} (generate names its images RUN-sSEED-INDEX, "
+                         f"at most {NAME_MAX} characters): choose a shorter --name, or rename "
+                         "the run folder")  # fmt: skip
     return name
 
 
@@ -270,8 +285,8 @@ class Workspace:
         return self.root / "runs"
 
     def run(self, name: str) -> RunDir:
-        """The folder of run NAME (it may not exist yet); NAME must pass `check_name`."""
-        return RunDir(self.runs_dir / check_name(name, "run name"))
+        """The folder of run NAME (it may not exist yet); NAME must pass `check_run_name`."""
+        return RunDir(self.runs_dir / check_run_name(name))
 
     def run_ref(self, run: RunDir) -> str:
         """How the manifest's `run` column names a run: runs/NAME."""
@@ -282,6 +297,9 @@ class Workspace:
         (absolute, or relative to the current folder or to WORKSPACE). A path that leads
         anywhere else is refused: a run folder is written to (resume) and named in the
         manifest, so it must be WORKSPACE/runs/NAME."""
+        if not run.strip():
+            raise InputError(f"the run name is empty; give the name of a run listed in "
+                             f"{self.runs_dir} (e.g. --run conv)")  # fmt: skip
         if name_problem(run) is None:
             cands = [self.runs_dir / run]
         else:  # a path: normalised textually (symlinked runs/NAME folders stay allowed)

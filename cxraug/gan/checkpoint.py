@@ -27,6 +27,7 @@ from cxraug.gan.config import TrainConfig
 
 FORMAT = "cxraug-ckpt-1"
 GROUPS = ("g", "d", "g_opt", "d_opt")
+_ZIP_MAGIC = b"PK\x03\x04"  # every .npz is a zip file
 
 
 def _run(run_dir: Path | RunDir) -> RunDir:
@@ -136,11 +137,22 @@ class Checkpoint:
 def read_checkpoint(path: Path) -> Checkpoint:
     """Load and fully verify one file (every array decompressed: zip CRCs are checked)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"checkpoint {path} does not exist; check the path or use --run")
+    if not path.is_file():  # a folder, a FIFO (reading it would block), a device
+        raise InputError(f"{path} is not a file, so not a cxraug checkpoint; give a "
+                         "runs/NAME/checkpoints/ckpt-NNNNNNN.npz file or use --run NAME")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:  # np.load would try it as a pickle and say so
+        raise InputError(f"{path} is not a cxraug checkpoint (not an .npz file); give a "
+                         "runs/NAME/checkpoints/ckpt-NNNNNNN.npz file or use --run NAME")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        if "meta" not in arrays:
+            raise InputError(f"{path} is not a cxraug checkpoint (an .npz file without "
+                             "cxraug's meta record); give a runs/NAME/checkpoints/ file")
         meta = json.loads(str(arrays.pop("meta")))
     except OSError as e:
         if e.errno is not None:  # permission denied, I/O error: a system error (exit 6)
