@@ -39,7 +39,7 @@ from cxraug.core.settings import SEED, WORKERS, Settings, between, setting
 from cxraug.core.ui import one_line, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.inspect import FileCheck, inspect_files
-from cxraug.prep.sources import Candidate, SourceSpec, list_source, parse_source
+from cxraug.prep.sources import Candidate, Listing, SourceSpec, list_source, parse_source
 
 
 @dataclass(frozen=True)
@@ -340,10 +340,11 @@ def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int
 
 def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied),
-    holding the workspace lock (another manifest writer running: exit 7). The SOURCE
-    arguments are checked first: a bad one changes nothing, not even a new workspace folder."""
+    holding the workspace lock (another manifest writer running: exit 7). The sources are
+    read first (they lie outside the workspace): a bad one changes nothing, not even a new
+    workspace folder."""
     specs, test_only = _check_sources(sources, config)
-    return _collect(workspace, specs, test_only, config)
+    return _collect(workspace, [list_source(s) for s in specs], test_only, config)
 
 
 def _check_sources(sources: list[str], config: CollectConfig) -> tuple[list[SourceSpec],
@@ -365,7 +366,7 @@ def _check_sources(sources: list[str], config: CollectConfig) -> tuple[list[Sour
 
 
 @manifest_writer("cxraug collect")
-def _collect(workspace: Workspace, specs: list[SourceSpec], test_only: list[str],
+def _collect(workspace: Workspace, listings: list[Listing], test_only: list[str],
              config: CollectConfig) -> CollectResult:  # fmt: skip
     old_text = ""
     if workspace.manifest_path.exists():
@@ -376,7 +377,6 @@ def _collect(workspace: Workspace, specs: list[SourceSpec], test_only: list[str]
                 "manifest.csv.bak)")  # fmt: skip
         # a folder or a FIFO named manifest.csv: exit 3, and it is left where it is
         old_text = manifest_text(workspace.manifest_path, lenient=True)
-    listings = [list_source(s) for s in specs]
     cands = [c for listing in listings for c in listing.candidates]
     # a source refuses some rows before any file is read (a metadata path leading outside it)
     readable = [i for i, c in enumerate(cands) if c.status != "error"]
@@ -427,7 +427,8 @@ def _collect(workspace: Workspace, specs: list[SourceSpec], test_only: list[str]
             warn(f"class {label}: all {d['train']} usable images are in train; too few patient "
                  f"groups for a {config.test_fraction} test split")  # fmt: skip
     atomic_write_json(result.config_path, {
-        "config": asdict(config), "sources": [f"{s.name}={s.scheme}:{s.root}" for s in specs],
+        "config": asdict(config),
+        "sources": [f"{x.spec.name}={x.spec.scheme}:{x.spec.root}" for x in listings],
         "summary": result.to_json(),
     })  # fmt: skip
     return result

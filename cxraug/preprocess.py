@@ -40,10 +40,7 @@ from cxraug import __version__
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
-from cxraug.core.images import (
-    max_file_mb_setting,
-    max_megapixels_setting,
-)
+from cxraug.core.images import max_file_mb_setting, max_megapixels_setting
 from cxraug.core.manifest import LABELS, MARK_REASONS, SPLITS, Record, label_index
 from cxraug.core.settings import WORKERS, Settings, between, setting
 from cxraug.core.ui import warn
@@ -60,6 +57,7 @@ from cxraug.prep.loading import (
     ImageTask,
     LoadOptions,
     load_image,
+    refuse_own_failure,
     run_parallel,
     tasks_for,
     usable_rows,
@@ -136,6 +134,7 @@ class _Done:
     reduced: int = 1
     thumb: tuple[np.ndarray, Box | None] | None = None
     marks: tuple[str, ...] = ()  # editorial marks found in the crop (cxraug.prep.marks)
+    unexpected: str = ""  # the exception type when it was not an ImageError (a decoder bug?)
 
 
 # Workers write their (S, S) results straight into a float32 file mapped by every process
@@ -159,7 +158,8 @@ def _preprocess_one(
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not abort the whole batch
-        return _Done(task.index, reason=f"unexpected {type(e).__name__} while decoding: {e}")
+        return _Done(task.index, reason=f"unexpected {type(e).__name__} while decoding: {e}",
+                     unexpected=type(e).__name__)  # fmt: skip
     _output(out, shape)[task.index] = preprocess_image(
         im.gray, im.crop, config.size, config.keep_aspect
     )
@@ -314,6 +314,7 @@ def preprocess(
     images, done = _run_images(ws, rows, config, contact_sheet is not None, show_progress)
     result.seconds = time.perf_counter() - t0
 
+    refuse_own_failure([(d.unexpected, d.reason) for d in done], "preprocess")
     good = [d for d in done if d.ok]
     result.errors = [(rows[d.index].id, d.reason) for d in done if not d.ok]
     result.reduced = sum(d.reduced > 1 for d in good)

@@ -135,6 +135,7 @@ def test_cli_json_cache_hit_and_invalidation(tmp_path: Path, tiny: None) -> None
     real = _folder(tmp_path / "real", _images(3, 10))
     fake = _folder(tmp_path / "fake", _images(4, 10, bright=30))
     ws = tmp_path / "ws"
+    ws.mkdir()  # -w must exist (only collect creates a workspace)
     code, out, first = _run(str(real), str(fake), "-w", str(ws), "--json", "--kid-subsets", "5")
     assert code == 0, out
     assert first["cache"] == {"real": "miss", "fake": "miss"} and first["standard"] is True
@@ -216,8 +217,6 @@ def test_cli_bad_inputs_exit_3(tmp_path: Path, tiny: None) -> None:
         ([str(tmp_path / "empty"), str(good)], "no images in"),
         ([str(good), str(broken)], "1 unusable image(s)"),
         ([str(good), str(good), "--resize", "lanczos"], "unknown --resize 'lanczos'"),
-        ([str(good), str(good), "--c2st-folds", "1"], "--c2st-folds must be >= 2"),
-        ([str(good), str(good), "--c2st-sizes", "2,32"], "sizes >= 4 px"),
         (["manifest:splitt=test", str(good)], "bad manifest selection"),
         (["manifest:split=test", str(good), "-w", str(tmp_path)], "no manifest at"),
     ]
@@ -225,6 +224,11 @@ def test_cli_bad_inputs_exit_3(tmp_path: Path, tiny: None) -> None:
         r = runner.invoke(app, ["fid", *args, "--no-cache"])
         assert r.exit_code == 3, (args, r.output)
         assert message in r.output, (args, r.output)
+    usage = (("--c2st-folds", "1", "--c2st-folds 1 must be at least 2"),
+             ("--c2st-sizes", "2,32", "--c2st-sizes 2,32 must be at least 4"))
+    for option, value, message in usage:
+        r = runner.invoke(app, ["fid", str(good), str(good), option, value, "--no-cache"])
+        assert r.exit_code == 2 and message in r.output, r.output  # an option: usage error
     r = runner.invoke(app, ["fid", str(good), str(broken), "--no-cache"])
     assert "zz-bad.png: corrupt PNG" in r.output
     out = tmp_path / "report.json"

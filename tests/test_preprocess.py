@@ -202,7 +202,7 @@ def test_cli_bad_input_messages(tmp_path: Path) -> None:
     code, _, errout = run("-w", str(ws.root), "--suggest-crops", "a.csv", "--crop-boxes", "b.csv")
     assert code == 2 and "either --suggest-crops or --crop-boxes" in errout
     code, _, errout = run("-w", str(ws.root), "--size", "2")
-    assert code == 3 and "--size 2 is out of range" in errout
+    assert code == 2 and "--size 2 must be in [8, 4096]" in errout  # an option: usage error
     for p in (ws.root / "data").iterdir():
         p.unlink()
     code, _, errout = run("-w", str(ws.root), "--workers", "1")

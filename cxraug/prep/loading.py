@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from cxraug.core import parallel
-from cxraug.core.errors import ImageError, vassert
+from cxraug.core.errors import ImageError, InputError, vassert
 from cxraug.core.fsutil import sha256_bytes
 from cxraug.core.images import (
     DEFAULT_MAX_FILE_MB,
@@ -114,6 +114,20 @@ def usable_rows(ws: Workspace) -> list[Record]:
         "run `cxraug collect SOURCE...` first or fix the status column",
     )
     return rows
+
+
+def refuse_own_failure(failures: list[tuple[str, str]], command: str) -> None:
+    """`failures`: (unexpected exception type or "", reason) of every row processed. One odd
+    file that crashes a decoder is that row's `error`; EVERY row failing with the same
+    unexpected exception is not the files' fault but the command's (an option value, a bug):
+    InputError, raised before any status is written, so the manifest stays as it was."""
+    kinds = {kind for kind, _ in failures}
+    if len(failures) >= 2 and len(kinds) == 1 and "" not in kinds:
+        raise InputError(f"every one of the {len(failures)} images failed the same way "
+                         f"({failures[0][1]}): that is a fault of `cxraug {command}` or its "
+                         "options, not of your files, so no status was written to the "
+                         f"manifest; check the options (`cxraug {command} --help`), and report "
+                         "it if they are right")  # fmt: skip
 
 
 def run_parallel(fn: Callable[[ImageTask], R], tasks: list[ImageTask], workers: int, what: str,
