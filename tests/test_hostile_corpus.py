@@ -238,6 +238,8 @@ CASES = [
          "run name '' is empty"),
     Case("generate-empty-run", lambda ws: ["generate", "-w", ws, "-n", "1", "--run", ""], 3,
          "--run is empty"),
+    Case("train-resume-empty", lambda ws: ["train", "-w", ws, "--resume", ""], 3,
+         "the run name is empty"),
     Case("evaluate-empty-name", lambda ws: ["evaluate", "-w", ws, "--name", ""], 3,
          "evaluation name '' is empty"),
     Case("crop-box-nan",

@@ -114,7 +114,7 @@ def test_augment_probability_leaves_the_expected_share_of_images_as_they_are() -
         same = np.all(out == x.numpy(), axis=(1, 2, 3))
         sd = np.sqrt(p * (1 - p) / 400)
         assert abs(same.mean() - (1 - p)) < 4 * sd, (p, same.mean())
-    with pytest.raises(InputError, match="augment_p"):
+    with pytest.raises(InputError, match=r"--augment-p 0.0 must be in \(0, 1\]"):
         TrainConfig(augment_p=0.0)
 
 

@@ -22,7 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from cxraug import __version__
 from cxraug.core.errors import EXIT_INTERRUPTED, EXIT_SYSTEM, CxrError, describe_os_error
-from cxraug.core.ui import err, tagged
+from cxraug.core.ui import err, printable, tagged
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,8 +62,9 @@ def _existing_workspace(path: Path) -> Path:
     """A mistyped -w must not create a folder tree: only `collect` creates a workspace."""
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"
-        raise typer.BadParameter(f"workspace {path} {what}; check the path (only `cxraug "
-                                 "collect` creates a workspace)")  # fmt: skip
+        # typer prints this itself, not through cxraug's consoles: escape the path here
+        raise typer.BadParameter(f"workspace {printable(str(path))} {what}; check the path "
+                                 "(only `cxraug collect` creates a workspace)")  # fmt: skip
     return path
 
 
