@@ -37,6 +37,7 @@ from cxraug.core.manifest import (
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
+from cxraug.prep.csvsource import CSV_OPTIONS, CsvLayout, csv_setting
 from cxraug.prep.inspect import FileCheck, inspect_files
 from cxraug.prep.sources import Candidate, list_source, parse_source
 
@@ -59,6 +60,12 @@ class CollectConfig:
         "their rows get split external, which no stage trains, calibrates or selects on; "
         "`evaluate` scores on them.",
     )
+    csv_file_column: str = csv_setting("file_column")
+    csv_label_column: str = csv_setting("label_column")
+    csv_classes: str = csv_setting("classes")
+    csv_patient_column: str = csv_setting("patient_column")
+    csv_view_column: str = csv_setting("view_column")
+    csv_images: str = csv_setting("images")
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
     max_megapixels: float = max_megapixels_setting()
     max_file_mb: float = max_file_mb_setting()
@@ -346,6 +353,9 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
             "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
     vassert(0 <= config.near_dup_bits <= 256, "near_dup_bits must be in [0, 256]")
     specs = [parse_source(s) for s in sources]
+    layout = CsvLayout.parse(**{k: getattr(config, f"csv_{k}") for k in CSV_OPTIONS})
+    vassert(not layout.given or any(s.scheme == "csv" for s in specs), "the --csv-* options "
+            "describe csv: sources, and none is given; write NAME=csv:PATH/metadata.csv")
     names = Counter(s.name for s in specs)
     clash = sorted(n for n, k in names.items() if k > 1)
     vassert(not clash, f"two sources are named {', '.join(clash)}; name them apart with "
@@ -364,7 +374,9 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
                 "other statuses are recomputed and listed; the old file is saved as "
                 "manifest.csv.bak)")  # fmt: skip
         old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
-    listings = [list_source(s) for s in specs]
+    listings = [list_source(s, layout) for s in specs]
+    for message in (m for listing in listings for m in listing.warnings):
+        warn(message)
     cands = [c for listing in listings for c in listing.candidates]
     # a source refuses some rows before any file is read (a metadata path leading outside it)
     readable = [i for i, c in enumerate(cands) if c.status != "error"]
