@@ -155,7 +155,8 @@ def _preprocess_one(
 ) -> _Done:
     try:
         im = load_image(task, config.load_options(colour=True), config.size)
-        marks = tuple(detect_marks(*im.region()))  # on the crop: what training will see
+        # on the crop: what training will see
+        marks = tuple(detect_marks(*im.region(), burned_in=im.burned_in))
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not abort the whole batch

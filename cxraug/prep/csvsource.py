@@ -46,11 +46,11 @@ def csv_setting(name: str) -> Any:
 
 def view_problem(view: str) -> str:
     """Why a view cell is not a frontal chest X-ray view, '' if it is one (PA, AP, AP Supine,
-    AP erect, Frontal)."""
+    AP erect, Frontal). Lateral: L..., and DICOM's RL (right lateral; LL starts with L)."""
     v = view.strip()
     if v in ("", "?"):
         return "view not stated" if not v else "view not stated ('?')"
-    if v.upper().startswith("L"):
+    if v.upper().startswith("L") or v.upper() == "RL":
         return f"lateral view ({v})"
     if not v.upper().startswith(("AP", "PA", "FRONTAL")):
         return f"not a frontal view ({v})"

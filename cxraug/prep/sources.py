@@ -7,7 +7,8 @@
                           hold what and which labels are which class: `CsvLayout` (csvsource.py)
 
 Readers decide from metadata and folder names alone which files are candidates for a class and
-which are excluded, and why. They never open an image: `cxraug.prep.inspect` checks the files.
+which are excluded, and why. They never open an image: `cxraug.prep.inspect` checks the files,
+and applies `dicom_verdict` to what a DICOM file's header says (any source may hold DICOM).
 Ids are `NAME/<path inside PATH>`, so they are stable across runs and machines.
 """
 
@@ -20,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxraug.core.dicom import DicomFacts
 from cxraug.core.errors import InputError
 from cxraug.core.images import IMAGE_SUFFIXES
 from cxraug.prep.csvsource import CsvLayout, judge_row, layout_warnings, read_table, view_problem
@@ -33,6 +35,8 @@ FOLDER_CLASSES = {"covid": "covid", "covid-19": "covid", "covid19": "covid", "co
                   "normal": "normal"}  # fmt: skip
 COHEN_COLUMNS = ("patientid", "finding", "view", "modality", "folder", "filename")
 _XRAY_MODALITIES = {"x-ray", "xray", "cr", "dx"}
+#: DICOM Modality codes of projection radiographs (OT: a digitised film, secondary capture)
+DICOM_RADIOGRAPHS = ("CR", "DX", "DR", "RG", "OT")
 # Kermany names: IM-0117-0001.jpeg, NORMAL2-IM-1294-0001-0002.jpeg, person1_virus_6.jpeg;
 # NIH ChestX-ray8 names: 00001280_004.png (patient 00001280, follow-up 4).
 _KERMANY_IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-")
@@ -245,6 +249,28 @@ def cohen_verdict(modality: str, view: str, finding: str) -> str:
     if not tokens & {"COVID-19", "COVID19", "COVID"}:
         return f"finding {f!r} is not COVID-19"
     return ""
+
+
+def dicom_verdict(facts: DicomFacts) -> str:
+    """Why a decoded DICOM radiograph is left out ('' = kept): not a projection radiograph (CT,
+    MR, ...), or a lateral / non-frontal ViewPosition. An unstated view is kept (many CR files
+    leave ViewPosition empty); `dicom_note` says so."""
+    if facts.modality and facts.modality not in DICOM_RADIOGRAPHS:
+        return (f"{facts.modality} object (DICOM Modality {facts.modality}); only projection "
+                f"radiographs ({', '.join(DICOM_RADIOGRAPHS)}) are used")  # fmt: skip
+    return view_problem(facts.view) if facts.view else ""
+
+
+def dicom_note(facts: DicomFacts, patient_tag: str = "PatientID") -> str:
+    """The manifest note of a DICOM row: modality, the VOI transform used, what is missing."""
+    parts = [f"DICOM {facts.modality or '(modality not stated)'}", f"VOI: {facts.voi}"]
+    if not facts.view:
+        parts.append("ViewPosition not stated")
+    if not facts.patient:
+        parts.append(f"no {patient_tag} in the header")
+    if facts.burned_in:
+        parts.append("BurnedInAnnotation YES")
+    return ", ".join(parts)
 
 
 def _read_cohen_metadata(path: Path) -> list[dict[str, str]]:
