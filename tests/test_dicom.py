@@ -267,6 +267,18 @@ def test_patient_tag_option(tmp_path: Path) -> None:
     assert config["config"]["patient_tag"] == "0010,0020"
 
 
+def test_dicom_files_named_without_a_suffix_are_found(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "normal"
+    write_dicom(src / "IM0001", picture(1))
+    write_dicom(src / "1.2.840.99.7", picture(2), PatientID="OTHER")
+    (src / "README").write_text("not an image\n")
+    os.mkfifo(src / "PIPE")  # never opened for reading (it would block)
+    result = collect(Workspace.at(tmp_path / "ws"), [f"folder:{src.parent}"], CFG)
+    rows = rows_by_name(tmp_path / "ws")
+    assert rows["IM0001"].status == rows["1.2.840.99.7"].status == "ok"
+    assert "README" not in rows and result.skipped_files == {"src": 2}
+
+
 def test_a_png_only_workspace_gets_no_salt(tmp_path: Path) -> None:
     src = tmp_path / "src" / "normal"
     src.mkdir(parents=True)

@@ -7,8 +7,10 @@
                           hold what and which labels are which class: `CsvLayout` (csvsource.py)
 
 Readers decide from metadata and folder names alone which files are candidates for a class and
-which are excluded, and why. They never open an image: `cxraug.prep.inspect` checks the files,
-and applies `dicom_verdict` to what a DICOM file's header says (any source may hold DICOM).
+which are excluded, and why. They never decode an image (a file without an image suffix has its
+first 132 bytes read, to find DICOM files named like IM0001): `cxraug.prep.inspect` checks the
+files, and applies `dicom_verdict` to what a DICOM file's header says (any source may hold
+DICOM).
 Ids are `NAME/<path inside PATH>`, so they are stable across runs and machines.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,13 +144,32 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
             if e.name.startswith(".") or e.name in _SKIP_DIRS:
                 continue
             p = Path(e.path)
-            if p.suffix.lower() in CANDIDATE_SUFFIXES:
+            if p.suffix.lower() in CANDIDATE_SUFFIXES or _unnamed_dicom(p):
                 images.append(p)
             elif e.is_dir():
                 stack.append(p)
             else:
                 others.append(p)
     return sorted(images), sorted(others)
+
+
+def _unnamed_dicom(p: Path) -> bool:
+    """A DICOM file named without .dcm, as PACS exports name them (IM0001, 1.2.840.1.17):
+    no suffix or a numeric one, and "DICM" at byte 128. Only regular files are opened (a FIFO
+    would block), without blocking, and only their first 132 bytes are read."""
+    if p.suffix and not p.suffix[1:].isdigit():
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            return False
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, 132)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
 
 
 def _rel(p: Path, root: Path) -> str:
