@@ -71,6 +71,19 @@ def test_every_encoding_of_one_picture_decodes_to_it(name: str) -> None:
     np.testing.assert_allclose(preprocess_image(d.gray, None, 32), expected, atol=1e-5)
 
 
+def test_the_worked_example_of_docs_datasets() -> None:
+    """docs/datasets.md, "DICOM": stored 3000 -> 1600 -> window 0.1005 -> MONOCHROME1 0.8995."""
+    stored = np.full((20, 20), 1000, np.uint16)
+    stored[3, 4] = 3000
+    d = decode_displayed(dicom_bytes(stored, bits_stored=12, RescaleSlope=0.5,
+                                     RescaleIntercept=100, WindowCenter=[2000, 1500],
+                                     WindowWidth=[1001, 600],
+                                     PhotometricInterpretation="MONOCHROME1",
+                                     PresentationLUTShape="INVERSE"))  # fmt: skip
+    assert d.gray[3, 4] == pytest.approx(0.8995, abs=1e-6) and d.dicom.voi == "window 1 of 2"
+    assert d.gray[0, 0] == 1.0  # 1000 -> 600, below the window: black, inverted: white
+
+
 def test_which_voi_is_said() -> None:
     u8 = picture()
     assert decode_displayed(twelve_bit_with_rescale_and_window(u8)).dicom.voi == "window 1 of 2"
