@@ -103,6 +103,18 @@ def test_voi_lut_sequence_is_applied() -> None:
     assert d.dicom.voi == "VOI LUT 1 of 1"
 
 
+def test_a_malformed_lut_is_an_error_without_pydicoms_words() -> None:
+    from pydicom.dataset import Dataset
+
+    lut = Dataset()  # 9 bits per entry: PS3.3 allows 8 or 10-16
+    lut.add_new("LUTDescriptor", "US", [256, 0, 9])
+    lut.add_new("LUTData", "US", list(range(256)))
+    with pytest.raises(ImageError) as ei:
+        decode_displayed(dicom_bytes(picture(), VOILUTSequence=[lut]))
+    assert ei.value.reason == ("unusable DICOM grey transforms (NotImplementedError); check its "
+                               "rescale, window and LUT attributes")  # fmt: skip
+
+
 def test_jpeg_lossless_decodes_with_the_plugins() -> None:
     stored = picture().astype(np.uint16) * 16  # 12-bit values
     plain = decode_displayed(dicom_bytes(stored, bits_stored=12))

@@ -156,6 +156,9 @@ def _refuse_non_images(ds: Any) -> None:
             (f"{k} object" for k in ("SR", "Presentation State", "Key Object") if k in sop), "")
         if kind:
             raise NotAnImage(f"not an image: a DICOM {kind}, without pixel data")
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise NotAnImage("floating-point DICOM pixel data (a parametric map), not a "
+                             "radiograph")  # fmt: skip
         raise ImageError("truncated or incomplete DICOM: no pixel data after the header")
     frames = ds.get("NumberOfFrames")
     n = int(frames) if frames not in (None, "") else 1
@@ -264,8 +267,15 @@ def decode(data: bytes, patient: PatientKey | None = None) -> tuple[np.ndarray, 
     Raises ImageError (NotAnImage for objects left out by design) with the manifest reason."""
     ds = _read(data, header_only=False)
     _refuse_non_images(ds)
-    values, lo, hi = _modality(_stored_values(ds), ds)
-    gray, voi = _voi(values, ds, lo, hi)
+    try:
+        values, lo, hi = _modality(_stored_values(ds), ds)
+        gray, voi = _voi(values, ds, lo, hi)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed LUT or value: this file's error, told
+        # without pydicom's message (it may quote header values)
+        raise ImageError(f"unusable DICOM grey transforms ({type(e).__name__}); check its "
+                         "rescale, window and LUT attributes") from None
     inverse = _cs(ds.get("PresentationLUTShape")) == "INVERSE"
     if _cs(ds.PhotometricInterpretation) == "MONOCHROME1" or inverse:
         gray = 1.0 - gray
