@@ -225,7 +225,8 @@ def test_collect_mixes_dicom_with_png_and_hashes_patients(tmp_path: Path) -> Non
     salt = (ws / ".patient-salt").read_text().strip()
     assert a.patient_id == patient_hash(PATIENT_ID, bytes.fromhex(salt))
     assert stat.S_IMODE(os.stat(ws / ".patient-salt").st_mode) == 0o600
-    assert rows["nobody.dcm"].patient_id == "" and "no PatientID in the header" in rows["nobody.dcm"].note
+    nobody = rows["nobody.dcm"]
+    assert nobody.patient_id == "" and "no PatientID in the header" in nobody.note
     assert "BurnedInAnnotation YES" in rows["burned.dcm"].note
     for name, reason in [("report.dcm", "not an image: a DICOM structured report"),
                          ("lateral.dcm", "lateral view (LL)"), ("slice.dcm", "CT object")]:
@@ -311,3 +312,23 @@ def test_a_png_only_workspace_gets_no_salt(tmp_path: Path) -> None:
         (src / f"{k}.png").write_bytes(encode_image(picture(k), ".png"))
     collect(Workspace.at(tmp_path / "ws"), [f"folder:{src.parent}"], CFG)
     assert not (tmp_path / "ws" / ".patient-salt").exists()
+
+
+def test_a_csv_source_may_name_dicom_files(tmp_path: Path) -> None:
+    src = tmp_path / "hosp"
+    write_dicom(src / "images" / "a.dcm", picture(1))
+    write_dicom(src / "images" / "b.dcm", picture(2), ViewPosition="LL")
+    write_dicom(src / "images" / "c.dcm", picture(3), PatientID="OTHER")
+    (src / "images" / "d.png").write_bytes(encode_image(picture(4), ".png"))
+    (src / "labels.csv").write_text("file,finding,patient\na.dcm,COVID-19,\nb.dcm,COVID-19,\n"
+                                    "c.dcm,No finding,P7\nd.png,No finding,P8\n")  # fmt: skip
+    opts = dict(csv_file_column="file", csv_label_column="finding", csv_images="images",
+                csv_classes="COVID-19=covid,No finding=normal")  # fmt: skip
+    ws = tmp_path / "ws"
+    collect(Workspace.at(ws), [f"h=csv:{src / 'labels.csv'}"],
+            CollectConfig(workers=1, show_progress=False, csv_patient_column="patient", **opts))
+    rows = rows_by_name(ws)
+    assert rows["a.dcm"].status == rows["c.dcm"].status == rows["d.png"].status == "ok"
+    assert rows["a.dcm"].patient_id.startswith("dicom-")  # blank cell: the header's id
+    assert rows["c.dcm"].patient_id == "h-P7"  # the column the user named wins
+    assert (rows["b.dcm"].status, rows["b.dcm"].reason) == ("excluded", "lateral view (LL)")
