@@ -1,6 +1,7 @@
-"""The one reader and writer of every CSV file cxraug reads or writes: the manifest, crop-box
-files (`--crop-boxes`, `--suggest-crops`), a cohen `metadata.csv`, the `filter --report`, and a
-run's `log.csv` and `scores.csv`.
+"""The one reader of every CSV file cxraug reads, and the writer of every one it writes for
+people: the manifest, crop-box files (`--crop-boxes`, `--suggest-crops`), a cohen
+`metadata.csv`, a `csv:` source's table, the `filter --report`, an export's `index.csv`. A
+run's `log.csv` and `scores.csv` are read here too (their owners write them: numbers only).
 
 Reading: UTF-8 (a spreadsheet's BOM dropped) with line ends left as they are, so a quoted "\\r"
 inside a name stays a "\\r" (Python's text mode would turn it into "\\n"); and any `csv.Error`
@@ -60,7 +61,7 @@ def csv_plain(cell: str) -> str:
 
 def write_rows(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """CSV text of a header and rows, every cell through `csv_safe`, that reads back exactly
-    (`read_rows`)."""
+    (`dict_reader` + `csv_rows`)."""
     buf = io.StringIO()
     plain = csv.writer(buf, lineterminator="\n")
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -136,7 +137,7 @@ def csv_rows(
         yield line, where, {str(k): csv_plain(v or "") for k, v in row.items()}
 
 
-def read_table(
+def read_csv(
     path: Path, exc: type[InputError] = InputError
 ) -> tuple[list[str], list[dict[str, str]]]:
     """(header, rows as {column: cell}) of a CSV file whose rows the caller checks itself (a

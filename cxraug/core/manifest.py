@@ -42,8 +42,9 @@ COLUMNS: tuple[str, ...] = (
     "synthetic", "run", "checkpoint_sha256", "seed", "noise_index", "note",
 )  # fmt: skip
 REQUIRED: tuple[str, ...] = ("id", "path", "label", "split", "status")
-#: What `preprocess` writes in the `marks` column (cxraug.prep.marks), joined by "+".
-MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border")
+#: What `preprocess` writes in the `marks` column (cxraug.prep.marks), joined by "+";
+#: annotation: a DICOM header's BurnedInAnnotation YES (text burned into the pixels).
+MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border", "annotation")
 #: A person's verdict in the `marks` column, which `preprocess` never overwrites: "clean"
 #: (keep the image in training) or "marked", each optionally followed by ": a note".
 MARK_VERDICTS: tuple[str, ...] = ("clean", "marked")

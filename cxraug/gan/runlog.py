@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cxraug.core.csvfile import read_table
+from cxraug.core.csvfile import read_csv
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.images import to_uint8, write_png_gray, write_png_rgb
 from cxraug.core.tf_setup import tf
@@ -55,7 +55,7 @@ class RunLog:
         self.rows: list[dict[str, str]] = []
         if resume_from > 0 and self.log_path.is_file():
             # keep rows up to the checkpoint: later ones are re-done by the resumed run
-            self.rows = [r for r in read_table(self.log_path)[1]
+            self.rows = [r for r in read_csv(self.log_path)[1]
                          if int(r["iteration"]) <= resume_from]
         self._rewrite()
         self._f = open(self.log_path, "a", newline="")  # noqa: SIM115 (closed in close())

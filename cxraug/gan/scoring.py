@@ -47,7 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cxraug.core.csvfile import read_table
+from cxraug.core.csvfile import read_csv
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_text
 from cxraug.core.images import to_uint8
@@ -185,7 +185,7 @@ class ScoreLog:
         self.png = run.scores_plot_path
         self.scores: list[Score] = []
         if self.path.is_file():
-            self.scores = [Score.from_row(r) for r in read_table(self.path)[1]
+            self.scores = [Score.from_row(r) for r in read_csv(self.path)[1]
                            if int(r["iteration"]) <= resume_from]  # fmt: skip
 
     def add(self, s: Score) -> Score:
