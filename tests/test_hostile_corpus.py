@@ -123,6 +123,18 @@ def _cohen_with_long_cell(ws: Path) -> list[str | Path]:
     return ["collect", f"cohen:{root}", "-w", ws.parent / "new"]
 
 
+def _csv_source_with_long_cell(ws: Path) -> list[str | Path]:
+    root = ws.parent / "hospital"
+    root.mkdir()
+    (root / "meta.csv").write_text(
+        "imagename,finding\n"
+        "a.png,COVID-19\n"
+        f"b.png,{'x' * (CELL_LIMIT + 1)}\n", encoding="utf-8")
+    return ["collect", f"h=csv:{root / 'meta.csv'}", "--csv-file-column", "imagename",
+            "--csv-label-column", "finding", "--csv-classes", "COVID-19=covid",
+            "-w", ws.parent / "new"]
+
+
 def _manifest_folder(*command: str) -> Callable[[Path], list[str | Path]]:
     """`command -w WS` run on a workspace whose manifest.csv is a folder."""
 
@@ -147,6 +159,10 @@ def _no_workspace_left(ws: Path, _: str) -> None:
 
 def _nothing_created(ws: Path, _: str) -> None:
     assert not (ws.parent / "new").exists()
+
+
+def _no_export(ws: Path, _: str) -> None:
+    assert not (ws.parent / "out").exists()
 
 
 def _manifest_folder_kept(ws: Path, _: str) -> None:
@@ -199,6 +215,8 @@ CASES = [
          "boxes.csv row 2: a cell is longer than"),
     Case("cohen-metadata-long-cell", _cohen_with_long_cell, 3,
          "metadata.csv row 3: a cell is longer than", also=_nothing_created),
+    Case("csv-source-long-cell", _csv_source_with_long_cell, 3,
+         "meta.csv row 3: a cell is longer than", also=_nothing_created),
     # item 11: --seed -1 and --width 0 refused before any side effect
     _seed("collect", "folder:x"),
     _seed("generate", "-n", "1"),
@@ -208,6 +226,12 @@ CASES = [
     _seed("evaluate"),
     Case("evaluate-width-0", lambda ws: ["evaluate", "-w", ws, "--width", "0"], 2,
          "--width 0 must be in [1, 1024]"),
+    Case("export-workers-0",
+         lambda ws: ["export", ws.parent / "out", "-w", ws, "--workers", "0"], 2,
+         "--workers 0 must be in [1, 256]", also=_no_export),
+    Case("export-size-out-of-range",
+         lambda ws: ["export", ws.parent / "out", "-w", ws, "--size", "5000"], 2,
+         "--size 5000 must be in [8, 4096]"),
     Case("generate-batch-size-0",
          lambda ws: ["generate", "-w", ws, "-n", "1", "--batch-size", "0"], 2,
          "--batch-size 0 must be at least 1"),
@@ -231,6 +255,9 @@ CASES = [
            2, "does not exist; check the path (only `cxraug collect` creates a workspace)",
            also=_no_workspace_left)
       for cmd in ("preprocess", "train", "generate", "filter", "evaluate")),
+    Case("export-mistyped-workspace",
+         lambda ws: ["export", ws.parent / "out", "-w", ws.parent / "typo" / "ws"], 2,
+         "does not exist; check the path", also=_no_workspace_left),
     Case("fid-mistyped-workspace",
          lambda ws: ["fid", ws.parent / "src", ws.parent / "src", "-w", ws.parent / "typo"],
          2, "does not exist; check the path", also=_no_workspace_left),
