@@ -41,6 +41,7 @@ from cxraug.core.ui import one_line, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.csvsource import CSV_OPTIONS, CsvLayout, csv_setting
 from cxraug.prep.inspect import FileCheck, inspect_files
+from cxraug.prep.loading import refuse_own_failure
 from cxraug.prep.sources import (
     Candidate,
     Listing,
@@ -420,6 +421,7 @@ def _collect(workspace: Workspace, listings: list[Listing], test_only: list[str]
                           fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
                           max_file_mb=config.max_file_mb, show_progress=config.show_progress,
                           patient=key)  # fmt: skip
+    refuse_own_failure([(chk.unexpected, chk.error) for chk in found], "collect")
     if any(chk.dicom is not None and chk.dicom.patient for chk in found):
         save_salt(workspace.patient_salt_path, key.salt)  # before any hash made with it is saved
     checks = [FileCheck()] * len(cands)

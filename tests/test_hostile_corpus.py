@@ -367,21 +367,28 @@ def test_formula_cells_are_neutralised_on_disk_and_read_back(tmp_path: Path) -> 
                                        "normal/n1.png")}  # fmt: skip
 
 
-def test_own_failure_is_not_written_into_rows(base: Path, tmp_path: Path,
+@pytest.mark.parametrize("command", ["preprocess", "collect"])
+def test_own_failure_is_not_written_into_rows(command: str, base: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """A failure of the command itself (every row, the same unexpected exception) is an error
+    """A failure of the command itself (every file, the same unexpected exception) is an error
     message, never every row's `error` status."""
+    import cxraug.prep.inspect as inspect
     import cxraug.preprocess as pre
 
     def broken(*_: object, **__: object) -> object:
         raise OverflowError("cannot convert float infinity to integer")
 
     monkeypatch.setattr(pre, "load_image", broken)
+    monkeypatch.setattr(inspect, "decode_displayed", broken)
     shutil.copytree(base, tmp_path, dirs_exist_ok=True)
-    manifest = (tmp_path / "ws" / "manifest.csv").read_bytes()
-    r = cli("preprocess", "-w", tmp_path / "ws", "--workers", "1", "--size", "16")
-    assert r.exit_code == 3 and "no status was written to the manifest" in said(r), r.output  # type: ignore[attr-defined]
-    assert (tmp_path / "ws" / "manifest.csv").read_bytes() == manifest
+    ws = tmp_path / "ws"
+    manifest = (ws / "manifest.csv").read_bytes()
+    extra = [f"folder:{tmp_path / 'src'}", "--force"] if command == "collect" else []
+    r = cli(command, *extra, "-w", ws, "--workers", "1")
+    assert r.exit_code == 3, r.output  # type: ignore[attr-defined]
+    assert "failed the same way (" in said(r) and "no status was written" in said(r)
+    assert (ws / "manifest.csv").read_bytes() == manifest
+    assert not (ws / "manifest.csv.bak").exists()
 
 
 def test_fifo_posing_as_an_image_is_an_error_row_not_a_hang(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class FileCheck:
     dhash: bytes = b""  # 32 bytes: 16 rows x 16 left/right brightness comparisons
     excluded: bool = False  # `error` is why the file is left out by design, not a fault
     dicom: DicomFacts | None = None  # what a DICOM file's header says
+    unexpected: str = ""  # the exception type when the decoder raised one (not an ImageError)
 
 
 def difference_hash(gray: np.ndarray) -> bytes:
@@ -78,7 +79,8 @@ def inspect_file(path: str | Path, fast_decode: bool = True,
     except ImageError as e:
         return FileCheck(sha, width, height, e.reason)
     except Exception as e:  # noqa: BLE001 - a decoder crash on one file is that file's error
-        return FileCheck(sha, width, height, f"decoder failed ({type(e).__name__}: {e})")
+        return FileCheck(sha, width, height, f"decoder failed ({type(e).__name__}: {e})",
+                         unexpected=type(e).__name__)  # fmt: skip
 
 
 def inspect_files(paths: list[Path], *, workers: int = 2, fast_decode: bool = True,
