@@ -29,7 +29,9 @@ from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.workspace import Workspace, check_run_name, manifest_writer
+from cxraug.gan.cells import MISSING, target_sources
 from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
+from cxraug.gan.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class GenerateConfig(Settings):
         "if its checkpoints were scored, else its latest].",
     )  # fmt: skip
     force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
+    # runs trained with --condition class,source only (cxraug.gan.cells, docs/training.md)
+    source: str | None = setting(
+        None, "Source look (runs trained with --condition class,source): a source of the run; "
+        "missing = every source of the run without usable real train images of --class; all. "
+        "-n/--balance is the total; image i goes to the (i mod K)-th of the K sources.",
+    )  # fmt: skip
 
     def check(self) -> None:
         for flag, value in (("--run", self.run), ("--checkpoint", self.checkpoint)):
@@ -84,6 +92,23 @@ class GenerateResult:
 def latent(seed: int, index: int, dim: int) -> np.ndarray:
     """z for noise index `index`: a function of (seed, index) only. (dim,) float32."""
     return np.random.default_rng([seed, index]).standard_normal(dim).astype(np.float32)
+
+
+def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
+                 run: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
+    """(the sources images cycle through, their cells) for a source-conditioned run; None for
+    a class-only run. `--source` is refused where it cannot apply, required where it must."""
+    if not tcfg.sources:
+        if cfg.source is not None:
+            raise InputError(f"--source needs a run trained with --condition class,source; run "
+                             f"{run} is conditioned on the class only: drop --source")
+        return None
+    if cfg.source is None:
+        raise InputError(f"run {run} is conditioned on class and source: give --source NAME "
+                         f"(one of {', '.join(tcfg.sources)}), {MISSING} or all")  # fmt: skip
+    targets = target_sources(cfg.source, tcfg.sources, cfg.label, manifest)
+    k = LABELS.index(cfg.label)
+    return targets, [k * tcfg.num_sources + tcfg.sources.index(s) for s in targets]
 
 
 def balance_count(manifest: Manifest, label: str) -> int:
@@ -138,11 +163,16 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if LABELS.index(cfg.label) >= tcfg.num_classes:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {cfg.label!r}")  # fmt: skip
+    cells = source_cells(cfg, tcfg, manifest, run)
     n = balance_count(manifest, cfg.label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
     out_dir = ws.synthetic_class_dir(cfg.label)
     res = GenerateResult(cfg.label, n, run, ckpt.path, ckpt.sha256, out_dir)
+    if cells is not None and not cells[0]:  # --source missing, and none is
+        res.count, res.message = 0, (f"nothing to generate: every source of run {run} has real "
+                                     f"{cfg.label} train images")  # fmt: skip
+        return res
     if n == 0:
         res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
                        if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
@@ -175,7 +205,9 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
             hi = min(n, lo + bs)
             z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
             z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
-            imgs = to_uint8(infer(tf.constant(z), tf.fill((bs,), y_idx)).numpy()[: hi - lo, ..., 0])
+            y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
+                 else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
+            imgs = to_uint8(infer(tf.constant(z), y).numpy()[: hi - lo, ..., 0])
             pngs = list(pool.map(encode_png_gray, imgs))
             list(pool.map(atomic_write_bytes, paths[lo:hi], pngs))
             for i, data in zip(range(lo, hi), pngs, strict=True):
@@ -184,7 +216,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
                     status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True,
                     run=ws.run_ref(run_dir), checkpoint_sha256=ckpt.sha256, seed=cfg.seed,
-                    noise_index=i,
+                    noise_index=i, cond_source=cells[0][i % len(cells[0])] if cells else "",
                 ))  # fmt: skip
     new_ids = {r.id for r in records} | stale_rows
     manifest.records = [r for r in manifest.records if r.id not in new_ids] + records
@@ -195,8 +227,12 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",
+                **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
     res.paths = paths
     res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"
+    if cells:
+        res.message += " (" + ", ".join(f"{sum(r.cond_source == s for r in records)} in the look "
+                                        f"of {s}" for s in cells[0]) + ")"  # fmt: skip
     return res
