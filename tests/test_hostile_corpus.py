@@ -435,3 +435,8 @@ def test_consoles_escape_names_but_keep_their_own_colours() -> None:
     assert "\x1b[2J" not in text and "\x9b" not in text and "\x07" not in text
     assert "\x1b[1;31merror:\x1b[0m" in text  # rich's own style codes survive
     assert ui.one_line("x\ny\tz\x1b") == "x\\ny\\tz\\x1b"
+
+
+def test_help_shows_the_range_the_options_are_checked_against() -> None:
+    r = cli("generate", "--help")
+    assert r.exit_code == 0 and f"Must be in [0, {SEED_MAX}]" in said(r)

@@ -131,7 +131,9 @@ def _option(f: dataclasses.Field[Any], hint: Any, default: Any) -> inspect.Param
         flags = (f"--{dash}",) if default is False else (f"--{dash}/--no-{dash}",)
     if _is_tuple(hint):  # e.g. widths: typed as "512,512" and parsed after the fact
         hint, default = str, ",".join(map(str, default))
-    help_text = f.metadata["help"].replace("[", "\\[")  # rich markup would eat "[...]"
+    bounds = f.metadata.get("bounds")  # the range the config checks (core/settings.py)
+    help_text = f.metadata["help"] + (f" Must be {bounds}." if bounds is not None else "")
+    help_text = help_text.replace("[", "\\[")  # rich markup would eat "[...]"
     opt = typer.Option(default, *flags, help=help_text, show_default=True)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=hint)
 
