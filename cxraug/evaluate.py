@@ -241,6 +241,7 @@ def _train(run: _Run, cfg: EvaluateConfig, show_progress: bool) -> None:
         sd = SeedData(d.x[fit_idx], d.y[fit_idx], d.x[val_idx], d.y[val_idx], run.syn,
                       LABELS.index(run.label), seed, (cfg.seed, s),
                       selection={"k": cfg.select_k, "quantile": cfg.select_quantile})  # fmt: skip
+        fit_counts = {c: int((sd.y == k).sum()) for k, c in enumerate(LABELS)}
         for arm in run.live:
             p = plan(arm, sd, cfg.steps, cfg.hflip, cfg.pretrain_share)
             if show_progress:
@@ -248,8 +249,9 @@ def _train(run: _Run, cfg: EvaluateConfig, show_progress: bool) -> None:
                           f"{len(sd.x) + p.added} images", highlight=False)  # fmt: skip
             tr, phases = train(p, sd, net)
             _record(run, arm, sd, tr, {"train_images": len(sd.x) + p.added,
-                                       "added_images": p.added, **p.facts,
-                                       **({"phases": phases} if len(phases) > 1 else {})})
+                                       "added_images": p.added, "real_fit_images": fit_counts,
+                                       **p.facts, **({"phases": phases} if len(phases) > 1
+                                                     else {})})  # fmt: skip
         run.split = (fit_idx, val_idx)
     for a in run.live:  # the counts of every seed, and their means for the table
         info = run.arm_info[a.name]

@@ -141,7 +141,7 @@ def added_count(arm: Arm, sd: SeedData) -> tuple[int, int]:
     elif arm.ratio == "balance":
         want = max(0, len(sd.y) - 2 * n_k)  # n_other - n_K
     else:
-        want = int(round(float(arm.ratio) * n_k))
+        want = int(np.floor(float(arm.ratio) * n_k + 0.5))  # halves round up
     return min(want, len(sd.syn)), want
 
 
