@@ -34,8 +34,8 @@ CUES: tuple[str, ...] = ("marks", "lungcrop", "clahe", "histeq")  # the order th
 SEG_SIDE = 128  # the lung fields are found at this resolution (the box is scaled back)
 LUNG_MIN_AREA = 0.02  # of the image: a smaller dark region is no lung field
 LUNG_MAX_AREA = 0.35  # of the image: a larger one is the air around the body
-LUNG_MARGIN = 0.03  # of the side, added around the lung fields
-AIR_SHARE = 0.7  # darker than this share of the lung threshold, reached from an edge: air
+LUNG_MARGIN = 0.05  # of the side, added around the lung fields
+AIR_SHARE = 0.5  # darker than this share of the lung threshold, reached from an edge: air
 FALLBACK_KEEP = 0.8  # central share kept when no lung fields are found
 _K3 = np.ones((3, 3), np.uint8)
 
@@ -118,10 +118,12 @@ def mask_marks(g: np.ndarray) -> tuple[np.ndarray, float]:
 def lung_box(g: np.ndarray) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) around the two lung fields of the uint8 radiograph `g`, or None.
 
-    At SEG_SIDE px, blurred: Otsu's threshold t over the central 70 % of the image (lungs and
-    mediastinum; no air outside the body, no padding) splits dark from bright. The air around
-    the body (darker than AIR_SHARE * t and reached from an image edge) is taken out, and an
-    opening (3 x 3, twice) cuts the thin dark bridges that remain.
+    At SEG_SIDE px, blurred: the lower of the two thresholds that split the central 70 % of
+    the image (lungs, mediastinum, soft tissue; little air outside the body, no padding) into
+    three classes (`otsu3`) marks the lungs dark: two classes would put soft tissue (the
+    abdomen, the body's edges) with the lungs. The air around the body (darker than
+    AIR_SHARE * t and reached from an image edge) is taken out, and an opening (3 x 3, twice)
+    cuts the thin dark bridges that remain.
     A lung field is a dark region of >= LUNG_MIN_AREA and <= LUNG_MAX_AREA of the image
     whose centre lies in the upper 80 % and away from the side edges (air beside the body
     lies at the edges): the largest one left of the middle and the largest one right of it,
@@ -133,8 +135,7 @@ def lung_box(g: np.ndarray) -> tuple[int, int, int, int] | None:
                        interpolation=cv2.INTER_AREA) if s < 1 else g  # fmt: skip
     small = cv2.GaussianBlur(small, (5, 5), 0)
     sh, sw = small.shape
-    core = small[round(0.15 * sh) : round(0.85 * sh), round(0.15 * sw) : round(0.85 * sw)]
-    t, _ = cv2.threshold(np.ascontiguousarray(core), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    t = otsu3(small[round(0.15 * sh) : round(0.85 * sh), round(0.15 * sw) : round(0.85 * sw)])
     dark = (small < t).astype(np.uint8)
     n, lab = cv2.connectedComponents((small < AIR_SHARE * t).astype(np.uint8), connectivity=4)
     edge = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
@@ -159,6 +160,21 @@ def lung_box(g: np.ndarray) -> tuple[int, int, int, int] | None:
     if box[2] - box[0] < 0.3 * sw or box[3] - box[1] < 0.25 * sh:
         return None  # too small for two lungs: a stray dark patch
     return (int(box[0] / s), int(box[1] / s), min(w, round(box[2] / s)), min(h, round(box[3] / s)))
+
+
+def otsu3(g: np.ndarray) -> int:
+    """The lower threshold t1 of Otsu's method with three classes on uint8 pixels: the pair
+    t1 < t2 that maximises the between-class variance sum_c w_c mu_c^2 of the classes
+    [0, t1), [t1, t2), [t2, 256) (an exhaustive search over the histogram's 256 levels)."""
+    p = np.bincount(g.ravel(), minlength=256).astype(np.float64) / g.size  # (256,)
+    w = np.r_[0.0, np.cumsum(p)]  # w[i] = share of the levels < i
+    m = np.r_[0.0, np.cumsum(p * np.arange(256))]  # their first moment
+    a, b = np.arange(1, 256)[:, None], np.arange(1, 256)[None, :]  # t1, t2
+    parts = ((w[a], m[a]), (w[b] - w[a], m[b] - m[a]), (1.0 - w[b], m[256] - m[b]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = sum(mu**2 / wt for wt, mu in parts)  # (255, 255), up to a constant
+    var = np.where(np.isfinite(var) & (b > a), var, -1.0)
+    return int(a[np.unravel_index(int(np.argmax(var)), var.shape)[0], 0])
 
 
 def crop_to(g: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:

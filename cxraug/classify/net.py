@@ -104,17 +104,22 @@ def _runners(model: Any, classes: int) -> tuple[Callable[[np.ndarray], np.ndarra
     return batched(forward, classes), batched(embed, int(pooled.output.shape[-1]))
 
 
-def val_score(y: np.ndarray, prob: np.ndarray) -> float:
-    """Binary: AUC of the positive class; more classes: balanced accuracy of the argmax."""
-    if prob.shape[1] == 2:
+def val_score(y: np.ndarray, prob: np.ndarray, accuracy: bool = False) -> float:
+    """Binary: AUC of the positive class; more classes, or `accuracy`: balanced accuracy of
+    the argmax."""
+    if prob.shape[1] == 2 and not accuracy:
         return auc(y, prob[:, 1])
     return balanced_accuracy_multiclass(y, prob.argmax(1), prob.shape[1])
 
 
 def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, classes: int,
         cfg: NetConfig, seed: int, *, balanced: bool = False, augment: Classical | None = None,
-        init: list[np.ndarray] | None = None, stream: int = 0) -> Trained:  # fmt: skip
-    """Train a classifier on (x, y) and return the weights that scored best on validation.
+        init: list[np.ndarray] | None = None, stream: int = 0,
+        by_accuracy: bool = False) -> Trained:  # fmt: skip
+    """Train a classifier on (x, y) and return the weights that scored best on validation
+    (`val_score`; `by_accuracy`: balanced accuracy even for two classes, when that, not the
+    ranking, is what will be reported: a perfect validation AUC reached early would otherwise
+    keep weights whose argmax is still one class).
 
     It starts from `seed`'s initial weights, or from `init` (another fit's kept weights: a
     fine-tuning phase) with a fresh optimizer; `stream` > 0 gives the batch order and the
@@ -152,7 +157,7 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
             raise NumericError(f"classifier loss became {loss} at step {k + 1}; lower the "
                                "learning rate or check the images for NaN")  # fmt: skip
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            v = val_score(y_val, predict(x_val))
+            v = val_score(y_val, predict(x_val), by_accuracy)
             if np.isfinite(v) and v > best:
                 best, best_step, best_w, bad = v, done, model.get_weights(), 0
             else:
