@@ -77,8 +77,9 @@ class EvaluateConfig:
     cues: str = setting("none", "Remove source cues from every image the classifier sees: "
                         "none, or steps joined by '+' from marks, lungcrop, clahe, histeq "
                         "(e.g. marks+lungcrop+clahe).")  # fmt: skip
-    pretrain_share: float = setting(0.5, "pretrain arm: share of --steps pre-training on "
-                                    "synthetic images; the rest fine-tunes on real ones.")  # fmt: skip
+    pretrain_share: float = setting(
+        0.5, "pretrain arm: share of --steps pre-training on synthetic images; the rest "
+        "fine-tunes on real ones.")  # fmt: skip
     select_k: int = setting(5, "selected arm: k of the k-th-nearest-neighbour distance in the "
                             "real-only model's features.")  # fmt: skip
     select_quantile: float = setting(0.95, "selected arm: keep a synthetic image no farther "

@@ -54,8 +54,8 @@ def test_arm_names() -> None:
     assert names == ["real", "oversample", "synthetic@0.5", "duplicate@0.5", "synthetic@1",
                      "synthetic@balance"]  # fmt: skip
     assert [a.name for a in arms.arm_list("real", "")] == ["real"]
-    for bad, why in (("real@1", r"unknown arm\(s\) real@1"), ("synthetic@0", "positive number"),
-                     ("synthetic@x", "positive number"), ("gan", r"unknown arm\(s\) gan")):  # fmt: skip
+    for bad, why in (("real@1", r"unknown arm\(s\) real@1"), ("gan", r"unknown arm\(s\) gan"),
+                     ("synthetic@0", "positive number"), ("synthetic@x", "positive number")):
         with pytest.raises(InputError, match=why):
             arms.arm_list(bad, "")
     assert ev.EvaluateConfig().arm_list()[-1].name == "duplicate"  # in the default list
@@ -99,10 +99,11 @@ def test_kth_distance_matches_brute_force() -> None:
                                    np.sort(self_d, 1)[:, k - 1], atol=1e-9)  # fmt: skip
 
 
-def _phantom_set(rng: np.random.Generator, n_normal: int, n_covid: int) -> tuple[np.ndarray,
-                                                                                  np.ndarray]:  # fmt: skip
+def _phantom_set(rng: np.random.Generator, n_normal: int,
+                 n_covid: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     x = np.concatenate([_phantoms(rng, "normal", n_normal), _phantoms(rng, "covid", n_covid)])
-    return x.astype(np.float32) / 127.5 - 1, np.r_[np.zeros(n_normal), np.ones(n_covid)].astype(int)
+    y = np.r_[np.zeros(n_normal), np.ones(n_covid)].astype(np.int64)
+    return x.astype(np.float32) / 127.5 - 1, y
 
 
 def test_selection_keeps_phantom_draws_and_rejects_noise() -> None:

@@ -13,8 +13,7 @@ from scipy.stats import mannwhitneyu, norm
 from typer.testing import CliRunner
 
 from cxraug import evaluate as ev
-from cxraug.classify import stats
-from cxraug.classify import net
+from cxraug.classify import net, stats
 from cxraug.classify.augment import Classical, augment_batch, batch_indices
 from cxraug.classify.data import Images
 from cxraug.classify.plots import draw_roc

@@ -36,8 +36,10 @@ from cxraug.classify.net import NetConfig, Trained
 from cxraug.classify.select import select_synthetic
 from cxraug.core.errors import vassert
 
-BASE_ARMS: tuple[str, ...] = ("real", "oversample", "classical", "synthetic",
-                              "synthetic+classical", "duplicate", "selected", "pretrain")  # fmt: skip
+BASE_ARMS: tuple[str, ...] = (
+    "real", "oversample", "classical", "synthetic", "synthetic+classical", "duplicate",
+    "selected", "pretrain",
+)  # fmt: skip
 #: the default list: bounded run time (docs/evaluate.md, "Time"); the rest by --arms
 DEFAULT_ARMS: tuple[str, ...] = BASE_ARMS[:6]
 _RATIO_KINDS = ("synthetic", "duplicate")  # the arms that take "@R"

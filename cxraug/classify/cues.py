@@ -99,10 +99,10 @@ def mask_marks(g: np.ndarray) -> tuple[np.ndarray, float]:
     too) from its surroundings and set non-black frames to black, the colour most
     radiographs' own padding has; returns the image and the share of its pixels masked."""
     h, w = g.shape
-    mask = np.zeros((h, w), np.uint8)
+    mask: np.ndarray = np.zeros((h, w), np.uint8)
     for k in ink_components(g):
         mask[k.y : k.y + k.h, k.x : k.x + k.w] |= k.mask.astype(np.uint8)
-    out = g
+    out: np.ndarray = g
     if mask.any():
         mask = cv2.dilate(mask, _K3)
         out = cv2.inpaint(g, mask, 3, cv2.INPAINT_TELEA)
@@ -136,7 +136,7 @@ def lung_box(g: np.ndarray) -> tuple[int, int, int, int] | None:
     small = cv2.GaussianBlur(small, (5, 5), 0)
     sh, sw = small.shape
     t = otsu3(small[round(0.15 * sh) : round(0.85 * sh), round(0.15 * sw) : round(0.85 * sw)])
-    dark = (small < t).astype(np.uint8)
+    dark: np.ndarray = (small < t).astype(np.uint8)
     n, lab = cv2.connectedComponents((small < AIR_SHARE * t).astype(np.uint8), connectivity=4)
     edge = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     dark[np.isin(lab, edge[edge > 0])] = 0  # the air around the body, reached from an edge

@@ -45,7 +45,8 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def classifier_input(x: np.ndarray, size: int, cues: tuple[str, ...], facts: CueFacts) -> np.ndarray:
+def classifier_input(x: np.ndarray, size: int, cues: tuple[str, ...],
+                     facts: CueFacts) -> np.ndarray:  # fmt: skip
     """(N, H, W) [-1, 1] -> what the classifier sees: cues removed at the image's own
     resolution (marks and lung fields are found better there), then resized."""
     return _resize(remove_cues(x, cues, facts), size)

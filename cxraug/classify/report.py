@@ -5,6 +5,7 @@ without source-cue removal), training speed, and where the figures are."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from cxraug.classify import stats
@@ -56,6 +57,10 @@ def test_set_tables(doc: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _within(c: str, d: dict[str, Any]) -> Any:
+    return d.get("within_class_balanced_accuracy", {}).get(c)
+
+
 def shortcut_tables(s: dict[str, Any]) -> list[Any]:
     from rich.table import Table
     from rich.text import Text
@@ -79,8 +84,7 @@ def shortcut_tables(s: dict[str, Any]) -> list[Any]:
     row("chance", lambda d: d.get("chance"))
     row("label balanced accuracy (real only)", lambda d: d.get("label_balanced_accuracy"))
     for c in s["within_class_balanced_accuracy"]:
-        row(f"sources told apart within {c}",
-            lambda d, c=c: d.get("within_class_balanced_accuracy", {}).get(c))  # fmt: skip
+        row(f"sources told apart within {c}", partial(_within, c))
     for src, cnt in s["sources"].items():
         t.add_row(f"source {src}", ", ".join(f"{v} {k}" for k, v in cnt.items()))
     style = "bold red" if s["flag"] else "green"
