@@ -122,6 +122,7 @@ def test_selection_keeps_phantom_draws_and_rejects_noise() -> None:
     assert kept_noise == 0 and kept_fresh >= 20, sel.facts()
     assert sel.facts()["kept"] == kept_fresh and sel.k == 5
     assert sel.near >= kept_fresh and sel.confident >= kept_fresh
+    assert sel.confident - kept_fresh >= 10  # confidence alone would keep noise: the features
 
 
 def test_pretrain_runs_both_phases_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,3 +202,34 @@ def test_cli_counts_of_the_ratio_and_duplicate_arms(tmp_path: Path) -> None:
         want = added(n["covid"]) or n["normal"] - n["covid"]  # R x n_K, or up to n_other
         assert e["added_images"] == e["train_images"] - n["normal"] - n["covid"] == want
 
+
+
+def test_no_new_arm_sees_a_test_or_external_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every image any arm trains, stops early or selects on is a TRAIN row or a synthetic
+    one (selected's reference images are the same fit and validation arrays)."""
+    from cxraug.classify.data import load_real
+
+    ws = make_workspace(tmp_path, "fresh", external={"normal": 12, "covid": 12})
+    data = load_real(ws, S)
+
+    def keys(x: np.ndarray) -> set[bytes]:
+        return {im.tobytes() for im in x}
+
+    allowed = keys(data.x[data.split == "train"])
+    held_out = keys(data.x[data.split != "train"])
+    seen: set[bytes] = set()
+    real_fit = net.fit
+
+    def spy(x: np.ndarray, y: np.ndarray, xv: np.ndarray, *a: object, **k: object) -> object:
+        seen.update(keys(x) | keys(xv))
+        return real_fit(x, y, xv, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(net, "fit", spy)
+    cfg = ev.EvaluateConfig(**{**TINY.__dict__, "steps": 10, "eval_every": 5, "shortcut": True,
+                               "arms": "real,duplicate,selected,pretrain",
+                               "synthetic_ratio": "balance"})  # fmt: skip
+    ev.evaluate(ws, cfg, show_progress=False)
+    assert not seen & held_out
+    assert allowed <= seen and len(seen - allowed) <= 80  # + the synthetic images at most
