@@ -8,7 +8,9 @@ next command does with it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +25,10 @@ from test_preprocess import make_ws
 from typer.testing import CliRunner
 
 from cxraug.cli import app
-from cxraug.core.images import encode_image
+from cxraug.core.dataset import Dataset, save_dataset
+from cxraug.core.fsutil import sha256_file
+from cxraug.core.images import encode_image, write_png_gray
+from cxraug.core.manifest import Manifest, Record, write_manifest
 from cxraug.core.workspace import Workspace
 from cxraug.prep.phantom import make_phantom
 
@@ -198,3 +203,359 @@ def test_without_prctl_a_worker_still_dies_with_its_parent(tmp_path: Path) -> No
         parent.send_signal(signal.SIGKILL)
         assert parent.wait(timeout=60) == -signal.SIGKILL
         wait_for(lambda: not alive(child[0]), "the child to notice its parent died", timeout=30)
+
+
+# ---- 6, 8, 9. generate: provenance after a kill, no manifest no deletion, huge -n ---------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A tiny run r1 with two checkpoints (iterations 1 and 2) and a 16 px dataset."""
+    from test_generate import real_rows
+    from test_train import TINY, make_workspace
+
+    from cxraug.gan.config import TrainConfig
+    from cxraug.train import train
+
+    ws = make_workspace(tmp_path_factory.mktemp("kills"))
+    write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
+    cfg = TrainConfig(**TINY).replace(iterations=2, checkpoint_interval=1, keep_checkpoints=2)
+    train(ws, cfg, name="r1", quiet=True)
+    assert len(ws.run("r1").checkpoint_files()) == 2
+    return ws
+
+
+def copy_ws(ws: Workspace, dst: Path) -> Workspace:
+    shutil.copytree(ws.root, dst)
+    return Workspace.at(dst)
+
+
+def synthetic_pngs(ws: Workspace) -> set[Path]:
+    """Every PNG in the class folders of synthetic/ (and their rejected/)."""
+    return {p.resolve() for d in ws.synthetic_dir.iterdir() if d.is_dir()
+            for p in d.rglob("*.png")} if ws.synthetic_dir.is_dir() else set()  # fmt: skip
+
+
+def assert_rows_match_files(ws: Workspace) -> list[Record]:
+    """Every synthetic row names a file that exists, holding the bytes its sha256 says."""
+    rows = [r for r in ws.load_manifest() if r.synthetic]
+    for r in rows:
+        p = r.resolve(ws.root)
+        assert p.is_file(), f"row {r.id} names {p}, which does not exist"
+        assert sha256_file(p) == r.sha256, f"row {r.id}: {p} holds other bytes than it says"
+    return rows
+
+
+def assert_clean(ws: Workspace) -> list[Record]:
+    """assert_rows_match_files, and no PNG in synthetic/ that no row names, no journal left."""
+    rows = assert_rows_match_files(ws)
+    named = {r.resolve(ws.root).resolve() for r in rows}
+    assert synthetic_pngs(ws) <= named, sorted(map(str, synthetic_pngs(ws) - named))
+    assert not list(ws.synthetic_dir.rglob("*.pending.json"))
+    return rows
+
+
+#: generate(WORKSPACE, GenerateConfig(**JSON)) that SIGKILLs its own process right after its
+#: K-th PNG is written.
+GENERATE_KILLED = """
+    import json, os, signal, sys, threading
+    import cxraug.generate as g
+    from cxraug.core.workspace import Workspace
+    after, count, lock = int(sys.argv[2]), [0], threading.Lock()
+    real = g.atomic_write_bytes
+    def write(path, data):
+        real(path, data)
+        with lock:
+            count[0] += 1
+            if count[0] == after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    g.atomic_write_bytes = write
+    g.generate(Workspace.at(sys.argv[1]), g.GenerateConfig(**json.loads(sys.argv[3])))
+"""
+
+
+def generate_killed(ws: Workspace, after: int, log: Path, **cfg: object) -> None:
+    p = start(GENERATE_KILLED, str(ws.root), str(after), json.dumps(cfg), log=log)
+    assert p.wait(timeout=300) == -signal.SIGKILL, log.read_text()[-3000:]
+
+
+def test_a_killed_generate_force_leaves_no_row_with_another_files_provenance(
+    trained: Workspace, tmp_path: Path
+) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    ck1, ck2 = ws.run("r1").checkpoint_files()
+    r = runner.invoke(app, ["generate", "-w", str(ws.root), "--class", "covid", "-n", "4",
+                            "--checkpoint", str(ck1)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert {x.checkpoint_sha256 for x in assert_clean(ws)} == {sha256_file(ck1)}
+    # --force from the other checkpoint rewrites the same four names; killed after two
+    generate_killed(ws, 2, tmp_path / "log", label="covid", n=4, checkpoint=str(ck2),
+                    force=True)  # fmt: skip
+    assert_rows_match_files(ws)  # right after the kill, before anything cleaned up
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 3 and "no synthetic covid rows" in r.output, r.output
+    assert_clean(ws)  # the next command removed what no row names: --force had replaced it all
+    r = runner.invoke(app, ["generate", "-w", str(ws.root), "--class", "covid", "-n", "4",
+                            "--checkpoint", str(ck2)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert {x.checkpoint_sha256 for x in assert_clean(ws)} == {sha256_file(ck2)}
+
+
+def test_generate_commits_as_it_goes_and_a_kill_keeps_what_was_committed(
+    trained: Workspace, tmp_path: Path
+) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    generate_killed(ws, 5, tmp_path / "log", label="covid", n=8, batch_size=2, seed=3,
+                    commit_seconds=0)  # fmt: skip
+    rows = assert_rows_match_files(ws)
+    assert [x.noise_index for x in rows] == [0, 1, 2, 3]  # two batches committed, then killed
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 0, r.output
+    assert len(assert_clean(ws)) == 4
+    # the same images again: refused with the way forward, --force redoes the set
+    r = runner.invoke(app, ["generate", "-w", str(ws.root), "--class", "covid", "-n", "8",
+                            "--seed", "3"])  # fmt: skip
+    assert r.exit_code == 3 and "--force" in r.output and "another --seed" in r.output
+    r = runner.invoke(app, ["generate", "-w", str(ws.root), "--class", "covid", "-n", "8",
+                            "--seed", "3", "--force"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "8/8" in r.stderr  # the progress bar
+    assert len(assert_clean(ws)) == 8
+
+
+def test_no_manifest_no_deletion(trained: Workspace, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A generate died between its PNGs and its rows; with manifest.csv moved aside, the next
+    command must not delete the PNGs its journal lists: only a manifest says they are orphans."""
+    ws = copy_ws(trained, tmp_path / "w")
+
+    def die(self: Workspace, manifest: Manifest) -> None:
+        raise SystemExit(137)  # the process dies here (as a kill would): no cleanup runs
+
+    monkeypatch.setattr(Workspace, "save_manifest", die)
+    r = runner.invoke(app, ["generate", "-w", str(ws.root), "--class", "covid", "-n", "3"])
+    assert r.exit_code == 137
+    monkeypatch.undo()
+    left = synthetic_pngs(ws)
+    assert len(left) == 3
+    aside = ws.root / "manifest.moved"
+    ws.manifest_path.rename(aside)
+    for args in (["filter"], ["generate", "-n", "1", "--seed", "5"]):
+        r = runner.invoke(app, [*args, "-w", str(ws.root), "--class", "covid"])
+        assert r.exit_code == 3 and "no manifest" in r.output, r.output
+        assert synthetic_pngs(ws) == left and all(p.is_file() for p in left)
+    aside.rename(ws.manifest_path)
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 3 and "no synthetic covid rows" in r.output  # swept, then nothing
+    assert synthetic_pngs(ws) == set()
+
+
+def test_generate_refuses_a_count_that_cannot_fit_before_writing_anything(
+    trained: Workspace, tmp_path: Path
+) -> None:
+    ws = copy_ws(trained, tmp_path / "w")
+    before = ws.manifest_path.read_bytes()
+    # a child with 6 GB of address space: the old code built 10^12 names in memory first
+    code = """
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+        from cxraug.cli import app
+        app(sys.argv[1:], prog_name="cxraug")
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), "generate", "-w",
+                        str(ws.root), "--class", "covid", "-n", str(10**12)], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 3, r.stderr[-3000:]
+    msg = " ".join(r.stderr.split())
+    assert "-n 1000000000000" in msg and "free" in msg and "smaller -n" in msg, msg
+    assert ws.manifest_path.read_bytes() == before and not ws.synthetic_dir.exists()
+
+
+def test_room_check_arithmetic() -> None:
+    from cxraug.generate import room_problem
+
+    # 16 px PNGs: at most 16 * 17 + 256 = 528 bytes each; rows: 512 B on disk, 6 KiB in memory
+    assert room_problem(1000, 16, rows=10, disk_free=10**9, memory_free=10**9) is None
+    need_disk = 1000 * 528 + 1010 * 512
+    assert room_problem(1000, 16, 10, disk_free=need_disk, memory_free=10**9) is None
+    msg = room_problem(1000, 16, 10, disk_free=need_disk - 1, memory_free=10**9)
+    assert msg is not None and "disk" in msg
+    need_mem = 1010 * 6 * 1024
+    assert room_problem(1000, 16, 10, disk_free=10**9, memory_free=need_mem) is None
+    msg = room_problem(1000, 16, 10, disk_free=10**9, memory_free=need_mem - 1)
+    assert msg is not None and "memory" in msg
+    assert room_problem(1000, 16, 10, disk_free=None, memory_free=None) is None  # unknown
+
+
+# ---- 7, 14. filter: kills during --move-rejected, outputs before the manifest ------------------
+
+
+def filter_ws(root: Path, n_noise: int = 4) -> Workspace:
+    """12 real covid training phantoms (64 px) and n_noise synthetic noise PNGs (rejected)."""
+    ws = Workspace.at(root)
+    rng = np.random.default_rng(0)
+    real = np.stack([make_phantom(rng, "covid", (64, 64)) for _ in range(12)])
+    save_dataset(ws.dataset_path, Dataset(real.astype(np.float32) / 127.5 - 1,
+                                          np.ones(12, np.int64),
+                                          np.array([f"r{i}" for i in range(12)]),
+                                          np.array(["train"] * 12)))  # fmt: skip
+    recs = []
+    for i in range(n_noise):
+        p = ws.synthetic_class_dir("covid") / f"noise{i}.png"
+        write_png_gray(p, rng.integers(0, 256, (64, 64), dtype=np.uint8))
+        recs.append(Record(id=f"synthetic/covid/noise{i}", path=ws.relpath(p), label="covid",
+                           split="train", source="synthetic", synthetic=True,
+                           sha256=sha256_file(p)))  # fmt: skip
+    ws.save_manifest(Manifest(recs))
+    return ws
+
+
+#: `cxraug filter --move-rejected` that SIGKILLs itself just before or just after it saves the
+#: manifest.
+FILTER_KILLED = """
+    import os, signal, sys
+    from cxraug.core.workspace import Workspace
+    real = Workspace.save_manifest
+    def save(self, manifest):
+        if sys.argv[2] == "after":
+            real(self, manifest)
+        os.kill(os.getpid(), signal.SIGKILL)
+    Workspace.save_manifest = save
+    from cxraug.cli import app
+    app(["filter", "-w", sys.argv[1], "--class", "covid", "--move-rejected"], prog_name="cxraug")
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_killed_move_rejected_leaves_nothing_the_next_filter_does_not_clean(
+    when: str, tmp_path: Path
+) -> None:
+    ws = filter_ws(tmp_path / "ws")
+    p = start(FILTER_KILLED, str(ws.root), when, log=tmp_path / "log")
+    assert p.wait(timeout=300) == -signal.SIGKILL, (tmp_path / "log").read_text()[-3000:]
+    assert_rows_match_files(ws)
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 0, r.output
+    rows = assert_clean(ws)  # one name per image: the one its row gives
+    assert len(rows) == 4 and all(x.status == "rejected" for x in rows)
+    moved = all("/rejected/" in x.path for x in rows)
+    assert moved == (when == "after")  # the move happened exactly when the manifest said so
+
+
+LIMITED = """
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    from cxraug.cli import app
+    app(sys.argv[2:], prog_name="cxraug")
+"""
+
+
+def run_limited(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cxraug ARGS` where writing a file past LIMIT bytes fails (EFBIG), as on a full disk."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(LIMITED), str(limit), *args],
+                          cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_filter_writes_its_outputs_before_it_commits_the_manifest(move: bool,
+                                                                   tmp_path: Path) -> None:
+    probe = filter_ws(tmp_path / "probe")
+    r = runner.invoke(app, ["filter", "-w", str(probe.root), "--class", "covid"])
+    assert r.exit_code == 0, r.output
+    manifest = probe.manifest_path.stat().st_size
+    sheet = probe.filter_sheet_path("covid").stat().st_size
+    assert manifest < sheet  # so a limit between them lets the manifest through, not the sheet
+    ws = filter_ws(tmp_path / "ws")
+    before = ws.manifest_path.read_bytes()
+    names = synthetic_pngs(ws)
+    r = run_limited((manifest + sheet) // 2, "filter", "-w", str(ws.root), "--class", "covid",
+                    *(["--move-rejected"] if move else []))  # fmt: skip
+    assert r.returncode == 6, r.stderr[-3000:]
+    assert str(ws.filter_sheet_path("covid")) in " ".join(r.stderr.split())
+    assert ws.manifest_path.read_bytes() == before  # not committed: nothing changed
+    assert synthetic_pngs(ws) == names  # and no file was moved
+    assert_clean(ws)
+
+
+def test_a_lock_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, n=3)
+    # no byte may be written (a limit above 0 lets a short record through: a partial write)
+    r = run_limited(0, "preprocess", "-w", str(ws.root), "--size", "16", "--workers", "1")
+    assert r.returncode == 6, r.stderr[-3000:]
+    msg = " ".join(r.stderr.split())
+    assert f"system error on {ws.lock_path}: File too large (EFBIG)" in msg, msg
+
+
+# ---- 3, 4, 5. error rows read again, cut-off rows refused, fid's guarded reader ---------------
+
+
+def test_preprocess_force_reads_error_rows_again(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, n=4)
+    m = ws.load_manifest()
+    # an error row collect made: no split (collect gives one only to usable files)
+    m.records.append(Record("demo/refused", "data/img00.png", "covid", status="error",
+                            reason="file not found"))  # fmt: skip
+    ws.save_manifest(m)
+    gone = ws.root / "data/img01.jpg"
+    gone.rename(tmp_path / "away.jpg")  # briefly unreachable
+    r = runner.invoke(app, ["preprocess", "-w", str(ws.root), "--size", "16", "--workers", "1"])
+    assert r.exit_code == 1, r.output
+    assert ws.load_manifest().by_id()["demo/img01"].reason == "file not found"
+    (tmp_path / "away.jpg").rename(gone)  # back
+    r = runner.invoke(app, ["preprocess", "-w", str(ws.root), "--size", "16", "--workers", "1"])
+    assert r.exit_code == 0 and "up to date" in r.output  # without --force: not read again
+    r = runner.invoke(app, ["preprocess", "-w", str(ws.root), "--size", "16", "--workers", "1",
+                            "--force"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = ws.load_manifest().by_id()
+    assert (rows["demo/img01"].status, rows["demo/img01"].reason) == ("ok", "")
+    assert rows["demo/refused"].status == "error"  # collect's verdict: `collect --force` redoes it
+    from cxraug.core.dataset import load_dataset
+
+    assert sorted(load_dataset(ws.dataset_path).ids) == [f"demo/img{i:02d}" for i in range(4)]
+
+
+def test_a_cut_off_manifest_row_is_refused_with_its_row_number(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path, n=3)
+    m = ws.load_manifest()
+    m.records.append(Record("synthetic/covid/x", "data/img00.png", "covid", "train",
+                            source="synthetic", synthetic=True, run="runs/r1"))  # fmt: skip
+    ws.save_manifest(m)
+    text = ws.manifest_path.read_text()
+    cut = text[: text.rindex(",train,ok") + len(",train,ok")] + "\n"  # the last line cut off
+    ws.manifest_path.write_text(cut)
+    r = runner.invoke(app, ["preprocess", "-w", str(ws.root), "--size", "16", "--workers", "1"])
+    assert r.exit_code == 3, r.output
+    msg = " ".join(r.output.split())
+    assert "manifest.csv row 5: 6 of 26 cells (a cut-off line?)" in msg, msg
+    assert not ws.dataset_path.exists()  # the generated image never reached the real set
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_fid_never_hangs_on_a_manifest_row_that_is_not_a_file(kind: str, tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path)
+    odd = tmp_path / "odd.png"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd = Path("/dev/zero")
+    ok = tmp_path / "ok.png"
+    write_png_gray(ok, np.zeros((16, 16), np.uint8))
+    ws.save_manifest(Manifest([Record(f"s/{p.stem}", str(p), "covid", "train",
+                                      source="synthetic", synthetic=True) for p in (ok, odd)]))
+    code = """
+        import sys
+        from cxraug.core.errors import InputError
+        from cxraug.metrics.inputs import manifest_set
+        try:
+            manifest_set("manifest:synthetic=true", sys.argv[1])
+        except InputError as e:
+            print(e)
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(tmp_path)], cwd=REPO,
+                       env=ENV, capture_output=True, text=True, timeout=120)  # fmt: skip
+    want = "a FIFO (named pipe)" if kind == "fifo" else "a character device"
+    assert f"{odd}: {want}, not an image file" in r.stdout, r.stdout + r.stderr

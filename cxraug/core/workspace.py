@@ -8,7 +8,9 @@
       processed/config.json         the settings and manifest hash it was built from
       runs/NAME/                    one training run each (RunDir below)
       synthetic/CLASS/              PNGs written by `generate` (+ generate-STEM.json; while
-                                    it runs, .generate-STEM.pending.json: cxraug.core.pending)
+                                    it runs, .generate-STEM.pending.json, and while `filter
+                                    --move-rejected` moves files, .filter-moves.pending.json:
+                                    cxraug.core.pending)
       synthetic/CLASS-filter-sheet.png   the contact sheet of `filter`
       .cache/fid/                   the feature cache of `fid`
       evaluations/NAME/             one `evaluate` each (EvalDir: config.json, results.json,
@@ -340,11 +342,15 @@ class Workspace:
         """Files `generate` is about to write or delete (cxraug.core.pending)."""
         return self.synthetic_class_dir(label) / f".generate-{stem}.pending.json"
 
-    def generate_journals(self) -> list[Path]:
-        """Journals left by interrupted `generate` runs, any class."""
+    def filter_journal(self, label: str) -> Path:
+        """Files `filter --move-rejected` is about to link or unlink (cxraug.core.pending)."""
+        return self.synthetic_class_dir(label) / ".filter-moves.pending.json"
+
+    def pending_journals(self) -> list[Path]:
+        """Journals left by interrupted `generate` and `filter` runs, any class."""
         if not self.synthetic_dir.is_dir():
             return []
-        return sorted(self.synthetic_dir.glob("*/.generate-*.pending.json"))
+        return sorted(self.synthetic_dir.glob("*/.*.pending.json"))
 
     def filter_sheet_path(self, label: str) -> Path:
         return self.synthetic_dir / f"{check_name(label, 'class')}-filter-sheet.png"
