@@ -559,3 +559,22 @@ def test_fid_never_hangs_on_a_manifest_row_that_is_not_a_file(kind: str, tmp_pat
                        env=ENV, capture_output=True, text=True, timeout=120)  # fmt: skip
     want = "a FIFO (named pipe)" if kind == "fifo" else "a character device"
     assert f"{odd}: {want}, not an image file" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_manifest_writer_removes_the_temp_files_a_killed_writer_left(tmp_path: Path) -> None:
+    """An atomic write killed before its rename leaves `.NAME.XXXXXXXX.tmp` (up to a whole
+    manifest, or a PNG); the next manifest writer removes those of the files it owns."""
+    ws = filter_ws(tmp_path / "ws")
+    left = [ws.root / ".manifest.csv.ab12cd34.tmp", ws.root / ".manifest.csv.bak.x9y8z7w6.tmp",
+            ws.root / ".collect-config.json.a_b_c_d_.tmp",
+            ws.synthetic_dir / ".covid-filter-sheet.png.q1w2e3r4.tmp",
+            ws.synthetic_class_dir("covid") / ".r1-s0-000001.png.zzzzzzzz.tmp",
+            ws.rejected_dir("covid") / ".r1-s0-000002.png.yyyyyyyy.tmp"]  # fmt: skip
+    mine = [ws.root / ".report.json.ab12cd34.tmp",  # fid --out writes without the lock
+            ws.root / "notes.tmp", ws.synthetic_class_dir("covid") / "mine.tmp"]
+    for p in left + mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * 100)
+    r = runner.invoke(app, ["filter", "-w", str(ws.root), "--class", "covid"])
+    assert r.exit_code == 0, r.output
+    assert [p for p in left if p.exists()] == [] and all(p.is_file() for p in mine)

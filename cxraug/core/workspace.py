@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from cxraug.core.errors import InputError
+from cxraug.core.fsutil import remove_stale_temps
 from cxraug.core.lock import hold
 from cxraug.core.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
@@ -198,12 +199,14 @@ def checkpoint_iteration(path: Path) -> int | None:
 def manifest_writer(command: str) -> Callable[[F], F]:
     """Decorator for a stage function whose first argument is its Workspace and which
     reads, modifies and writes the manifest: it runs holding the workspace lock
-    (`Workspace.lock`; another manifest writer running: exit 7)."""
+    (`Workspace.lock`; another manifest writer running: exit 7), after removing the temp files
+    a killed manifest writer left (`Workspace.remove_killed_temps`)."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def locked(ws: Workspace, *args: Any, **kwargs: Any) -> Any:
             with ws.lock(command):
+                ws.remove_killed_temps()
                 return fn(ws, *args, **kwargs)
 
         return cast(F, locked)
@@ -234,6 +237,20 @@ class Workspace:
         overwriting the first one's rows. Readers need no lock: the manifest is replaced
         atomically, so they see the old file or the new one."""
         return hold(self.lock_path, command, f"workspace {self.root}")
+
+    def remove_killed_temps(self) -> list[Path]:
+        """Delete the temp files (cxraug.core.fsutil.TEMP_NAME) a killed manifest writer left:
+        of the manifest, its backup and collect's config in the root, of filter's sheet in
+        synthetic/, and any in synthetic/CLASS/ and its rejected/ (PNGs, journals). Only
+        manifest writers write there, so call it holding the workspace lock."""
+        ours = re.compile(rf"({re.escape(MANIFEST_NAME)}(\.bak)?|collect-config\.json)$")
+        removed = remove_stale_temps(self.root, ours)
+        sheets = re.compile(r".+-filter-sheet(\.png|\.config\.json)$")
+        removed += remove_stale_temps(self.synthetic_dir, sheets)
+        for d in self.synthetic_dir.iterdir() if self.synthetic_dir.is_dir() else ():
+            if d.is_dir():
+                removed += remove_stale_temps(d) + remove_stale_temps(d / "rejected")
+        return removed
 
     @property
     def collect_config_path(self) -> Path:
