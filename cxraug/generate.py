@@ -212,7 +212,8 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
         res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
                        if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
         return res
-    problem = room_problem(n, tcfg.image_size, len(manifest), shutil.disk_usage(ws.root).free,
+    disk = next(p for p in (out_dir, ws.synthetic_dir, ws.root) if p.exists())  # its file system
+    problem = room_problem(n, tcfg.image_size, len(manifest), shutil.disk_usage(disk).free,
                            _available_memory())  # fmt: skip
     if problem:
         raise InputError(problem)

@@ -1,4 +1,6 @@
-"""A command killed at any moment, and what the next command finds (issue 19, docs/safety.md).
+"""Data loss and hangs (issue 19, docs/safety.md): a command killed at any moment and what the
+next command finds; a full disk part-way; error rows read again, cut-off manifest rows, fid on
+a FIFO.
 
 Every kill here is real: a child process runs the command (with a test seam patched in before
 it starts, e.g. a worker that stalls or a write that kills its own process), the test waits for
@@ -85,8 +87,9 @@ def start(code: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
 #: Runs `cxraug ARGS` with the per-file function of preprocess and collect replaced by one
 #: that records its worker's PID in MARKS/ and then stalls: the pool is busy when killed.
 STALLING = """
-    import os, sys, time
+    import os, signal, sys, time
     from pathlib import Path
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even under nohup
     import cxraug.prep.inspect as ins
     import cxraug.preprocess as pp
     def stall(*args, **kwargs):
