@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from cxraug.core.dicom import PatientKey, load_salt, parse_tag, save_salt
 from cxraug.core.errors import MAX_LISTED, InputError, vassert
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
 from cxraug.core.images import (
@@ -37,8 +38,15 @@ from cxraug.core.manifest import (
 from cxraug.core.settings import setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
+from cxraug.prep.csvsource import CSV_OPTIONS, CsvLayout, csv_setting
 from cxraug.prep.inspect import FileCheck, inspect_files
-from cxraug.prep.sources import Candidate, list_source, parse_source
+from cxraug.prep.sources import (
+    Candidate,
+    dicom_note,
+    list_source,
+    parse_source,
+    patient_from_name,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,17 @@ class CollectConfig:
         "their rows get split external, which no stage trains, calibrates or selects on; "
         "`evaluate` scores on them.",
     )
+    csv_file_column: str = csv_setting("file_column")
+    csv_label_column: str = csv_setting("label_column")
+    csv_classes: str = csv_setting("classes")
+    csv_patient_column: str = csv_setting("patient_column")
+    csv_view_column: str = csv_setting("view_column")
+    csv_images: str = csv_setting("images")
+    patient_tag: str = setting(
+        "PatientID",
+        "DICOM attribute (keyword, or gggg,eeee) that identifies a DICOM file's patient; stored "
+        "only as a salted hash (the salt: WORKSPACE/.patient-salt).",
+    )
     fast_decode: bool = True  # JPEG check at 1/2..1/8 scale (libjpeg still reads every byte)
     max_megapixels: float = max_megapixels_setting()
     max_file_mb: float = max_file_mb_setting()
@@ -71,13 +90,19 @@ class CollectConfig:
     show_progress: bool = True
 
 
-def _to_record(c: Candidate, chk: FileCheck, ws: Workspace) -> Record:
+def _to_record(c: Candidate, chk: FileCheck, ws: Workspace, patient_tag: str) -> Record:
     notes = list(c.notes)
     status, reason = c.status, c.reason
+    view, patient = c.view, c.patient_id
+    if chk.dicom is not None:  # the header outranks a file name's guess, not a csv column
+        view = view or chk.dicom.view
+        if not patient or patient == patient_from_name(c.path.name):
+            patient = chk.dicom.patient or patient
+        notes.append(dicom_note(chk.dicom, patient_tag))
     if chk.error:
         if status == "ok":
-            status, reason = "error", chk.error
-        else:
+            status, reason = ("excluded" if chk.excluded else "error"), chk.error
+        elif not chk.excluded:
             notes.append(f"file also unusable: {chk.error}")
     try:  # stored relative when the data lies inside the workspace, else absolute
         path = c.path.relative_to(ws.root).as_posix()
@@ -85,7 +110,7 @@ def _to_record(c: Candidate, chk: FileCheck, ws: Workspace) -> Record:
         path = str(c.path)
     return Record(
         id=c.id, path=path, label=c.label, status=status, reason=reason, source=c.source,
-        source_path=c.source_path, patient_id=c.patient_id, view=c.view, license=c.license,
+        source_path=c.source_path, patient_id=patient, view=view, license=c.license,
         sha256=chk.sha256, width=chk.width, height=chk.height, note="; ".join(notes),
     )  # fmt: skip
 
@@ -345,7 +370,12 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
     vassert(config.max_file_mb > 0 and config.max_megapixels > 0,
             "--max-file-mb and --max-megapixels must be positive")  # fmt: skip
     vassert(0 <= config.near_dup_bits <= 256, "near_dup_bits must be in [0, 256]")
+    if config.patient_tag != "PatientID":
+        parse_tag(config.patient_tag)  # a bad tag: InputError before any file is read
     specs = [parse_source(s) for s in sources]
+    layout = CsvLayout.parse(**{k: getattr(config, f"csv_{k}") for k in CSV_OPTIONS})
+    vassert(not layout.given or any(s.scheme == "csv" for s in specs), "the --csv-* options "
+            "describe csv: sources, and none is given; write NAME=csv:PATH/metadata.csv")
     names = Counter(s.name for s in specs)
     clash = sorted(n for n, k in names.items() if k > 1)
     vassert(not clash, f"two sources are named {', '.join(clash)}; name them apart with "
@@ -364,18 +394,24 @@ def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> 
                 "other statuses are recomputed and listed; the old file is saved as "
                 "manifest.csv.bak)")  # fmt: skip
         old_text = workspace.manifest_path.read_text(encoding="utf-8", errors="replace")
-    listings = [list_source(s) for s in specs]
+    listings = [list_source(s, layout) for s in specs]
+    for message in (m for listing in listings for m in listing.warnings):
+        warn(message)
     cands = [c for listing in listings for c in listing.candidates]
     # a source refuses some rows before any file is read (a metadata path leading outside it)
     readable = [i for i, c in enumerate(cands) if c.status != "error"]
+    key = PatientKey(load_salt(workspace.patient_salt_path), config.patient_tag)
     found = inspect_files([cands[i].path for i in readable], workers=config.workers,
                           fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
-                          max_file_mb=config.max_file_mb,
-                          show_progress=config.show_progress)  # fmt: skip
+                          max_file_mb=config.max_file_mb, show_progress=config.show_progress,
+                          patient=key)  # fmt: skip
+    if any(chk.dicom is not None and chk.dicom.patient for chk in found):
+        save_salt(workspace.patient_salt_path, key.salt)  # before any hash made with it is saved
     checks = [FileCheck()] * len(cands)
     for i, chk in zip(readable, found, strict=True):
         checks[i] = chk
-    records = [_to_record(c, chk, workspace) for c, chk in zip(cands, checks, strict=True)]
+    records = [_to_record(c, chk, workspace, config.patient_tag)
+               for c, chk in zip(cands, checks, strict=True)]  # fmt: skip
     n_dup = mark_exact_duplicates(records)
     ok = [i for i, r in enumerate(records) if r.status == "ok"]
     hashes = np.array([np.frombuffer(checks[i].dhash, np.uint8) for i in ok], np.uint8)

@@ -36,6 +36,7 @@ from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import setting
 from cxraug.core.ui import progress
 from cxraug.core.workspace import RunDir, Workspace, manifest_writer
+from cxraug.gan.cells import MISSING, target_sources
 from cxraug.gan.checkpoint import (
     Checkpoint,
     assign_generator,
@@ -43,6 +44,7 @@ from cxraug.gan.checkpoint import (
     find_latest,
     read_checkpoint,
 )
+from cxraug.gan.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ class GenerateConfig:
         "if its checkpoints were scored, else its latest].",
     )  # fmt: skip
     force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
+    # runs trained with --condition class,source only (cxraug.gan.cells, docs/training.md)
+    source: str | None = setting(
+        None, "Source look (runs trained with --condition class,source): a source of the run; "
+        "missing = every source of the run without usable real train images of --class; all. "
+        "-n/--balance is the total; image i goes to the (i mod K)-th of the K sources.",
+    )  # fmt: skip
     # seconds between manifest saves while generating: a kill loses at most this long's images.
     # A save rewrites the whole manifest, so saves are also spaced by ten times the last one's
     # duration; 0 = after every batch
@@ -95,6 +103,23 @@ class GenerateResult:
 def latent(seed: int, index: int, dim: int) -> np.ndarray:
     """z for noise index `index`: a function of (seed, index) only. (dim,) float32."""
     return np.random.default_rng([seed, index]).standard_normal(dim).astype(np.float32)
+
+
+def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
+                 run: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
+    """(the sources images cycle through, their cells) for a source-conditioned run; None for
+    a class-only run. `--source` is refused where it cannot apply, required where it must."""
+    if not tcfg.sources:
+        if cfg.source is not None:
+            raise InputError(f"--source needs a run trained with --condition class,source; run "
+                             f"{run} is conditioned on the class only: drop --source")
+        return None
+    if cfg.source is None:
+        raise InputError(f"run {run} is conditioned on class and source: give --source NAME "
+                         f"(one of {', '.join(tcfg.sources)}), {MISSING} or all")  # fmt: skip
+    targets = target_sources(cfg.source, tcfg.sources, cfg.label, manifest)
+    k = LABELS.index(cfg.label)
+    return targets, [k * tcfg.num_sources + tcfg.sources.index(s) for s in targets]
 
 
 def balance_count(manifest: Manifest, label: str) -> int:
@@ -203,11 +228,16 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if LABELS.index(cfg.label) >= tcfg.num_classes:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {cfg.label!r}")  # fmt: skip
+    cells = source_cells(cfg, tcfg, manifest, run)
     n = balance_count(manifest, cfg.label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
     out_dir = ws.synthetic_class_dir(cfg.label)
     res = GenerateResult(cfg.label, n, run, ckpt.path, ckpt.sha256, out_dir)
+    if cells is not None and not cells[0]:  # --source missing, and none is
+        res.count, res.message = 0, (f"nothing to generate: every source of run {run} has real "
+                                     f"{cfg.label} train images")  # fmt: skip
+        return res
     if n == 0:
         res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
                        if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
@@ -232,22 +262,30 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
             ws.save_manifest(manifest)
         for p in old_files:
             p.unlink(missing_ok=True)
-    group = _write_images(ws, manifest, cfg, n, stem, ws.run_ref(run_dir), ckpt, res.paths)
+    group = _write_images(ws, manifest, cfg, n, stem, ws.run_ref(run_dir), ckpt, cells,
+                          res.paths)  # fmt: skip
     pending.end(journal)
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",
+                **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
     res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"
+    if cells:  # image i has the (i mod K)-th source's look
+        k = len(cells[0])
+        res.message += " (" + ", ".join(f"{n // k + (j < n % k)} in the look of {s}"
+                                        for j, s in enumerate(cells[0])) + ")"  # fmt: skip
     return res
 
 
 def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int, stem: str,
-                  run_ref: str, ckpt: Checkpoint, written: list[Path]) -> str:  # fmt: skip
+                  run_ref: str, ckpt: Checkpoint, cells: tuple[tuple[str, ...], list[int]] | None,
+                  written: list[Path]) -> str:  # fmt: skip
     """Make images 0..n-1 batch by batch: journal, PNGs, then (every cfg.commit_seconds and at
-    the end) the manifest with their rows. Appends the paths to `written`; returns the
-    generator group used ("ema" or the trained one)."""
+    the end) the manifest with their rows; `cells`: source_cells' (sources, cells) or None.
+    Appends the paths to `written`; returns the generator group used ("ema" or the trained
+    one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
     from cxraug.gan.models import build_generator
@@ -269,7 +307,9 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
             pending.begin(journal, [*(r.resolve(ws.root) for r in todo), *paths])
             z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
             z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
-            imgs = to_uint8(infer(tf.constant(z), tf.fill((bs,), y_idx)).numpy()[: hi - lo, ..., 0])
+            y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
+                 else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
+            imgs = to_uint8(infer(tf.constant(z), y).numpy()[: hi - lo, ..., 0])
             pngs = list(pool.map(encode_png_gray, imgs))
             list(pool.map(atomic_write_bytes, paths, pngs))
             for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
@@ -278,6 +318,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,
+                    cond_source=cells[0][i % len(cells[0])] if cells else "",
                 ))  # fmt: skip
             written += paths
             bar.advance(task, hi - lo)

@@ -5,10 +5,11 @@ Per image (the paper's section "Resize Images" / "Image Cropping"):
     -> manual crop box (original pixels, x1/y1 exclusive) -> resize to size x size
     -> x * 2 - 1, so pixels lie in [-1, 1] (the generator ends in tanh).
 
-Resize policy: like the paper, the crop is resized straight to size x size, so its aspect
-ratio is NOT kept (a 4:3 chest becomes slightly narrower). `keep_aspect=True` instead scales the
-longest side to `size` and pads the rest with black (-1), centred. The filter is cv2.INTER_AREA
-(pixel-area averaging: no aliasing when shrinking) when both sides shrink, else INTER_CUBIC.
+Resize policy (cxraug.prep.resize, shared with `export`): like the paper, the crop is resized
+straight to size x size, so its aspect ratio is NOT kept (a 4:3 chest becomes slightly
+narrower). `keep_aspect=True` instead scales the longest side to `size` and pads the rest with
+black (-1), centred. The filter is cv2.INTER_AREA (pixel-area averaging: no aliasing when
+shrinking) when both sides shrink, else INTER_CUBIC.
 
 Huge JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (DCT scaling) when the crop
 still has >= 2x the target size per side afterwards: the paper's 5623x4757 scans then cost a
@@ -32,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.table import Table
 
@@ -62,6 +62,12 @@ from cxraug.prep.loading import (
     usable_rows,
 )
 from cxraug.prep.marks import DETECTOR_VERSION, detect_marks, record_marks
+from cxraug.prep.resize import (
+    jpeg_reduce_setting,
+    keep_aspect_setting,
+    preprocess_image,
+    size_setting,
+)
 
 #: Config fields that change the output pixels: a dataset built with other values is stale.
 OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
@@ -69,18 +75,9 @@ OUTPUT_FIELDS: tuple[str, ...] = ("size", "keep_aspect", "jpeg_reduce")
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    size: int = setting(224, "Output side in pixels (the paper: 224).")
-    # False = stretch the crop to size x size, as the paper does
-    keep_aspect: bool = setting(
-        False,
-        "Pad the crop to a square (black) instead of stretching it as the paper does.",
-        "--keep-aspect/--stretch",
-    )
-    jpeg_reduce: bool = setting(
-        True,
-        "Decode big JPEGs at 1/2-1/8 scale when the crop keeps >= 2x --size per side.",
-        "--jpeg-reduce/--no-jpeg-reduce",
-    )
+    size: int = size_setting()
+    keep_aspect: bool = keep_aspect_setting()
+    jpeg_reduce: bool = jpeg_reduce_setting()
     # processes (the machine has 2 cores); 1 = run in this process
     workers: int = setting(2, "Processes that decode and resize images.")
     max_megapixels: float = max_megapixels_setting()
@@ -91,38 +88,6 @@ class PreprocessConfig:
         """`colour`: keep a colour file's pixels for the mark detector (cxraug.prep.marks)."""
         return LoadOptions(self.jpeg_reduce, self.max_megapixels, self.verify_sha256,
                            self.max_file_mb, colour)
-
-
-# ---- the per-image maths ------------------------------------------------------------------
-
-
-def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    shrink = img.shape[1] >= w and img.shape[0] >= h
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
-def preprocess_image(
-    gray01: np.ndarray, crop: Box | None, size: int, keep_aspect: bool = False
-) -> np.ndarray:
-    """(H, W) float [0, 1] image -> (size, size) float32 in [-1, 1]; `crop` in its pixels."""
-    if gray01.ndim != 2:
-        raise ValueError(f"expected an (H, W) gray image, got shape {gray01.shape}")
-    H, W = gray01.shape
-    x0, y0, x1, y1 = crop if crop is not None else (0, 0, W, H)
-    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-        raise ValueError(f"crop {crop} does not fit an image of {W}x{H}")
-    region = np.asarray(gray01[y0:y1, x0:x1], np.float32)  # (h, w)
-    h, w = region.shape
-    if keep_aspect:
-        s = size / max(h, w)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        out = np.zeros((size, size), np.float32)  # black padding = -1 after scaling
-        top, left = (size - nh) // 2, (size - nw) // 2
-        out[top : top + nh, left : left + nw] = _resize(region, nw, nh)
-    else:
-        out = _resize(region, size, size)  # (size, size)
-    # cubic overshoots a little at edges; clip before mapping [0, 1] -> [-1, 1]
-    return (np.clip(out, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
 
 
 @dataclass
@@ -152,7 +117,8 @@ def _preprocess_one(
 ) -> _Done:
     try:
         im = load_image(task, config.load_options(colour=True), config.size)
-        marks = tuple(detect_marks(*im.region()))  # on the crop: what training will see
+        # on the crop: what training will see
+        marks = tuple(detect_marks(*im.region(), burned_in=im.burned_in))
     except ImageError as e:
         return _Done(task.index, reason=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not abort the whole batch

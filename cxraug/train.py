@@ -32,6 +32,7 @@ from cxraug.core.errors import EXIT_INTERRUPTED, CxrError, InputError, NumericEr
 from cxraug.core.fsutil import atomic_write_text, remove_stale_temps, sha256_file
 from cxraug.core.ui import err, progress, text_column, warn
 from cxraug.core.workspace import RunDir, Workspace, checkpoint_iteration
+from cxraug.gan.cells import apportion, dataset_cells, run_sources, with_sources
 from cxraug.gan.checkpoint import (
     Checkpoint,
     find_latest,
@@ -60,7 +61,13 @@ from cxraug.gan.step import (
     resident_dataset,
     xla_scope,
 )
-from cxraug.gan.trainset import left_out_note, training_set, write_training_set
+from cxraug.gan.trainset import (
+    cells_note,
+    left_out_note,
+    training_labels,
+    training_set,
+    write_training_set,
+)
 
 
 class TrainingInterrupted(CxrError):
@@ -141,10 +148,13 @@ def train(
             if image_size is not None and image_size != ds.image_size:
                 raise InputError(f"--image-size {image_size} differs from the dataset's "
                                  f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+            if cfg.condition == "class,source":
+                with_sources(ds, ws.load_manifest())
             return ds, left_out, exists
 
         ds, left_out, exists = agreed(strategy, check)
-        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes))
+        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes),
+                          sources=run_sources(ds) if ds.sources is not None else ())
         return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), left_out,
                     replace=exists, quiet=quiet, on_iteration=on_iteration)  # fmt: skip
 
@@ -195,6 +205,8 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
 
     def check() -> tuple[Dataset, list[str], str]:
         ds, left_out = training_set(ws.dataset_path, cfg.include_marked)
+        if cfg.sources:  # the cells follow the run's recorded source order
+            dataset_cells(with_sources(ds, ws.load_manifest()), cfg.sources)
         if cfg.image_size != ds.image_size:
             raise InputError(f"the run was trained on {cfg.image_size} px images, the "
                              f"dataset now holds {ds.image_size} px; resume needs the same "
@@ -248,6 +260,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
         restore(state, ckpt)
     if (slow := precision_warning(cfg.mixed_precision)) is not None:
         warn(slow)
+    labels, per_cell = training_labels(ds, cfg.sources)  # cells in a source-conditioned run
     if chief:
         if replace:  # empty the folder, but keep the lock file we hold
             for p in list(run.contents()):
@@ -256,12 +269,14 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                 else:
                     p.unlink()
         atomic_write_text(run.config_path, cfg.to_json() + "\n")
-        write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out)
+        write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out, per_cell)
     if not quiet and (note := left_out_note(ds, left_out, cfg.include_marked, run)):
+        err.print(note, highlight=False, soft_wrap=True)
+    if not quiet and (note := cells_note(per_cell, cfg.sources)):
         err.print(note, highlight=False, soft_wrap=True)
     # Scores and sample grids run G locally (no collectives): the chief alone computes them.
     scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
-    images, labels = resident_dataset(ds.images, ds.labels)
+    images, labels = resident_dataset(ds.images, labels)
     del ds  # the tf.Variables hold the only copy we need (~0.4 GB at 2,150 x 224 px)
     step = make_step(state, images, labels)
     if not quiet:
@@ -338,12 +353,16 @@ _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
 
 
 def _make_scorer(cfg: TrainConfig, ds: Dataset) -> Scorer:
-    """Scores the class with the fewest training images (the one `generate` grows)."""
+    """Scores the class with the fewest training images (the one `generate` grows); in a
+    source-conditioned run its samples come from the class's observed cells, in proportion."""
     label = minority_class(ds.labels, cfg.num_classes)
     sub = ds.images[ds.labels == label]
     ids = [str(i) for i in ds.ids[ds.labels == label]]
+    cells = None
+    if cfg.sources:
+        cells = apportion(dataset_cells(ds, cfg.sources)[ds.labels == label], cfg.score_samples)
     return Scorer(sub, ids, label, cfg.score_samples, cfg.latent_dim, cfg.seed,
-                  extractor=SCORE_EXTRACTOR())  # fmt: skip
+                  extractor=SCORE_EXTRACTOR(), cells=cells)  # fmt: skip
 
 
 #: Feature extractor for checkpoint scores, as a factory so tests can swap in a tiny one;

@@ -19,7 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxraug"
 STAGES = {"collect": "prep", "preprocess": "prep", "train": "gan", "generate": "gan",
-          "filter": "quality", "fid": "metrics", "evaluate": "classify"}  # fmt: skip
+          "filter": "quality", "fid": "metrics", "evaluate": "classify",
+          "export": "prep"}  # fmt: skip
 MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: machinery folder -> machinery folders it may import: gan's checkpoint scores judge samples
 #: with the filter's decision core and KID (cxraug.gan.scoring)

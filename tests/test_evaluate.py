@@ -207,9 +207,11 @@ def test_same_seed_same_numbers_and_outputs_saved(tmp_path: Path, fresh: ev.Eval
 # ---- the test-only source -------------------------------------------------------------------
 
 
-def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path, kind: str) -> None:
     """collect --test-only b: every row of source b is `external`; preprocess keeps it, and
-    neither the GAN's training set nor filter's calibration images contain it."""
+    neither the GAN's training set nor filter's calibration images contain it. Source b is a
+    class-folder tree, or a CSV naming its files (another hospital's export)."""
     from cxraug.collect import CollectConfig, collect
     from cxraug.filter import FilterConfig, load_reference
     from cxraug.gan.trainset import training_set
@@ -220,7 +222,18 @@ def test_collect_test_only_source_never_reaches_a_training_set(tmp_path: Path) -
     b = write_phantom_folder(tmp_path / "b", 3, 3, seed=1)
     ws = Workspace.at(tmp_path / "ws")
     cfg = CollectConfig(test_only="b", workers=1, show_progress=False)
-    res = collect(ws, [f"a=folder:{a}", f"b=folder:{b}"], cfg)
+    source_b = f"b=folder:{b}"
+    if kind == "csv":
+        files = sorted(p.relative_to(b).as_posix() for p in b.glob("*/phantom-*"))
+        (b / "labels.csv").write_text("file,diagnosis,patient\n" + "".join(
+            f"{f},{'COVID' if f.startswith('covid') else 'Normal'},p{i}\n"
+            for i, f in enumerate(files)), encoding="utf-8")  # fmt: skip
+        source_b = f"b=csv:{b / 'labels.csv'}"
+        cfg = CollectConfig(test_only="b", workers=1, show_progress=False,
+                            csv_file_column="file", csv_label_column="diagnosis",
+                            csv_classes="COVID=covid,Normal=normal",
+                            csv_patient_column="patient")  # fmt: skip
+    res = collect(ws, [f"a=folder:{a}", source_b], cfg)
     rows = ws.load_manifest().select()
     assert {r.split for r in rows if r.source == "b"} == {"external"}
     assert {r.split for r in rows if r.source == "a"} <= {"train", "test"}

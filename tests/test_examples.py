@@ -73,3 +73,81 @@ def test_reproduce_script_runs_end_to_end_and_again(tmp_path: Path) -> None:
     run_cfg = json.loads((ws / "runs" / "paper" / "config.json").read_text())
     assert run_cfg["recipe"] == "paper" and run_cfg["arch"] == "mlp"  # the paper's CGAN
     assert (ws / "synthetic" / "covid-filter-sheet.png").is_file()
+
+
+def test_collect_external_script_is_valid_bash() -> None:
+    import subprocess
+
+    r = subprocess.run(["bash", "-n", str(EXAMPLES / "collect_external.sh")], capture_output=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _shared_like(root: Path) -> Path:
+    """A tiny tree laid out like ../shared/cxr-data (phantoms, not patients)."""
+    import csv
+
+    import numpy as np
+
+    from cxraug.core.images import encode_image
+    from cxraug.prep.phantom import make_phantom
+
+    def img(path: Path, seed: int, label: str) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = make_phantom(np.random.default_rng(seed), label, (96, 80))
+        path.write_bytes(encode_image(arr, path.suffix))
+        return path.name
+
+    cohen = root / "cohen-covid-chestxray"
+    names = [img(cohen / "images" / f"c{i}.png", i, "covid") for i in range(4)]
+    with open(cohen / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["patientid", "finding", "view", "modality", "folder", "filename"])
+        w.writerows([str(i), "COVID-19", "PA", "X-ray", "images", n] for i, n in enumerate(names))
+    for i in range(3):
+        img(root / f"kermany-chest-xray/chest_xray/train/NORMAL/IM-00{i}-0001.jpeg", 10 + i,
+            "normal")  # fmt: skip
+        img(root / f"folders/kermany-reencoded/normal/{i}.jpeg", 20 + i, "normal")
+        img(root / f"folders/nih-nofinding/normal/0000000{i}_000.png", 30 + i, "normal")
+    am = root / "external" / "actualmed"
+    rows = [("A1", "COVID-19", "AP"), ("A1", "COVID-19", "PA"), ("A2", "No finding", "PA"),
+            ("A3", "No finding", "AP"), ("A4", "", "AP")]  # fmt: skip
+    with_files = [(p, f, v, img(am / "images" / f"CR.{k}.png", 40 + k, "normal"))
+                  for k, (p, f, v) in enumerate(rows)]  # fmt: skip
+    with open(am / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["patientid", "offset", "finding", "view", "modality", "imagename", "notes"])
+        w.writerows([p, "", fi, v, "X-ray", n, ""] for p, fi, v, n in with_files)
+    return root
+
+
+@pytest.mark.slow
+def test_collect_external_script_runs_and_again(tmp_path: Path) -> None:
+    """examples/collect_external.sh on a tiny tree laid out like the shared data: Actualmed's
+    rows are all `external`, preprocessed, and a second run rebuilds with --force."""
+    import os
+    import subprocess
+    import sys
+
+    from cxraug.core.dataset import load_dataset
+    from cxraug.core.manifest import read_manifest
+
+    data = _shared_like(tmp_path / "data")
+    ws = tmp_path / "ws"
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent),
+           "CXRAUG": f"{sys.executable} -m cxraug", "COLLECT_ARGS": "--workers 1",
+           "PREPROCESS_ARGS": "--size 16 --workers 1"}  # fmt: skip
+    cmd = ["bash", str(EXAMPLES / "collect_external.sh"), str(ws), str(data)]
+    for run in range(2):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = read_manifest(ws / "manifest.csv").records
+        am = [x for x in rows if x.source == "actualmed"]
+        assert {(x.label, x.status, x.split) for x in am} == {
+            ("covid", "ok", "external"), ("normal", "ok", "external"), ("", "excluded", "")}
+        assert {x.source for x in rows} == {"actualmed", "cohen", "kermany",
+                                            "kermany-reencoded", "nih"}  # fmt: skip
+        assert (ws / "manifest.csv.bak").exists() == (run == 1)
+    ds = load_dataset(ws / "processed" / "dataset.npz")
+    assert {x.id for x in am if x.status == "ok"} <= set(ds.ids)
+    r = subprocess.run(cmd[:3], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "usage:" in r.stderr

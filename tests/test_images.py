@@ -277,15 +277,16 @@ def test_enormous_tiff_header_refused() -> None:
         decode_gray(bytes(data))
 
 
-def test_gif_and_dicom_refused_with_advice() -> None:
+def test_gif_refused_with_advice_and_a_broken_dicom_is_an_error() -> None:
     gif = pil_bytes(Image.fromarray(ramp()), "GIF")
     with pytest.raises(ImageError) as ei:
         decode_gray(gif)
     assert ei.value.reason == "GIF is not supported; convert it to PNG"
+    # DICOM files are decoded (tests/test_dicom.py); a header that ends early is this error
     dicom = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + b"\x00" * 64
     with pytest.raises(ImageError) as ei:
         decode_gray(dicom)
-    assert ei.value.reason.startswith("DICOM is not supported; export it to 16-bit PNG")
+    assert "DICOM" in ei.value.reason
 
 
 def test_jpeg_without_frame_header() -> None:

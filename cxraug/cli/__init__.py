@@ -5,7 +5,7 @@ cxraug imports this package.
 """
 
 # pipeline order: typer lists the commands in the order they register
-from cxraug.cli import collect, preprocess, train, generate, filter, fid, evaluate  # noqa: F401, I001
+from cxraug.cli import collect, preprocess, train, generate, filter, fid, evaluate, export  # noqa: F401, I001
 from cxraug.cli.app import app, handle_errors
 
 __all__ = ["app", "handle_errors", "main"]

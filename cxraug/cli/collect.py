@@ -17,8 +17,10 @@ def collect_command(
     sources: list[str] = typer.Argument(
         ..., metavar="SOURCE...", show_default=False,
         help="[NAME=]cohen:PATH (ieee8023/covid-chestxray-dataset checkout), "
-        "[NAME=]kermany:PATH (Kaggle chest_xray: .../NORMAL, .../PNEUMONIA) or "
-        "[NAME=]folder:PATH (sub-folders covid/ and normal/). See docs/datasets.md.",
+        "[NAME=]kermany:PATH (Kaggle chest_xray: .../NORMAL, .../PNEUMONIA), "
+        "[NAME=]folder:PATH (sub-folders covid/ and normal/) or [NAME=]csv:FILE (a CSV naming "
+        "image files, labels and patients: see the --csv-* options; NAME defaults to the "
+        "CSV's folder name). See docs/datasets.md.",
     ),  # fmt: skip
     workspace: Path = workspace_option(),
     json_out: bool = json_option("summary"),

@@ -11,6 +11,8 @@ Arrays (all row-aligned):
     marks   str     (N,)      the manifest's `marks` cell of each image (editorial marks found
                               by `preprocess`, or a person's verdict); absent in datasets built
                               before marks were detected (read as None)
+Not stored: `sources` (N,) str, each image's manifest `source`, filled by the readers that need
+it (a `--condition class,source` run: cxraug.gan.cells.with_sources); None otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Dataset:
     splits: np.ndarray  # (N,) str
     classes: tuple[str, ...] = LABELS
     marks: np.ndarray | None = None  # (N,) str, or None: built before marks were detected
+    sources: np.ndarray | None = None  # (N,) str manifest sources; not in the file (see above)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -54,8 +57,9 @@ class Dataset:
     def rows(self, keep: np.ndarray) -> Dataset:
         """The images where the (N,) bool mask `keep` is true, every array alike."""
         marks = self.marks[keep] if self.marks is not None else None
+        sources = self.sources[keep] if self.sources is not None else None
         return Dataset(self.images[keep], self.labels[keep], self.ids[keep], self.splits[keep],
-                       self.classes, marks)  # fmt: skip
+                       self.classes, marks, sources)  # fmt: skip
 
     def marked(self) -> np.ndarray:
         """(N,) bool: the images whose `marks` leave them out of training (all False for a

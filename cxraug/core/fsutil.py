@@ -115,6 +115,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def create_once(path: Path, data: bytes, mode: int = 0o600) -> bytes:
+    """Write `data` to `path` unless it exists, and return what `path` then holds. The file
+    appears complete under its name or not at all (temp file, fsync, then os.link, which never
+    replaces an existing file), so two writers agree on one content and a kill leaves no torn
+    file. `mode`: the new file's permissions (default: the owner's only, for secrets)."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_bytes()
+
+
 def atomic_save_npz(path: Path, **arrays: Any) -> None:
     """np.savez (uncompressed, so it can be read fast) through a temp file + rename."""
     import numpy as np

@@ -9,8 +9,9 @@ EXIF orientation, and libjpeg DCT reduction chosen by one rule (`choose_reduce`)
 `read_gray(path)` returns a grayscale float32 image in [0, 1] with EXIF orientation applied,
 or raises `ImageError` whose `.reason` is the short text stored in the manifest. It copes with
 8/16-bit, grayscale/RGB/RGBA/palette PNG, CMYK and EXIF-rotated JPEG, TIFF, BMP and WebP, and
-checks a file's header (JPEG, PNG, TIFF, BMP, WebP) *before* decoding so that an enormous image
-is refused in bounded memory.
+checks a file's header (JPEG, PNG, TIFF, BMP, WebP, DICOM) *before* decoding so that an
+enormous image is refused in bounded memory. DICOM files (bytes 128-131 "DICM") are decoded by
+`cxraug.core.dicom` (Modality LUT, VOI LUT, MONOCHROME1; `Decoded.dicom` holds their facts).
 
 Conversions (documented because they change pixel values):
 - colour -> gray: ITU-R BT.601 luma (OpenCV COLOR_BGR2GRAY);
@@ -33,6 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxraug.core import dicom
+from cxraug.core.dicom import DicomFacts, PatientKey
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import atomic_write_bytes
 from cxraug.core.settings import setting
@@ -62,7 +65,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".we
 class ImageInfo:
     """What the file header says, before any pixel is decoded."""
 
-    format: str  # "JPEG", "PNG", "TIFF", "BMP", "WEBP"
+    format: str  # "JPEG", "PNG", "TIFF", "BMP", "WEBP", "DICOM"
     width: int | None
     height: int | None
     channels: int | None  # components in the file (PNG: after palette expansion is not applied)
@@ -88,7 +91,7 @@ def _sniff(data: bytes) -> str:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         raise ImageError("GIF is not supported; convert it to PNG")
     if len(data) > 132 and data[128:132] == b"DICM":
-        raise ImageError("DICOM is not supported; export it to 16-bit PNG first (e.g. dcmj2pnm)")
+        return "DICOM"
     raise ImageError("not an image (unrecognised file signature)")
 
 
@@ -225,6 +228,8 @@ def probe(data: bytes) -> ImageInfo:
         return _tiff_info(data)
     if fmt == "BMP":
         return _bmp_info(data)
+    if fmt == "DICOM":
+        return ImageInfo("DICOM", *dicom.header_size(data))
     return _webp_info(data)
 
 
@@ -333,17 +338,19 @@ def decode_gray(
     `reduce` in {1, 2, 4, 8} asks libjpeg to decode a JPEG directly at 1/reduce size (DCT
     scaling: much faster and smaller for huge files); other formats ignore it (returns 1).
     """
-    gray, _, info, applied = _decode(data, max_megapixels, reduce, colour=False)
+    gray, _, info, applied, _ = _decode(data, max_megapixels, reduce, colour=False)
     return gray, info, applied
 
 
 def _decode(
-    data: bytes, max_megapixels: float, reduce: int, colour: bool
-) -> tuple[np.ndarray, np.ndarray | None, ImageInfo, int]:
+    data: bytes, max_megapixels: float, reduce: int, colour: bool,
+    patient: PatientKey | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, ImageInfo, int, DicomFacts | None]:
     """decode_gray, plus with `colour` the (H, W, 3) BGR pixels the gray image was reduced
     from (None for a grey file): the same decode, so that the editorial-mark detector
     (cxraug.prep.marks) sees colour marks without a second decode. A JPEG in colour is then
-    DCT-reduced in colour too and reduced to gray by the same luma as at full size."""
+    DCT-reduced in colour too and reduced to gray by the same luma as at full size. A DICOM
+    file also gives its facts (cxraug.core.dicom; the patient id hashed with `patient`)."""
     info = probe(data)
     if info.width is not None and info.height is not None:
         mp = info.width * info.height / 1e6
@@ -355,6 +362,9 @@ def _decode(
         if info.width == 0 or info.height == 0:
             raise ImageError(f"image has zero size ({info.width}x{info.height})")
     _check_complete(info.format, data)
+    if info.format == "DICOM":
+        gray, facts = dicom.decode(data, patient)
+        return _usable(gray, 1), None, info, 1, facts
     buf = np.frombuffer(data, dtype=np.uint8)
     trns = _png_trns(data) if info.format == "PNG" and info.channels in (1, 3) else None
     applied = 1
@@ -379,14 +389,19 @@ def _decode(
         arr = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if arr is None:
         raise ImageError(f"corrupt or unsupported {info.format} data (decoder failed)")
-    gray = _to_gray01(arr)
+    gray = _usable(_to_gray01(arr), applied)
+    bgr = arr[:, :, :3] if colour and arr.ndim == 3 and arr.shape[2] >= 3 else None
+    return gray, bgr, info, applied, None
+
+
+def _usable(gray: np.ndarray, applied: int) -> np.ndarray:
+    """`gray`, unless it is too small or flat (ImageError); `applied`: its DCT reduction."""
     h, w = gray.shape
     if min(h, w) * applied < MIN_SIDE:
         raise ImageError(f"too small ({w * applied}x{h * applied}; need {MIN_SIDE} px per side)")
     if float(gray.max()) - float(gray.min()) < 1e-6:
         raise ImageError(f"flat constant image (every pixel = {float(gray.flat[0]):.3f})")
-    bgr = arr[:, :, :3] if colour and arr.ndim == 3 and arr.shape[2] >= 3 else None
-    return gray, bgr, info, applied
+    return gray
 
 
 def displayed_size(info: ImageInfo) -> tuple[int | None, int | None]:
@@ -415,6 +430,7 @@ class Decoded:
     height: int
     reduced: int  # JPEG reduction applied (1 = none)
     colour: np.ndarray | None = None  # (h, w, 3) BGR that `gray` came from, when asked for
+    dicom: DicomFacts | None = None  # a DICOM file's facts (modality, view, patient hash...)
 
 
 def decode_displayed(
@@ -424,21 +440,22 @@ def decode_displayed(
     crop: Box | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     colour: bool = False,
+    patient: PatientKey | None = None,
 ) -> Decoded:
     """Decode bytes to gray [0, 1] with the displayed (EXIF-oriented) size. With `keep`, a JPEG
     is decoded at the largest DCT reduction that leaves `crop` (default: the whole image)
     >= 2 x `keep` pixels per side. With `colour`, `Decoded.colour` keeps the BGR pixels of a
-    colour file (None for a grey one)."""
+    colour file (None for a grey one). `patient`: how a DICOM file's patient id is hashed."""
     info = probe(data)
     W, H = displayed_size(info)
     k = 1
     if keep is not None and info.format == "JPEG" and W and H:
         cw, ch = (crop[2] - crop[0], crop[3] - crop[1]) if crop else (W, H)
         k = choose_reduce(cw, ch, keep)
-    gray, bgr, info, applied = _decode(data, max_megapixels, k, colour)
+    gray, bgr, info, applied, facts = _decode(data, max_megapixels, k, colour, patient)
     if W is None or H is None:
         H, W = (s * applied for s in gray.shape)
-    return Decoded(gray, info, W, H, applied, bgr)
+    return Decoded(gray, info, W, H, applied, bgr, facts)
 
 
 def read_gray(

@@ -36,11 +36,12 @@ COLUMNS: tuple[str, ...] = (
     "manifest_version", "id", "path", "label", "split", "status", "reason",
     "source", "source_path", "patient_id", "view", "license", "sha256",
     "width", "height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "marks",
-    "synthetic", "run", "checkpoint_sha256", "seed", "noise_index", "note",
+    "synthetic", "run", "checkpoint_sha256", "seed", "noise_index", "cond_source", "note",
 )  # fmt: skip
 REQUIRED: tuple[str, ...] = ("id", "path", "label", "split", "status")
-#: What `preprocess` writes in the `marks` column (cxraug.prep.marks), joined by "+".
-MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border")
+#: What `preprocess` writes in the `marks` column (cxraug.prep.marks), joined by "+";
+#: annotation: a DICOM header's BurnedInAnnotation YES (text burned into the pixels).
+MARK_REASONS: tuple[str, ...] = ("colour", "stroke", "text", "border", "annotation")
 #: A person's verdict in the `marks` column, which `preprocess` never overwrites: "clean"
 #: (keep the image in training) or "marked", each optionally followed by ": a note".
 MARK_VERDICTS: tuple[str, ...] = ("clean", "marked")
@@ -141,6 +142,7 @@ class Record:
     checkpoint_sha256: str = ""
     seed: int | None = None
     noise_index: int | None = None
+    cond_source: str = ""  # the source a source-conditioned generator drew it for (else "")
     note: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # user columns, written back untouched
 
@@ -245,7 +247,8 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
         width=ints["width"], height=ints["height"], crop=crop, marks=g.get("marks", ""),
         synthetic=synth_s in _TRUE,
         run=g.get("run", ""), checkpoint_sha256=g.get("checkpoint_sha256", ""),
-        seed=ints["seed"], noise_index=ints["noise_index"], note=g.get("note", ""),
+        seed=ints["seed"], noise_index=ints["noise_index"],
+        cond_source=g.get("cond_source", ""), note=g.get("note", ""),
         extra={k: (v or "") for k, v in row.items() if k not in known and k is not None},
     )  # fmt: skip
 

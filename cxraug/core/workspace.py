@@ -4,6 +4,8 @@
       manifest.csv                  the one dataset manifest (cxraug.core.manifest)
       .cxraug.lock                  the workspace lock of the manifest writers (cxraug.core.lock)
       collect-config.json           what `collect` was run with
+      .patient-salt                 the secret salt of DICOM patient-id hashes (cxraug.core.dicom;
+                                    made by the first collect that reads a DICOM patient id)
       processed/dataset.npz         the training array from `preprocess` (cxraug.core.dataset)
       processed/config.json         the settings and manifest hash it was built from
       runs/NAME/                    one training run each (RunDir below)
@@ -255,6 +257,11 @@ class Workspace:
     @property
     def collect_config_path(self) -> Path:
         return self.root / "collect-config.json"
+
+    @property
+    def patient_salt_path(self) -> Path:
+        """The secret salt of the DICOM patient-id hashes (never printed, never exported)."""
+        return self.root / ".patient-salt"
 
     def load_manifest(self) -> Manifest:
         return read_manifest(self.manifest_path)

@@ -36,6 +36,16 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+#: What G and D are conditioned on (docs/training.md "Source conditioning").
+CONDITIONS = ("class", "class,source")
+
+
+def parse_condition(condition: str) -> str:
+    """'class' | 'class,source' (also 'source,class', spaces ignored) -> one of CONDITIONS."""
+    parts = {p.strip() for p in condition.split(",") if p.strip()}
+    vassert(parts in ({"class"}, {"class", "source"}),
+            f"condition={condition!r}; use class or class,source")  # fmt: skip
+    return "class,source" if "source" in parts else "class"
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,14 @@ class TrainConfig:
         0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
     )  # fmt: skip
+    # --- conditioning (docs/training.md "Source conditioning") ---
+    condition: str = setting(
+        "class", "What G and D are conditioned on: class | class,source (one label per class x "
+        "training source, class and source factors added; --arch conv only).",
+    )  # fmt: skip
+    # with class,source: the run's training sources in cell order (label = class * S + source
+    # index), set by `train` from the training set and recorded in config.json and checkpoints
+    sources: tuple[str, ...] = ()
     # --- data ---
     # The manifest's `marks` column (cxraug.prep.marks): figures from papers carry arrows,
     # panel letters and text that the GAN copies into its images.
@@ -209,6 +227,29 @@ class TrainConfig:
                 "lecam, r1 and score_samples must not be negative")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
+        self._check_condition()
+
+    def _check_condition(self) -> None:
+        object.__setattr__(self, "condition", parse_condition(self.condition))  # canonical
+        if self.condition == "class":
+            vassert(not self.sources, "sources are recorded only with condition class,source")
+            return
+        vassert(self.arch == "conv",
+                "--condition class,source needs --arch conv (the default recipe): the paper's "
+                "MLP networks take one embedding row per label and have no place for a second, "
+                "additive factor; drop --recipe paper / --arch mlp")  # fmt: skip
+        vassert(len(set(self.sources)) == len(self.sources) and all(self.sources),
+                f"sources={self.sources}: give distinct, non-empty source names")  # fmt: skip
+
+    @property
+    def num_sources(self) -> int:
+        """S of the cell encoding label = class * S + source (1 without source conditioning)."""
+        return max(1, len(self.sources))
+
+    @property
+    def num_cells(self) -> int:
+        """Labels G and D take: classes x sources (= num_classes without sources)."""
+        return self.num_classes * self.num_sources
 
     def check_strategy(self) -> None:
         """Refuse what --strategy multiworker would run wrongly (called by `train`/`resume`

@@ -20,6 +20,12 @@ largest singular value, estimated by one power iteration per training call (two 
 the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
 resumed run continues the same estimate).
 
+Source conditioning (`--condition class,source`, cxraug.gan.cells): y is a cell
+class * S + source and every conditional parameter is a sum of a class part and a source part:
+G's input embedding E(class) + E_src(source), each CPN's gamma and beta, and D's projection
+(E(class) + E_src(source)) . phi. The source parts are created after everything else, so a
+class-only run builds exactly the weights (order, seeds) it built before.
+
 Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
 convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
 (G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts them. This module
@@ -41,11 +47,13 @@ def base_size(cfg: TrainConfig) -> int:
 
 
 class _ClassAffine(keras.layers.Layer):
-    """A per-class (1 + gamma[y]) * h + beta[y] on normalised features (gamma, beta start at 0)."""
+    """A per-label (1 + gamma[y]) * h + beta[y] on normalised features (gamma, beta start at 0).
+    With `num_sources` S > 0 the label is a cell y = class * S + source (cxraug.gan.cells) and
+    gamma[y] = gamma[class] + gamma_src[source] (likewise beta): additive factors."""
 
-    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int, num_sources: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.num_classes = num_classes
+        self.num_classes, self.num_sources = num_classes, num_sources
 
     def build(self, input_shape: Any) -> None:
         c = int(input_shape[-1])
@@ -53,12 +61,31 @@ class _ClassAffine(keras.layers.Layer):
                                      name="gamma")  # fmt: skip
         self.beta = self.add_weight(shape=(self.num_classes, c), initializer="zeros",
                                     name="beta")  # fmt: skip
+        if self.num_sources:
+            self.gamma_src = self.add_weight(shape=(self.num_sources, c), initializer="zeros",
+                                             name="gamma_src")  # fmt: skip
+            self.beta_src = self.add_weight(shape=(self.num_sources, c), initializer="zeros",
+                                            name="beta_src")  # fmt: skip
+
+    def _params(self, y: Any) -> tuple[Any, Any]:
+        """(gamma, beta) of each label of y: (B, C) each."""
+        if not self.num_sources:
+            return tf.gather(self.gamma, y), tf.gather(self.beta, y)
+        k, s = split_cell(y, self.num_sources)
+        return (tf.gather(self.gamma, k) + tf.gather(self.gamma_src, s),
+                tf.gather(self.beta, k) + tf.gather(self.beta_src, s))  # fmt: skip
 
     def affine(self, h32: Any, y: Any, dtype: Any) -> Any:
-        """h32 (B, H, W, C) float32 normalised -> the class-conditional affine, in dtype."""
-        g = tf.cast(tf.gather(self.gamma, y), tf.float32)[:, None, None, :]
-        b = tf.cast(tf.gather(self.beta, y), tf.float32)[:, None, None, :]
+        """h32 (B, H, W, C) float32 normalised -> the label-conditional affine, in dtype."""
+        gamma, beta = self._params(y)
+        g = tf.cast(gamma, tf.float32)[:, None, None, :]
+        b = tf.cast(beta, tf.float32)[:, None, None, :]
         return tf.cast(h32 * (1.0 + g) + b, dtype)
+
+
+def split_cell(y: Any, num_sources: int) -> tuple[Any, Any]:
+    """Cells y (B,) int -> (class (B,), source (B,)): y = class * S + source."""
+    return tf.math.floordiv(y, num_sources), tf.math.floormod(y, num_sources)
 
 
 class ClassPixelNorm(_ClassAffine):
@@ -74,8 +101,9 @@ class ClassBatchNorm(_ClassAffine):
     """BatchNorm with a class-conditional affine (BigGAN's conditional BN): batch statistics
     in training, moving statistics (momentum cfg.conv_bn_momentum) when sampling."""
 
-    def __init__(self, num_classes: int, momentum: float, **kwargs: Any) -> None:
-        super().__init__(num_classes, **kwargs)
+    def __init__(self, num_classes: int, momentum: float, num_sources: int = 0,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(num_classes, num_sources, **kwargs)
         self.momentum = momentum
 
     def build(self, input_shape: Any) -> None:
@@ -114,11 +142,12 @@ class ConvGenerator(keras.Model):
         )  # fmt: skip
         self.fc = keras.layers.Dense(self.s0 * self.s0 * ch[0], dtype=pol,
                                      kernel_initializer=ini.glorot())  # fmt: skip
+        ns = self.num_sources = len(cfg.sources)  # 0: conditioned on the class only
         if cfg.conv_g_norm == "batch":
-            self.norms: list[Any] = [ClassBatchNorm(cfg.num_classes, cfg.conv_bn_momentum,
+            self.norms: list[Any] = [ClassBatchNorm(cfg.num_classes, cfg.conv_bn_momentum, ns,
                                                     dtype=pol) for _ in ch]  # fmt: skip
         else:
-            self.norms = [ClassPixelNorm(cfg.num_classes, dtype=pol) for _ in ch]
+            self.norms = [ClassPixelNorm(cfg.num_classes, ns, dtype=pol) for _ in ch]
         if cfg.conv_upsample == "resize":  # nearest x2 then 3x3 conv: no checkerboard
             self.ups: list[Any] = [keras.Sequential([
                 keras.layers.UpSampling2D(2, interpolation="nearest", dtype=pol),
@@ -130,11 +159,20 @@ class ConvGenerator(keras.Model):
                         for c in ch[1:]]  # fmt: skip
         self.out = keras.layers.Conv2D(1, 3, padding="same", dtype=pol,
                                        kernel_initializer=ini.glorot())  # fmt: skip
+        if ns:  # created last: the class-only weights keep their seeds and their order
+            self.embed_src = keras.layers.Embedding(ns, cfg.latent_dim, dtype=pol,
+                embeddings_initializer=keras.initializers.RandomNormal(0.0, 1.0,
+                                                                       seed=ini._next()))
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         z, y = inputs
         a = self.cfg.leaky_slope
-        h = tf.concat([tf.cast(z, self.embed.compute_dtype), self.embed(y)], -1)  # (B, 2L)
+        if self.num_sources:  # cell -> class embedding + source embedding
+            k, s = split_cell(y, self.num_sources)
+            e = self.embed(k) + self.embed_src(s)
+        else:
+            e = self.embed(y)
+        h = tf.concat([tf.cast(z, self.embed.compute_dtype), e], -1)  # (B, 2L)
         h = tf.reshape(self.fc(h), (-1, self.s0, self.s0, self.cfg.conv_g_channels[0]))
         bn = self.cfg.conv_g_norm == "batch"
         kw = {"training": training} if bn else {}
@@ -199,6 +237,19 @@ class ProjectionDiscriminator(keras.Model):
             cfg.num_classes, cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1),
             embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=ini._next()),
         )  # fmt: skip
+        self.num_sources = len(cfg.sources)  # 0: conditioned on the class only
+        if self.num_sources:  # the projection's source part (created last, as in G)
+            self.embed_src = keras.layers.Embedding(
+                self.num_sources, cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1),
+                embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05,
+                                                                       seed=ini._next()))
+
+    def projection(self, y: Any) -> Any:
+        """The label's projection vector: class part (+ source part for cells), (B, d5 [+1])."""
+        if not self.num_sources:
+            return self.embed(y)
+        k, s = split_cell(y, self.num_sources)
+        return self.embed(k) + self.embed_src(s)
 
     def call(self, inputs: Any, training: bool = False, **unused: Any) -> Any:
         x, y = inputs
@@ -209,7 +260,7 @@ class ProjectionDiscriminator(keras.Model):
         if self.cfg.mbstd_group > 1:
             h = minibatch_stddev(h, self.cfg.mbstd_group)
         phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
-        return tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.embed(y) * phi, -1)
+        return tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.projection(y) * phi, -1)
 
 
 def minibatch_stddev(h: Any, group: int) -> Any:

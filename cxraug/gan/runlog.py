@@ -5,7 +5,9 @@ cxraug.core.workspace.RunDir, PNGs are encoded by cxraug.core.images.
     runs/NAME/config.json            resolved TrainConfig
     runs/NAME/log.csv                iteration,d_loss,g_loss,d_real_acc,d_fake_acc,it_per_s,wall_s
     runs/NAME/tb/                    TensorBoard scalars (same values)
-    runs/NAME/samples/iter_XXXXXX.png  rows = classes, columns = the SAME z every time
+    runs/NAME/samples/iter_XXXXXX.png  rows = classes (with --condition class,source: every
+                                     cell, class-major: normal/A, normal/B, ..., covid/A, ...,
+                                     unseen cells included), columns = the SAME z every time
     runs/NAME/loss.png               d_loss and g_loss against iteration
 """
 
@@ -39,11 +41,12 @@ LOG_COLUMNS = ("iteration", "d_loss", "g_loss", "d_real_acc", "d_fake_acc", "it_
 
 
 def fixed_noise(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The sample grid's inputs: z (C*K, L) and labels (C*K,), from the seed alone."""
+    """The sample grid's inputs: z (R*K, L) and labels (R*K,), from the seed alone; R rows =
+    the classes, or every class x source cell of a source-conditioned run."""
     k = cfg.samples_per_class
     rng = np.random.default_rng([cfg.seed, 0x5A])  # its own stream: training RNG untouched
     z = rng.standard_normal((k, cfg.latent_dim)).astype(np.float32)
-    return np.tile(z, (cfg.num_classes, 1)), np.repeat(np.arange(cfg.num_classes), k)
+    return np.tile(z, (cfg.num_cells, 1)), np.repeat(np.arange(cfg.num_cells), k)
 
 
 class RunLog:
@@ -87,10 +90,10 @@ class RunLog:
                 tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR)
 
     def sample(self, gen: Any, iteration: int) -> Path:
-        """Grid of G(z_fixed, class) in inference mode: rows = classes, columns = z."""
+        """Grid of G(z_fixed, label) in inference mode: rows = classes (cells), columns = z."""
         imgs = gen([tf.constant(self.z), tf.constant(self.y, tf.int32)], training=False)
         u8 = to_uint8(np.asarray(imgs)[..., 0])  # (C*K, H, W)
-        c, k, s = self.cfg.num_classes, self.cfg.samples_per_class, self.cfg.image_size
+        c, k, s = self.cfg.num_cells, self.cfg.samples_per_class, self.cfg.image_size
         grid = u8.reshape(c, k, s, s).transpose(0, 2, 1, 3).reshape(c * s, k * s)
         path = self.run.sample_path(iteration)
         write_png_gray(path, grid)

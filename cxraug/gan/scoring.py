@@ -2,10 +2,11 @@
 
 At every checkpoint the sampling generator (the EMA one when kept) draws `score_samples`
 images of the SCORED CLASS (the class with the fewest training images: the one
-`generate --balance` grows) from a fixed noise set of its own seeded stream, so every
-checkpoint is judged on the same z and the training RNG is untouched. They are compared with
-the REAL TRAINING images of that class, never the test split, so a final `cxraug fid` on the
-test split stays an honest, unseen judge:
+`generate --balance` grows; in a `--condition class,source` run, from the class's OBSERVED
+cells in the proportions of its training images) from a fixed noise set of its own seeded
+stream, so every checkpoint is judged on the same z and the training RNG is untouched. They
+are compared with the REAL TRAINING images of that class, never the test split, so a final
+`cxraug fid` on the test split stays an honest, unseen judge:
 
     kid         KID (unbiased MMD^2, cubic kernel) between features of the samples and of the
                 real images; features: the fixed-seed random Inception-v3 (NOT a standard
@@ -47,7 +48,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cxraug.core.errors import InputError
+from cxraug.core.errors import InputError, vassert
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_text
 from cxraug.core.images import to_uint8
 from cxraug.core.workspace import RunDir
@@ -118,11 +119,16 @@ class Scorer:
     """Scores generators against fixed real images of one class (see the module docstring)."""
 
     def __init__(self, real_images: np.ndarray, real_ids: list[str], label: int, n: int,
-                 latent_dim: int, seed: int,
-                 extractor: feats.FeatureExtractor | None = None) -> None:  # fmt: skip
+                 latent_dim: int, seed: int, extractor: feats.FeatureExtractor | None = None,
+                 cells: np.ndarray | None = None) -> None:  # fmt: skip
+        """`cells` (n,): the label of each sample where G takes cells (--condition
+        class,source: the scored class's observed cells, cxraug.gan.cells.apportion); by
+        default every sample gets `label`."""
         self.real_u8 = to_uint8(real_images)  # (M, H, W) as filter sees saved images
         self.real_ids = list(real_ids)
         self.label, self.n, self.seed = label, n, seed
+        self.cells = None if cells is None else np.asarray(cells, np.int32)
+        vassert(self.cells is None or self.cells.shape == (n,), f"cells must be ({n},)")
         rng = np.random.default_rng([seed, 0x5C0E])  # its own stream
         self.z = rng.standard_normal((n, latent_dim)).astype(np.float32)
         self.extractor = extractor or feats.random_extractor()
@@ -139,7 +145,8 @@ class Scorer:
         out = []
         for lo in range(0, self.n, 64):
             z = self.z[lo : lo + 64]
-            y = tf.fill((len(z),), self.label)
+            y = (tf.fill((len(z),), self.label) if self.cells is None
+                 else tf.constant(self.cells[lo : lo + 64]))  # fmt: skip
             out.append(np.asarray(gen([tf.constant(z), y], training=False))[..., 0])
         return to_uint8(np.concatenate(out))
 

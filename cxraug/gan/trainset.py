@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from cxraug.core.dataset import Dataset, load_dataset
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.workspace import RunDir
+from cxraug.gan.cells import cell_counts, dataset_cells
 
 
 def training_set(dataset_path: Path, include_marked: bool) -> tuple[Dataset, list[str]]:
@@ -39,15 +42,19 @@ def training_set(dataset_path: Path, include_marked: bool) -> tuple[Dataset, lis
 
 
 def write_training_set(run: RunDir, ds: Dataset, dataset_sha256: str, include_marked: bool,
-                       left_out: list[str]) -> None:  # fmt: skip
-    """runs/NAME/training_set.json: the dataset's hash, the images trained on per class, and
-    the ids left out for editorial marks."""
+                       left_out: list[str],
+                       per_cell: dict[str, int] | None = None) -> None:  # fmt: skip
+    """runs/NAME/training_set.json: the dataset's hash, the images trained on per class (and
+    per class x source cell in a source-conditioned run), and the ids left out for editorial
+    marks."""
+    cells = {} if per_cell is None else {"per_cell": per_cell}
     atomic_write_json(run.training_set_path, {
         "dataset_sha256": dataset_sha256,
         "include_marked": include_marked,
         "marks_detected": ds.marks is not None,  # False: a dataset from before detection
         "images": len(ds),
         "per_class": ds.counts(),
+        **cells,
         "left_out_marked": len(left_out),
         "left_out_ids": left_out,
     })  # fmt: skip
@@ -65,3 +72,24 @@ def left_out_note(ds: Dataset, left_out: list[str], include_marked: bool,
         return (f"left out {len(left_out)} training images with editorial marks "
                 f"(--include-marked to keep them; the ids: {run.training_set_path})")
     return None
+
+
+def training_labels(
+    ds: Dataset, sources: tuple[str, ...]
+) -> tuple[np.ndarray, dict[str, int] | None]:
+    """(the label G and D get per image, images per cell or None). Without sources the label
+    is the class; with them the cell class * S + source in the run's order (cxraug.gan.cells)."""
+    if not sources:
+        return ds.labels, None
+    cells = dataset_cells(ds, sources)
+    return cells, cell_counts(cells, sources, ds.classes)
+
+
+def cells_note(per_cell: dict[str, int] | None, sources: tuple[str, ...]) -> str | None:
+    """What to tell the user about a source-conditioned run's cells, or None."""
+    if per_cell is None:
+        return None
+    unseen = [c for c, k in per_cell.items() if k == 0]
+    return (f"conditioned on class and source ({', '.join(sources)}); cells without training "
+            f"images, drawn from the additive class and source factors alone: "
+            f"{', '.join(unseen) or 'none'}")  # fmt: skip

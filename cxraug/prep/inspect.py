@@ -1,7 +1,9 @@
 """File inspection for `cxraug collect` (runs in worker processes): hash, measure and fully
 decode every candidate file, and compute the difference hash that finds near-duplicates.
 
-One bad file never stops a batch: `inspect_file` returns its reason instead of raising.
+One bad file never stops a batch: `inspect_file` returns its reason instead of raising. A DICOM
+file also brings its facts (cxraug.core.dicom: modality, view, the salted patient hash) and the
+collect rules' verdict on them (`cxraug.prep.sources.dicom_verdict`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cxraug.core.dicom import DicomFacts, NotAnImage, PatientKey
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import sha256_bytes
 from cxraug.core.images import (
@@ -24,6 +27,7 @@ from cxraug.core.images import (
     read_bytes,
 )
 from cxraug.core.parallel import run_parallel
+from cxraug.prep.sources import dicom_verdict
 
 IN_PROCESS_BELOW = 64  # files; below this a process pool costs more than it saves
 #: A fast decode check keeps >= 2 x this many pixels per side (JPEG DCT reduction).
@@ -39,6 +43,8 @@ class FileCheck:
     height: int | None = None
     error: str = ""
     dhash: bytes = b""  # 32 bytes: 16 rows x 16 left/right brightness comparisons
+    excluded: bool = False  # `error` is why the file is left out by design, not a fault
+    dicom: DicomFacts | None = None  # what a DICOM file's header says
 
 
 def difference_hash(gray: np.ndarray) -> bytes:
@@ -50,8 +56,10 @@ def difference_hash(gray: np.ndarray) -> bytes:
 
 def inspect_file(path: str | Path, fast_decode: bool = True,
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                 max_file_mb: float = DEFAULT_MAX_FILE_MB) -> FileCheck:  # fmt: skip
-    """Hash, measure and fully decode one file; never raises (one bad file never stops a batch)."""
+                 max_file_mb: float = DEFAULT_MAX_FILE_MB,
+                 patient: PatientKey | None = None) -> FileCheck:  # fmt: skip
+    """Hash, measure and fully decode one file; never raises (one bad file never stops a batch).
+    `patient`: how a DICOM file's patient id is hashed."""
     try:
         data = read_bytes(Path(path), max_file_mb)
     except ImageError as e:
@@ -61,8 +69,12 @@ def inspect_file(path: str | Path, fast_decode: bool = True,
     try:
         width, height = displayed_size(probe(data))  # known even if decoding fails below
         d = decode_displayed(data, keep=CHECK_SIDE if fast_decode else None,
-                             max_megapixels=max_megapixels)  # fmt: skip
-        return FileCheck(sha, d.width, d.height, "", difference_hash(d.gray))
+                             max_megapixels=max_megapixels, patient=patient)  # fmt: skip
+        verdict = dicom_verdict(d.dicom) if d.dicom is not None else ""
+        return FileCheck(sha, d.width, d.height, verdict, difference_hash(d.gray),
+                         excluded=bool(verdict), dicom=d.dicom)  # fmt: skip
+    except NotAnImage as e:
+        return FileCheck(sha, width, height, e.reason, excluded=True)
     except ImageError as e:
         return FileCheck(sha, width, height, e.reason)
     except Exception as e:  # noqa: BLE001 - a decoder crash on one file is that file's error
@@ -72,10 +84,11 @@ def inspect_file(path: str | Path, fast_decode: bool = True,
 def inspect_files(paths: list[Path], *, workers: int = 2, fast_decode: bool = True,
                   max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                   max_file_mb: float = DEFAULT_MAX_FILE_MB,
-                  show_progress: bool = True) -> list[FileCheck]:  # fmt: skip
+                  show_progress: bool = True,
+                  patient: PatientKey | None = None) -> list[FileCheck]:  # fmt: skip
     """inspect_file over paths (same order), in `workers` processes, with a progress bar."""
     fn = partial(inspect_file, fast_decode=fast_decode, max_megapixels=max_megapixels,
-                 max_file_mb=max_file_mb)
+                 max_file_mb=max_file_mb, patient=patient)
     return run_parallel(fn, [str(p) for p in paths], workers=max(1, workers),
                         what="inspecting images", show=show_progress,
                         serial_below=IN_PROCESS_BELOW, on_crash=_crashed)  # fmt: skip

@@ -61,6 +61,7 @@ class Loaded:
     width: int  # original size after orientation
     height: int
     colour: np.ndarray | None = None  # (h, w, 3) BGR of a colour file, with opts.colour
+    burned_in: bool = False  # a DICOM header says BurnedInAnnotation YES
 
     def region(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The crop of `gray` (h', w') and of `colour` (h', w', 3) or None."""
@@ -95,7 +96,8 @@ def load_image(task: ImageTask, opts: LoadOptions, target: int, use_crop: bool =
     sx, sy = w / W, h / H
     x0, y0 = min(w - 1, round(box[0] * sx)), min(h - 1, round(box[1] * sy))
     x1, y1 = max(x0 + 1, min(w, round(box[2] * sx))), max(y0 + 1, min(h, round(box[3] * sy)))
-    return Loaded(gray, (x0, y0, x1, y1), applied, W, H, d.colour)
+    return Loaded(gray, (x0, y0, x1, y1), applied, W, H, d.colour,
+                  d.dicom is not None and d.dicom.burned_in)  # fmt: skip
 
 
 def tasks_for(ws: Workspace, rows: list[Record]) -> list[ImageTask]:

@@ -13,6 +13,7 @@ and returns the reasons it found, in MARK_REASONS order (empty = nothing found):
             (cxraug.prep.glyphs)
     border  a frame: >= 3 exactly uniform lines along an edge (figure padding, a drawn
             frame), then a straight step into the image; never black (below)
+    annotation  not seen but stated: a DICOM file whose header says BurnedInAnnotation YES
 
 What it cannot tell apart (docs/preprocess.md, "Editorial marks", has the measured numbers):
 clinical markers and technologist annotations are the same pure ink as panel letters and
@@ -45,12 +46,14 @@ COLOUR_SHARE = 2e-4  # of the pixels: ~80 px of a 640 x 640 image, a short thin 
 BAND_MIN = 3  # exactly uniform lines along an edge that make a frame band
 
 
-def detect_marks(gray: np.ndarray, colour: np.ndarray | None = None) -> list[str]:
+def detect_marks(gray: np.ndarray, colour: np.ndarray | None = None,
+                 burned_in: bool = False) -> list[str]:  # fmt: skip
     """Reasons (a subset of MARK_REASONS, in its order) for one image's crop.
 
     gray: (H, W) float in [0, 1] (cxraug.core.images' decode); colour: the (H, W, 3) BGR
-    pixels it was reduced from (uint8 or uint16), or None for a grey file."""
-    found: set[str] = set()
+    pixels it was reduced from (uint8 or uint16), or None for a grey file; burned_in: the
+    file's DICOM header says BurnedInAnnotation YES (reason `annotation`)."""
+    found: set[str] = {"annotation"} if burned_in else set()
     if colour is not None and colour_share(colour) >= COLOUR_SHARE:
         found.add("colour")
     g = analysis_image(gray)  # (h, w) uint8, longest side <= ANALYSIS_SIDE
