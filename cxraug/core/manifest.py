@@ -337,14 +337,18 @@ def to_csv_text(m: Manifest) -> str:
 
 
 def csv_rows(
-    reader: csv.DictReader[str], name: str, errors: list[str]
+    reader: csv.DictReader[str], name: str, errors: list[str], whole: bool = False
 ) -> Iterator[tuple[int, str, dict[str, str]]]:
     """(spreadsheet line, "NAME row N", row) for each data row of a user-edited CSV; a row with
-    more cells than the header is reported in `errors` and skipped."""
+    more cells than the header (or, with `whole`, fewer) is reported in `errors` and skipped."""
     for i, row in enumerate(reader):
         where = f"{name} row {i + 2}"
         if None in row:
             errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
+            continue
+        if whole and None in row.values():  # a cut-off line: its missing cells are not empty
+            errors.append(f"{where}: {sum(v is not None for v in row.values())} of {len(row)} "
+                          "cells (a cut-off line?); complete the row or delete it")  # fmt: skip
             continue
         yield i + 2, where, {k: csv_plain(v or "") for k, v in row.items()}
 
@@ -378,7 +382,7 @@ def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     errors: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, where, row in csv_rows(reader, name, errors):
+    for line, where, row in csv_rows(reader, name, errors, whole=True):
         rec = _parse_row(row, where, errors)
         if rec is None:
             continue
