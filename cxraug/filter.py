@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
-from cxraug.core.manifest import Record, check_label
+from cxraug.core.manifest import Manifest, Record, check_label
 from cxraug.core.ui import progress, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
@@ -161,31 +162,85 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _move_files(
-    ws: Workspace, moves: list[tuple[Record, Path, Path]]
-) -> tuple[list[Path], list[str]]:
+def _plan_moves(ws: Workspace, label: str, rows: list[Record], decisions: list[Decision],
+                result: FilterResult) -> list[tuple[Record, Path, Path]]:  # fmt: skip
+    """(record, its file, its new name) for each file --move-rejected moves: rejected ones to
+    rejected/, kept ones back. Files outside synthetic/CLASS (and its rejected/) are never
+    moved, nor onto a different file that already has the new name (result.move_failures)."""
+    home, rejected = ws.synthetic_class_dir(label), ws.rejected_dir(label)
+    ours = {os.path.realpath(home), os.path.realpath(rejected)}
+    moves = []
+    for rec, d in zip(rows, decisions, strict=True):
+        src = rec.resolve(ws.root)
+        dst = (rejected / src.name) if not d.kept else (home / src.name)
+        where = os.path.realpath(src.parent)
+        if where not in ours:  # a move unlinks the old name: only ever inside synthetic/
+            result.move_failures.append(
+                f"{rec.id}: not moved (its path {rec.path} is not in {home} or {rejected}; "
+                "--move-rejected only moves files there)")  # fmt: skip
+        elif d.primary != "unreadable" and (not d.kept) != (where == os.path.realpath(rejected)) \
+                and src.is_file():  # fmt: skip
+            if dst.exists() and not _same_file(src, dst):
+                result.move_failures.append(f"{rec.id}: not moved ({dst} exists with different "
+                                            "content; remove it)")  # fmt: skip
+            else:
+                moves.append((rec, src, dst))
+    return moves
+
+
+def _link_files(ws: Workspace, moves: list[tuple[Record, Path, Path]],
+                result: FilterResult) -> list[Path]:  # fmt: skip
     """Phase 1 of a move: give each file its new name too (hard link, or copy) and point its
-    record there. The caller saves the manifest, then unlinks the old names (phase 3), so at
-    every moment the manifest names a file that exists."""
+    record there; returns the old names. The caller saves the manifest, then unlinks the old
+    names (phase 3), so at every moment the manifest names a file that exists."""
     done: list[Path] = []
-    failures: list[str] = []
     for rec, src, dst in moves:
         try:
-            if dst.exists():
-                if not _same_file(src, dst):
-                    raise FileExistsError(f"{dst} exists with different content; remove it")
-            else:
+            if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(src, dst)
                 except OSError:  # no hard links here (other device, some filesystems)
                     atomic_write_bytes(dst, read_bytes(src))
         except (OSError, ImageError) as e:
-            failures.append(f"{rec.id}: not moved ({e})")
+            result.move_failures.append(f"{rec.id}: not moved ({e})")
             continue
         rec.path = ws.relpath(dst)
         done.append(src)
-    return done, failures
+    return done
+
+
+def _commit(ws: Workspace, manifest: Manifest, label: str,
+            moves: list[tuple[Record, Path, Path]], result: FilterResult,
+            write_outputs: Callable[[], None]) -> None:  # fmt: skip
+    """Link the moved files (phase 1), write the outputs, save the manifest, unlink the old
+    names (phase 3). A journal lists every name made or removed first (cxraug.core.pending):
+    after a kill the next generate or filter removes the names no row gives. An error before
+    the manifest is saved (a full disk while writing the sheet) changes nothing."""
+    journal = ws.filter_journal(label)
+    if moves:
+        pending.begin(journal, [p for _, src, dst in moves
+                                for p in (src, *(() if dst.exists() else (dst,)))])  # fmt: skip
+    made = {dst for _, _, dst in moves if not dst.exists()}
+    done = _link_files(ws, moves, result)
+    try:
+        write_outputs()  # before the manifest: a failure here leaves the workspace as it was
+        ws.save_manifest(manifest)
+    except BaseException:
+        for _rec, src, dst in moves:  # undo phase 1: the old names remain (should an unlink
+            if src in done and dst in made:  # fail, the journal stays for the next sweep)
+                dst.unlink(missing_ok=True)
+        pending.end(journal)
+        raise
+    for src in done:  # phase 3: the manifest now names the new files
+        try:
+            src.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            warn(f"moved but could not remove the old file {src}: {e}")
+    pending.end(journal)
+    result.moved = len(done)
 
 
 @manifest_writer("cxraug filter")
@@ -199,18 +254,13 @@ def filter_synthetic(
     force: bool = False,
 ) -> FilterResult:
     """Judge every synthetic `label` row (default: config.label) of the manifest and record the
-    verdicts in it, holding the workspace lock (another manifest writer running: exit 7)."""
+    verdicts in it, holding the workspace lock (another manifest writer running: exit 7).
+    The sheet and its config are written before the manifest is saved."""
     label = check_label(config.label if label is None else label)
-    pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
     manifest = ws.load_manifest()
-    rows = sorted(
-        (
-            r
-            for r in manifest
-            if r.synthetic and r.label == label and r.status in REEVALUATED_STATUSES
-        ),
-        key=lambda r: r.id,
-    )
+    pending.sweep(ws, manifest)  # files an interrupted generate or filter left without rows
+    rows = sorted((r for r in manifest if r.synthetic and r.label == label
+                   and r.status in REEVALUATED_STATUSES), key=lambda r: r.id)  # fmt: skip
     if not rows:
         raise InputError(
             f"no synthetic {label} rows in {ws.manifest_path}; run `cxraug generate --class "
@@ -220,52 +270,18 @@ def filter_synthetic(
     if sheet is not None:  # the default sheet and its config are filter's own, replaced each run
         _check_config_beside(sheet_path, force)
     real, real_ids = load_reference(ws, label, config)
-    decisions, ev = _judge(
-        [r.id for r in rows], [r.resolve(ws.root) for r in rows], real, real_ids, config
-    )
+    paths = [r.resolve(ws.root) for r in rows]  # before any move: for the sheet
+    decisions, ev = _judge([r.id for r in rows], paths, real, real_ids, config)
     for rec, d in zip(rows, decisions, strict=True):
         rec.set_status("ok" if d.kept else "rejected", d.reason)
         rec.note = d.note() if d.scores else ""
-
     result = FilterResult(label, decisions, ev, len(real_ids))
-    thumbs = {r.id: r.resolve(ws.root) for r in rows}  # paths before any move, for the sheet
-    done: list[Path] = []
-    moves: list[tuple[Record, Path, Path]] = []
-    if move_rejected:
-        home, rejected = ws.synthetic_class_dir(label), ws.rejected_dir(label)
-        ours = {os.path.realpath(home), os.path.realpath(rejected)}
-        for rec, d in zip(rows, decisions, strict=True):
-            src = rec.resolve(ws.root)
-            dst = (rejected / src.name) if not d.kept else (home / src.name)
-            where = os.path.realpath(src.parent)
-            if where not in ours:  # a move unlinks the old name: only ever inside synthetic/
-                result.move_failures.append(
-                    f"{rec.id}: not moved (its path {rec.path} is not in {home} or {rejected}; "
-                    "--move-rejected only moves files there)")  # fmt: skip
-                continue
-            in_rejected = where == os.path.realpath(rejected)
-            if d.primary != "unreadable" and (not d.kept) != in_rejected and src.is_file():
-                moves.append((rec, src, dst))
-        done, failures = _move_files(ws, moves)
-        result.move_failures += failures
-    try:
-        ws.save_manifest(manifest)
-    except BaseException:
-        for _rec, src, dst in moves:  # undo phase 1: old names remain
-            if src in done and dst.exists():
-                dst.unlink()
-        raise
-    for src in done:  # phase 3: the manifest now names the new files
-        try:
-            src.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            warn(f"moved but could not remove the old file {src}: {e}")
-    result.moved = len(done)
+    thumbs = {r.id: p for r, p in zip(rows, paths, strict=True)}
+    moves = _plan_moves(ws, label, rows, decisions, result) if move_rejected else []
+    _commit(ws, manifest, label, moves, result,
+            lambda: _write_outputs(result, thumbs, config, sheet_path))  # fmt: skip
     for f in result.move_failures:
         warn(f)
-    _write_outputs(result, thumbs, config, sheet_path)
     return result
 
 

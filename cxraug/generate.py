@@ -6,15 +6,21 @@ Image i of (checkpoint, seed) uses z_i = N(0, I) drawn from numpy's generator se
 also bit-identical whatever -n is. PNGs are 8-bit grayscale, written atomically to
 WORKSPACE/synthetic/<class>/<run>-s<seed>-<i:06d>.png, and each gets one manifest row.
 
-The PNGs are written before their rows (one manifest write per run); a journal
-(cxraug.core.pending) lists them first, so that a crash in between leaves no orphan the next
-`generate` or `filter` does not delete. `--force` replaces the whole (run, seed) set: rows and
-PNGs of an earlier, larger -n beyond the new one are removed too.
+Images are made and written in batches, and the manifest is saved as it goes (every
+`commit_seconds`), so a kill keeps what was committed. Each batch's PNGs are written before the
+rows that name them; a journal (cxraug.core.pending) lists them first, so that a kill in between
+leaves no orphan the next `generate` or `filter` does not delete. `--force` replaces the whole
+(run, seed) set, rows and PNGs of an earlier, larger -n beyond the new one too: the manifest is
+first saved without the old rows, then their files are deleted, so that no row ever describes
+bytes that another checkpoint wrote (docs/safety.md). Before anything is written, -n is checked
+against the free disk space and memory (`room_problem`).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +34,16 @@ from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_byt
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.settings import SEED, Settings, at_least, setting
-from cxraug.core.workspace import Workspace, check_run_name, manifest_writer
+from cxraug.core.ui import progress
+from cxraug.core.workspace import RunDir, Workspace, check_run_name, manifest_writer
 from cxraug.gan.cells import MISSING, target_sources
-from cxraug.gan.checkpoint import assign_generator, find_best, find_latest, read_checkpoint
+from cxraug.gan.checkpoint import (
+    Checkpoint,
+    assign_generator,
+    find_best,
+    find_latest,
+    read_checkpoint,
+)
 from cxraug.gan.config import TrainConfig
 
 
@@ -64,6 +77,11 @@ class GenerateConfig(Settings):
         "missing = every source of the run without usable real train images of --class; all. "
         "-n/--balance is the total; image i goes to the (i mod K)-th of the K sources.",
     )  # fmt: skip
+    # seconds between manifest saves while generating: a kill loses at most this long's images.
+    # A save rewrites the whole manifest, so saves are also spaced by ten times the last one's
+    # duration; 0 = after every batch
+    commit_seconds: float = 30.0
+    show_progress: bool = True
 
     def check(self) -> None:
         for flag, value in (("--run", self.run), ("--checkpoint", self.checkpoint)):
@@ -118,30 +136,73 @@ def balance_count(manifest: Manifest, label: str) -> int:
     return max(0, max(real.values()) - have)
 
 
-def _older_images(ws: Workspace, manifest: Manifest, label: str, stem: str,
-                  keep: set[str]) -> tuple[set[str], list[Path]]:  # fmt: skip
-    """Rows (ids) and PNG files of an earlier generate of the same run and seed (STEM-INDEX)
-    that this one does not rewrite: the tail of a larger -n, also after filter moved them."""
-    own = re.compile(re.escape(ws.synthetic_id(label, stem)) + r"-\d{6}")
-    rows = [r for r in manifest.records if r.synthetic and own.fullmatch(r.id) and r.id not in keep]
-    files = {r.resolve(ws.root) for r in rows}
-    name = re.compile(re.escape(stem) + r"-\d{6}\.png")
+#: What one more manifest row costs: bytes in manifest.csv (a synthetic row with filter's note:
+#: ~330) and bytes of memory while the manifest is held and saved (~4 KiB measured with 100,000
+#: rows: the records, the CSV text and the validating re-parse), with a margin.
+ROW_DISK = 512
+ROW_MEMORY = 6 * 1024
+
+
+def png_bound(size: int) -> int:
+    """At most the bytes of a size x size 8-bit gray PNG: the pixels, a filter byte per row,
+    deflate's stored-block overhead (5 bytes per 64 KiB) and the chunk headers."""
+    return size * (size + 1) + size * size // 8192 + 256
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:,.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:,.1f} MB"
+
+
+def room_problem(n: int, size: int, rows: int, disk_free: int | None,
+                 memory_free: int | None) -> str | None:  # fmt: skip
+    """Why n images of size px (their PNGs and rows; the manifest holds `rows` already) do not
+    fit in `disk_free` bytes of disk and `memory_free` of memory, or None (also when a free
+    amount is unknown)."""
+    problems = []
+    disk = n * png_bound(size) + (rows + n) * ROW_DISK
+    if disk_free is not None and disk > disk_free:
+        problems.append(f"about {_gb(disk)} of disk for the PNGs (at most {png_bound(size):,} "
+                        f"bytes each) and the manifest, but {_gb(disk_free)} are free there")
+    memory = (rows + n) * ROW_MEMORY
+    if memory_free is not None and memory > memory_free:
+        problems.append(f"about {_gb(memory)} of memory to hold and save a manifest of "
+                        f"{rows + n:,} rows, but {_gb(memory_free)} are available")
+    if not problems:
+        return None
+    return (f"-n {n} would need " + " and ".join(problems) + "; use a smaller -n, or free "
+            "space (or use a --workspace on a larger disk)")
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _own_images(ws: Workspace, manifest: Manifest, label: str,
+                stem: str) -> tuple[dict[str, int], dict[Path, int]]:  # fmt: skip
+    """Rows ({id: noise index}) and PNG files ({path: index}) of an earlier generate of the
+    same run and seed (STEM-INDEX), in the class folder or, after filter moved them, its
+    rejected/ folder; only files inside synthetic/."""
+    own = re.compile(re.escape(ws.synthetic_id(label, stem)) + r"-(\d{6,})")
+    rows = {r.id: int(m.group(1)) for r in manifest.records
+            if r.synthetic and (m := own.fullmatch(r.id))}  # fmt: skip
+    files = {r.resolve(ws.root): rows[r.id] for r in manifest.records if r.id in rows}
+    name = re.compile(re.escape(stem) + r"-(\d{6,})\.png")
     for d in (ws.synthetic_class_dir(label), ws.rejected_dir(label)):
         if d.is_dir():
-            files |= {p for p in d.iterdir() if name.fullmatch(p.name)}
-    keep_files = {ws.synthetic_png(label, i.rsplit("/", 1)[1]) for i in keep}
+            files |= {p: int(m.group(1)) for p in d.iterdir() if (m := name.fullmatch(p.name))}
     inside = ws.synthetic_dir.resolve()
-    files = {p for p in files if p not in keep_files and p.resolve().is_relative_to(inside)}
-    return {r.id for r in rows}, sorted(files)
+    return rows, {p: i for p, i in sorted(files.items()) if p.resolve().is_relative_to(inside)}
 
 
-@manifest_writer("cxraug generate")
-def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
-    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
-    holding the workspace lock (another manifest writer running: exit 7)."""
-    check_label(cfg.label)
-    pending.sweep(ws)  # PNGs an interrupted generate wrote but never gave rows
-    manifest = ws.load_manifest()
+def _checkpoint(ws: Workspace, cfg: GenerateConfig) -> tuple[RunDir, Checkpoint]:
+    """The run and the checkpoint that --run/--checkpoint choose."""
     if cfg.checkpoint not in (None, "best", "latest"):
         ckpt_path = Path(str(cfg.checkpoint))
         run_dir = ws.run_of_checkpoint(ckpt_path)
@@ -157,9 +218,19 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
             raise InputError(f"run {run_dir.path} has no usable checkpoint; train it "
                              "longer (checkpoints every --checkpoint-interval)")
         ckpt_path = found
-    ckpt = read_checkpoint(ckpt_path)
-    tcfg = ckpt.config
-    run = check_run_name(run_dir.name)  # a longer (older) run name makes too long image names
+    return run_dir, read_checkpoint(ckpt_path)
+
+
+@manifest_writer("cxraug generate")
+def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
+    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
+    holding the workspace lock (another manifest writer running: exit 7)."""
+    check_label(cfg.label)
+    manifest = ws.load_manifest()
+    pending.sweep(ws, manifest)  # PNGs an interrupted generate or filter left without rows
+    run_dir, ckpt = _checkpoint(ws, cfg)
+    # a longer (older) run name makes too long image names
+    tcfg, run = ckpt.config, check_run_name(run_dir.name)
     if LABELS.index(cfg.label) >= tcfg.num_classes:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {cfg.label!r}")  # fmt: skip
@@ -177,52 +248,28 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
         res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
                        if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
         return res
+    disk = next(p for p in (out_dir, ws.synthetic_dir, ws.root) if p.exists())  # its file system
+    problem = room_problem(n, tcfg.image_size, len(manifest), shutil.disk_usage(disk).free,
+                           _available_memory())  # fmt: skip
+    if problem:
+        raise InputError(problem)
     stem = f"{run}-s{cfg.seed}"
-    ids = [ws.synthetic_id(cfg.label, f"{stem}-{i:06d}") for i in range(n)]
-    paths = [ws.synthetic_png(cfg.label, f"{stem}-{i:06d}") for i in range(n)]
-    have = manifest.ids()  # a set: one lookup per id
-    clash = [str(p) for p in paths if p.exists()] + [i for i in ids if i in have]
+    old_rows, old_files = _own_images(ws, manifest, cfg.label, stem)
+    clash = sorted(i for i in {*old_rows.values(), *old_files.values()} if i < n)
     if clash and not cfg.force:
-        raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. {clash[0]}); "
-                         "pass --force to replace them or use another --seed")  # fmt: skip
-    # --force replaces the whole (run, seed) set: a smaller -n must not leave the old tail
-    stale_rows, stale_files = _older_images(ws, manifest, cfg.label, stem, set(ids))
+        raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. "
+                         f"{ws.synthetic_id(cfg.label, f'{stem}-{clash[0]:06d}')}); pass --force "
+                         "to make the whole set again or use another --seed")  # fmt: skip
     journal = ws.generate_journal(cfg.label, stem)
-    pending.begin(journal, [*paths, *stale_files])
-
-    # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
-    from cxraug.core.tf_setup import tf
-    from cxraug.gan.models import build_generator
-
-    gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision
-    group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
-    y_idx = LABELS.index(cfg.label)
-    infer = tf.function(lambda z, y: gen([z, y], training=False))
-    bs = cfg.batch_size
-    records: list[Record] = []
-    with ThreadPoolExecutor(max_workers=4) as pool:  # PNG encode/write overlaps the next batch
-        for lo in range(0, n, bs):
-            hi = min(n, lo + bs)
-            z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
-            z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
-            y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
-                 else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
-            imgs = to_uint8(infer(tf.constant(z), y).numpy()[: hi - lo, ..., 0])
-            pngs = list(pool.map(encode_png_gray, imgs))
-            list(pool.map(atomic_write_bytes, paths[lo:hi], pngs))
-            for i, data in zip(range(lo, hi), pngs, strict=True):
-                records.append(Record(
-                    id=ids[i], path=ws.relpath(paths[i]), label=cfg.label, split="train",
-                    status="ok", source="synthetic", sha256=sha256_bytes(data),
-                    width=tcfg.image_size, height=tcfg.image_size, synthetic=True,
-                    run=ws.run_ref(run_dir), checkpoint_sha256=ckpt.sha256, seed=cfg.seed,
-                    noise_index=i, cond_source=cells[0][i % len(cells[0])] if cells else "",
-                ))  # fmt: skip
-    new_ids = {r.id for r in records} | stale_rows
-    manifest.records = [r for r in manifest.records if r.id not in new_ids] + records
-    ws.save_manifest(manifest)
-    for p in stale_files:  # no row names them now
-        p.unlink(missing_ok=True)
+    if old_rows or old_files:  # the whole (run, seed) set goes: its rows first, then files
+        pending.begin(journal, list(old_files))
+        if old_rows:
+            manifest.records = [r for r in manifest.records if r.id not in old_rows]
+            ws.save_manifest(manifest)
+        for p in old_files:
+            p.unlink(missing_ok=True)
+    group = _write_images(ws, manifest, cfg, n, stem, ws.run_ref(run_dir), ckpt, cells,
+                          res.paths)  # fmt: skip
     pending.end(journal)
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
@@ -230,9 +277,62 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
                 **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
-    res.paths = paths
     res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"
-    if cells:
-        res.message += " (" + ", ".join(f"{sum(r.cond_source == s for r in records)} in the look "
-                                        f"of {s}" for s in cells[0]) + ")"  # fmt: skip
+    if cells:  # image i has the (i mod K)-th source's look
+        k = len(cells[0])
+        res.message += " (" + ", ".join(f"{n // k + (j < n % k)} in the look of {s}"
+                                        for j, s in enumerate(cells[0])) + ")"  # fmt: skip
     return res
+
+
+def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int, stem: str,
+                  run_ref: str, ckpt: Checkpoint, cells: tuple[tuple[str, ...], list[int]] | None,
+                  written: list[Path]) -> str:  # fmt: skip
+    """Make images 0..n-1 batch by batch: journal, PNGs, then (every cfg.commit_seconds and at
+    the end) the manifest with their rows; `cells`: source_cells' (sources, cells) or None.
+    Appends the paths to `written`; returns the generator group used ("ema" or the trained
+    one)."""
+    # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
+    from cxraug.core.tf_setup import tf
+    from cxraug.gan.models import build_generator
+
+    tcfg = ckpt.config
+    gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision
+    group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
+    y_idx = LABELS.index(cfg.label)
+    infer = tf.function(lambda z, y: gen([z, y], training=False))
+    bs, journal = cfg.batch_size, ws.generate_journal(cfg.label, stem)
+    todo: list[Record] = []  # written, not yet in the saved manifest
+    last, cost = time.monotonic(), 0.0
+    with ThreadPoolExecutor(max_workers=4) as pool, \
+            progress(disable=not cfg.show_progress) as bar:  # fmt: skip
+        task = bar.add_task(f"generating {cfg.label}", total=n)
+        for lo in range(0, n, bs):
+            hi = min(n, lo + bs)
+            paths = [ws.synthetic_png(cfg.label, f"{stem}-{i:06d}") for i in range(lo, hi)]
+            pending.begin(journal, [*(r.resolve(ws.root) for r in todo), *paths])
+            z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
+            z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
+            y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
+                 else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
+            imgs = to_uint8(infer(tf.constant(z), y).numpy()[: hi - lo, ..., 0])
+            pngs = list(pool.map(encode_png_gray, imgs))
+            list(pool.map(atomic_write_bytes, paths, pngs))
+            for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
+                todo.append(Record(
+                    id=ws.synthetic_id(cfg.label, p.stem), path=ws.relpath(p), label=cfg.label,
+                    split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
+                    width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
+                    checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,
+                    cond_source=cells[0][i % len(cells[0])] if cells else "",
+                ))  # fmt: skip
+            written += paths
+            bar.advance(task, hi - lo)
+            spacing = max(cfg.commit_seconds, 10 * cost) if cfg.commit_seconds > 0 else 0.0
+            if hi == n or time.monotonic() - last >= spacing:
+                t0 = time.monotonic()
+                manifest.records += todo
+                ws.save_manifest(manifest)
+                todo, last = [], time.monotonic()
+                cost = last - t0
+    return group

@@ -265,7 +265,7 @@ def preprocess(
         applied = apply_crop_boxes(manifest, read_crop_boxes(crop_boxes, manifest, ws.root))
         if applied:
             ws.save_manifest(manifest)
-    rows = usable_rows(ws)
+    rows = usable_rows(ws, retry_errors=force)  # --force reads earlier error rows again
     result = PreprocessResult(ws.dataset_path, ws.dataset_config_path, 0, {},
                               crop_boxes_applied=applied)  # fmt: skip
     if old is not None and contact_sheet is None:
@@ -335,14 +335,17 @@ def preprocess(
 
 def _record(ws: Workspace, errors: list[tuple[str, str]],
             found: dict[str, tuple[str, ...]]) -> dict[str, str]:  # fmt: skip
-    """Write the failures (status error) and the marks found into the manifest, atomically
-    and only when something changed; returns each read image's `marks` cell as it now reads
-    (the detector's reasons, or a person's verdict that stands)."""
+    """Write the failures (status error), the error rows that now read (ok) and the marks found
+    into the manifest, atomically and only when something changed; returns each read image's
+    `marks` cell as it now reads (the detector's reasons, or a person's verdict that stands)."""
     manifest = ws.load_manifest()
     by_id = manifest.by_id()
     for rid, reason in errors:  # record them so the next stages (and the user) see why
         by_id[rid].set_status("error", reason)
-    if record_marks(manifest, found) or errors:
+    fixed = [by_id[rid] for rid in found if by_id[rid].status == "error"]  # read again: fine
+    for rec in fixed:
+        rec.set_status("ok")
+    if record_marks(manifest, found) or errors or fixed:
         ws.save_manifest(manifest)
     return {rid: by_id[rid].marks for rid in found}
 

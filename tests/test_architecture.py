@@ -23,8 +23,9 @@ STAGES = {"collect": "prep", "preprocess": "prep", "train": "gan", "generate": "
           "export": "prep"}  # fmt: skip
 MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: machinery folder -> machinery folders it may import: gan's checkpoint scores judge samples
-#: with the filter's decision core and KID (cxraug.gan.scoring)
-ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics"}}
+#: with the filter's decision core and KID (cxraug.gan.scoring); evaluate's source-cue removal
+#: masks what the editorial-mark detector finds (cxraug.classify.cues -> prep.ink, prep.marks)
+ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics"}, "classify": {"prep"}}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -118,6 +119,7 @@ def test_every_stage_and_folder_exists() -> None:
      ("cxraug.core.ui", "cxraug.cli", "nothing imports cli/"),
      ("cxraug.core.workspace", "cxraug.gan.checkpoint", "core/ imports nothing else"),
      ("cxraug.metrics.inputs", "cxraug.prep.loading", "may not import prep/"),
+     ("cxraug.classify.cues", "cxraug.quality.decide", "may not import quality/"),
      ("cxraug.generate", "cxraug.train", "a stage imports only"),
      ("cxraug.fid", "cxraug.quality.vectors", "a stage imports only"),
      ("cxraug.evaluate", "cxraug.gan.step", "a stage imports only"),

@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu, norm
 from typer.testing import CliRunner
 
 from cxraug import evaluate as ev
-from cxraug.classify import stats
+from cxraug.classify import net, stats
 from cxraug.classify.augment import Classical, augment_batch, batch_indices
+from cxraug.classify.data import Images
+from cxraug.classify.plots import draw_roc
+from cxraug.classify.shortcut import shortcut_check
 from cxraug.cli import app
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.images import write_png_gray
@@ -270,18 +274,24 @@ def test_evaluate_scores_external_sources_and_never_trains_on_them(
 ) -> None:
     ws = make_workspace(tmp_path, "fresh", external={"normal": 12, "covid": 12})
     seen: list[int] = []
-    real_fit = ev.fit
+    real_fit = net.fit
 
     def spy(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *a: object,
             **k: object) -> object:  # fmt: skip
         seen.append(len(x) - (80 if len(x) > 85 else 0) + len(xv))  # real fit + val images
         return real_fit(x, y, xv, yv, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ev, "fit", spy)
+    monkeypatch.setattr(net, "fit", spy)  # every arm and the shortcut check train through it
     r = _run(ws, steps=25, arms="real,synthetic", shortcut=True)
     assert set(seen) == {85}  # exactly the 80 + 5 train rows, for every arm and the shortcut
     ext = r.test_sets["external:ext"]
     assert ext["status"] == "ok" and ext["n_images"] == 24 and "real" in ext["metrics"]
+    # one ROC panel (and one panel of differences) per test set, the external one included
+    assert r.figures == {"roc": ["test", "external:ext"], "differences": ["test", "external:ext"]}
+    roc = cv2.imread(str(r.folder.roc_plot_path))
+    panel = draw_roc(np.linspace(0, 1, 11), [], "")
+    assert roc.shape == (2 * panel.shape[0], panel.shape[1], 3)
+    assert any("ROC panels in roc.png: test, external:ext" in str(t) for t in ev.report_tables(r))
 
 
 # ---- the command line -----------------------------------------------------------------------
@@ -324,7 +334,7 @@ def test_cli_bad_input(tmp_path: Path) -> None:
 # ---- the shortcut check ---------------------------------------------------------------------
 
 
-def _two_sources(single_class: bool, n: int = 40) -> ev.Images:
+def _two_sources(single_class: bool, n: int = 40) -> Images:
     """Sources a and b; b's images carry a bright corner mark (a scanner's burnt-in label).
     single_class: a holds only normals, b only covid; else each holds both classes."""
     rng = np.random.default_rng(5)
@@ -341,11 +351,11 @@ def _two_sources(single_class: bool, n: int = 40) -> ev.Images:
             src += [s_name] * n
             split += ["train"] * (n * 3 // 4) + ["test"] * (n - n * 3 // 4)
     x = np.concatenate(xs)
-    return ev.Images(x, np.array(ys), np.array(split), np.array([f"p{i}" for i in range(len(x))]),
+    return Images(x, np.array(ys), np.array(split), np.array([f"p{i}" for i in range(len(x))]),
                      np.array(src))  # fmt: skip
 
 
-def _indices(data: ev.Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _indices(data: Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     train = np.nonzero(data.split == "train")[0]
     val = train[::5]
     return np.setdiff1d(train, val), val, np.nonzero(data.split == "test")[0]
@@ -354,15 +364,15 @@ def _indices(data: ev.Images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_shortcut_check_finds_a_source_marker_and_says_so() -> None:
     quick = ev.EvaluateConfig(**{**TINY.__dict__, "steps": 120})
     data = _two_sources(single_class=False)
-    r = ev._shortcut(data, *_indices(data), quick, label_bacc=0.6)
+    r = shortcut_check(data, *_indices(data), quick.net(), quick.seed, label_bacc=0.6)
     assert r["status"] == "ok" and not r["single_class_sources"]
     assert r["balanced_accuracy"] > 0.9 and r["flag"]  # the mark is found; the label is weaker
     assert "external test source" in r["verdict"]
     single = _two_sources(single_class=True)
-    s = ev._shortcut(single, *_indices(single), quick, label_bacc=0.99)
+    s = shortcut_check(single, *_indices(single), quick.net(), quick.seed, label_bacc=0.99)
     assert s["single_class_sources"] and s["flag"] and "function of the source" in s["verdict"]
-    one = ev.Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
-    assert ev._shortcut(one, *_indices(one), quick, None)["status"] == "not applicable"
+    one = Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
+    assert shortcut_check(one, *_indices(one), quick.net(), 0, None)["status"] == "not applicable"
 
 
 def test_one_training_patient_of_a_class_is_a_clear_error(tmp_path: Path) -> None:

@@ -250,8 +250,12 @@ def test_lock_left_by_a_killed_process_does_not_block(collected: Workspace) -> N
     holder.wait(timeout=30)
     info = json.loads(ws.lock_path.read_text())  # the dead holder's record is still there
     assert info["pid"] == holder.pid and info["command"] == "cxraug filter"
-    with ws.lock("cxraug preprocess"):  # the kernel released the flock with the process
-        assert json.loads(ws.lock_path.read_text())["pid"] == os.getpid()
+    with ws.lock("cxraug preprocess"):  # the kernel released the lock with the process
+        # read from another process: a POSIX record lock is dropped when its holder closes
+        # ANY descriptor of the file, so this process must not open it (core/lock.py)
+        seen = subprocess.run([sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())",
+                               str(ws.lock_path)], capture_output=True, text=True, check=True)
+        assert json.loads(seen.stdout)["pid"] == os.getpid()
     ws.lock_path.write_text(json.dumps({"pid": 999999, "command": "x", "since": 0}))
     r = runner.invoke(app, ["preprocess", "--size", "16", "--workers", "1", "-w", str(ws.root)])
     assert r.exit_code == 0, r.output

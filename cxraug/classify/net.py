@@ -73,23 +73,63 @@ class Trained:
     steps_run: int
     images_seen: int
     seconds: float  # training only (the validation passes excluded)
+    #: (N, S, S) -> (N, F): the pooled features the dense layer reads (the penultimate layer)
+    features: Callable[[np.ndarray], np.ndarray] | None = None
+    weights: list[np.ndarray] | None = None  # the kept (best) weights: another fit's `init`
 
 
-def val_score(y: np.ndarray, prob: np.ndarray) -> float:
-    """Binary: AUC of the positive class; more classes: balanced accuracy of the argmax."""
-    if prob.shape[1] == 2:
+def _runners(model: Any, classes: int) -> tuple[Callable[[np.ndarray], np.ndarray],
+                                                 Callable[[np.ndarray], np.ndarray]]:  # fmt: skip
+    """(predict, features) of `model` in inference mode, 256 images at a time."""
+    from cxraug.core.tf_setup import keras, tf
+
+    pooled = keras.Model(model.inputs, model.layers[-2].output)  # shares the weights
+
+    @tf.function(reduce_retracing=True)
+    def forward(xb: Any) -> Any:
+        return tf.nn.softmax(model(xb, training=False))
+
+    @tf.function(reduce_retracing=True)
+    def embed(xb: Any) -> Any:
+        return pooled(xb, training=False)
+
+    def batched(fn: Any, width: int) -> Callable[[np.ndarray], np.ndarray]:
+        def run(images: np.ndarray) -> np.ndarray:
+            out = [np.asarray(fn(tf.constant(images[i : i + 256, ..., None])))
+                   for i in range(0, len(images), 256)]  # fmt: skip
+            return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
+        return run
+
+    return batched(forward, classes), batched(embed, int(pooled.output.shape[-1]))
+
+
+def val_score(y: np.ndarray, prob: np.ndarray, accuracy: bool = False) -> float:
+    """Binary: AUC of the positive class; more classes, or `accuracy`: balanced accuracy of
+    the argmax."""
+    if prob.shape[1] == 2 and not accuracy:
         return auc(y, prob[:, 1])
     return balanced_accuracy_multiclass(y, prob.argmax(1), prob.shape[1])
 
 
 def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, classes: int,
-        cfg: NetConfig, seed: int, *, balanced: bool = False,
-        augment: Classical | None = None) -> Trained:  # fmt: skip
-    """Train a fresh classifier on (x, y) and return the weights that scored best on validation."""
+        cfg: NetConfig, seed: int, *, balanced: bool = False, augment: Classical | None = None,
+        init: list[np.ndarray] | None = None, stream: int = 0,
+        by_accuracy: bool = False) -> Trained:  # fmt: skip
+    """Train a classifier on (x, y) and return the weights that scored best on validation
+    (`val_score`; `by_accuracy`: balanced accuracy even for two classes, when that, not the
+    ranking, is what will be reported: a perfect validation AUC reached early would otherwise
+    keep weights whose argmax is still one class).
+
+    It starts from `seed`'s initial weights, or from `init` (another fit's kept weights: a
+    fine-tuning phase) with a fresh optimizer; `stream` > 0 gives the batch order and the
+    augmentation a generator of their own (a second phase of the same seed)."""
     from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
 
-    rng = np.random.default_rng([seed, 0xC1A5])
+    rng = np.random.default_rng([seed, 0xC1A5, stream] if stream else [seed, 0xC1A5])
     model = build_classifier(cfg, classes, seed)
+    if init is not None:
+        model.set_weights(init)
     opt = keras.optimizers.Adam(cfg.learning_rate)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -101,15 +141,7 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    @tf.function(reduce_retracing=True)
-    def forward(xb: Any) -> Any:
-        return tf.nn.softmax(model(xb, training=False))
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        out = [np.asarray(forward(tf.constant(images[i : i + 256, ..., None])))
-               for i in range(0, len(images), 256)]  # fmt: skip
-        return np.concatenate(out) if out else np.zeros((0, classes), np.float32)
-
+    predict, features = _runners(model, classes)
     order = batch_indices(y, cfg.batch_size, cfg.steps, balanced, rng)  # (steps, B)
     best, best_step, best_w, bad, train_s, done = -np.inf, 0, model.get_weights(), 0, 0.0, 0
     for k in range(cfg.steps):
@@ -125,7 +157,7 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
             raise NumericError(f"classifier loss became {loss} at step {k + 1}; lower the "
                                "learning rate or check the images for NaN")  # fmt: skip
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            v = val_score(y_val, predict(x_val))
+            v = val_score(y_val, predict(x_val), by_accuracy)
             if np.isfinite(v) and v > best:
                 best, best_step, best_w, bad = v, done, model.get_weights(), 0
             else:
@@ -133,5 +165,5 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, clas
                 if bad >= cfg.patience:
                     break
     model.set_weights(best_w)
-    return Trained(predict, best_step, float(best), done, done * cfg.batch_size, train_s)
-
+    return Trained(predict, best_step, float(best), done, done * cfg.batch_size, train_s,
+                   features, best_w)  # fmt: skip

@@ -89,3 +89,13 @@ def draw_differences(rows: Sequence[tuple[str, float, float, float, int]], title
     _text(img, "0", (zero - 4, h - 15), scale=0.35)
     _text(img, f"{span:+.3f}", (x1 - 40, h - 15), scale=0.35)
     return img
+
+
+def stack_panels(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """BGR panels one below the other on white, padded on the right to the widest; a blank
+    strip when there are none."""
+    if not panels:
+        return np.full((10, 10, 3), 255, np.uint8)
+    width = max(p.shape[1] for p in panels)
+    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)),
+                                  constant_values=255) for p in panels])  # fmt: skip

@@ -32,8 +32,10 @@ def preprocess_command(
         "(NAME-001.png, ... beyond 200 images).",
     ),  # fmt: skip
     force: bool = typer.Option(False, "--force", help="Rebuild the dataset even when it is up "
-                               "to date or was built with other settings, and overwrite an "
-                               "existing --suggest-crops or --contact-sheet file."),  # fmt: skip
+                               "to date or was built with other settings, read the rows an "
+                               "earlier preprocess marked error again (those that now read "
+                               "become ok), and overwrite an existing --suggest-crops or "
+                               "--contact-sheet file."),  # fmt: skip
     json_out: bool = json_option("summary"),
 ) -> None:
     """Turn the manifest's usable real images into WORKSPACE/processed/dataset.npz: decode,

@@ -124,15 +124,20 @@ def _guarded(
 
 def csv_rows(
     reader: csv.DictReader[str], name: str, errors: list[str],
-    exc: type[InputError] = InputError,
+    exc: type[InputError] = InputError, whole: bool = False,
 ) -> Iterator[tuple[int, str, dict[str, str]]]:  # fmt: skip
     """(spreadsheet line, "NAME row N", row) for each data row of a user-edited CSV, its cells
-    through `csv_plain`; a row with more cells than the header is reported in `errors` and
-    skipped; a row the csv module cannot read stops the reading with `exc` naming it."""
+    through `csv_plain`; a row with more cells than the header (or, with `whole`, fewer) is
+    reported in `errors` and skipped; a row the csv module cannot read stops the reading with
+    `exc` naming it."""
     for line, row in _guarded(reader, name, exc):
         where = f"{name} row {line}"
         if None in row:
             errors.append(f"{where}: more cells than header columns (an unquoted comma?)")
+            continue
+        if whole and None in row.values():  # a cut-off line: its missing cells are not empty
+            errors.append(f"{where}: {sum(v is not None for v in row.values())} of {len(row)} "
+                          "cells (a cut-off line?); complete the row or delete it")  # fmt: skip
             continue
         yield line, where, {str(k): csv_plain(v or "") for k, v in row.items()}
 

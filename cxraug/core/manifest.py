@@ -331,7 +331,7 @@ def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:
     errors: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, where, row in csv_rows(reader, name, errors, ManifestError):
+    for line, where, row in csv_rows(reader, name, errors, ManifestError, whole=True):
         rec = _parse_row(row, where, errors)
         if rec is None:
             continue

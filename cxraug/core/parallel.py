@@ -12,13 +12,24 @@ the whole pool. With `on_crash`, the items whose results were lost are then run 
 time in a fresh one-worker pool, so the one that kills its worker is found; it gets
 `on_crash(item)` (e.g. an error row) and the others their normal result. That rerun is
 sequential: a crash costs the batch's remaining parallelism, never its other rows.
+
+Workers die with this process. Nothing else would end them when it is killed (SIGKILL, SIGHUP):
+they would live on under PID 1, finishing (or stalling in) their chunks, holding the scratch
+files they write. Each worker asks the kernel for SIGKILL when its parent dies (Linux
+`prctl(PR_SET_PDEATHSIG)`); where that is missing, a thread in the worker watches its parent
+PID. The workspace lock is not theirs in any case (cxraug.core.lock: a record lock is never
+inherited).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -38,8 +49,40 @@ def _run_chunk(fn: Callable[[T], R], start: int, items: Sequence[T]) -> tuple[in
     return start, [fn(x) for x in items]
 
 
-def _init_worker() -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def die_with(parent: int) -> None:
+    """End this process when `parent` dies (module docstring); call it first in a child."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _init_worker(parent: int | None = None) -> None:
+    if parent is not None:
+        die_with(parent)
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+
+
+def _pool(workers: int, ctx: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """A pool whose workers die with this process."""
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
 
 
 def mp_context() -> multiprocessing.context.BaseContext:
@@ -65,7 +108,7 @@ def _isolate(fn: Callable[[T], R], items: Sequence[T], todo: list[int],
     try:
         for i in todo:
             if ex is None:
-                ex = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker)
+                ex = _pool(1, ctx)
             try:
                 done[i] = ex.submit(fn, items[i]).result()
             except BrokenProcessPool:
@@ -104,7 +147,7 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what
         return done
     parts: dict[int, list[R]] = {}
     ctx = mp_context()
-    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    ex = _pool(workers, ctx)
     try:
         ex.submit(int).result()  # start the workers now, before the progress bar's thread
         with progress(disable=not show) as bar:

@@ -10,7 +10,9 @@
       processed/config.json         the settings and manifest hash it was built from
       runs/NAME/                    one training run each (RunDir below)
       synthetic/CLASS/              PNGs written by `generate` (+ generate-STEM.json; while
-                                    it runs, .generate-STEM.pending.json: cxraug.core.pending)
+                                    it runs, .generate-STEM.pending.json, and while `filter
+                                    --move-rejected` moves files, .filter-moves.pending.json:
+                                    cxraug.core.pending)
       synthetic/CLASS-filter-sheet.png   the contact sheet of `filter`
       .cache/fid/                   the feature cache of `fid`
       evaluations/NAME/             one `evaluate` each (EvalDir: config.json, results.json,
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from cxraug.core.errors import InputError
+from cxraug.core.fsutil import remove_stale_temps
 from cxraug.core.lock import hold
 from cxraug.core.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
@@ -213,12 +216,14 @@ def checkpoint_iteration(path: Path) -> int | None:
 def manifest_writer(command: str) -> Callable[[F], F]:
     """Decorator for a stage function whose first argument is its Workspace and which
     reads, modifies and writes the manifest: it runs holding the workspace lock
-    (`Workspace.lock`; another manifest writer running: exit 7)."""
+    (`Workspace.lock`; another manifest writer running: exit 7), after removing the temp files
+    a killed manifest writer left (`Workspace.remove_killed_temps`)."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def locked(ws: Workspace, *args: Any, **kwargs: Any) -> Any:
             with ws.lock(command):
+                ws.remove_killed_temps()
                 return fn(ws, *args, **kwargs)
 
         return cast(F, locked)
@@ -249,6 +254,20 @@ class Workspace:
         overwriting the first one's rows. Readers need no lock: the manifest is replaced
         atomically, so they see the old file or the new one."""
         return hold(self.lock_path, command, f"workspace {self.root}")
+
+    def remove_killed_temps(self) -> list[Path]:
+        """Delete the temp files (cxraug.core.fsutil.TEMP_NAME) a killed manifest writer left:
+        of the manifest, its backup and collect's config in the root, of filter's sheet in
+        synthetic/, and any in synthetic/CLASS/ and its rejected/ (PNGs, journals). Only
+        manifest writers write there, so call it holding the workspace lock."""
+        ours = re.compile(rf"({re.escape(MANIFEST_NAME)}(\.bak)?|collect-config\.json)$")
+        removed = remove_stale_temps(self.root, ours)
+        sheets = re.compile(r".+-filter-sheet(\.png|\.config\.json)$")
+        removed += remove_stale_temps(self.synthetic_dir, sheets)
+        for d in self.synthetic_dir.iterdir() if self.synthetic_dir.is_dir() else ():
+            if d.is_dir():
+                removed += remove_stale_temps(d) + remove_stale_temps(d / "rejected")
+        return removed
 
     @property
     def collect_config_path(self) -> Path:
@@ -365,11 +384,15 @@ class Workspace:
         """Files `generate` is about to write or delete (cxraug.core.pending)."""
         return self.synthetic_class_dir(label) / f".generate-{stem}.pending.json"
 
-    def generate_journals(self) -> list[Path]:
-        """Journals left by interrupted `generate` runs, any class."""
+    def filter_journal(self, label: str) -> Path:
+        """Files `filter --move-rejected` is about to link or unlink (cxraug.core.pending)."""
+        return self.synthetic_class_dir(label) / ".filter-moves.pending.json"
+
+    def pending_journals(self) -> list[Path]:
+        """Journals left by interrupted `generate` and `filter` runs, any class."""
         if not self.synthetic_dir.is_dir():
             return []
-        return sorted(self.synthetic_dir.glob("*/.generate-*.pending.json"))
+        return sorted(self.synthetic_dir.glob("*/.*.pending.json"))
 
     def filter_sheet_path(self, label: str) -> Path:
         return self.synthetic_dir / f"{check_name(label, 'class')}-filter-sheet.png"

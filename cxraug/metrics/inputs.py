@@ -3,7 +3,8 @@
 A set is a list of (content key, loader) pairs; loaders return (H, W) uint8 gray images.
 - folder: recursive, image suffixes from cxraug.core.images, hidden folders skipped (so a
   workspace's .cache/ is never scored); files read as saved with images.read_gray_u8; key = file
-  sha256.
+  sha256. Every file is read with images.read_bytes, the guarded reader of every stage (regular
+  files only, size-capped): a FIFO or /dev/zero named by a manifest row is an error, not a hang.
 - `manifest:KEY=VALUE,...` (KEY: split, label|class, synthetic, run; `ok` rows only): real rows
   come from processed/dataset.npz quantised with images.to_uint8 (what the GAN was trained on,
   quantised exactly as its saved output), synthetic rows from their PNG files.
@@ -26,8 +27,14 @@ import numpy as np
 
 from cxraug.core.dataset import load_dataset
 from cxraug.core.errors import MAX_LISTED, ImageError, InputError
-from cxraug.core.fsutil import sha256_bytes, sha256_file
-from cxraug.core.images import IMAGE_SUFFIXES, looks_like_image_name, read_gray_u8, to_uint8
+from cxraug.core.fsutil import sha256_bytes
+from cxraug.core.images import (
+    IMAGE_SUFFIXES,
+    looks_like_image_name,
+    read_bytes,
+    read_gray_u8,
+    to_uint8,
+)
 from cxraug.core.workspace import Workspace
 
 MANIFEST_PREFIX = "manifest:"
@@ -72,10 +79,10 @@ def _pixels_key(img: np.ndarray) -> str:
 def _file_set(description: str, files: Sequence[Path]) -> ImageSet:
     keys, bad = [], []
     for p in files:
-        try:
-            keys.append("file:" + sha256_file(p))
-        except OSError as e:
-            bad.append(f"{p}: unreadable ({e.strerror or e})")
+        try:  # the guarded reader: a FIFO or /dev/zero in a manifest row must not hang fid
+            keys.append("file:" + sha256_bytes(read_bytes(p)))
+        except ImageError as e:
+            bad.append(f"{p}: {e.reason}")
     _raise_bad(description, bad)
     return ImageSet(
         description, keys, [partial(read_gray_u8, p) for p in files], [str(p) for p in files]

@@ -107,9 +107,13 @@ def tasks_for(ws: Workspace, rows: list[Record]) -> list[ImageTask]:
     ]
 
 
-def usable_rows(ws: Workspace) -> list[Record]:
-    """The manifest's real images that are usable (status ok, synthetic false), in file order."""
-    rows = [r for r in ws.load_manifest().select(status="ok") if not r.synthetic]
+def usable_rows(ws: Workspace, retry_errors: bool = False) -> list[Record]:
+    """The manifest's real images that are usable (status ok, synthetic false), in file order;
+    with `retry_errors` also the `error` rows that collect had accepted (they hold a label and
+    a split, which collect gives only to usable files), so a file that was briefly unreadable
+    is read again (`preprocess --force`)."""
+    rows = [r for r in ws.load_manifest() if not r.synthetic and (r.status == "ok" or (
+        retry_errors and r.status == "error" and r.label and r.split))]  # fmt: skip
     vassert(
         rows,
         f"{ws.manifest_path} has no usable real images (status ok, synthetic false); "

@@ -79,9 +79,14 @@ def colour_share(colour: np.ndarray) -> float:
 
 
 def has_border(g: np.ndarray) -> bool:
-    """A frame along any edge of the uint8 image `g`: >= BAND_MIN exactly uniform lines
-    (figure padding, a drawn frame) followed by a straight step into the image along most of
-    the edge, and not black.
+    """A frame along any edge of the uint8 image `g` (`border_bands`)."""
+    return any(border_bands(g))
+
+
+def border_bands(g: np.ndarray) -> tuple[int, int, int, int]:
+    """Widths in pixels of the frames along the top, bottom, left and right edges of the
+    uint8 image `g` (0: none): >= BAND_MIN exactly uniform lines (figure padding, a drawn
+    frame) followed by a straight step into the image along most of the edge, and not black.
 
     Black bands are left alone: film digitisers and electronic collimation leave exactly
     uniform black bands with straight edges on real radiographs (on 159 of the 499
@@ -89,7 +94,8 @@ def has_border(g: np.ndarray) -> bool:
     left alone too: many cohen figures keep a 1 px line of the page's white at an edge where
     they were cut out (it fades to a faint edge at 224 px), and a darker 1-2 px line is what
     resampling leaves. Anatomy gives no uniform band."""
-    for lines in (g, g[::-1], g.T, g.T[::-1]):  # top, bottom, left, right: line 0 at the edge
+    widths = [0, 0, 0, 0]
+    for e, lines in enumerate((g, g[::-1], g.T, g.T[::-1])):  # line 0 at the edge
         n = max(BAND_MIN + 3, lines.shape[0] // 6)
         part = lines[:n].astype(np.float32)  # (n, edge length)
         std, mean = part.std(axis=1), part.mean(axis=1)
@@ -99,8 +105,9 @@ def has_border(g: np.ndarray) -> bool:
             continue
         step = float(np.mean(np.abs(part[run : run + 2] - mean[0]).max(axis=0) >= 24))
         if step >= 0.6:
-            return True
-    return False
+            widths[e] = run
+    top, bottom, left, right = widths
+    return top, bottom, left, right
 
 
 def record_marks(manifest: Manifest, found: dict[str, tuple[str, ...]]) -> int:

@@ -1,0 +1,155 @@
+"""The images `evaluate` trains and scores on: the real rows of processed/dataset.npz and the
+manifest's ok synthetic rows, both at the classifier's size (and with source cues removed when
+asked: cxraug.classify.cues), the validation split by patient, and the test sets (the
+patient-split `test` rows and each test-only source)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cxraug.classify.cues import CueFacts, remove_cues
+from cxraug.core.dataset import load_dataset
+from cxraug.core.errors import ImageError, InputError, vassert
+from cxraug.core.images import read_gray_u8
+from cxraug.core.manifest import LABELS
+from cxraug.core.ui import warn
+from cxraug.core.workspace import Workspace
+
+NO_SYNTHETIC = "no ok synthetic rows: run `cxraug generate` and `cxraug filter` first"
+
+
+@dataclass
+class Images:
+    """Real images at the classifier's size, with what the split and the bootstrap need."""
+
+    x: np.ndarray  # (N, S, S) float32 in [-1, 1], source cues removed when asked
+    y: np.ndarray  # (N,) int64 class index (manifest.LABELS)
+    split: np.ndarray  # (N,) train / test / external
+    patient: np.ndarray  # (N,) "SOURCE/PATIENT" (the image id when the patient is unknown)
+    source: np.ndarray  # (N,)
+    raw: np.ndarray | None = None  # (N, S, S) as saved, when `x` had source cues removed
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) [-1, 1] -> (N, size, size); INTER_AREA when shrinking, as preprocess does."""
+    if x.shape[1:] == (size, size):
+        return x.astype(np.float32, copy=False)
+    shrink = x.shape[1] >= size
+    flag = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    out = np.stack([cv2.resize(im, (size, size), interpolation=flag) for im in x]) if len(x) \
+        else np.zeros((0, size, size), np.float32)  # fmt: skip
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def classifier_input(x: np.ndarray, size: int, cues: tuple[str, ...],
+                     facts: CueFacts) -> np.ndarray:  # fmt: skip
+    """(N, H, W) [-1, 1] -> what the classifier sees: cues removed at the image's own
+    resolution (marks and lung fields are found better there), then resized."""
+    return _resize(remove_cues(x, cues, facts), size)
+
+
+def load_real(ws: Workspace, size: int, cues: tuple[str, ...] = (),
+              facts: CueFacts | None = None) -> Images:  # fmt: skip
+    ds = load_dataset(ws.dataset_path)
+    by_id = ws.load_manifest().by_id()
+    recs = [by_id.get(str(i)) for i in ds.ids]
+    source = np.array([r.source if r is not None else "" for r in recs])
+    patient = np.array([f"{r.source}/{r.patient_id}" if r is not None and r.patient_id
+                        else f"id/{i}" for r, i in zip(recs, ds.ids, strict=True)])  # fmt: skip
+    x = classifier_input(ds.images, size, cues, facts or CueFacts())
+    raw = _resize(ds.images, size) if cues else None
+    return Images(x, ds.labels.astype(np.int64), ds.splits.astype(str), patient, source, raw)
+
+
+def load_synthetic(ws: Workspace, label: str, run: str, size: int, cues: tuple[str, ...] = (),
+                   facts: CueFacts | None = None) -> tuple[np.ndarray, str]:  # fmt: skip
+    """(K, S, S) of the manifest's ok synthetic `label` rows (of `run` when given) and, when
+    there are none, why. Decoded by core.images and scaled to [-1, 1] exactly as the saved
+    real pixels are (u8 / 127.5 - 1), then made classifier input like the real images."""
+    rows = [r for r in ws.load_manifest() if r.synthetic and r.label == label]
+
+    def run_name(ref: str) -> str:
+        return ref.rstrip("/").split("/")[-1]
+
+    if run:
+        known = sorted({run_name(r.run) for r in rows if r.run})
+        if run_name(run) not in known:
+            ws.find_run(run)  # an unknown run: InputError (exit 3) naming where it looked
+            return np.zeros((0, size, size), np.float32), (
+                f"run {run!r} has no synthetic {label} rows; rows exist for runs: "
+                f"{', '.join(known) or 'none'}")  # fmt: skip
+        rows = [r for r in rows if run_name(r.run) == run_name(run)]
+    ok = [r for r in rows if r.usable and r.split == "train"]
+    if not ok:
+        return np.zeros((0, size, size), np.float32), NO_SYNTHETIC
+    imgs, bad = [], 0
+    for r in ok:
+        try:
+            imgs.append(read_gray_u8(r.resolve(ws.root)).astype(np.float32) / 127.5 - 1.0)
+        except ImageError:
+            bad += 1
+    if bad:
+        warn(f"{bad} ok synthetic {label} image(s) could not be read and were left out; "
+             "re-run `cxraug filter` to mark them")  # fmt: skip
+    if not imgs:
+        return np.zeros((0, size, size), np.float32), "no readable ok synthetic rows"
+    shapes = {im.shape for im in imgs}
+    vassert(len(shapes) == 1, f"synthetic {label} images have several sizes {sorted(shapes)}; "
+            "evaluate one run at a time with --run")  # fmt: skip
+    return classifier_input(np.stack(imgs), size, cues, facts or CueFacts()), ""
+
+
+def validation_split(
+    patient: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) positions into these TRAIN images: per class, whole patients (shuffled) are
+    moved to validation until it holds ~fraction of the class; at least one patient each."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(patient):
+        groups.setdefault(str(p), []).append(i)
+    val: list[int] = []
+    for c in np.unique(y):
+        mine = [g for g in groups.values() if np.bincount(y[g]).argmax() == c]
+        target = max(1, round(fraction * sum(len(g) for g in mine)))
+        n = 0
+        for k in rng.permutation(len(mine))[: max(len(mine) - 1, 0)]:
+            if n >= target:
+                break
+            val.extend(mine[k])
+            n += len(mine[k])
+    mask = np.zeros(len(y), bool)
+    mask[val] = True
+    return np.nonzero(~mask)[0], np.nonzero(mask)[0]
+
+
+def test_sets(data: Images, min_per_class: int) -> tuple[dict[str, np.ndarray],
+                                                           dict[str, dict[str, Any]]]:  # fmt: skip
+    """{name: image positions} of the scoreable test sets, and every set's description."""
+    sets = {"test": np.nonzero(data.split == "test")[0]}
+    for src in sorted(set(data.source[data.split == "external"])):
+        sets[f"external:{src}"] = np.nonzero((data.split == "external") & (data.source == src))[0]
+    info: dict[str, dict[str, Any]] = {}
+    usable: dict[str, np.ndarray] = {}
+    for name, idx in sets.items():
+        counts = {c: int((data.y[idx] == k).sum()) for k, c in enumerate(LABELS)}
+        d: dict[str, Any] = {"n_images": len(idx), "n_patients": len(set(data.patient[idx])),
+                             "counts": counts, "status": "ok", "reason": ""}  # fmt: skip
+        few = [f"{n} {c}" for c, n in counts.items() if n < min_per_class]
+        if few:
+            one = [c for c, n in counts.items() if n == 0]
+            why = (f"one class only (no {', '.join(one)} images): AUC, balanced accuracy and "
+                   "one of sensitivity/specificity are undefined; add images of both classes"
+                   if one else f"too few images for a CI ({', '.join(few)}; need at least "
+                   f"{min_per_class} per class)")  # fmt: skip
+            if name == "test":
+                raise InputError(f"the patient-split test rows: {why}. Collect more patients "
+                                 "or raise --test-fraction in `cxraug collect`")  # fmt: skip
+            d.update(status="skipped", reason=why)
+        else:
+            usable[name] = idx
+        info[name] = d
+    return usable, info
