@@ -255,8 +255,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ev.EvalResult]:
 def test_cells_that_break_the_confound_lower_the_source_in_the_classifier(
     toy: dict[str, ev.EvalResult],
 ) -> None:
-    """Measured while writing this test (3 seeds each, five phantom draws of this layout): the
-    real arm's features gave the source at 0.98-0.99 balanced accuracy (the class alone: 2/3),
+    """Measured while writing this test (2-3 seeds each, five phantom draws of this layout):
+    the real arm's features gave the source at 0.98-1.0 balanced accuracy (the class alone: 2/3),
     the cells arm's at 0.62-0.84 with the confound broken and 0.96-0.99 with it kept; here
     0.993, 0.819 and 0.963."""
     broken, kept = (toy[k].shortcut["arm_probe"] for k in ("broken", "kept"))

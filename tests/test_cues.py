@@ -238,3 +238,26 @@ def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
     assert "cues" not in json.loads((off.run_dir / "training_set.json").read_text())
     r = runner.invoke(app, ["train", "-w", str(ws.root), "--cues", "blur", "--name", "x"])
     assert r.exit_code == 3 and "unknown step(s) blur" in r.output
+
+
+def test_evaluate_does_not_apply_a_step_twice_to_a_cues_runs_images(tmp_path: Path) -> None:
+    """Synthetic images of a run trained with `--cues clahe` are drawn with CLAHE's look
+    already: `evaluate --cues clahe` leaves them as they are and equalises the real ones; the
+    images of a run trained without it (or from before the option) get the step."""
+    from test_evaluate import S, make_workspace
+
+    from cxraug.classify.data import load_synthetic
+
+    ws = make_workspace(tmp_path, "fresh")  # 80 synthetic covid rows of run "runs/g"
+    raw, _ = load_synthetic(ws, "covid", "", S)
+    u8 = np.rint((raw + 1) * 127.5).astype(np.uint8)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    once = np.stack([clahe.apply(g) for g in u8]).astype(np.float32) / 127.5 - 1
+    ws.run("g").path.mkdir(parents=True)
+    for run_cues, want in (("clahe", raw), ("none", once), (None, once)):
+        cfg = {} if run_cues is None else {"cues": run_cues}  # None: a config from before
+        ws.run("g").config_path.write_text(json.dumps(cfg), encoding="utf-8")
+        facts = cues.CueFacts()
+        got, why = load_synthetic(ws, "covid", "", S, ("clahe",), facts)
+        assert not why and facts.steps == ["clahe"]
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=str(run_cues))

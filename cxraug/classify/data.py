@@ -5,15 +5,16 @@ patient-split `test` rows and each test-only source)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from cxraug.classify.cues import CueFacts, remove_cues
+from cxraug.classify.cues import CueFacts, parse_cues, remove_cues
 from cxraug.core.dataset import load_dataset
-from cxraug.core.errors import ImageError, InputError, vassert
+from cxraug.core.errors import CxrError, ImageError, InputError, vassert
 from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import LABELS, Record
 from cxraug.core.ui import warn
@@ -117,7 +118,36 @@ def _decode(ws: Workspace, rows: list[Record], size: int, cues: tuple[str, ...],
     shapes = {im.shape for im in imgs}
     vassert(len(shapes) == 1, f"synthetic images have several sizes {sorted(shapes)}; "
             "evaluate one run at a time with --run")  # fmt: skip
-    return classifier_input(np.stack(imgs), size, cues, facts or CueFacts()), read
+    x, facts = np.stack(imgs), facts or CueFacts()
+    if not cues:
+        return classifier_input(x, size, cues, facts), read
+    out = np.empty((len(x), size, size), np.float32)
+    done = _run_cues(ws, {r.run for r in read}, cues)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, r in enumerate(read):  # a run trained with `train --cues` drew them removed already
+        groups.setdefault(tuple(c for c in cues if c not in done[r.run]), []).append(i)
+    for steps, idx in groups.items():
+        out[idx] = classifier_input(x[idx], size, steps, facts)
+    facts.steps = list(cues)
+    return out, read
+
+
+def _run_cues(ws: Workspace, runs: set[str], cues: tuple[str, ...]) -> dict[str, set[str]]:
+    """{manifest run reference: the source-cue steps its GAN trained on (config.json `cues`;
+    none for runs from before the option)}; a run folder that is gone counts as none, with a
+    warning when --cues asks for steps (they may then be applied a second time)."""
+    out: dict[str, set[str]] = {}
+    for ref in runs:
+        try:
+            cfg = json.loads(ws.find_run(ref).config_path.read_text(encoding="utf-8"))
+            out[ref] = set(parse_cues(str(cfg.get("cues", "none"))))
+        except (CxrError, OSError, ValueError, AttributeError):
+            out[ref] = set()
+            if cues and ref:
+                warn(f"run {ref!r}: its config.json cannot be read, so which source cues its "
+                     "GAN was trained without is unknown; every --cues step is applied to its "
+                     "synthetic images")  # fmt: skip
+    return out
 
 
 def load_synthetic(ws: Workspace, label: str, run: str, size: int, cues: tuple[str, ...] = (),

@@ -235,8 +235,7 @@ class TrainConfig:
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
         self._check_condition()
-        # canonical: the steps in the order they run ("none" without any), so that a config
-        # written as "clahe+marks" reads back equal to "marks+clahe"
+        # canonical: the steps in run order ("clahe+marks" is "marks+clahe"), "none" without
         object.__setattr__(self, "cues", "+".join(parse_cues(self.cues)) or "none")
 
     def _check_condition(self) -> None:
