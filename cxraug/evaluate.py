@@ -9,7 +9,8 @@ how much, compared with what one would do anyway? (docs/evaluate.md)
     scored on the patient-split `test` rows and on every `external` (test-only) source:
     AUC, balanced accuracy, sensitivity, specificity, 95 % CIs by a bootstrap over patients,
     paired differences from "real only" (cxraug.classify.stats)
-    + the shortcut check: the same classifier trained to predict each image's SOURCE.
+    + the shortcut check: the same classifier trained to predict each image's SOURCE, and
+      per arm a linear probe of the test images' source on that arm's classifier's features.
 
 The arms (what each trains on and how: cxraug.classify.arms) share each seed's validation
 split, initial weights and step budget; only the training images and their schedule differ.
@@ -30,10 +31,18 @@ from cxraug import __version__
 from cxraug.classify import report, stats
 from cxraug.classify.arms import DEFAULT_ARMS, Arm, SeedData, arm_list, plan, train
 from cxraug.classify.cues import CueFacts, parse_cues
-from cxraug.classify.data import Images, load_real, load_synthetic, test_sets, validation_split
+from cxraug.classify.data import (
+    Cells,
+    Images,
+    load_cells,
+    load_real,
+    load_synthetic,
+    test_sets,
+    validation_split,
+)
 from cxraug.classify.net import NetConfig, Trained, forward_flops
 from cxraug.classify.plots import draw_differences, draw_roc, stack_panels
-from cxraug.classify.shortcut import shortcut_check
+from cxraug.classify.shortcut import probe_summary, shortcut_check, source_probe
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
@@ -48,8 +57,8 @@ class EvaluateConfig(Settings):
     """Defaults of `cxraug evaluate` (shown by --help)."""
 
     arms: str = setting(",".join(DEFAULT_ARMS), "Comma-separated arms to train and score. "
-                        "Opt-in (slower): selected, pretrain, synthetic@R, duplicate@R "
-                        "(docs/evaluate.md).")  # fmt: skip
+                        "Opt-in (slower): selected, pretrain, cells, synthetic@R, "
+                        "duplicate@R (docs/evaluate.md).")  # fmt: skip
     synthetic_ratio: str = setting("", "Also train a synthetic@R arm per ratio R of this "
                                    "comma-separated list (x the real count of the augmented "
                                    "class, or balance), e.g. 0.25,0.5,1,balance.")  # fmt: skip
@@ -80,7 +89,8 @@ class EvaluateConfig(Settings):
                              bounds=at_least(100))  # fmt: skip
     min_test_per_class: int = setting(10, "Fewest test images of a class for a CI.",
                                       bounds=at_least(2))  # fmt: skip
-    shortcut: bool = setting(True, "Run the shortcut check (predict the source).",
+    shortcut: bool = setting(True, "Run the shortcut check (predict the source; and per arm, "
+                             "a linear probe of the source on its classifier's features).",
                              "--shortcut/--no-shortcut")  # fmt: skip
     hflip: bool = setting(False, "Classical arms: also flip left-right (laterality lost).",
                           "--hflip/--no-hflip")  # fmt: skip
@@ -155,7 +165,8 @@ class _Run:
     label: str  # the augmented class
     sets: dict[str, np.ndarray]  # scoreable test set -> image positions
     set_info: dict[str, dict[str, Any]]
-    syn: np.ndarray  # (K, S, S) the ok synthetic images of `label`
+    syn: np.ndarray  # (K, S, S) the ok synthetic images of `label` (cond_source empty)
+    cells: Cells | None  # the cells arm's images (cond_source set), when it runs
     arms: list[Arm]
     arm_info: dict[str, dict[str, Any]]
     cues: dict[str, Any]
@@ -204,20 +215,24 @@ def _prepare(ws: Workspace, cfg: EvaluateConfig, name: str, force: bool) -> _Run
     syn, syn_reason = (load_synthetic(ws, label, cfg.run, cfg.size, cues, syn_cues)
                        if cfg.run or any(a.needs_synthetic for a in arms)  # --run: checked
                        else (np.zeros((0, cfg.size, cfg.size), np.float32), ""))  # fmt: skip
+    cells = (load_cells(ws, cfg.run, cfg.size, cues, syn_cues)
+             if any(a.kind == "cells" for a in arms) else None)  # fmt: skip
     arm_info: dict[str, dict[str, Any]] = {}
     for a in arms:
-        skip = a.needs_synthetic and syn_reason
-        arm_info[a.name] = {"status": "skipped" if skip else "ok",
-                            "reason": syn_reason if skip else "",
-                            "synthetic_images": len(syn) if a.needs_synthetic else 0,
-                            "seeds": []}  # fmt: skip
+        why, n = ((cells.reason, len(cells.x)) if a.kind == "cells" and cells is not None
+                  else (syn_reason, len(syn)) if a.needs_synthetic else ("", 0))  # fmt: skip
+        arm_info[a.name] = {"status": "skipped" if why else "ok", "reason": why,
+                            "synthetic_images": n, "seeds": []}  # fmt: skip
+        if a.kind == "cells" and cells is not None:  # per class and cond_source
+            arm_info[a.name]["cells"] = cells.counts(data)
     config = {**asdict(cfg), "name": name, "augmented_class": label,
               "arms_run": [a.name for a in arms], "cue_steps": list(cues),
               "dataset": str(ws.dataset_path), "cxraug_version": __version__}  # fmt: skip
     folder.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder.config_path, config)
     cue_doc = {"steps": list(cues), "real": real_cues.to_json(), "synthetic": syn_cues.to_json()}
-    return _Run(folder, config, data, label, sets, set_info, syn, arms, arm_info, cue_doc)
+    return _Run(folder, config, data, label, sets, set_info, syn, cells, arms, arm_info,
+                cue_doc)  # fmt: skip
 
 
 # ---- training: seeds x arms -----------------------------------------------------------------
@@ -239,9 +254,11 @@ def _train(run: _Run, cfg: EvaluateConfig, show_progress: bool) -> None:
         vassert(not short, f"class {', '.join(short)}: too few training patients to hold some "
                 "out for validation (early stopping and the threshold need both classes); "
                 "evaluate needs at least 2 training patients per class")  # fmt: skip
+        cells = run.cells or Cells(run.syn[:0], np.zeros(0, np.int64), np.zeros(0, str))
         sd = SeedData(d.x[fit_idx], d.y[fit_idx], d.x[val_idx], d.y[val_idx], run.syn,
                       LABELS.index(run.label), seed, (cfg.seed, s),
-                      selection={"k": cfg.select_k, "quantile": cfg.select_quantile})  # fmt: skip
+                      selection={"k": cfg.select_k, "quantile": cfg.select_quantile},
+                      cells=cells.x, cells_y=cells.y)  # fmt: skip
         fit_counts = {c: int((sd.y == k).sum()) for k, c in enumerate(LABELS)}
         for arm in run.live:
             p = plan(arm, sd, cfg.steps, cfg.hflip, cfg.pretrain_share)
@@ -249,15 +266,19 @@ def _train(run: _Run, cfg: EvaluateConfig, show_progress: bool) -> None:
                 err.print(f"evaluate: seed {seed}, arm {arm.name}: training on "
                           f"{len(sd.x) + p.added} images", highlight=False)  # fmt: skip
             tr, phases = train(p, sd, net)
+            probe = source_probe(tr, d, fit_idx, run.sets["test"]) if cfg.shortcut else None
             _record(run, arm, sd, tr, {"train_images": len(sd.x) + p.added,
                                        "added_images": p.added, "real_fit_images": fit_counts,
                                        **p.facts, **({"phases": phases} if len(phases) > 1
-                                                     else {})})  # fmt: skip
+                                                     else {}),
+                                       **({"source_probe": probe} if probe else {})})  # fmt: skip
         run.split = (fit_idx, val_idx)
     for a in run.live:  # the counts of every seed, and their means for the table
         info = run.arm_info[a.name]
         for key in ("train_images", "added_images"):
             info[key] = int(round(np.mean([e[key] for e in info["seeds"]])))
+        if probes := [e["source_probe"] for e in info["seeds"] if "source_probe" in e]:
+            info["source_probe"] = probe_summary(probes)
 
 
 def _record(run: _Run, arm: Arm, sd: SeedData, tr: Trained, facts: dict[str, Any]) -> None:
@@ -319,6 +340,8 @@ def _finish(run: _Run, cfg: EvaluateConfig, name: str) -> EvalResult:
         label_bacc = run.set_info["test"]["metrics"]["real"]["balanced_accuracy"]["value"]
         args = (run.data, *run.split, run.sets["test"], cfg.net(), cfg.seed, label_bacc)
         shortcut = {**shortcut_check(*args), "cues": cfg.cues}
+        shortcut["arm_probe"] = {a: info["source_probe"] for a, info in run.arm_info.items()
+                                 if "source_probe" in info}  # fmt: skip
         if run.cues["steps"] and shortcut["status"] == "ok":  # the same check on the raw images
             raw = shortcut_check(*args, raw=True)
             shortcut["without_cues"] = {k: raw.get(k) for k in (

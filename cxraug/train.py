@@ -63,6 +63,7 @@ from cxraug.gan.step import (
 )
 from cxraug.gan.trainset import (
     cells_note,
+    cues_note,
     left_out_note,
     training_labels,
     training_set,
@@ -139,25 +140,27 @@ def train(
     with _run_lock(run, "cxraug train"):  # a second `train` of this run: exit 7
         strategy = make_strategy(cfg.strategy)  # the workers of a cluster connect here
 
-        def check() -> tuple[Dataset, list[str], bool]:  # read-only: no worker has written yet
+        def check() -> tuple[Dataset, list[str], dict[str, Any], bool]:  # read-only
             exists = any(run.contents())
             if exists and not force:
                 raise InputError(f"run folder {run.path} already exists; pass --resume "
                                  f"{run.name} to continue it, --force to replace it, or choose "
                                  "another --name")  # fmt: skip
-            ds, left_out = training_set(ws.dataset_path, cfg.include_marked)
+            ds, left_out, cue_facts = training_set(ws.dataset_path, cfg.include_marked,
+                                                   cfg.cue_steps)  # fmt: skip
             if image_size is not None and image_size != ds.image_size:
                 raise InputError(f"--image-size {image_size} differs from the dataset's "
                                  f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
             if cfg.condition == "class,source":
                 with_sources(ds, ws.load_manifest())
-            return ds, left_out, exists
+            return ds, left_out, cue_facts, exists
 
-        ds, left_out, exists = agreed(strategy, check)
+        ds, left_out, cue_facts, exists = agreed(strategy, check)
         cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes),
                           sources=run_sources(ds) if ds.sources is not None else ())
         return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), left_out,
-                    replace=exists, quiet=quiet, on_iteration=on_iteration)  # fmt: skip
+                    cue_facts, replace=exists, quiet=quiet,
+                    on_iteration=on_iteration)  # fmt: skip
 
 
 def _run_lock(run: RunDir, command: str) -> AbstractContextManager[None]:
@@ -204,8 +207,9 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
     cfg.check_strategy()
     strategy = make_strategy(cfg.strategy)
 
-    def check() -> tuple[Dataset, list[str], str]:
-        ds, left_out = training_set(ws.dataset_path, cfg.include_marked)
+    def check() -> tuple[Dataset, list[str], dict[str, Any], str]:
+        ds, left_out, cue_facts = training_set(ws.dataset_path, cfg.include_marked,
+                                               cfg.cue_steps)  # fmt: skip
         if cfg.sources:  # the cells follow the run's recorded source order
             dataset_cells(with_sources(ds, ws.load_manifest()), cfg.sources)
         if cfg.image_size != ds.image_size:
@@ -224,18 +228,20 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
                 f"datasets. Restore that dataset, or start a new run (--name NEW, or --name "
                 f"{run_dir.name} --force to replace this one)"
             )
-        return ds, left_out, now
+        return ds, left_out, cue_facts, now
 
-    ds, left_out, now = agreed(strategy, check)
-    return _run(run_dir, cfg, ds, ckpt, strategy, now, left_out, quiet=quiet,
+    ds, left_out, cue_facts, now = agreed(strategy, check)
+    return _run(run_dir, cfg, ds, ckpt, strategy, now, left_out, cue_facts, quiet=quiet,
                 on_iteration=on_iteration)  # fmt: skip
 
 
 def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, strategy: Any,
-         dataset_sha256: str, left_out: list[str], *, replace: bool = False, quiet: bool,
+         dataset_sha256: str, left_out: list[str], cue_facts: dict[str, Any], *,
+         replace: bool = False, quiet: bool,
          on_iteration: Callable[[int], None] | None) -> TrainResult:  # fmt: skip
     """The training loop shared by `train` and `resume`, on `ds` (`left_out`: the ids of the
-    train split left out for editorial marks). `replace`: empty the run folder first
+    train split left out for editorial marks; `cue_facts`: what --cues did to the images,
+    {} without it). `replace`: empty the run folder first
     (`--force`). Only the chief writes (cxraug.gan.cluster); every worker steps."""
     chief = is_chief(strategy)
     if chief:
@@ -270,11 +276,13 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                 else:
                     p.unlink()
         atomic_write_text(run.config_path, cfg.to_json() + "\n")
-        write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out, per_cell)
+        write_training_set(run, ds, dataset_sha256, cfg.include_marked, left_out, per_cell,
+                           cue_facts)  # fmt: skip
     if not quiet and (note := left_out_note(ds, left_out, cfg.include_marked, run)):
         err.print(note, highlight=False, soft_wrap=True)
-    if not quiet and (note := cells_note(per_cell, cfg.sources)):
-        err.print(note, highlight=False, soft_wrap=True)
+    for note in (cells_note(per_cell, cfg.sources), cues_note(cue_facts)):
+        if not quiet and note:
+            err.print(note, highlight=False, soft_wrap=True)
     # Scores and sample grids run G locally (no collectives): the chief alone computes them.
     scorer = _make_scorer(cfg, ds) if cfg.score_samples > 0 and chief else None
     images, labels = resident_dataset(ds.images, labels)

@@ -23,9 +23,11 @@ STAGES = {"collect": "prep", "preprocess": "prep", "train": "gan", "generate": "
           "export": "prep"}  # fmt: skip
 MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: machinery folder -> machinery folders it may import: gan's checkpoint scores judge samples
-#: with the filter's decision core and KID (cxraug.gan.scoring); evaluate's source-cue removal
-#: masks what the editorial-mark detector finds (cxraug.classify.cues -> prep.ink, prep.marks)
-ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics"}, "classify": {"prep"}}
+#: with the filter's decision core and KID (cxraug.gan.scoring); source-cue removal has one
+#: owner, cxraug.prep.cues (it masks what the editorial-mark detector finds: prep.ink,
+#: prep.marks), used on evaluate's inputs (cxraug.classify.cues) and on the GAN's training
+#: images (`train --cues`: cxraug.gan.config, cxraug.gan.trainset)
+ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics", "prep"}, "classify": {"prep"}}
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -1,4 +1,4 @@
-"""Source-cue removal for `evaluate`'s classifier (cxraug.classify.cues): marks inpainted and
+"""Source-cue removal (cxraug.prep.cues, shared by `evaluate` and `train`): marks inpainted and
 frames blackened where they were planted, the three-class Otsu threshold against a brute-force
 search, the lung crop on phantoms whose lung geometry is known, and a planted source mark that
 the shortcut check finds on the images as saved and no longer finds with `--cues marks`."""
@@ -6,20 +6,22 @@ the shortcut check finds on the images as saved and no longer finds with `--cues
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from rich.console import Console
-from test_evaluate import TINY
+from test_evaluate import TINY, runner
 
 from cxraug import evaluate as ev
-from cxraug.classify import cues
+from cxraug.cli import app
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.errors import InputError
 from cxraug.core.manifest import Manifest, Record, write_manifest
 from cxraug.core.workspace import Workspace
+from cxraug.prep import cues
 from cxraug.prep.phantom import make_phantom
 
 
@@ -149,3 +151,113 @@ def test_cue_removal_hides_a_planted_source_mark_from_the_shortcut_check(tmp_pat
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "with --cues marks" in shown and "images as saved" in shown  # both columns
     assert "source cues removed (marks)" in shown
+
+
+# ---- train --cues: the GAN's training images ------------------------------------------------
+
+#: the tiny MLP of tests/test_train.py
+GAN_TINY = dict(latent_dim=8, g_widths=(16, 32), d_widths=(32, 32, 32, 32), batch_size=8,
+                xla=False, mixed_precision="none", sample_interval=3, samples_per_class=2,
+                noise_iterations=4)  # fmt: skip
+
+
+def test_train_cues_option_is_canonical_and_old_configs_read_as_none() -> None:
+    from cxraug.gan.config import RESUMABLE_CHANGES, TrainConfig
+
+    assert TrainConfig().cues == "none" and TrainConfig().cue_steps == ()
+    c = TrainConfig(cues="clahe+marks")
+    assert c.cues == "marks+clahe" and c.cue_steps == ("marks", "clahe")  # the run order
+    assert TrainConfig.from_json(c.to_json()) == c
+    old = {k: v for k, v in c.to_dict().items() if k != "cues"}  # a config from before --cues
+    assert TrainConfig.from_dict(old).cues == "none"
+    with pytest.raises(InputError, match=r"unknown step\(s\) blur"):
+        TrainConfig(cues="blur")
+    with pytest.raises(InputError, match="choose one"):
+        TrainConfig(cues="clahe+histeq")
+    assert "cues" not in RESUMABLE_CHANGES  # the images a run trains on are fixed
+
+
+def test_training_set_applies_the_cue_steps(tmp_path: Path) -> None:
+    from cxraug.core.dataset import load_dataset
+    from cxraug.gan.trainset import training_set
+
+    ws = _two_sources(tmp_path, n=8)
+    saved = load_dataset(ws.dataset_path).subset(split="train")
+    plain, _, facts = training_set(ws.dataset_path, True)
+    np.testing.assert_array_equal(plain.images, saved.images)  # no steps: the saved pixels
+    assert facts == {}
+    got, _, facts = training_set(ws.dataset_path, True, ("clahe",))
+    u8 = np.rint((saved.images + 1) * 127.5).astype(np.uint8)  # the saved 8-bit levels
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    want = np.stack([clahe.apply(g) for g in u8]).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(got.images, want, atol=1e-6)
+    assert np.abs(got.images - saved.images).mean() > 0.01  # the step changed the images
+    assert list(got.ids) == list(saved.ids) and (got.labels == saved.labels).all()
+    assert facts["steps"] == ["clahe"] and facts["images"] == len(saved)
+    marks, _, facts = training_set(ws.dataset_path, True, ("marks",))
+    b = np.array([i.startswith("b/") for i in saved.ids])
+    assert (saved.images[b][:, 1:7, 1:7] == 1).all()  # the planted white block...
+    assert (marks.images[b][:, 1:7, 1:7] < 0.8).all()  # ...is gone from what the GAN sees
+    assert facts["marked_images"] >= b.sum()
+
+
+def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxraug import train as train_stage
+    from cxraug.gan.checkpoint import find_latest, read_checkpoint
+    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.trainset import training_set
+
+    ws = _two_sources(tmp_path, n=8)
+    seen: list[np.ndarray] = []
+    resident = train_stage.resident_dataset
+
+    def spy(images: np.ndarray, labels: np.ndarray) -> object:
+        seen.append(np.array(images))  # the pixels the compiled step will train on
+        return resident(images, labels)
+
+    monkeypatch.setattr(train_stage, "resident_dataset", spy)
+    cfg = TrainConfig(**GAN_TINY, iterations=2, cues="clahe+marks")  # type: ignore[arg-type]
+    res = train_stage.train(ws, cfg, name="c", quiet=True)
+    want = training_set(ws.dataset_path, cfg.include_marked, ("marks", "clahe"))[0].images
+    np.testing.assert_array_equal(seen[0], want)
+    run = ws.runs_dir / "c"
+    assert json.loads((run / "config.json").read_text())["cues"] == "marks+clahe"
+    saved = json.loads((run / "training_set.json").read_text())["cues"]
+    assert saved["steps"] == ["marks", "clahe"] and saved["images"] == len(want)
+    assert read_checkpoint(res.checkpoint).config.cues == "marks+clahe"  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="cannot change cues"):
+        train_stage.resume(ws, "c", quiet=True, cues="none")
+    again = train_stage.resume(ws, "c", quiet=True, iterations=3)  # the same images again
+    assert again.iteration == 3 and find_latest(run) is not None
+    np.testing.assert_array_equal(seen[-1], want)
+    off = train_stage.train(ws, TrainConfig(**GAN_TINY, iterations=1), name="off",  # type: ignore[arg-type]
+                            quiet=True)  # fmt: skip
+    np.testing.assert_array_equal(seen[-1], training_set(ws.dataset_path, False)[0].images)
+    assert "cues" not in json.loads((off.run_dir / "training_set.json").read_text())
+    r = runner.invoke(app, ["train", "-w", str(ws.root), "--cues", "blur", "--name", "x"])
+    assert r.exit_code == 3 and "unknown step(s) blur" in r.output
+
+
+def test_evaluate_does_not_apply_a_step_twice_to_a_cues_runs_images(tmp_path: Path) -> None:
+    """Synthetic images of a run trained with `--cues clahe` are drawn with CLAHE's look
+    already: `evaluate --cues clahe` leaves them as they are and equalises the real ones; the
+    images of a run trained without it (or from before the option) get the step."""
+    from test_evaluate import S, make_workspace
+
+    from cxraug.classify.data import load_synthetic
+
+    ws = make_workspace(tmp_path, "fresh")  # 80 synthetic covid rows of run "runs/g"
+    raw, _ = load_synthetic(ws, "covid", "", S)
+    u8 = np.rint((raw + 1) * 127.5).astype(np.uint8)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    once = np.stack([clahe.apply(g) for g in u8]).astype(np.float32) / 127.5 - 1
+    ws.run("g").path.mkdir(parents=True)
+    for run_cues, want in (("clahe", raw), ("none", once), (None, once)):
+        cfg = {} if run_cues is None else {"cues": run_cues}  # None: a config from before
+        ws.run("g").config_path.write_text(json.dumps(cfg), encoding="utf-8")
+        facts = cues.CueFacts()
+        got, why = load_synthetic(ws, "covid", "", S, ("clahe",), facts)
+        assert not why and facts.steps == ["clahe"]
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=str(run_cues))

@@ -20,6 +20,12 @@ images in the seed's fit set (the TRAIN rows less the validation patients):
     pretrain              phase 1: synthetic K + the real images of the other class, for
                           round(share x steps) steps; phase 2 from phase 1's kept weights,
                           a fresh optimizer: the real fit images only, the remaining steps
+    cells                 + every ok synthetic image of EITHER class generated for a class x
+                          source cell (cond_source non-empty: COVID in the normal sources'
+                          look, normal in the COVID source's look)               uniform
+
+"Synthetic K" above is always the rows with an empty cond_source: an image drawn in another
+source's look goes to the cells arm only.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from cxraug.core.errors import vassert
 
 BASE_ARMS: tuple[str, ...] = (
     "real", "oversample", "classical", "synthetic", "synthetic+classical", "duplicate",
-    "selected", "pretrain",
+    "selected", "pretrain", "cells",
 )  # fmt: skip
 #: the default list: bounded run time (docs/evaluate.md, "Time"); the rest by --arms
 DEFAULT_ARMS: tuple[str, ...] = BASE_ARMS[:6]
@@ -48,14 +54,15 @@ _RATIO_KINDS = ("synthetic", "duplicate")  # the arms that take "@R"
 @dataclass(frozen=True)
 class Arm:
     name: str
-    kind: str  # real | synthetic | duplicate | selected | pretrain
+    kind: str  # real | synthetic | duplicate | selected | pretrain | cells
     ratio: str = ""  # synthetic / duplicate: "" every ok row, "balance", or a number
     balanced: bool = False  # class-balanced batches (oversample)
     classical: bool = False  # the classical augmentation
 
     @property
     def needs_synthetic(self) -> bool:
-        return self.kind != "real"
+        """Trains on the synthetic K images (cond_source empty)."""
+        return self.kind not in ("real", "cells")
 
 
 def parse_ratio(text: str) -> str:
@@ -113,6 +120,8 @@ class SeedData:
     key: tuple[int, int]  # (base seed, seed number): the subsample and duplicate streams
     reference: tuple[Trained, float] | None = None  # the real arm's model and threshold
     selection: dict[str, Any] = field(default_factory=dict)  # selected's rule settings
+    cells: np.ndarray | None = None  # (M, S, S) the cells arm's images, both classes
+    cells_y: np.ndarray | None = None  # (M,) their classes
 
     def order(self, stream: int, n: int) -> np.ndarray:
         """A seeded permutation of range(n), the same for every arm of this seed."""
@@ -159,6 +168,12 @@ def plan(arm: Arm, sd: SeedData, steps: int, hflip: bool, pretrain_share: float)
         facts = {"pretrain_steps": first, "finetune_steps": steps - first,
                  "pretrain_images": len(x1)}  # fmt: skip
         return Plan([Phase(x1, y1, first), Phase(sd.x, sd.y, steps - first)], len(sd.syn), facts)
+    if arm.kind == "cells":
+        if sd.cells is None or sd.cells_y is None:
+            raise RuntimeError("the cells arm needs the seed's cell images")
+        x = np.concatenate([sd.x, sd.cells])
+        y = np.concatenate([sd.y, sd.cells_y.astype(np.int64)])
+        return Plan([Phase(x, y, steps, arm.balanced, aug)], len(sd.cells))
     if arm.kind == "real":
         add = sd.syn[:0]
     elif arm.kind == "synthetic":

@@ -5,21 +5,25 @@ patient-split `test` rows and each test-only source)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from cxraug.classify.cues import CueFacts, remove_cues
+from cxraug.classify.cues import CueFacts, parse_cues, remove_cues
 from cxraug.core.dataset import load_dataset
-from cxraug.core.errors import ImageError, InputError, vassert
+from cxraug.core.errors import CxrError, ImageError, InputError, vassert
 from cxraug.core.images import read_gray_u8
-from cxraug.core.manifest import LABELS
+from cxraug.core.manifest import LABELS, Record
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
 
 NO_SYNTHETIC = "no ok synthetic rows: run `cxraug generate` and `cxraug filter` first"
+CELLS_NONE = ("no ok synthetic rows generated for class x source cells (cond_source): train "
+              "with --condition class,source, `cxraug generate --source missing` for each "
+              "class, then `cxraug filter` (docs/training.md, \"Source conditioning\")")
 
 
 @dataclass
@@ -65,12 +69,13 @@ def load_real(ws: Workspace, size: int, cues: tuple[str, ...] = (),
     return Images(x, ds.labels.astype(np.int64), ds.splits.astype(str), patient, source, raw)
 
 
-def load_synthetic(ws: Workspace, label: str, run: str, size: int, cues: tuple[str, ...] = (),
-                   facts: CueFacts | None = None) -> tuple[np.ndarray, str]:  # fmt: skip
-    """(K, S, S) of the manifest's ok synthetic `label` rows (of `run` when given) and, when
-    there are none, why. Decoded by core.images and scaled to [-1, 1] exactly as the saved
-    real pixels are (u8 / 127.5 - 1), then made classifier input like the real images."""
-    rows = [r for r in ws.load_manifest() if r.synthetic and r.label == label]
+def _synthetic_rows(ws: Workspace, labels: tuple[str, ...], run: str,
+                    cells: bool) -> tuple[list[Record], str]:  # fmt: skip
+    """The ok TRAIN synthetic rows of `labels` (of `run` when given) whose cond_source is empty
+    (cells False: images of the class alone) or not (cells True: images generated for a class
+    x source cell, `generate --source`), and, when there are none, why."""
+    rows = [r for r in ws.load_manifest() if r.synthetic and r.label in labels]
+    what = "/".join(labels)
 
     def run_name(ref: str) -> str:
         return ref.rstrip("/").split("/")[-1]
@@ -79,28 +84,111 @@ def load_synthetic(ws: Workspace, label: str, run: str, size: int, cues: tuple[s
         known = sorted({run_name(r.run) for r in rows if r.run})
         if run_name(run) not in known:
             ws.find_run(run)  # an unknown run: InputError (exit 3) naming where it looked
-            return np.zeros((0, size, size), np.float32), (
-                f"run {run!r} has no synthetic {label} rows; rows exist for runs: "
-                f"{', '.join(known) or 'none'}")  # fmt: skip
+            return [], (f"run {run!r} has no synthetic {what} rows; rows exist for runs: "
+                        f"{', '.join(known) or 'none'}")  # fmt: skip
         rows = [r for r in rows if run_name(r.run) == run_name(run)]
     ok = [r for r in rows if r.usable and r.split == "train"]
-    if not ok:
-        return np.zeros((0, size, size), np.float32), NO_SYNTHETIC
-    imgs, bad = [], 0
-    for r in ok:
+    mine = [r for r in ok if bool(r.cond_source) == cells]
+    if mine:
+        return mine, ""
+    if cells:
+        return [], CELLS_NONE + (f" (the {len(ok)} ok synthetic rows have none)" if ok else "")
+    return [], NO_SYNTHETIC + (f" (the {len(ok)} ok synthetic {what} rows were generated for "
+                               "class x source cells, cond_source: the cells arm uses them)"
+                               if ok else "")  # fmt: skip
+
+
+def _decode(ws: Workspace, rows: list[Record], size: int, cues: tuple[str, ...],
+            facts: CueFacts | None) -> tuple[np.ndarray, list[Record]]:  # fmt: skip
+    """(K, S, S) classifier input of the rows' PNGs and the rows read. Decoded by core.images
+    and scaled to [-1, 1] exactly as the saved real pixels are (u8 / 127.5 - 1), then made
+    classifier input like the real images; unreadable files are left out with a warning."""
+    imgs, read = [], []
+    for r in rows:
         try:
             imgs.append(read_gray_u8(r.resolve(ws.root)).astype(np.float32) / 127.5 - 1.0)
+            read.append(r)
         except ImageError:
-            bad += 1
-    if bad:
-        warn(f"{bad} ok synthetic {label} image(s) could not be read and were left out; "
-             "re-run `cxraug filter` to mark them")  # fmt: skip
+            pass
+    if len(read) < len(rows):
+        warn(f"{len(rows) - len(read)} ok synthetic image(s) could not be read and were left "
+             "out; re-run `cxraug filter` to mark them")  # fmt: skip
     if not imgs:
-        return np.zeros((0, size, size), np.float32), "no readable ok synthetic rows"
+        return np.zeros((0, size, size), np.float32), read
     shapes = {im.shape for im in imgs}
-    vassert(len(shapes) == 1, f"synthetic {label} images have several sizes {sorted(shapes)}; "
+    vassert(len(shapes) == 1, f"synthetic images have several sizes {sorted(shapes)}; "
             "evaluate one run at a time with --run")  # fmt: skip
-    return classifier_input(np.stack(imgs), size, cues, facts or CueFacts()), ""
+    x, facts = np.stack(imgs), facts or CueFacts()
+    if not cues:
+        return classifier_input(x, size, cues, facts), read
+    out = np.empty((len(x), size, size), np.float32)
+    done = _run_cues(ws, {r.run for r in read}, cues)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, r in enumerate(read):  # a run trained with `train --cues` drew them removed already
+        groups.setdefault(tuple(c for c in cues if c not in done[r.run]), []).append(i)
+    for steps, idx in groups.items():
+        out[idx] = classifier_input(x[idx], size, steps, facts)
+    facts.steps = list(cues)
+    return out, read
+
+
+def _run_cues(ws: Workspace, runs: set[str], cues: tuple[str, ...]) -> dict[str, set[str]]:
+    """{manifest run reference: the source-cue steps its GAN trained on (config.json `cues`;
+    none for runs from before the option)}; a run folder that is gone counts as none, with a
+    warning when --cues asks for steps (they may then be applied a second time)."""
+    out: dict[str, set[str]] = {}
+    for ref in runs:
+        try:
+            cfg = json.loads(ws.find_run(ref).config_path.read_text(encoding="utf-8"))
+            out[ref] = set(parse_cues(str(cfg.get("cues", "none"))))
+        except (CxrError, OSError, ValueError, AttributeError):
+            out[ref] = set()
+            if cues and ref:
+                warn(f"run {ref!r}: its config.json cannot be read, so which source cues its "
+                     "GAN was trained without is unknown; every --cues step is applied to its "
+                     "synthetic images")  # fmt: skip
+    return out
+
+
+def load_synthetic(ws: Workspace, label: str, run: str, size: int, cues: tuple[str, ...] = (),
+                   facts: CueFacts | None = None) -> tuple[np.ndarray, str]:  # fmt: skip
+    """(K, S, S) of the manifest's ok synthetic `label` rows with an empty cond_source (of
+    `run` when given) and, when there are none, why (the synthetic arms' pool)."""
+    rows, why = _synthetic_rows(ws, (label,), run, cells=False)
+    x, read = _decode(ws, rows, size, cues, facts)
+    return x, why or ("" if read else "no readable ok synthetic rows")
+
+
+@dataclass
+class Cells:
+    """The cells arm's pool: ok synthetic rows of both classes generated for a class x source
+    cell (a non-empty cond_source)."""
+
+    x: np.ndarray  # (M, S, S) classifier input
+    y: np.ndarray  # (M,) int64 class index
+    cond_source: np.ndarray  # (M,) the source whose look each image was generated in
+    reason: str = ""  # why there are none
+
+    def counts(self, data: Images) -> dict[str, dict[str, dict[str, int]]]:
+        """{class: {cond_source: {"synthetic": images, "real_train": the real TRAIN images of
+        that class and source (0: a cell the data lacks)}}}."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        train = data.split == "train"
+        for k, c in enumerate(LABELS):
+            for s in sorted(set(self.cond_source[self.y == k])):
+                out.setdefault(c, {})[str(s)] = {
+                    "synthetic": int(((self.y == k) & (self.cond_source == s)).sum()),
+                    "real_train": int((train & (data.y == k) & (data.source == s)).sum())}
+        return out
+
+
+def load_cells(ws: Workspace, run: str, size: int, cues: tuple[str, ...] = (),
+               facts: CueFacts | None = None) -> Cells:  # fmt: skip
+    rows, why = _synthetic_rows(ws, LABELS, run, cells=True)
+    x, read = _decode(ws, rows, size, cues, facts)
+    y = np.array([LABELS.index(r.label) for r in read], np.int64)
+    src = np.array([r.cond_source for r in read], dtype=str)
+    return Cells(x, y, src, why or ("" if read else "no readable ok synthetic rows"))
 
 
 def validation_split(

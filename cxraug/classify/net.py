@@ -89,9 +89,8 @@ def _runners(model: Any, classes: int) -> tuple[Callable[[np.ndarray], np.ndarra
     def forward(xb: Any) -> Any:
         return tf.nn.softmax(model(xb, training=False))
 
-    @tf.function(reduce_retracing=True)
-    def embed(xb: Any) -> Any:
-        return pooled(xb, training=False)
+    def embed(xb: Any) -> Any:  # eager: a few calls per model (selection, the source probe);
+        return pooled(xb, training=False)  # traced, each new model's first calls warn as retracing
 
     def batched(fn: Any, width: int) -> Callable[[np.ndarray], np.ndarray]:
         def run(images: np.ndarray) -> np.ndarray:

@@ -88,12 +88,46 @@ def shortcut_tables(s: dict[str, Any]) -> list[Any]:
     for src, cnt in s["sources"].items():
         t.add_row(f"source {src}", ", ".join(f"{v} {k}" for k, v in cnt.items()))
     style = "bold red" if s["flag"] else "green"
-    return [t, Text(s["verdict"], style=style)]
+    return [t, Text(s["verdict"], style=style), *probe_table(s.get("arm_probe") or {})]
+
+
+def probe_table(probes: dict[str, dict[str, Any]]) -> list[Any]:
+    """Per arm: the source in its own classifier's features (classify.shortcut.source_probe)."""
+    from rich.table import Table
+
+    if not probes:
+        return []
+    first = next(iter(probes.values()))
+    classes = sorted({c for p in probes.values() for c in p["within_class"]})
+    t = Table(title="source in each arm's classifier: a linear probe on its features, real "
+              f"test images (chance {first['chance']:.3f}; the class alone gives "
+              f"{first['label_only']:.3f})", title_justify="left")  # fmt: skip
+    for col in ("arm", "source balanced acc. ±seed std",
+                *(f"sources told apart within {c}" for c in classes)):  # fmt: skip
+        t.add_column(col, justify="right" if col != "arm" else "left")
+    for a, p in probes.items():
+        sd = p.get("seed_std")
+        t.add_row(a, f"{p['balanced_accuracy']:.3f}" + ("" if sd is None else f" ±{sd:.3f}"),
+                  *(f"{p['within_class'][c]:.3f}" if c in p["within_class"] else "n/a"
+                    for c in classes))  # fmt: skip
+    return [t]
+
+
+def cells_lines(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """What the cells arm added: per class, the images in each source's look, and how many
+    real training images that class x source cell has (0: a cell the data lacks)."""
+    out = []
+    for a, info in arms.items():
+        if "cells" in info:
+            parts = [f"{d['synthetic']} {c} in the look of {src} ({d['real_train']} real)"
+                     for c, by in info["cells"].items() for src, d in by.items()]  # fmt: skip
+            out.append(f"{a}: added {', '.join(parts) or 'nothing'}")
+    return out
 
 
 def tables(doc: dict[str, Any]) -> list[Any]:
     """Everything the terminal shows, in order (rich tables, styled text, plain lines)."""
-    out = test_set_tables(doc) + shortcut_tables(doc["shortcut"])
+    out = test_set_tables(doc) + cells_lines(doc["arms"]) + shortcut_tables(doc["shortcut"])
     cues = doc.get("cues") or {}
     if cues.get("steps"):
         r = cues["real"]

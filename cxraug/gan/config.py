@@ -20,6 +20,7 @@ from typing import Any
 
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.settings import SEED, Settings, above, at_least, between, setting
+from cxraug.prep.cues import parse_cues
 
 MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
 ARCHS = ("mlp", "conv")
@@ -164,6 +165,12 @@ class TrainConfig(Settings):
         "arrows, panel letters, text, colour, frames); by default they are left out.",
         "--include-marked/--exclude-marked",
     )  # fmt: skip
+    # Source cues (cxraug.prep.cues, the same steps as `evaluate --cues`): removed from the
+    # training images before G and D see them, so that G need not learn each source's look.
+    cues: str = setting(
+        "none", "Remove source cues from the training images before the GAN sees them: none, "
+        "or steps joined by '+' from marks, lungcrop, clahe, histeq (as evaluate --cues).",
+    )  # fmt: skip
     # --- bookkeeping ---
     sample_interval: int = setting(200, "Save a fixed-noise sample grid every N iterations.",
                                    bounds=_POSITIVE)  # fmt: skip
@@ -228,6 +235,8 @@ class TrainConfig(Settings):
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
         self._check_condition()
+        # canonical: the steps in run order ("clahe+marks" is "marks+clahe"), "none" without
+        object.__setattr__(self, "cues", "+".join(parse_cues(self.cues)) or "none")
 
     def _check_condition(self) -> None:
         object.__setattr__(self, "condition", parse_condition(self.condition))  # canonical
@@ -240,6 +249,11 @@ class TrainConfig(Settings):
                 "additive factor; drop --recipe paper / --arch mlp")  # fmt: skip
         vassert(len(set(self.sources)) == len(self.sources) and all(self.sources),
                 f"sources={self.sources}: give distinct, non-empty source names")  # fmt: skip
+
+    @property
+    def cue_steps(self) -> tuple[str, ...]:
+        """The source-cue steps applied to the training images (() for none)."""
+        return parse_cues(self.cues)
 
     @property
     def num_sources(self) -> int:
@@ -282,8 +296,9 @@ class TrainConfig(Settings):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        # a run from before marks were detected trained on every image
-        d = {"include_marked": True, **d}
+        # a run from before marks were detected trained on every image; one from before
+        # --cues trained on the images as saved
+        d = {"include_marked": True, "cues": "none", **d}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(unknown)} in config; "

@@ -6,11 +6,17 @@ images, so `train` leaves them out by default. The choice is part of the run's c
 (`TrainConfig.include_marked`, not changeable on resume) and the ids left out are written to
 runs/NAME/training_set.json with the dataset's hash, so the training set can be rebuilt.
 Only training leaves them out: `fid`, `filter` and `evaluate` still see every real image.
+
+`--cues` (cxraug.prep.cues, the same steps as `evaluate --cues`) then removes source cues from
+the images kept, at the dataset's resolution, before G and D see them; what the steps did is
+written to training_set.json as well.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +25,23 @@ from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.workspace import RunDir
 from cxraug.gan.cells import cell_counts, dataset_cells
+from cxraug.prep.cues import CueFacts, remove_cues
 
 
-def training_set(dataset_path: Path, include_marked: bool) -> tuple[Dataset, list[str]]:
-    """(the train-split images to train on, the ids left out for editorial marks). A dataset
-    built before marks were detected (`Dataset.marks` None) loses nothing."""
+def training_set(dataset_path: Path, include_marked: bool, cues: tuple[str, ...] = ()
+                 ) -> tuple[Dataset, list[str], dict[str, Any]]:  # fmt: skip
+    """(the train-split images to train on, with the source-cue steps `cues` applied; the ids
+    left out for editorial marks; what the cue steps did, {} without any). A dataset built
+    before marks were detected (`Dataset.marks` None) loses nothing."""
+    ds, left_out = _kept(dataset_path, include_marked)
+    if not cues:
+        return ds, left_out, {}
+    facts = CueFacts()
+    images = remove_cues(ds.images, cues, facts)
+    return dataclasses.replace(ds, images=images), left_out, facts.to_json()
+
+
+def _kept(dataset_path: Path, include_marked: bool) -> tuple[Dataset, list[str]]:
     ds = load_dataset(dataset_path).subset(split="train")
     if len(ds) == 0:
         raise InputError(f"{dataset_path} has no train-split images; re-run `cxraug preprocess`")
@@ -42,19 +60,20 @@ def training_set(dataset_path: Path, include_marked: bool) -> tuple[Dataset, lis
 
 
 def write_training_set(run: RunDir, ds: Dataset, dataset_sha256: str, include_marked: bool,
-                       left_out: list[str],
-                       per_cell: dict[str, int] | None = None) -> None:  # fmt: skip
+                       left_out: list[str], per_cell: dict[str, int] | None = None,
+                       cues: dict[str, Any] | None = None) -> None:  # fmt: skip
     """runs/NAME/training_set.json: the dataset's hash, the images trained on per class (and
-    per class x source cell in a source-conditioned run), and the ids left out for editorial
-    marks."""
-    cells = {} if per_cell is None else {"per_cell": per_cell}
+    per class x source cell in a source-conditioned run), the ids left out for editorial
+    marks, and what `--cues` did (absent without it)."""
+    extra: dict[str, Any] = {} if per_cell is None else {"per_cell": per_cell}
+    extra.update({"cues": cues} if cues else {})
     atomic_write_json(run.training_set_path, {
         "dataset_sha256": dataset_sha256,
         "include_marked": include_marked,
         "marks_detected": ds.marks is not None,  # False: a dataset from before detection
         "images": len(ds),
         "per_class": ds.counts(),
-        **cells,
+        **extra,
         "left_out_marked": len(left_out),
         "left_out_ids": left_out,
     })  # fmt: skip
@@ -93,3 +112,12 @@ def cells_note(per_cell: dict[str, int] | None, sources: tuple[str, ...]) -> str
     return (f"conditioned on class and source ({', '.join(sources)}); cells without training "
             f"images, drawn from the additive class and source factors alone: "
             f"{', '.join(unseen) or 'none'}")  # fmt: skip
+
+
+def cues_note(facts: dict[str, Any]) -> str | None:
+    """What to tell the user about the source cues removed from the training images."""
+    if not facts:
+        return None
+    return (f"source cues removed ({'+'.join(facts['steps'])}) from the "
+            f"{facts['images']} training images: marks masked on {facts['marked_images']}, "
+            f"lung fields not found (central crop) on {facts['lung_crop_fallbacks']}")  # fmt: skip
