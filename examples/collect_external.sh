@@ -29,15 +29,8 @@ read -r -a cx <<< "${CXRAUG:-cxraug}"
 read -r -a collect_args <<< "${COLLECT_ARGS:-}"
 read -r -a preprocess_args <<< "${PREPROCESS_ARGS:-}"
 
-partial_ok() {
-  local rc=0
-  "$@" || rc=$?
-  if [ "$rc" -eq 1 ]; then
-    echo "note: some rows failed (see the reason column of $WS/manifest.csv); continuing" >&2
-  elif [ "$rc" -ne 0 ]; then
-    exit "$rc"
-  fi
-}
+# Exit 1 = "some rows failed": go on; anything else stops (examples/_common.sh).
+source "$(dirname "$0")/_common.sh"
 
 force=()
 if [ -f "$WS/manifest.csv" ]; then force=(--force); fi

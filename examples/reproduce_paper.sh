@@ -47,16 +47,8 @@ else
   if [ -n "${NIH:-}" ]; then sources+=("nih=folder:$NIH"); fi
 fi
 
-# Exit 1 means "finished, some rows failed" (recorded in the manifest): go on. Stop otherwise.
-partial_ok() {
-  local rc=0
-  "$@" || rc=$?
-  if [ "$rc" -eq 1 ]; then
-    echo "note: some rows failed (see the reason column of $WS/manifest.csv); continuing" >&2
-  elif [ "$rc" -ne 0 ]; then
-    exit "$rc"
-  fi
-}
+# Exit 1 = "some rows failed": go on; anything else stops (examples/_common.sh).
+source "$(dirname "$0")/_common.sh"
 
 # 1. Setup phase: record the sources (frontal COVID-19 X-rays vs normal), split by patient.
 if [ ! -f "$WS/manifest.csv" ]; then
