@@ -121,3 +121,18 @@ def test_interruption_is_not_called_an_error(capsys: pytest.CaptureFixture[str])
         handle_errors(stop)()
     assert ei.value.exit_code == errors.EXIT_INTERRUPTED
     assert capsys.readouterr().err.startswith("interrupted: training interrupted at iteration 7")
+
+
+def test_a_path_option_does_not_swallow_the_next_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fid ... --sheet --json` once wrote a PNG named `--json` and printed no JSON."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["fid", "a", "b", "-w", str(tmp_path), "--sheet", "--json"])
+    assert r.exit_code == 2, r.output
+    assert "--sheet --json: looks like an option" in r.output
+    assert not (tmp_path / "--json").exists()
+    # a file whose name starts with '-' is still reachable with its folder
+    r = runner.invoke(app, ["fid", "a", "b", "-w", str(tmp_path), "--sheet",
+                            str(tmp_path / "-s.png")])  # fmt: skip
+    assert "looks like an option" not in r.output

@@ -21,7 +21,13 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cxraug import __version__
-from cxraug.core.errors import EXIT_INTERRUPTED, EXIT_SYSTEM, CxrError, describe_os_error
+from cxraug.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SYSTEM,
+    CxrError,
+    UsageError,
+    describe_os_error,
+)
 from cxraug.core.ui import err, printable, tagged
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,6 +163,18 @@ def _summary(doc: str) -> tuple[str, str]:
     return text, first
 
 
+def _refuse_flag_paths(kwargs: dict[str, Any]) -> None:
+    """A path option followed by a flag takes the flag as its value (`fid --sheet --json`
+    wrote a PNG named `--json` and printed no JSON): refuse path values that start with '-'
+    before anything is written. (`./-name` reads as `-name` once it is a Path: a file whose
+    name starts with '-' is given with a folder, e.g. its absolute path.)"""
+    for key, value in kwargs.items():
+        if isinstance(value, Path) and str(value).startswith("-"):
+            raise UsageError(f"--{key.replace('_', '-')} {value}: looks like an option, not a "
+                             "path (did an option that takes a path swallow it?); give the "
+                             "path, or, for a file whose name starts with '-', its absolute path")
+
+
 def command(
     name: str,
     config: type | None = None,
@@ -181,6 +199,7 @@ def command(
         names = {p.name for p in generated}
 
         def run(**kwargs: Any) -> None:
+            _refuse_flag_paths(kwargs)
             if config is None:
                 return fn(**kwargs)
             values = {k: kwargs.pop(k) for k in names}
