@@ -9,7 +9,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cxraug.classify.cues import CueFacts, parse_cues, remove_cues
@@ -19,6 +18,7 @@ from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import LABELS, Record
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace
+from cxraug.prep.resize import resize
 
 NO_SYNTHETIC = "no ok synthetic rows: run `cxraug generate` and `cxraug filter` first"
 CELLS_NONE = ("no ok synthetic rows generated for class x source cells (cond_source): train "
@@ -39,12 +39,10 @@ class Images:
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) [-1, 1] -> (N, size, size); INTER_AREA when shrinking, as preprocess does."""
+    """(N, H, W) [-1, 1] -> (N, size, size) by preprocess's resize rule (prep/resize)."""
     if x.shape[1:] == (size, size):
         return x.astype(np.float32, copy=False)
-    shrink = x.shape[1] >= size
-    flag = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    out = np.stack([cv2.resize(im, (size, size), interpolation=flag) for im in x]) if len(x) \
+    out = np.stack([resize(im, size, size) for im in x]) if len(x) \
         else np.zeros((0, size, size), np.float32)  # fmt: skip
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 

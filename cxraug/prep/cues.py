@@ -32,6 +32,7 @@ import numpy as np
 from cxraug.core.errors import vassert
 from cxraug.prep.ink import ink_components
 from cxraug.prep.marks import border_bands
+from cxraug.prep.resize import resize
 
 CUES: tuple[str, ...] = ("marks", "lungcrop", "clahe", "histeq")  # the order they run in
 SEG_SIDE = 128  # the lung fields are found at this resolution (the box is scaled back)
@@ -187,5 +188,4 @@ def crop_to(g: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
         m = (1 - FALLBACK_KEEP) / 2
         box = (round(m * w), round(m * h), round((1 - m) * w), round((1 - m) * h))
     x0, y0, x1, y1 = box
-    flag = cv2.INTER_AREA if (x1 - x0) >= w else cv2.INTER_CUBIC
-    return cv2.resize(g[y0:y1, x0:x1], (w, h), interpolation=flag)
+    return resize(g[y0:y1, x0:x1], w, h)  # the one resize rule (prep/resize)
