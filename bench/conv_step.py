@@ -70,8 +70,8 @@ def conv_layers(cfg: Any) -> list[dict[str, Any]]:
     built models (kernels from the layers, sides checked by calling each layer on a sample),
     and the batch sizes the step runs it at."""
     from cxraug.core.tf_setup import tf
+    from cxraug.gan.arch import build_models
     from cxraug.gan.conv import base_size, conv_forward_flops
-    from cxraug.gan.models import build_models
 
     g, d = build_models(cfg)
     b, out = cfg.batch_size, []
@@ -127,9 +127,9 @@ def peak_rss_gib() -> float:
 def _data(n: int = N_IMAGES) -> tuple[Any, Any]:
     import numpy as np
 
-    from cxraug.gan.config import DEFAULTS
+    from cxraug.gan.config import TrainConfig
 
-    s = DEFAULTS.image_size
+    s = TrainConfig().image_size
     rng = np.random.default_rng(0)
     return (rng.uniform(-1, 1, (n, s, s)).astype(np.float32),
             rng.integers(0, 2, n).astype(np.int64))  # fmt: skip

@@ -26,7 +26,7 @@ from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import Manifest, Record, write_manifest
 from cxraug.core.workspace import Workspace
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.config import recipe_config
 from cxraug.generate import GenerateConfig, generate
 from cxraug.prep.phantom import make_phantom
 from cxraug.train import train
@@ -94,7 +94,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ws, real = workspace(Path(tmp), layout)
                 it = args.iterations
-                train(ws, TrainConfig(**RUN, seed=seed, iterations=it, checkpoint_interval=it,
+                train(ws, recipe_config("paper", **RUN, seed=seed, iterations=it, checkpoint_interval=it,
                                       sample_interval=it), name="toy", quiet=True)  # fmt: skip
                 gen = generated(ws, sources)
             for cell, x in gen.items():

@@ -33,15 +33,15 @@ import time
 
 import _parts  # bench/_parts.py: the script's folder is on sys.path
 
-B, S, L = 128, 224, 128  # the paper's batch, image size and latent size (TrainConfig defaults)
+B, S, L = 128, 224, 128  # the paper's batch, image size and latent size (recipe "paper")
 
 
 def paper_flops() -> float:
     # Keras-GAN: D fwd + 2 bwd on 2B, G predict on B, G fwd + 2 bwd on B, D fwd + data bwd on B
-    from cxraug.gan.config import TrainConfig
-    from cxraug.gan.step import forward_flops
+    from cxraug.gan.config import recipe_config
+    from cxraug.gan.mlp import forward_flops
 
-    gf, df = forward_flops(TrainConfig())
+    gf, df = forward_flops(recipe_config("paper"))
     return float(8 * B * df + 4 * B * gf)
 
 
@@ -49,10 +49,10 @@ def our_flops() -> float:
     # D step: D fwd + data bwd + weight bwd on 2B = 6*B*Dfwd; G step: D fwd + data bwd on the
     # same 2B batch (joint BatchNorm statistics) = 4*B*Dfwd; G fwd once + 2 bwd = 3*B*Gfwd.
     # (D's data gradients go down to its input: its label embedding multiplies the image.)
-    from cxraug.gan.config import TrainConfig
-    from cxraug.gan.step import step_flops
+    from cxraug.gan.config import recipe_config
+    from cxraug.gan.mlp_step import step_flops
 
-    return step_flops(TrainConfig())
+    return step_flops(recipe_config("paper"))
 
 
 def peak_rss_gib() -> float:
@@ -68,11 +68,11 @@ def _data(n: int = 600) -> tuple[object, object]:
 
 
 def part_ours(iters: int, xla: bool, precision: str = "none") -> dict[str, float]:
-    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.config import recipe_config
     from cxraug.gan.step import build_state, make_step, resident_dataset, xla_scope
 
     img, lab = _data()
-    st = build_state(TrainConfig(xla=xla, mixed_precision=precision))
+    st = build_state(recipe_config("paper", xla=xla, mixed_precision=precision))
     step = make_step(st, *resident_dataset(img, lab))  # type: ignore[arg-type]
     scope = xla_scope(st.cfg, st.strategy)
     t = time.perf_counter()
@@ -95,10 +95,10 @@ def part_keras(iters: int, precision: str = "none") -> dict[str, float]:
     import numpy as np
 
     from cxraug.core.tf_setup import tf
-    from cxraug.gan.config import TrainConfig
-    from cxraug.gan.models import build_models
+    from cxraug.gan.arch import build_models
+    from cxraug.gan.config import recipe_config
 
-    cfg = TrainConfig(mixed_precision=precision)
+    cfg = recipe_config("paper", mixed_precision=precision)
     g, d = build_models(cfg)
 
     class Combined(keras.Model):
@@ -156,11 +156,12 @@ def part_keras(iters: int, precision: str = "none") -> dict[str, float]:
 
 def part_adam(reps: int) -> dict[str, float]:
     from cxraug.core.tf_setup import tf
-    from cxraug.gan.config import TrainConfig
-    from cxraug.gan.models import build_models
-    from cxraug.gan.step import _make_optimizer, _updater
+    from cxraug.gan.arch import build_models
+    from cxraug.gan.config import recipe_config
+    from cxraug.gan.mlp_step import _updater
+    from cxraug.gan.step import _make_optimizer
 
-    cfg = TrainConfig(mixed_precision="none")
+    cfg = recipe_config("paper", mixed_precision="none")
     g, d = build_models(cfg)
     fns = []
     for m in (g, d):
@@ -217,13 +218,13 @@ def part_generate() -> dict[str, float]:
     from cxraug.core.manifest import Manifest, Record, write_manifest
     from cxraug.core.workspace import Workspace
     from cxraug.gan.checkpoint import save_checkpoint
-    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.config import recipe_config
     from cxraug.gan.step import build_state
     from cxraug.generate import GenerateConfig, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.at(tmp)
-        st = build_state(TrainConfig())
+        st = build_state(recipe_config("paper"))
         save_checkpoint(st, ws.runs_dir / "bench", keep=1)
         (ws.runs_dir / "bench" / "config.json").write_text(st.cfg.to_json())
         write_manifest(ws.manifest_path, Manifest([Record(id="a", path="a.png",

@@ -38,6 +38,7 @@ from cxraug.metrics import features as feats
 from cxraug.metrics.cache import set_features
 from cxraug.metrics.inputs import ImageSet, array_set, resolve_set
 from cxraug.metrics.realism import PixelJudges, comparison_sheet, judge_pixels, spectrum_figure
+from cxraug.metrics.realism import judges_table as judges_table  # re-exported for the CLI
 
 #: Below this many images per side the 2048-d covariance is rank-deficient and FID is biased.
 FID_UNBIASED_N = 2048

@@ -294,7 +294,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
     one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
-    from cxraug.gan.models import build_generator
+    from cxraug.gan.arch import build_generator
 
     tcfg = ckpt.config
     gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision

@@ -4,15 +4,20 @@
     machinery folder (prep/ gan/ quality/ metrics/) may import: core/ (another machinery
                                                    folder only where ALLOWED says so), never a stage
     core/                                          imports nothing else of cxraug
-    cli/                                           imported by nothing (but itself, __main__)
+    cli/                                           imported by nothing (but itself, __main__);
+                                                   imports only cli/, core/ and the stages
+    no module imports itself through others        (no import cycles)
 
 The import graph is read with `ast` (every import statement, function-level ones included), and
 the checker is also run on synthetic graphs with planted violations, so it is known to bite.
+Importing the CLI or a stage module does not import TensorFlow (`cxraug --help` stays fast).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +63,10 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
                 found.add(base)
                 found.update(f"{base}.{a.name}" for a in node.names
                              if f"{base}.{a.name}" in modules)  # fmt: skip
-        graph[name] = {m for m in found if m == "cxraug" or m.startswith("cxraug.")}
+        # `from cxraug.cli import collect` in cxraug/cli/__init__.py names the package itself
+        # as the base: not an edge to itself
+        graph[name] = {m for m in found
+                       if (m == "cxraug" or m.startswith("cxraug.")) and m != name}  # fmt: skip
     return graph
 
 
@@ -86,6 +94,9 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 why = "module outside the layout (add it to a folder, or to STAGES)"
             elif d == "cli" and s not in ("cli", "root"):
                 why = "nothing imports cli/"
+            elif s == "cli" and d not in ("cli", "core", "root") and not d.startswith("stage:"):
+                why = ("cli/ imports only cli/, core/ and the stage modules (the stage "
+                       "re-exports what its command needs)")
             elif s == "core" and d not in ("core",):
                 why = "core/ imports nothing else of cxraug"
             elif s in MACHINERY and d.startswith("stage:"):
@@ -99,11 +110,81 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
     return bad
 
 
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, as the sorted modules of each strongly connected component of more
+    than one module (or one importing itself); Tarjan's algorithm, iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, it = work[-1]
+            nxt = next(it, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                if len(comp) > 1 or node in graph.get(node, ()):
+                    found.append(sorted(comp))
+    return sorted(found)
+
+
 def test_the_package_follows_the_rules() -> None:
     graph = import_graph()
     assert len(graph) > 30 and "cxraug.gan.step" in graph  # the walker found the package
-    assert "cxraug.core.tf_setup" in graph["cxraug.gan.models"]  # ...and its imports
+    assert "cxraug.core.tf_setup" in graph["cxraug.gan.mlp"]  # ...and its imports
     assert violations(graph) == []
+
+
+def test_no_import_cycles() -> None:
+    """Function-level imports count: a lazy import that closes a circle is still a circle."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_catches_planted_cycles() -> None:
+    graph = import_graph()
+    graph["cxraug.gan.layers"].add("cxraug.gan.mlp")  # mlp imports layers: a circle of two
+    assert cycles(graph) == [["cxraug.gan.layers", "cxraug.gan.mlp"]]
+    toy = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}, "f": {"a"}}
+    assert cycles(toy) == [["a", "b", "c"], ["e"]]
+    assert cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_importing_the_cli_and_the_stages_does_not_import_tensorflow() -> None:
+    """TensorFlow loads only where a network runs (through cxraug.core.tf_setup): the CLI's
+    --help and the numpy-only stages start fast."""
+    mods = ["cxraug.cli", *(f"cxraug.{s}" for s in STAGES)]
+    code = (f"import importlib, sys\nfor m in {mods!r}:\n    importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', "
+            "'keras')))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=PACKAGE.parent)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 def test_every_stage_and_folder_exists() -> None:
@@ -115,7 +196,7 @@ def test_every_stage_and_folder_exists() -> None:
 
 @pytest.mark.parametrize(
     ("src", "dst", "why"),
-    [("cxraug.gan.models", "cxraug.train", "never imports a stage"),
+    [("cxraug.gan.mlp", "cxraug.train", "never imports a stage"),
      ("cxraug.quality.scores", "cxraug.filter", "never imports a stage"),
      ("cxraug.train", "cxraug.cli.app", "nothing imports cli/"),
      ("cxraug.core.ui", "cxraug.cli", "nothing imports cli/"),
@@ -126,7 +207,10 @@ def test_every_stage_and_folder_exists() -> None:
      ("cxraug.fid", "cxraug.quality.vectors", "a stage imports only"),
      ("cxraug.evaluate", "cxraug.gan.step", "a stage imports only"),
      ("cxraug.classify.net", "cxraug.evaluate", "never imports a stage"),
-     ("cxraug.report", "cxraug.core.manifest", "outside the layout")],
+     ("cxraug.report", "cxraug.core.manifest", "outside the layout"),
+     ("cxraug.cli.filter", "cxraug.quality.decide", "cli/ imports only"),
+     ("cxraug.cli.train", "cxraug.gan.config", "cli/ imports only"),
+     ("cxraug.cli.fid", "cxraug.metrics.realism", "cli/ imports only")],
 )  # fmt: skip
 def test_the_checker_catches_a_planted_violation(src: str, dst: str, why: str) -> None:
     graph = import_graph()

@@ -162,18 +162,18 @@ GAN_TINY = dict(latent_dim=8, g_widths=(16, 32), d_widths=(32, 32, 32, 32), batc
 
 
 def test_train_cues_option_is_canonical_and_old_configs_read_as_none() -> None:
-    from cxraug.gan.config import RESUMABLE_CHANGES, TrainConfig
+    from cxraug.gan.config import RESUMABLE_CHANGES, TrainConfig, recipe_config
 
     assert TrainConfig().cues == "none" and TrainConfig().cue_steps == ()
-    c = TrainConfig(cues="clahe+marks")
+    c = recipe_config("paper", cues="clahe+marks")
     assert c.cues == "marks+clahe" and c.cue_steps == ("marks", "clahe")  # the run order
     assert TrainConfig.from_json(c.to_json()) == c
     old = {k: v for k, v in c.to_dict().items() if k != "cues"}  # a config from before --cues
     assert TrainConfig.from_dict(old).cues == "none"
     with pytest.raises(InputError, match=r"unknown step\(s\) blur"):
-        TrainConfig(cues="blur")
+        recipe_config("paper", cues="blur")
     with pytest.raises(InputError, match="choose one"):
-        TrainConfig(cues="clahe+histeq")
+        recipe_config("paper", cues="clahe+histeq")
     assert "cues" not in RESUMABLE_CHANGES  # the images a run trains on are fixed
 
 
@@ -206,7 +206,7 @@ def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
 ) -> None:
     from cxraug import train as train_stage
     from cxraug.gan.checkpoint import find_latest, read_checkpoint
-    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.config import recipe_config
     from cxraug.gan.trainset import training_set
 
     ws = _two_sources(tmp_path, n=8)
@@ -218,7 +218,7 @@ def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
         return resident(images, labels)
 
     monkeypatch.setattr(train_stage, "resident_dataset", spy)
-    cfg = TrainConfig(**GAN_TINY, iterations=2, cues="clahe+marks")  # type: ignore[arg-type]
+    cfg = recipe_config("paper", **GAN_TINY, iterations=2, cues="clahe+marks")  # type: ignore[arg-type]
     res = train_stage.train(ws, cfg, name="c", quiet=True)
     want = training_set(ws.dataset_path, cfg.include_marked, ("marks", "clahe"))[0].images
     np.testing.assert_array_equal(seen[0], want)
@@ -232,7 +232,7 @@ def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
     again = train_stage.resume(ws, "c", quiet=True, iterations=3)  # the same images again
     assert again.iteration == 3 and find_latest(run) is not None
     np.testing.assert_array_equal(seen[-1], want)
-    off = train_stage.train(ws, TrainConfig(**GAN_TINY, iterations=1), name="off",  # type: ignore[arg-type]
+    off = train_stage.train(ws, recipe_config("paper", **GAN_TINY, iterations=1), name="off",  # type: ignore[arg-type]
                             quiet=True)  # fmt: skip
     np.testing.assert_array_equal(seen[-1], training_set(ws.dataset_path, False)[0].images)
     assert "cues" not in json.loads((off.run_dir / "training_set.json").read_text())

@@ -18,7 +18,7 @@ from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.core.workspace import Workspace
 from cxraug.gan.checkpoint import find_latest
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.config import recipe_config
 from cxraug.generate import balance_count
 from cxraug.train import train
 
@@ -37,7 +37,7 @@ def real_rows(normal: int, covid: int) -> list[Record]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = make_workspace(tmp_path_factory.mktemp("gen"))
     write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
-    train(ws, TrainConfig(**TINY).replace(iterations=2), name="r1", quiet=True)
+    train(ws, recipe_config("paper", **TINY).replace(iterations=2), name="r1", quiet=True)
     return ws
 
 

@@ -217,12 +217,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     from test_generate import real_rows
     from test_train import TINY, make_workspace
 
-    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.config import recipe_config
     from cxraug.train import train
 
     ws = make_workspace(tmp_path_factory.mktemp("kills"))
     write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
-    cfg = TrainConfig(**TINY).replace(iterations=2, checkpoint_interval=1, keep_checkpoints=2)
+    cfg = recipe_config("paper", **TINY).replace(iterations=2, checkpoint_interval=1,
+                                                 keep_checkpoints=2)  # fmt: skip
     train(ws, cfg, name="r1", quiet=True)
     assert len(ws.run("r1").checkpoint_files()) == 2
     return ws

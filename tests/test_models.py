@@ -7,27 +7,23 @@ import numpy as np
 import pytest
 
 from cxraug.core.tf_setup import tf
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.arch import build_models
+from cxraug.gan.config import TrainConfig, recipe_config
 from cxraug.gan.hardware import resolve_precision
-from cxraug.gan.models import (
-    Discriminator,
-    GroupBatchNorm,
-    build_models,
-    dropout_layers,
-    param_count,
-)
+from cxraug.gan.layers import param_count
+from cxraug.gan.mlp import Discriminator, GroupBatchNorm, dropout_layers
 
 # networks are built from a run's config, whose "auto" precision is resolved (as build_state does)
-TINY = resolve_precision(TrainConfig(image_size=8, latent_dim=4, g_widths=(8, 16),
-                                     d_widths=(16, 16, 16, 16), batch_size=4, xla=False))
+TINY = resolve_precision(recipe_config("paper", image_size=8, latent_dim=4, g_widths=(8, 16),
+                                       d_widths=(16, 16, 16, 16), batch_size=4, xla=False))
 
 
 def test_paper_layout_counts() -> None:
     # "five Dense layers ... four LeakyReLU, three batch normalization, two dropout"
-    d = Discriminator(resolve_precision(TrainConfig()))
+    d = Discriminator(resolve_precision(recipe_config("paper")))
     assert len(d.hidden) + 1 == 5
     assert sum(n is not None for n in d.norms) == 3
-    assert dropout_layers(TrainConfig()) == [1, 2]
+    assert dropout_layers(recipe_config("paper")) == [1, 2]
 
 
 def test_param_counts_match_the_layer_shapes() -> None:
@@ -84,11 +80,11 @@ def test_config_rejects_bad_values(bad: dict) -> None:
     from cxraug.core.errors import InputError
 
     with pytest.raises(InputError):
-        TrainConfig(**bad)
+        recipe_config("paper", **bad)
 
 
 def test_config_json_round_trip_and_noise_schedule() -> None:
-    cfg = TrainConfig(noise_start=0.1, noise_iterations=100)
+    cfg = recipe_config("paper", noise_start=0.1, noise_iterations=100)
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     assert cfg.noise_sigma(0) == pytest.approx(0.1)
     assert cfg.noise_sigma(50) == pytest.approx(0.05)

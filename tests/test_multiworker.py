@@ -36,7 +36,7 @@ from cxraug.core.errors import InputError
 from cxraug.core.tf_setup import tf
 from cxraug.gan.checkpoint import read_checkpoint
 from cxraug.gan.cluster import describe, is_chief, num_workers
-from cxraug.gan.config import TrainConfig, recipe_config
+from cxraug.gan.config import recipe_config
 from cxraug.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -221,10 +221,10 @@ def test_multiworker_refuses_the_conv_recipe_and_augment(tmp_path: Path) -> None
     with pytest.raises(InputError, match="MLP networks only"):
         train(ws, recipe_config("conv", strategy="multiworker"), name="x")
     with pytest.raises(InputError, match="--augment"):
-        train(ws, TrainConfig(augment="color", strategy="multiworker"), name="x")
+        train(ws, recipe_config("paper", augment="color", strategy="multiworker"), name="x")
     with pytest.raises(InputError, match="needs --name"):  # a timestamp differs per host
         train(ws, recipe_config("paper", strategy="multiworker"))
-    TrainConfig(arch="conv", augment="color").check_strategy()  # one device: fine
+    recipe_config("paper", arch="conv", augment="color").check_strategy()  # one device: fine
     # the default recipe is conv: refused before any cluster is formed or file written
     r = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--strategy", "multiworker",
                                  "--name", "x"])  # fmt: skip

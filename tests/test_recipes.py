@@ -17,18 +17,17 @@ from cxraug.core.errors import InputError
 from cxraug.core.manifest import Manifest, write_manifest
 from cxraug.core.tf_setup import keras, tf
 from cxraug.gan import scoring
+from cxraug.gan.arch import build_models, forward_flops
 from cxraug.gan.augment import diff_augment
 from cxraug.gan.checkpoint import find_best, find_latest, list_checkpoints, read_checkpoint
-from cxraug.gan.config import RECIPES, TrainConfig, parse_policy, recipe_config
+from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, parse_policy, recipe_config
 from cxraug.gan.conv import (
     ConvGenerator,
     ProjectionDiscriminator,
-    conv_forward_flops,
     minibatch_stddev,
 )
 from cxraug.gan.conv_step import r1_penalty
 from cxraug.gan.ema import ema_decay_at, update_ema
-from cxraug.gan.models import build_models
 from cxraug.gan.step import build_state, make_step, resident_dataset
 from cxraug.generate import GenerateConfig, generate
 from cxraug.train import resume, train
@@ -59,25 +58,76 @@ def test_paper_recipe_reproduces_the_recorded_trajectory(xla: bool) -> None:
         got = step(s, s > 0)
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (it, k)
-    sums = [float(np.sum(v.numpy(), dtype=np.float64)) for v in st.gen.weights]
-    np.testing.assert_allclose(sums, rec["g_weight_sums"], rtol=1e-5, atol=1e-5)
+    for net, key in ((st.gen, "g_weight_sums"), (st.disc, "d_weight_sums")):
+        sums = [float(np.sum(v.numpy(), dtype=np.float64)) for v in net.weights]
+        assert len(sums) == len(rec[key]), key  # every recorded variable, in order
+        np.testing.assert_allclose(sums, rec[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_the_default_config_is_the_default_recipe_and_paper_is_table_2() -> None:
+    """One default for the library and the CLI (issue 21): the dataclass defaults are the
+    default recipe; the paper's recipe is Table 2's values, asked for by name."""
+    assert DEFAULT_RECIPE == "conv" and RECIPES[DEFAULT_RECIPE] == {}
+    assert TrainConfig() == recipe_config(DEFAULT_RECIPE) and TrainConfig().recipe == "conv"
+    assert TrainConfig().arch == "conv" and TrainConfig().conv_upsample == "resize"
+    p = recipe_config("paper")
+    table2 = dict(arch="mlp", latent_dim=128, lr=2e-4, beta_1=0.6, leaky_slope=0.2,
+                  bn_momentum=0.8, batch_size=128, iterations=10_000, sample_interval=200,
+                  ema_decay=0.0, augment="", score_samples=0, recipe="paper")  # fmt: skip
+    assert {k: getattr(p, k) for k in table2} == table2
+
+
+def test_an_old_config_dict_missing_keys_reads_back_as_before() -> None:
+    """Keys missing from an older run's config.json read as the values the dataclass had
+    then (the paper's), whatever the defaults are now and whatever recipe the dict names."""
+    paper = recipe_config("paper", include_marked=True)  # old runs trained on every image
+    old = paper.to_dict()
+    for k in ("recipe", "arch", "augment", "ema_decay", "score_samples", "diversity",
+              "batch_size", "iterations", "noise_start", "include_marked", "cues"):
+        del old[k]  # written before these options existed (or by hand)
+    assert TrainConfig.from_dict(old) == paper
+    conv = TrainConfig().to_dict()
+    del conv["conv_upsample"]  # a conv run from before --conv-upsample: transposed convs
+    assert TrainConfig.from_dict(conv) == TrainConfig(conv_upsample="transposed")
+    assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
+
+
+def test_cli_train_with_no_options_builds_the_library_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cxraug train` and `train(ws)` train the same model: the config the CLI's own option
+    machinery builds with no options equals TrainConfig()."""
+    from typer.testing import CliRunner
+
+    from cxraug import train as train_mod
+    from cxraug.cli import app
+
+    seen: dict[str, object] = {}
+
+    def fake_train(ws: object, cfg: TrainConfig, **kw: object) -> object:
+        seen["cfg"] = cfg
+        raise InputError("stop here")  # nothing to train: the config is what we check
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    r = CliRunner().invoke(app, ["train", "-w", str(tmp_path)])
+    assert r.exit_code == 3 and "stop here" in r.output, r.output
+    assert seen["cfg"] == TrainConfig()
 
 
 def test_recipes_and_policy_parsing() -> None:
-    assert recipe_config("paper") == TrainConfig(recipe="paper")
     conv = recipe_config("conv", seed=4)
     assert conv.arch == "conv" and conv.seed == 4 and conv.recipe == "conv"
     assert set(RECIPES) >= {"paper", "conv"}
     assert parse_policy("color, translation,cutout") == ("color", "translation", "cutout")
     assert parse_policy("") == () == parse_policy("none")
     with pytest.raises(InputError, match="unknown augmentation flip"):
-        TrainConfig(augment="color,flip")
+        recipe_config("paper", augment="color,flip")
     with pytest.raises(InputError, match="unknown recipe"):
         recipe_config("stylegan")
     with pytest.raises(InputError, match="conv only"):
-        TrainConfig(spectral_norm=True)
+        recipe_config("paper", spectral_norm=True)
     with pytest.raises(InputError, match="multiple of"):
-        TrainConfig(**{**CONV_TINY, "image_size": 18})
+        recipe_config("paper", **{**CONV_TINY, "image_size": 18})
 
 
 # ---------------------------------------------------------------- DiffAugment
@@ -115,7 +165,7 @@ def test_augment_probability_leaves_the_expected_share_of_images_as_they_are() -
         sd = np.sqrt(p * (1 - p) / 400)
         assert abs(same.mean() - (1 - p)) < 4 * sd, (p, same.mean())
     with pytest.raises(InputError, match=r"--augment-p 0.0 must be in \(0, 1\]"):
-        TrainConfig(augment_p=0.0)
+        recipe_config("paper", augment_p=0.0)
 
 
 def test_translation_matches_a_numpy_shift_with_zero_fill() -> None:
@@ -151,7 +201,7 @@ def test_cutout_zeroes_one_square_of_half_the_side_and_color_is_affine() -> None
 
 
 def test_gradients_reach_the_generator_through_the_augmentation() -> None:
-    cfg = TrainConfig(**CONV_TINY)
+    cfg = recipe_config("paper", **CONV_TINY)
     g, d = build_models(cfg)
     z = tf.random.stateless_normal((4, 8), (0, 1))
     y = tf.constant([0, 1, 0, 1])
@@ -202,8 +252,8 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
     ws_a = make_workspace(tmp_path / "a")
     ws_b = make_workspace(tmp_path / "b")
-    train(ws_a, TrainConfig(**over), name="r", quiet=True)
-    train(ws_b, TrainConfig(**{**over, "iterations": 4}), name="r", quiet=True)
+    train(ws_a, recipe_config("paper", **over), name="r", quiet=True)
+    train(ws_b, recipe_config("paper", **{**over, "iterations": 4}), name="r", quiet=True)
     resume(ws_b, "r", iterations=8, quiet=True)
     a = read_checkpoint(find_latest(ws_a.runs_dir / "r")).arrays  # type: ignore[arg-type]
     b = read_checkpoint(find_latest(ws_b.runs_dir / "r")).arrays  # type: ignore[arg-type]
@@ -216,23 +266,52 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
 # ---------------------------------------------------------------- conv models
 
 
-def test_conv_shapes_at_224_and_tiny_and_flop_count() -> None:
-    cfg = TrainConfig(arch="conv", mixed_precision="none")
+def test_conv_shapes_at_224_and_tiny() -> None:
+    cfg = TrainConfig(mixed_precision="none")  # the default recipe's networks
     g = ConvGenerator(cfg)
     d = ProjectionDiscriminator(cfg)
     x = g([tf.zeros((2, 128)), tf.constant([0, 1])])
     assert x.shape == (2, 224, 224, 1) and float(tf.reduce_max(tf.abs(x))) <= 1.0
     assert d([x, tf.constant([0, 1])]).shape == (2,)
-    gf, df = conv_forward_flops(cfg)
-    assert 0.2e9 < gf < 0.35e9 and 0.15e9 < df < 0.3e9
-    tiny = TrainConfig(**CONV_TINY)
+    tiny = recipe_config("paper", **CONV_TINY)
     gt, dt = build_models(tiny)
     xt = gt([tf.zeros((3, 8)), tf.constant([0, 1, 1])])
     assert xt.shape == (3, 16, 16, 1)
 
 
+@pytest.mark.parametrize("upsample", ["resize", "transposed"])
+def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> None:
+    """The registry's FLOP count of the default conv networks (and the transposed variant),
+    derived independently: run each layer of the BUILT networks on one 224 px sample, read
+    its kernel and output side, and add 2 * (MACs) per layer: a Dense (n, m) does n*m; a
+    k x k conv to (H, W, cout) does H*W*k*k*cin*cout; a stride-2 transposed conv from
+    (s, s, cin) does s*s*k*k*cin*cout (every input pixel scatters a k x k x cout block)."""
+    cfg = TrainConfig(mixed_precision="none", conv_upsample=upsample)
+    g, d = build_models(cfg)
+    want_g = 2 * int(np.prod(g.fc.kernel.shape))  # [z; E(y)] (2L) -> 7 * 7 * c0
+    h = tf.zeros((1, int(g.s0), int(g.s0), cfg.conv_g_channels[0]))
+    for up in g.ups:
+        side_in, h = int(h.shape[1]), up(h)
+        if upsample == "resize":  # nearest x2, then a k x k conv at the output side
+            k, _, cin, cout = up.layers[-1].kernel.shape
+            want_g += 2 * int(h.shape[1]) ** 2 * k * k * cin * cout
+        else:  # Keras keeps a transposed kernel as (k, k, cout, cin)
+            k, _, cout, cin = up.kernel.shape
+            want_g += 2 * side_in**2 * k * k * cin * cout
+    k, _, cin, cout = g.out.kernel.shape
+    want_g += 2 * int(h.shape[1]) ** 2 * k * k * cin * cout
+    want_d, x = 0, tf.zeros((1, 224, 224, 1))
+    for conv in d.convs:
+        x = conv(x)
+        k, _, cin, cout = conv.kernel.shape
+        want_d += 2 * int(x.shape[1]) ** 2 * k * k * cin * cout
+    assert forward_flops(cfg) == (want_g, want_d)
+    if upsample == "resize":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
+        assert round(want_g / 1e9, 2) == 0.59 and round(want_d / 1e9, 2) == 0.21
+
+
 def test_class_conditioning_changes_the_output() -> None:
-    cfg = TrainConfig(**CONV_TINY)
+    cfg = recipe_config("paper", **CONV_TINY)
     g, d = build_models(cfg)
     for layer in g.norms:  # trained gamma/beta differ per class; give them distinct values
         layer.beta.assign(tf.random.stateless_normal(layer.beta.shape, (1, 1)))
@@ -275,7 +354,7 @@ def test_minibatch_stddev_is_per_group_and_zero_for_copies() -> None:
 
 def test_one_conv_step_sequence_reduces_d_loss_on_a_separable_toy_set() -> None:
     img, labels = toy_images()
-    cfg = TrainConfig(**{**CONV_TINY, "lr": 2e-3})
+    cfg = recipe_config("paper", **{**CONV_TINY, "lr": 2e-3})
     st = build_state(cfg)
     step = make_step(st, *resident_dataset(img, labels))
     g_before = [v.numpy().copy() for v in st.gen.weights]
@@ -340,7 +419,7 @@ def test_checkpoint_criterion_avoids_a_blurred_and_a_one_template_checkpoint(
     real data): on the blurred set KID is as good as on the fresh one, so the C2ST decides."""
     import cv2
 
-    from cxraug import train as train_mod
+    from cxraug.gan import loop
     from cxraug.metrics import features as feats
 
     def means(x: np.ndarray) -> np.ndarray:  # (B, 299, 299, 3) -> (B, 16) block means
@@ -356,7 +435,7 @@ def test_checkpoint_criterion_avoids_a_blurred_and_a_one_template_checkpoint(
                             + rng.normal(0, 3, fresh[0].shape), 0, 255).astype(np.uint8)
                     for _ in range(64)])  # fmt: skip
     sets = {4: blurred, 8: fresh, 12: one}
-    monkeypatch.setattr(train_mod, "_make_scorer", lambda cfg, ds: scoring.Scorer(
+    monkeypatch.setattr(loop, "_make_scorer", lambda cfg, ds, extractor: scoring.Scorer(
         real.astype(np.float32) / 127.5 - 1, [f"r{i}" for i in range(64)], 1, 64,
         cfg.latent_dim, 0, extractor=blind))  # fmt: skip
     monkeypatch.setattr(scoring.Scorer, "__call__",
@@ -364,7 +443,7 @@ def test_checkpoint_criterion_avoids_a_blurred_and_a_one_template_checkpoint(
     ws = make_workspace(tmp_path)
     over = {**CONV_TINY, "iterations": 12, "checkpoint_interval": 4, "keep_checkpoints": 1,
             "score_samples": 64}  # fmt: skip
-    train(ws, TrainConfig(**over), name="c", quiet=True)
+    train(ws, recipe_config("paper", **over), name="c", quiet=True)
     run = ws.runs_dir / "c"
     got = {s.iteration: s for s in scoring.ScoreLog(ws.run("c"), 99).scores}
     assert got[8].c2st < 0.7 and got[4].c2st > 0.85 and got[12].c2st > 0.85, got
@@ -399,11 +478,8 @@ def test_score_precision_recall_copies_vs_blank_and_old_logs_read_as_nan() -> No
 def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cxraug import train as train_mod
-
     ws = make_workspace(tmp_path, n=48)
     write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
-    monkeypatch.setattr(train_mod, "SCORE_EXTRACTOR", lambda: tiny_extractor())
     real_call = scoring.Scorer.__call__
     worse_at = 4
 
@@ -415,7 +491,7 @@ def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_i
     monkeypatch.setattr(scoring.Scorer, "__call__", sabotaged)
     over = {**CONV_TINY, "iterations": 12, "checkpoint_interval": 4, "keep_checkpoints": 1,
             "score_samples": 16, "ema_decay": 0.9}  # fmt: skip
-    train(ws, TrainConfig(**over), name="s", quiet=True)
+    train(ws, recipe_config("paper", **over), name="s", quiet=True, extractor=tiny_extractor())
     run = ws.runs_dir / "s"
     rows = (run / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,checkpoint,kid") and len(rows) == 4
@@ -436,8 +512,8 @@ def test_best_pointer_avoids_a_deliberately_worse_checkpoint_and_generate_uses_i
 def test_generate_without_scores_uses_latest_and_best_is_an_error(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     write_manifest(ws.manifest_path, Manifest(real_rows(10, 4)))
-    train(ws, TrainConfig(**{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2}), name="n",
-          quiet=True)  # fmt: skip
+    train(ws, recipe_config("paper", **{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2}),
+          name="n", quiet=True)  # fmt: skip
     assert generate(ws, GenerateConfig(n=1, run="n")).checkpoint.name == "ckpt-0000002.npz"
     with pytest.raises(InputError, match="no scored best"):
         generate(ws, GenerateConfig(n=1, run="n", checkpoint="best", seed=2))
@@ -451,9 +527,11 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
     runner = CliRunner()
     h = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert h.exit_code == 0 and "--recipe" in h.output and "ITERATIONS" in h.output
-    # the ablation behind the default, and how to get the paper's setup (issue 9)
-    assert "Which recipe, measured" in h.output and "conv (the default)" in h.output
-    assert "The paper's exact setup: --recipe paper" in h.output
+    # which recipe is the default, how to get the paper's setup, and where the measurements
+    # are (issue 21: the ablation table lives in bench/RESULTS.md only)
+    assert "conv (the default" in h.output and "exact setup: --recipe paper" in h.output
+    assert 'bench/RESULTS.md, "Ablation"' in h.output and "413x" not in h.output
+    assert "scores.csv" in h.output and "best" in h.output  # what a run writes
     ws = make_workspace(tmp_path)
     small = ["--iterations", "1", "--checkpoint-interval", "1", "--mixed-precision", "none",
              "--score-samples", "0", "-q", "-w", str(ws.root)]  # fmt: skip
@@ -468,7 +546,7 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
                                 "--d-widths", "8,8,8,8", "--batch-size", "8", *small])
     assert paper.exit_code == 0, paper.output
     cfg = json.loads((ws.runs_dir / "p" / "config.json").read_text())
-    want = {**TrainConfig().to_dict(), "g_widths": [8], "d_widths": [8, 8, 8, 8],
+    want = {**recipe_config("paper").to_dict(), "g_widths": [8], "d_widths": [8, 8, 8, 8],
             "batch_size": 8, "iterations": 1, "checkpoint_interval": 1,
             "mixed_precision": "none", "image_size": 16}  # fmt: skip
     assert cfg == want  # every other field is the paper's (Table 2)
@@ -483,7 +561,6 @@ def test_checkpoint_scores_use_only_training_images_of_the_scarcest_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Final scores on the test split stay honest only if training never looked at it."""
-    from cxraug import train as train_mod
     from cxraug.core.dataset import Dataset, save_dataset
     from cxraug.core.workspace import Workspace
 
@@ -502,8 +579,8 @@ def test_checkpoint_scores_use_only_training_images_of_the_scarcest_class(
         real_init(self, real_images, real_ids, label, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scoring.Scorer, "__init__", spy)
-    monkeypatch.setattr(train_mod, "SCORE_EXTRACTOR", lambda: tiny_extractor())
-    train(ws, TrainConfig(**{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2,
-                             "score_samples": 8}), name="h", quiet=True)  # fmt: skip
+    train(ws, recipe_config("paper", **{**CONV_TINY, "iterations": 2, "checkpoint_interval": 2,
+                                        "score_samples": 8}),
+          name="h", quiet=True, extractor=tiny_extractor())  # fmt: skip
     want = [i for i, s, y in zip(ids, splits, labels, strict=True) if s == "train" and y == 1]
     assert seen["label"] == 1 and sorted(seen["ids"]) == sorted(want)  # type: ignore[arg-type]

@@ -29,8 +29,8 @@ from cxraug.core.manifest import (
 from cxraug.core.tf_setup import tf
 from cxraug.core.workspace import Workspace
 from cxraug.gan import cells
-from cxraug.gan.config import TrainConfig
-from cxraug.gan.models import build_models
+from cxraug.gan.arch import build_models
+from cxraug.gan.config import TrainConfig, recipe_config
 from cxraug.prep.phantom import make_phantom
 from cxraug.train import resume, train
 
@@ -89,22 +89,23 @@ def test_target_sources_missing_all_and_unknown() -> None:
 
 
 def test_config_condition_round_trip_old_configs_and_refusals() -> None:
-    cfg = TrainConfig(**{**CONV_TINY, "condition": " source , class", "sources": ("a", "b")})
+    cfg = recipe_config("paper", **{**CONV_TINY, "condition": " source , class",
+                                    "sources": ("a", "b")})  # fmt: skip
     assert cfg.condition == "class,source" and cfg.num_sources == 2 and cfg.num_cells == 4
     back = TrainConfig.from_json(cfg.to_json())
     assert back == cfg and back.sources == ("a", "b")
-    old = json.loads(TrainConfig(**CONV_TINY).to_json())
+    old = json.loads(recipe_config("paper", **CONV_TINY).to_json())
     del old["condition"], old["sources"]  # a config.json written before the option existed
     was = TrainConfig.from_dict(old)
     assert was.condition == "class" and was.sources == () and was.num_cells == 2
     with pytest.raises(InputError, match="needs --arch conv"):
-        TrainConfig(condition="class,source")  # the paper's MLPs
+        recipe_config("paper", condition="class,source")  # the paper's MLPs
     with pytest.raises(InputError, match="use class or class,source"):
-        TrainConfig(**{**CONV_TINY, "condition": "source"})
+        recipe_config("paper", **{**CONV_TINY, "condition": "source"})
     with pytest.raises(InputError, match="only with condition class,source"):
-        TrainConfig(**{**CONV_TINY, "sources": ("a", "b")})
+        recipe_config("paper", **{**CONV_TINY, "sources": ("a", "b")})
     with pytest.raises(InputError, match="distinct"):
-        TrainConfig(**{**CONV_TINY, "condition": "class,source", "sources": ("a", "a")})
+        recipe_config("paper", **{**CONV_TINY, "condition": "class,source", "sources": ("a", "a")})
 
 
 # ---------------------------------------------------------------- the networks
@@ -115,7 +116,7 @@ def test_cells_decompose_into_class_plus_source_parts() -> None:
     networks' G(z, k) and D(x, k) exactly: the class weights are built first with the same
     seeds, and the cell adds nothing else. Then with source parts set, G's output and D's
     projection follow (class part + source part), checked against numpy."""
-    plain = TrainConfig(**CONV_TINY)
+    plain = recipe_config("paper", **CONV_TINY)
     srcd = plain.replace(condition="class,source", sources=("a", "b", "c"))
     g0, d0 = build_models(plain)
     g1, d1 = build_models(srcd)
@@ -155,16 +156,15 @@ def test_cells_decompose_into_class_plus_source_parts() -> None:
 def test_scores_sample_the_scarce_class_over_its_observed_cells(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cxraug import train as train_mod
+    from cxraug.gan import loop
 
-    monkeypatch.setattr(train_mod, "SCORE_EXTRACTOR", lambda: tiny_extractor())
     src = np.array(["a", "b", "c"] * 2 + ["a", "a", "a", "c"])  # covid (scarce): 3 a, 1 c
     ds = Dataset(np.zeros((10, 16, 16), np.float32), np.array([0] * 6 + [1] * 4),
                  np.array([f"i{k}" for k in range(10)]), np.array(["train"] * 10),
                  sources=src)  # fmt: skip
-    cfg = TrainConfig(**{**CONV_TINY, "condition": "class,source", "sources": ("a", "b", "c"),
-                         "score_samples": 8})  # fmt: skip
-    sc = train_mod._make_scorer(cfg, ds)
+    cfg = recipe_config("paper", **{**CONV_TINY, "condition": "class,source",
+                                    "sources": ("a", "b", "c"), "score_samples": 8})  # fmt: skip
+    sc = loop._make_scorer(cfg, ds, tiny_extractor())
     # covid/a = 1 * 3 + 0 = 3 and covid/c = 5, in the reals' proportion 3 : 1 of 8 samples
     assert sc.label == 1 and sc.cells is not None and sc.cells.tolist() == [3] * 6 + [5] * 2
     seen: list[np.ndarray] = []
@@ -206,15 +206,9 @@ def toy_workspace(root: Path, layout: tuple[tuple[str, str], ...] = TOY_CELLS,
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    from cxraug import train as train_mod
-
     ws = toy_workspace(tmp_path_factory.mktemp("src"))
-    old = train_mod.SCORE_EXTRACTOR
-    train_mod.SCORE_EXTRACTOR = lambda: tiny_extractor()  # noqa: E731
-    try:
-        train(ws, TrainConfig(**TOY_RUN), name="src", quiet=True)
-    finally:
-        train_mod.SCORE_EXTRACTOR = old
+    train(ws, recipe_config("paper", **TOY_RUN), name="src", quiet=True,
+          extractor=tiny_extractor())
     return ws
 
 
@@ -277,7 +271,7 @@ def test_every_source_one_class_a_normal_sources_mark_still_reaches_covid(
     factor carries it to covid/b, a cell with no training image. (What such data cannot pin
     down, the covid source's own look against the covid class, is in docs/training.md.)"""
     ws = toy_workspace(tmp_path, (("covid", "a"), ("normal", "b"), ("normal", "c")))
-    train(ws, TrainConfig(**{**TOY_RUN, "score_samples": 0}), name="src", quiet=True)
+    train(ws, recipe_config("paper", **{**TOY_RUN, "score_samples": 0}), name="src", quiet=True)
     r = gen(ws, "--class", "covid", "-n", "48", "--source", "all")
     assert r.exit_code == 0, r.output
     got = corner_by_source(ws, "covid")
@@ -307,7 +301,7 @@ def test_generate_source_errors(toy_run: Workspace, tmp_path: Path) -> None:
     assert r.exit_code == 3 and "use one of a, b, or missing or all" in r.output, r.output
     assert not any(x.synthetic for x in ws.load_manifest())
     # a class-only run refuses --source
-    train(ws, TrainConfig(**{**CONV_TINY, "iterations": 1}), name="plain", quiet=True)
+    train(ws, recipe_config("paper", **{**CONV_TINY, "iterations": 1}), name="plain", quiet=True)
     r = runner.invoke(app, ["generate", "-w", str(ws.root), "--run", "plain", "-n", "1",
                             "--source", "a"])  # fmt: skip
     assert r.exit_code == 3 and "conditioned on the class only" in r.output, r.output
@@ -320,12 +314,12 @@ def test_train_refusals(toy_run: Workspace, tmp_path: Path) -> None:
     assert r.exit_code == 3 and "needs --arch conv" in r.output, r.output
     one = toy_workspace(tmp_path / "one", (("normal", "a"), ("covid", "a")), per_cell=2)
     with pytest.raises(InputError, match="2 or more sources; the train split holds only a"):
-        train(one, TrainConfig(**TOY_RUN), name="x", quiet=True)
+        train(one, recipe_config("paper", **TOY_RUN), name="x", quiet=True)
     m = ws.load_manifest()
     m.records[0].source = ""
     write_manifest(ws.manifest_path, m)
     with pytest.raises(InputError, match="have no source in the manifest"):
-        train(ws, TrainConfig(**TOY_RUN), name="y", quiet=True)
+        train(ws, recipe_config("paper", **TOY_RUN), name="y", quiet=True)
     # resume: the cells follow the recorded sources; a source the run never saw is refused
     m.records[0].source = "c"
     write_manifest(ws.manifest_path, m)

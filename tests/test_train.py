@@ -29,15 +29,10 @@ from cxraug.gan.checkpoint import (
     restore,
     save_checkpoint,
 )
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.config import recipe_config
 from cxraug.gan.hardware import auto_precision, precision_warning
-from cxraug.gan.step import (
-    build_state,
-    make_step,
-    resident_dataset,
-    step_flops,
-    xla_scope,
-)
+from cxraug.gan.mlp_step import step_flops
+from cxraug.gan.step import build_state, make_step, resident_dataset, xla_scope
 from cxraug.train import TrainingInterrupted, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +70,7 @@ def weights(run_dir: Path) -> dict[str, np.ndarray]:
 def test_d_steps_reduce_d_loss_with_fixed_g() -> None:
     img, labels = toy_images()
     tiny = {k: v for k, v in TINY.items() if k != "noise_iterations"}
-    cfg = TrainConfig(image_size=16, lr=2e-3, dropout=0.0, noise_iterations=0, **tiny)
+    cfg = recipe_config("paper", image_size=16, lr=2e-3, dropout=0.0, noise_iterations=0, **tiny)
     st = build_state(cfg)
     step = make_step(st, *resident_dataset(img, labels))
     z = tf.random.stateless_normal((24, 8), seed=(1, 2))
@@ -110,7 +105,7 @@ def test_d_steps_reduce_d_loss_with_fixed_g() -> None:
 
 def test_real_and_fake_batches_keep_their_mean_difference_through_d() -> None:
     """Joint-statistics BN: an all-real and an all-fake half get different mean logits."""
-    cfg = TrainConfig(image_size=16, dropout=0.0, **{k: v for k, v in TINY.items()
+    cfg = recipe_config("paper", image_size=16, dropout=0.0, **{k: v for k, v in TINY.items()
                                                     if k != "noise_iterations"})  # fmt: skip
     st = build_state(cfg)
     y = tf.zeros((16,), tf.int32)
@@ -126,7 +121,7 @@ def test_real_and_fake_batches_keep_their_mean_difference_through_d() -> None:
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    full = train(ws, TrainConfig(**TINY).replace(iterations=6, checkpoint_interval=100),
+    full = train(ws, recipe_config("paper", **TINY).replace(iterations=6, checkpoint_interval=100),
                  name="full",
                  quiet=True)  # fmt: skip
     assert full.iteration == 6
@@ -136,7 +131,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # the real signal path
 
     with pytest.raises(TrainingInterrupted, match="resume") as e:
-        train(ws, TrainConfig(**TINY).replace(iterations=6, checkpoint_interval=100),
+        train(ws, recipe_config("paper", **TINY).replace(iterations=6, checkpoint_interval=100),
               name="cut",
               quiet=True, on_iteration=interrupt)  # fmt: skip
     assert e.value.exit_code == 130
@@ -157,7 +152,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mp", ["none", "bf16"])  # XLA scope "step" / "update" on a CPU
 def test_xla_step_resumed_from_checkpoint_equals_uninterrupted(mp: str, tmp_path: Path) -> None:
     img, labels = toy_images()
-    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True, "mixed_precision": mp})
+    cfg = recipe_config("paper", image_size=16, **{**TINY, "xla": True, "mixed_precision": mp})
     data = resident_dataset(img, labels)
     a = build_state(cfg)
     step_a = make_step(a, *data)
@@ -190,7 +185,7 @@ CHILD = textwrap.dedent("""
     import os, resource, signal, sys
     import numpy as np
     import cxraug.gan.checkpoint as ck
-    import cxraug.train as tr
+    import cxraug.gan.loop as tr  # the training loop (cxraug.train runs it)
     point, n = sys.argv[1], int(sys.argv[2])
     count = [0]
     def die():
@@ -381,8 +376,8 @@ def test_corrupt_dataset_exits_3_with_the_fix(tmp_path: Path) -> None:
 
 def test_checkpoint_round_trip_and_truncated_file_never_latest(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    res = train(ws, TrainConfig(**TINY).replace(iterations=4, checkpoint_interval=2), name="r",
-                quiet=True)
+    res = train(ws, recipe_config("paper", **TINY).replace(iterations=4, checkpoint_interval=2),
+                name="r", quiet=True)
     run = res.run_dir
     assert [p.name for p in list_checkpoints(run)] == ["ckpt-0000002.npz", "ckpt-0000004.npz"]
     ck = read_checkpoint(find_latest(run))  # type: ignore[arg-type]
@@ -407,7 +402,7 @@ def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Two good iterations (checkpointed), then a NaN weight makes the 3rd step's loss NaN:
     exit 5, the message names the checkpoint, which exists, is iteration 2 and is finite."""
-    import cxraug.train as tr
+    import cxraug.gan.loop as tr  # the training loop (cxraug.train runs it)
 
     real_make = tr.make_step
 
@@ -439,7 +434,7 @@ def test_nan_loss_exits_5_and_keeps_last_good_checkpoint(tmp_path: Path,
 def test_nan_image_exits_5(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, nan=True)
     with pytest.raises(NumericError, match="non-finite loss at iteration 1") as e:
-        train(ws, TrainConfig(**TINY).replace(iterations=3), name="nan", quiet=True)
+        train(ws, recipe_config("paper", **TINY).replace(iterations=3), name="nan", quiet=True)
     assert e.value.exit_code == 5
     assert find_latest(ws.runs_dir / "nan") is None
 
@@ -501,7 +496,7 @@ MIRRORED = textwrap.dedent("""
     img, labels = toy_images()
     out = {}
     for name in ("default", "mirrored"):
-        cfg = TrainConfig(image_size=16, strategy=name, dropout=0.0, **TINY)
+        cfg = recipe_config("paper", image_size=16, strategy=name, dropout=0.0, **TINY)
         st = build_state(cfg)
         step = make_step(st, *resident_dataset(img, labels))
         losses = [step(0.05, True)["d_loss"] for _ in range(3)]
@@ -530,8 +525,8 @@ def test_mirrored_on_two_logical_cpus_equals_default() -> None:
 def test_mixed_precision_step_close_to_fp32_and_checkpoints(mp: str, tmp_path: Path) -> None:
     img, labels = toy_images()
     data = resident_dataset(img, labels)
-    ref = make_step(build_state(TrainConfig(image_size=16, **TINY)), *data)(0.05, True)
-    st = build_state(TrainConfig(image_size=16, **{**TINY, "mixed_precision": mp}))
+    ref = make_step(build_state(recipe_config("paper", image_size=16, **TINY)), *data)(0.05, True)
+    st = build_state(recipe_config("paper", image_size=16, **{**TINY, "mixed_precision": mp}))
     got = make_step(st, *data)(0.05, True)
     # d_loss is computed before any update: 16-bit rounding only; g_loss after one Adam step
     # of D, whose first step (~lr per weight, sign of the gradient) amplifies rounding
@@ -547,13 +542,14 @@ def test_mixed_precision_step_close_to_fp32_and_checkpoints(mp: str, tmp_path: P
 
 def test_xla_scope_follows_precision_device_and_strategy() -> None:
     one = tf.distribute.get_strategy()
-    fp32 = TrainConfig(mixed_precision="none")
+    fp32 = recipe_config("paper", mixed_precision="none")
     assert xla_scope(fp32, one) == "step"  # the whole step in XLA
     assert xla_scope(fp32.replace(xla=False), one) == "none"
     assert xla_scope(fp32.replace(strategy="mirrored"), one) == "none"
     on_cpu = not tf.config.list_physical_devices("GPU")
     # XLA's CPU matmul has no fast bf16 kernel: keep matmuls in oneDNN, fuse only Adam
-    assert xla_scope(TrainConfig(mixed_precision="bf16"), one) == ("update" if on_cpu else "step")
+    bf16 = recipe_config("paper", mixed_precision="bf16")
+    assert xla_scope(bf16, one) == ("update" if on_cpu else "step")
 
 
 @pytest.mark.parametrize("mp", ["none", "bf16"])
@@ -562,7 +558,7 @@ def test_xla_fused_updates_equal_the_plain_step(mp: str) -> None:
     as the plain step: same random draws, same losses, same weights up to float rounding."""
     img, labels = toy_images()
     data = resident_dataset(img, labels)
-    cfg = TrainConfig(image_size=16, **{**TINY, "mixed_precision": mp})
+    cfg = recipe_config("paper", image_size=16, **{**TINY, "mixed_precision": mp})
     runs = {}
     for scope in ("none", "update"):
         st = build_state(cfg)
@@ -602,13 +598,13 @@ def test_auto_precision_picks_bf16_only_where_it_is_native() -> None:
 
 def test_train_records_the_resolved_precision(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
-    res = train(ws, TrainConfig(**TINY).replace(mixed_precision="auto", iterations=1), name="a",
-                quiet=True)
+    res = train(ws, recipe_config("paper", **TINY).replace(mixed_precision="auto", iterations=1),
+                name="a", quiet=True)
     saved = json.loads((res.run_dir / "config.json").read_text())["mixed_precision"]
     assert saved == auto_precision() and saved != "auto"
     ck = read_checkpoint(find_latest(res.run_dir))  # type: ignore[arg-type]
     assert ck.config.mixed_precision == saved  # resume and generate rebuild the same policy
-    assert build_state(TrainConfig(image_size=16, **{**TINY, "mixed_precision": "auto"})
+    assert build_state(recipe_config("paper", image_size=16, **{**TINY, "mixed_precision": "auto"})
                        ).cfg.mixed_precision == saved  # fmt: skip
 
 
@@ -617,7 +613,7 @@ def test_compiled_step_executes_exactly_the_counted_matmul_work() -> None:
     the G step), one D pass per step over [real; fake]. A repeated G forward or a second D
     pass would show up here (the bench's FLOP/s and % roofline rest on this count)."""
     img, labels = toy_images()
-    cfg = TrainConfig(image_size=16, **{**TINY, "xla": True, "dropout": 0.0})
+    cfg = recipe_config("paper", image_size=16, **{**TINY, "xla": True, "dropout": 0.0})
     step = make_step(build_state(cfg), *resident_dataset(img, labels), scope="step")
     step(0.0, False)
     got, want = step.hlo_matmul_flops(noisy=False), step_flops(cfg)

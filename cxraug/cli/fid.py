@@ -47,8 +47,7 @@ def fid_command(
     plus pixel judges: a classifier two-sample test per size and a spectrum check
     (docs/fid.md). Results on stdout, progress and warnings on stderr."""
     from cxraug.core.ui import out as console
-    from cxraug.fid import report_table, run_fid
-    from cxraug.metrics.realism import PixelJudges, judges_table
+    from cxraug.fid import PixelJudges, judges_table, report_table, run_fid
 
     report = run_fid(real, fake, cfg, workspace=workspace, weights=weights,
                      cache_dir=cache_dir, use_cache=not no_cache, out=out, force=force,

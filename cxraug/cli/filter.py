@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.app import command, json_option, workspace_option
-from cxraug.quality.decide import FilterConfig
+from cxraug.filter import FilterConfig
 
 
 @command("filter", FilterConfig)

@@ -9,29 +9,20 @@ import typer
 
 from cxraug.cli.app import command, given, json_option, workspace_option
 from cxraug.core.workspace import RUN_NAME_MAX
-from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
+from cxraug.train import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
 
 MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
 
-
-#: the ablation behind the default, for --help (bench/RESULTS.md "Ablation" has every number,
-#: the sample grids and the seeds; README.md the same table)
-ABLATION = """[b]Which recipe, measured[/b] (shared real data, covid class, 2,000 iterations,
-seed 0, 655 generated vs the 85 held-out test images; kept by `filter` | FID on random
-features, NOT a standard FID, / the real-vs-real baseline | precision / recall at equal N):
-
-paper (Table 2): 0 % | 413x | 0.00 / 0.00 (noise)
-paper + EMA: 0 % | 210x | 1.00 / 0.00 (noise)
-paper + DiffAugment: 0 % | 3.5x | 0.85 / 0.17 (grain)
-conv without DiffAugment, EMA, mode seeking: collapse, 99.8 % near-duplicates
-conv with colour DiffAugment: 81 % | 14.1x | 0.89 / 0.74
-conv + spectral norm: 87 % | 5.6x | 0.61 / 0.34 (a blob checkpoint chosen; 3.7x at 2,000)
-[b]conv (the default)[/b]: 93 % | 1.7x | 0.90 / 0.80; seed 1: 71 % | 4.3x | 0.83 / 0.72.
-
-The paper's exact setup: --recipe paper (every option not given takes Table 2's value)."""
+#: --help's epilog: which recipe is the default and where its measurements are (the ablation
+#: table has one home, bench/RESULTS.md "Ablation"; README.md and docs/training.md point to it)
+EPILOG = f"""[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured) and paper (the
+paper's exact setup: --recipe paper; every option not given takes Table 2's value). Which
+recipe, measured: bench/RESULTS.md, "Ablation" (every arm's kept share, FID against the
+real-vs-real baseline and precision/recall, with the sample grids and the seeds); what each
+part of the recipe does: docs/training.md, "Recipes"."""
 
 
-@command("train", TrainConfig, base=lambda: recipe_config(DEFAULT_RECIPE), epilog=ABLATION)
+@command("train", TrainConfig, epilog=EPILOG)
 def train_command(
     ctx: typer.Context,
     cfg: TrainConfig,
@@ -55,9 +46,11 @@ def train_command(
 ) -> None:
     """Train a CGAN (--recipe conv, or the paper's: --recipe paper) on
     WORKSPACE/processed/dataset.npz (train split). 'Epochs' are ITERATIONS (one random batch
-    each). Writes runs/NAME/: config.json, log.csv, tb/,
-    samples/, loss.png, checkpoints/. Ctrl-C saves a checkpoint (exit 130); resume with
-    --resume NAME. Exit 5 on NaN/Inf losses (last good checkpoint kept)."""
+    each). Writes runs/NAME/: config.json, training_set.json, log.csv, tb/, samples/,
+    loss.png, checkpoints/ (with the pointers latest and, when checkpoints are scored,
+    best), scores.csv and scores.png (with --score-samples > 0). Ctrl-C saves a checkpoint
+    (exit 130); resume with --resume NAME. Exit 5 on NaN/Inf losses (last good checkpoint
+    kept)."""
     from cxraug.core.ui import out, warn
     from cxraug.core.workspace import Workspace
     from cxraug.train import resume as resume_run

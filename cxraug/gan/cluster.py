@@ -22,9 +22,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cxraug.core.errors import CxrError, InputError
-from cxraug.core.tf_setup import tf
 
 T = TypeVar("T")
+
+
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy of --strategy (TensorFlow is imported here, not with this
+    module: the train stage reads the roles below before any network runs)."""
+    from cxraug.core.tf_setup import tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()  # all local GPUs (or logical devices)
+    if name == "multiworker":  # cluster layout from the TF_CONFIG environment variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def _cluster(strategy: Any) -> tuple[dict[str, list[str]], str | None, int | None]:
@@ -86,6 +97,8 @@ def _gather(strategy: Any, values: list[float]) -> Any:
     """Every replica's `values`, (replicas, len(values)) as numpy (a collective: all must
     call). An all-gather, because tf.distribute reduces only by SUM and MEAN; in a
     tf.function, because eager collectives are slow (TensorFlow warns about them)."""
+    from cxraug.core.tf_setup import tf
+
     if id(strategy) not in _GATHERS:
 
         def gather(x: Any) -> Any:

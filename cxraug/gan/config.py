@@ -1,10 +1,13 @@
-"""TrainConfig: every default of the paper's CGAN and its training loop, in one frozen
-dataclass (each option's help text next to its field).
+"""TrainConfig: every option of a training run, in one frozen dataclass (each option's help
+text next to its field), and the named recipes it can start from.
 
-The values follow Mohammed & Ali 2022, Table 2: latent 128, Adam(lr 2e-4, beta_1 0.6),
-LeakyReLU slope 0.2 ("momentum alpha"), batch-norm momentum 0.8 ("momentum beta"), batch 128,
-10,000 "epochs", sample interval 200. The paper's "epochs" are ITERATIONS: each draws one random
-batch with replacement (Keras-GAN style), so 10,000 x 128 on ~2,150 images is ~600 passes.
+The dataclass defaults ARE the default recipe, `conv` (DEFAULT_RECIPE): `TrainConfig()`, the
+library's `train(ws)` and `cxraug train` with no options train the same model. The paper's
+setup is the recipe `paper` (`recipe_config("paper")`, `cxraug train --recipe paper`):
+Mohammed & Ali 2022, Table 2: two MLPs, latent 128, Adam(lr 2e-4, beta_1 0.6), LeakyReLU
+slope 0.2 ("momentum alpha"), batch-norm momentum 0.8 ("momentum beta"), batch 128, 10,000
+"epochs", sample interval 200. The paper's "epochs" are ITERATIONS: each draws one random batch
+with replacement (Keras-GAN style), so 10,000 x 128 on ~2,150 images is ~600 passes.
 
 The config is saved as runs/NAME/config.json and inside every checkpoint; `generate` rebuilds
 the generator from the copy stored in the checkpoint. Its mixed_precision there is always the
@@ -23,8 +26,10 @@ from cxraug.core.settings import SEED, Settings, above, at_least, between, setti
 from cxraug.prep.cues import parse_cues
 
 MIXED_PRECISION = ("auto", "none", "bf16", "fp16")
-ARCHS = ("mlp", "conv")
-AUGMENT_POLICIES = ("color", "translation", "cutout")  # cxraug.augment
+ARCHS = ("mlp", "conv")  # the networks of each: cxraug.gan.arch
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # cxraug.gan.augment
+#: The recipe the dataclass defaults are (RECIPES); `cxraug train` without --recipe trains it.
+DEFAULT_RECIPE = "conv"
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
@@ -73,30 +78,29 @@ class TrainConfig(Settings):
                              bounds=_UNIT)  # fmt: skip
     # --- optimisation ---
     lr: float = setting(2e-4, "Adam learning rate.", bounds=above(0))
-    beta_1: float = setting(0.6, "Adam beta_1.", bounds=_UNIT)
+    beta_1: float = setting(0.5, "Adam beta_1.", bounds=_UNIT)
     beta_2: float = setting(0.999, "Adam beta_2.", bounds=_UNIT)
-    batch_size: int = setting(128, "Batch size.", bounds=at_least(2))
+    batch_size: int = setting(32, "Batch size.", bounds=at_least(2))
     iterations: int = setting(
-        10_000,
+        2_000,
         "Training iterations. The paper's 'epochs' ARE iterations: each draws one random batch "
         "with replacement (10,000 x 128 on ~2,150 images is ~600 passes).",
         "--iterations", "--epochs", bounds=at_least(0),
     )  # fmt: skip
     # Annealed instance noise (paper: "to increase gradient flow at the start"): sigma of
-    # N(0, sigma^2) added to D's real and fake inputs, falling linearly to 0. sigma 1.0 over
-    # half the run: with 0.1 over 1,000 iterations D separated real from fake perfectly from
-    # iteration ~50 and G stayed noise; 1.0 let G form chest outlines (docs/training.md).
+    # N(0, sigma^2) added to D's real and fake inputs, falling linearly to 0 (off in the conv
+    # recipe; the paper recipe's values: RECIPES).
     noise_start: float = setting(
-        1.0, "Instance-noise sigma on D's inputs at iteration 0, annealed linearly to 0.",
+        0.0, "Instance-noise sigma on D's inputs at iteration 0, annealed linearly to 0.",
         bounds=at_least(0),
     )  # fmt: skip
     noise_iterations: int = setting(
-        5_000, "Iterations over which the instance noise anneals to 0 (0: none).",
+        0, "Iterations over which the instance noise anneals to 0 (0: none).",
         bounds=at_least(0),
     )  # fmt: skip
     # --- architecture and data-efficient training (docs/training.md "Recipes") ---
-    recipe: str = "paper"  # the preset the values started from (RECIPES); set by recipe_config
-    arch: str = setting("mlp", "Networks: mlp (the paper's two MLPs) | conv (cxraug.gan.conv).")
+    recipe: str = DEFAULT_RECIPE  # the preset the values started from (RECIPES)
+    arch: str = setting("conv", "Networks: mlp (the paper's two MLPs) | conv (cxraug.gan.conv).")
     conv_g_channels: tuple[int, ...] = setting(
         (256, 128, 64, 32, 16, 8), "conv G channels at 7, 14, ..., 224 px (224 = 7 * 2^5).",
         bounds=_POSITIVE,
@@ -106,7 +110,7 @@ class TrainConfig(Settings):
         bounds=_POSITIVE,
     )  # fmt: skip
     conv_upsample: str = setting(
-        "transposed", "conv G upsampling: transposed (4x4 stride-2 transposed conv) | resize "
+        "resize", "conv G upsampling: transposed (4x4 stride-2 transposed conv) | resize "
         "(nearest x2 then a 3x3 conv: 2.25x the FLOPs, no checkerboard).",
     )  # fmt: skip
     conv_g_norm: str = setting(
@@ -115,7 +119,7 @@ class TrainConfig(Settings):
     conv_bn_momentum: float = setting(0.99, "conv G: BatchNorm momentum (--conv-g-norm batch).",
                                       bounds=_UNIT)  # fmt: skip
     diversity: float = setting(
-        0.0, "conv G: weight of the mode-seeking term (Mao et al. 2019) against G ignoring z.",
+        1.0, "conv G: weight of the mode-seeking term (Mao et al. 2019) against G ignoring z.",
         bounds=at_least(0),
     )  # fmt: skip
     spectral_norm: bool = setting(
@@ -124,9 +128,14 @@ class TrainConfig(Settings):
     )  # fmt: skip
     mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
                                bounds=at_least(0))  # fmt: skip
+    # no "color": brightness/contrast augmentation hid brightness from D and the mode-seeking
+    # term then spread it (bench/RESULTS.md "Ablation"): without it the held-out
+    # random-feature FID at 2,000 iterations fell 51.7 -> 6.1 (seed 0) and 64.2 -> 10.3
+    # (seed 1); seed 1's recall at equal N 0.69 -> 0.72 (over all 655 generated images
+    # 0.56 -> 0.34: a finer-grained number, docs/fid.md)
     augment: str = setting(
-        "", "DiffAugment policy on D's inputs, real and fake, in both steps: a comma list of "
-        "color, translation, cutout (or none).",
+        "translation,cutout", "DiffAugment policy on D's inputs, real and fake, in both "
+        "steps: a comma list of color, translation, cutout (or none).",
     )  # fmt: skip
     augment_p: float = setting(
         1.0, "Probability that each --augment op is applied to an image (StyleGAN2-ADA's p; "
@@ -134,7 +143,7 @@ class TrainConfig(Settings):
         bounds=between(0.0, 1.0, lo_open=True),
     )  # fmt: skip
     ema_decay: float = setting(
-        0.0, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off).",
+        0.999, "EMA of G's weights (with warm-up) for samples, scores and generate (0: off).",
         bounds=_UNIT,
     )  # fmt: skip
     lecam: float = setting(0.0, "conv D: weight of the LeCam regulariser (0: off).",
@@ -145,7 +154,7 @@ class TrainConfig(Settings):
         bounds=at_least(0),
     )  # fmt: skip
     score_samples: int = setting(
-        0, "Score each checkpoint on N generated images of the scarcest class and keep the best "
+        128, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
         bounds=at_least(0),
     )  # fmt: skip
@@ -176,7 +185,7 @@ class TrainConfig(Settings):
                                    bounds=_POSITIVE)  # fmt: skip
     samples_per_class: int = setting(8, "Columns of the sample grid.", bounds=_POSITIVE)
     checkpoint_interval: int = setting(
-        500, "Checkpoint every N iterations (and on Ctrl-C/SIGTERM).", bounds=_POSITIVE
+        250, "Checkpoint every N iterations (and on Ctrl-C/SIGTERM).", bounds=_POSITIVE
     )
     keep_checkpoints: int = setting(3, "Checkpoints kept.", bounds=_POSITIVE)
     seed: int = setting(0, "Seed of every random choice.", bounds=SEED)
@@ -296,9 +305,7 @@ class TrainConfig(Settings):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        # a run from before marks were detected trained on every image; one from before
-        # --cues trained on the images as saved
-        d = {"include_marked": True, "cues": "none", **d}
+        d = {**OLD_DEFAULTS, **d}  # missing keys: the values they had (OLD_DEFAULTS)
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(unknown)} in config; "
@@ -328,26 +335,29 @@ RESUMABLE_CHANGES = frozenset(
     {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "recipe",
      "score_samples", "strategy"}
 )
-DEFAULTS = TrainConfig()
-
-#: Named presets: TrainConfig fields that differ from the dataclass defaults (the paper's).
-#: `cxraug train --recipe NAME` starts from one; explicit options override it.
+#: Named presets: the TrainConfig fields that differ from the dataclass defaults (which are
+#: the conv recipe, measured on the shared data: docs/training.md "Recipes", bench/RESULTS.md
+#: "Ablation"). `cxraug train --recipe NAME` starts from one; explicit options override it.
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {},  # Mohammed & Ali 2022, Table 2, exactly (plus cxraug's instance noise)
-    # measured on the shared data (docs/training.md "Recipes", bench/RESULTS.md)
-    "conv": {
-        "arch": "conv", "conv_upsample": "resize", "diversity": 1.0, "beta_1": 0.5,
-        "batch_size": 32, "iterations": 2000, "noise_start": 0.0, "noise_iterations": 0,
-        # no "color": brightness/contrast augmentation hid brightness from D and the
-        # mode-seeking term then spread it (bench/RESULTS.md "Ablation"): without it the
-        # held-out random-feature FID at 2,000 iterations fell 51.7 -> 6.1 (seed 0) and
-        # 64.2 -> 10.3 (seed 1); seed 1's recall at equal N 0.69 -> 0.72 (over all 655
-        # generated images 0.56 -> 0.34: a finer-grained number, docs/fid.md)
-        "augment": "translation,cutout", "ema_decay": 0.999,
-        "checkpoint_interval": 250, "keep_checkpoints": 3, "score_samples": 128,
+    "conv": {},
+    # Mohammed & Ali 2022, Table 2, exactly, plus cxraug's instance noise: sigma 1.0 annealed
+    # over half the run (with 0.1 over 1,000 iterations D separated real from fake perfectly
+    # from iteration ~50 and G stayed noise; 1.0 let G form chest outlines, docs/training.md)
+    "paper": {
+        "arch": "mlp", "conv_upsample": "transposed", "diversity": 0.0, "beta_1": 0.6,
+        "batch_size": 128, "iterations": 10_000, "noise_start": 1.0, "noise_iterations": 5_000,
+        "augment": "", "ema_decay": 0.0, "checkpoint_interval": 500, "score_samples": 0,
     },
 }  # fmt: skip
-DEFAULT_RECIPE = "conv"
+#: What a config dict's missing keys read as (`TrainConfig.from_dict`): the values the
+#: dataclass defaults had when every older run was written (the paper recipe's, whatever
+#: recipe the dict names: a key is missing because its option did not exist yet, and the
+#: run then trained as the paper's value; e.g. conv runs from before --conv-upsample used
+#: transposed convolutions); a run from before marks were detected trained on every image,
+#: one from before --cues on the images as saved.
+OLD_DEFAULTS: dict[str, Any] = {
+    **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none",
+}  # fmt: skip
 
 
 def recipe_config(name: str, **overrides: Any) -> TrainConfig:

@@ -4,12 +4,13 @@ Generator (DCGAN-style, 224 = 7 * 2^5), with c = conv_g_channels = (c0, ..., c5)
     [z (B, L) ; Embedding(C, L)(y)] -> Dense(7*7*c0) -> reshape (B, 7, 7, c0) -> LReLU -> CPN
     -> [Up(c_i) -> LReLU -> CPN] for i = 1..5                            # 14, 28, ..., 224
     -> Conv(1, 3x3) -> tanh                                               # (B, 224, 224, 1)
-Up = nearest x2 then Conv(c_i, 3x3) (--conv-upsample resize, the default: 4x4 stride-2
-transposed convolutions, `transposed`, left a checkerboard on every image, bench/RESULTS.md).
+Up = nearest x2 then Conv(c_i, 3x3) (--conv-upsample resize, the default and the conv recipe's;
+`--conv-upsample transposed`, 4x4 stride-2 transposed convolutions, left a checkerboard on
+every image, bench/RESULTS.md).
 CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
 of each sample on its own: no batch statistics, so training and sampling compute the same
 function, samples do not depend on what else is in the batch, and the weight average of
-cxraug.ema needs no statistics of its own. gamma and beta condition every level on the class.
+cxraug.gan.ema needs no statistics of its own. gamma and beta condition every level on the class.
 
 Discriminator (projection, Miyato & Koyama 2018), with d = conv_d_channels = (d1, ..., d5):
     x (B, 224, 224, 1) -> [Conv(d_i, 4x4, stride 2) -> LReLU] for i = 1..5   # 112, ..., 7
@@ -28,8 +29,9 @@ class-only run builds exactly the weights (order, seeds) it built before.
 
 Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
 convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
-(G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts them. This module
-knows nothing about files.
+(G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts them (registered
+with the networks and the step, cxraug.gan.conv_step, in cxraug.gan.arch). This module knows
+nothing about files.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 
 from cxraug.core.tf_setup import keras, tf
 from cxraug.gan.config import TrainConfig
-from cxraug.gan.models import _Init, dtype_policy
+from cxraug.gan.layers import SeededInit, dtype_policy
 
 
 def base_size(cfg: TrainConfig) -> int:
@@ -133,7 +135,7 @@ class ConvGenerator(keras.Model):
 
     def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
         super().__init__(name="generator", **kwargs)
-        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 1)
+        pol, ini = dtype_policy(cfg), SeededInit(cfg.seed, 1)
         self.cfg, ch = cfg, cfg.conv_g_channels
         self.s0 = base_size(cfg)
         self.embed = keras.layers.Embedding(
@@ -227,7 +229,7 @@ class ProjectionDiscriminator(keras.Model):
 
     def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
         super().__init__(name="discriminator", **kwargs)
-        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 2)
+        pol, ini = dtype_policy(cfg), SeededInit(cfg.seed, 2)
         self.cfg = cfg
         self.convs = [SNConv2D(c, cfg.spectral_norm, ini.glorot(),
                                keras.initializers.RandomNormal(0.0, 1.0, seed=ini._next()),

@@ -1,7 +1,7 @@
 """The compiled training step of `--arch conv` (explicit GradientTape, explicit variable lists).
 
-One iteration (batch B, images (H, W, 1)); T = DiffAugment (cxraug.augment), drawn afresh at
-every call, identity when --augment is empty:
+One iteration (batch B, images (H, W, 1)); T = DiffAugment (cxraug.gan.augment), drawn afresh
+at every call, identity when --augment is empty:
     idx ~ U{0..N-1}^B, z ~ N(0, I) (B, L), y = labels[idx]       # fakes get the reals' labels
     fake = G([z, y])                                              # the ONLY G pass
     D step: logits = D([T(real) ; T(fake)], [y; y])               # ONE D pass, (2B,)
@@ -9,7 +9,7 @@ every call, identity when --augment is empty:
                      [+ lecam * LeCam(l_real, l_fake)] [+ r1/2 * R1 on B/4 of T(real)]
             Adam update of D only
     G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'; Adam update of G
-    EMA:    ema <- d_t ema + (1 - d_t) G                          (cxraug.ema; --ema-decay > 0)
+    EMA:    ema <- d_t ema + (1 - d_t) G                      (cxraug.gan.ema; --ema-decay > 0)
 D has no batch statistics (projection D, optional spectral norm), so unlike the MLP step the
 real and fake halves need not share a pass for correctness; they do so because one pass is
 cheaper. LeCam (Tseng et al. 2021): anchors a_r, a_f are EMAs (decay 0.99) of D's mean output
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cxraug.core.errors import vassert
 from cxraug.core.tf_setup import tf
 from cxraug.gan.augment import diff_augment, parse_policy
 from cxraug.gan.ema import update_ema
@@ -33,63 +34,83 @@ from cxraug.gan.ema import update_ema
 LECAM_DECAY = 0.99
 
 
-def make_conv_step(state: Any, images: Any, labels: Any) -> Any:
-    """A tf.function (sigma, noisy) -> metrics running one iteration of the conv recipe."""
-    cfg = state.cfg
-    gen, disc, rng = state.gen, state.disc, state.rng
-    b, s = cfg.batch_size, cfg.image_size
-    n_images = int(images.shape[0])
-    policy = parse_policy(cfg.augment)
-    # R1 on the first quarter of the (augmented) reals: a double backward pass through D on
-    # B/4 images costs ~5 % of the step instead of ~40 % on all B (groups of mbstd_group stay
-    # whole: B/4 is rounded to a multiple of it)
-    grp = max(cfg.mbstd_group, 1)
-    r1_b = max(grp, (b // 4) // grp * grp)
+class _ConvStep:
+    """One iteration as `__call__(sigma, noisy)`, traced by tf.function. `state` is a
+    TrainState (cxraug.gan.step)."""
 
-    def aug(x: Any) -> Any:
-        return diff_augment(x, rng, policy, p=cfg.augment_p) if policy else x
+    def __init__(self, state: Any, images: Any, labels: Any) -> None:
+        self.state, self.cfg, self.images, self.labels = state, state.cfg, images, labels
+        self.n_images = int(images.shape[0])
+        self.policy = parse_policy(self.cfg.augment)
+        # R1 on the first quarter of the (augmented) reals: a double backward pass through D
+        # on B/4 images costs ~5 % of the step instead of ~40 % on all B (groups of
+        # mbstd_group stay whole: B/4 is rounded to a multiple of it)
+        grp = max(self.cfg.mbstd_group, 1)
+        self.r1_b = max(grp, (self.cfg.batch_size // 4) // grp * grp)
 
-    def step(sigma: Any, noisy: bool) -> dict[str, Any]:
-        idx = rng.uniform([b], 0, n_images, dtype=tf.int64)
+    def _aug(self, x: Any) -> Any:
+        p = self.cfg.augment_p
+        return diff_augment(x, self.state.rng, self.policy, p=p) if self.policy else x
+
+    def _noise(self, x: Any, sigma: Any, noisy: bool) -> Any:
+        """x (n, H, W, 1) + sigma * N(0, 1) when `noisy` (instance noise), else x."""
+        if not noisy:
+            return x
+        s = self.cfg.image_size
+        return x + sigma * self.state.rng.normal([int(x.shape[0]), s, s, 1])
+
+    def _d_objective(self, d_loss: Any, l_real: Any, l_fake: Any, x: Any, y: Any) -> Any:
+        """d_loss + the LeCam and R1 terms the config asks for (inside D's tape)."""
+        cfg, d_obj = self.cfg, d_loss
+        if cfg.lecam > 0:
+            a_r, a_f = self.state.lecam[0], self.state.lecam[1]
+            reg = tf.reduce_mean(tf.square(tf.nn.relu(l_real - a_f))) + tf.reduce_mean(
+                tf.square(tf.nn.relu(a_r - l_fake))
+            )
+            d_obj = d_loss + cfg.lecam * reg
+        if cfg.r1 > 0:
+            d_obj = d_obj + cfg.r1 / 2 * r1_penalty(self.state.disc, x[: self.r1_b],
+                                                    y[: self.r1_b])  # fmt: skip
+        return d_obj
+
+    def _g_objective(self, g_loss: Any, fake: Any, z: Any) -> Any:
+        """g_loss + the mode-seeking term: pairs (i, i + B/2) should differ with z."""
+        if self.cfg.diversity <= 0:
+            return g_loss
+        h = self.cfg.batch_size // 2
+        dx = tf.reduce_mean(tf.abs(fake[:h] - fake[h : 2 * h]), axis=[1, 2, 3])
+        dz = tf.reduce_mean(tf.abs(z[:h] - z[h : 2 * h]), axis=1)
+        return g_loss + self.cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
+
+    def __call__(self, sigma: Any, noisy: bool) -> dict[str, Any]:
+        # One piece: the G tape must record the fake batch, the D step (outside it) and the G
+        # step's pass through the UPDATED D in this order, and the random numbers are drawn
+        # in this order (resume equals uninterrupted); splitting it would split the tapes.
+        state, cfg, rng = self.state, self.cfg, self.state.rng
+        gen, disc = state.gen, state.disc
+        b = cfg.batch_size
+        idx = rng.uniform([b], 0, self.n_images, dtype=tf.int64)
         z = rng.normal([b, cfg.latent_dim])
-        real = tf.gather(images, idx)[..., None]  # (B, H, W, 1)
-        y = tf.gather(labels, idx)
+        real = tf.gather(self.images, idx)[..., None]  # (B, H, W, 1)
+        y = tf.gather(self.labels, idx)
         with tf.GradientTape() as g_tape:
             fake = gen([z, y], training=True)  # (B, H, W, 1)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                x = tf.concat([aug(real), aug(fake)], 0)  # (2B, H, W, 1)
-                if noisy:
-                    x = x + sigma * rng.normal([2 * b, s, s, 1])
-                logits = disc([x, tf.concat([y, y], 0)], training=True)
+                x = self._noise(tf.concat([self._aug(real), self._aug(fake)], 0), sigma, noisy)
+                logits = disc([x, tf.concat([y, y], 0)], training=True)  # (2B,)
                 l_real, l_fake = logits[:b], logits[b:]
                 d_loss = tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(
                     tf.nn.softplus(l_fake)
                 )
-                d_obj = d_loss
-                if cfg.lecam > 0:
-                    a_r, a_f = state.lecam[0], state.lecam[1]
-                    reg = tf.reduce_mean(tf.square(tf.nn.relu(l_real - a_f))) + tf.reduce_mean(
-                        tf.square(tf.nn.relu(a_r - l_fake))
-                    )
-                    d_obj = d_loss + cfg.lecam * reg
-                if cfg.r1 > 0:
-                    d_obj = d_obj + cfg.r1 / 2 * r1_penalty(disc, x[:r1_b], y[:r1_b])
+                d_obj = self._d_objective(d_loss, l_real, l_fake, x, y)
             d_vars = disc.trainable_variables
             state.d_opt.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars, strict=True))
             if cfg.lecam > 0:
                 m = tf.stack([tf.reduce_mean(l_real), tf.reduce_mean(l_fake)])
                 state.lecam.assign(LECAM_DECAY * state.lecam + (1 - LECAM_DECAY) * m)
-            fx = aug(fake)
-            if noisy:
-                fx = fx + sigma * rng.normal([b, s, s, 1])
-            g_logits = disc([fx, y], training=True)
+            g_logits = disc([self._noise(self._aug(fake), sigma, noisy), y], training=True)
             g_loss = tf.reduce_mean(tf.nn.softplus(-g_logits))
-            g_obj = g_loss
-            if cfg.diversity > 0:  # mode seeking: pairs (i, i + B/2) should differ with z
-                h = b // 2
-                dx = tf.reduce_mean(tf.abs(fake[:h] - fake[h : 2 * h]), axis=[1, 2, 3])
-                dz = tf.reduce_mean(tf.abs(z[:h] - z[h : 2 * h]), axis=1)
-                g_obj = g_loss + cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
+            g_obj = self._g_objective(g_loss, fake, z)
         g_vars = gen.trainable_variables
         state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
         if state.ema is not None:
@@ -102,7 +123,13 @@ def make_conv_step(state: Any, images: Any, labels: Any) -> Any:
             "d_fake_acc": tf.reduce_mean(tf.cast(l_fake < 0, f32)),
         }  # fmt: skip
 
-    return tf.function(step, reduce_retracing=False)
+
+def make_conv_step(state: Any, images: Any, labels: Any, scope: str = "none") -> Any:
+    """A tf.function (sigma, noisy) -> metrics running one iteration of the conv networks in
+    place, on one device and without XLA (`scope` must be "none": cxraug.gan.step.xla_scope)."""
+    vassert(state.strategy.num_replicas_in_sync == 1, "--arch conv trains on one device for now")
+    vassert(scope == "none", "the conv step has no XLA form (xla_scope: none)")
+    return tf.function(_ConvStep(state, images, labels).__call__, reduce_retracing=False)
 
 
 def r1_penalty(disc: Any, x: Any, y: Any) -> Any:

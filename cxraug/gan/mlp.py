@@ -24,7 +24,9 @@ reproducible:
   tests can show the one concatenated pass equals two separate passes;
 - dropout takes its uniform noise as an argument, drawn from the run's tf.random.Generator.
 The config's mixed_precision must be resolved (bf16 | fp16 | none, not auto): that happens
-once, in `cxraug.gan.step.build_state`. This module knows nothing about files.
+once, in `cxraug.gan.step.build_state`. `forward_flops` counts the matmuls of one forward pass
+(cxraug.gan.arch registers both with the MLP step, cxraug.gan.mlp_step). This module knows
+nothing about files.
 """
 
 from __future__ import annotations
@@ -33,37 +35,9 @@ from typing import Any
 
 from cxraug.core.tf_setup import keras, tf
 from cxraug.gan.config import TrainConfig
+from cxraug.gan.layers import SeededInit, dtype_policy
 
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default
-POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-
-
-def dtype_policy(cfg: TrainConfig) -> str:
-    """The Keras dtype policy of a config whose precision is resolved (not "auto")."""
-    if cfg.mixed_precision not in POLICIES:
-        raise ValueError(f"mixed_precision={cfg.mixed_precision!r} is not resolved; build the "
-                         "networks from a run's state (cxraug.gan.step.build_state) or "
-                         "resolve it with cxraug.gan.hardware.resolve_precision")  # fmt: skip
-    return POLICIES[cfg.mixed_precision]
-
-
-class _Init:
-    """Seeded initializers (Keras defaults: Glorot-uniform kernels, U(-0.05, 0.05) embeddings):
-    the same --seed gives the same initial weights, with no global seeding."""
-
-    def __init__(self, seed: int, stream: int) -> None:
-        self.base, self.k = seed * 1_000 + stream * 100, 0
-
-    def _next(self) -> int:
-        self.k += 1
-        return self.base + self.k
-
-    def glorot(self) -> Any:
-        return keras.initializers.GlorotUniform(seed=self._next())
-
-    def embed(self) -> Any:
-        return keras.initializers.RandomUniform(-0.05, 0.05, seed=self._next())
-
 
 def _num_replicas() -> int:
     ctx = tf.distribute.get_replica_context()
@@ -125,7 +99,7 @@ class Generator(keras.Model):
 
     def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
         super().__init__(name="generator", **kwargs)
-        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 1)
+        pol, ini = dtype_policy(cfg), SeededInit(cfg.seed, 1)
         self.cfg = cfg
         self.embed = keras.layers.Embedding(cfg.num_classes, cfg.latent_dim, dtype=pol,
                                             embeddings_initializer=ini.embed())  # fmt: skip
@@ -161,7 +135,7 @@ class Discriminator(keras.Model):
 
     def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
         super().__init__(name="discriminator", **kwargs)
-        pol, ini = dtype_policy(cfg), _Init(cfg.seed, 2)
+        pol, ini = dtype_policy(cfg), SeededInit(cfg.seed, 2)
         self.cfg = cfg
         self.embed = keras.layers.Embedding(cfg.num_classes, cfg.image_size**2, dtype=pol,
                                             embeddings_initializer=ini.embed())  # fmt: skip
@@ -196,31 +170,11 @@ class Discriminator(keras.Model):
         return tf.reshape(tf.cast(self.out(h), tf.float32), (-1,))
 
 
-def build_generator(cfg: TrainConfig) -> Any:
-    """The generator of cfg.arch with its variables created."""
-    if cfg.arch == "conv":
-        from cxraug.gan.conv import ConvGenerator  # conv imports this module
+def forward_flops(cfg: TrainConfig) -> tuple[int, int]:
+    """Matmul FLOPs of one forward pass of G and of D for ONE sample (2*N*K per Dense)."""
 
-        g: Any = ConvGenerator(cfg)
-    else:
-        g = Generator(cfg)
-    g([tf.zeros((2, cfg.latent_dim)), tf.zeros((2,), tf.int32)])
-    return g
+    def fwd(widths: list[int]) -> int:
+        return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
 
-
-def build_models(cfg: TrainConfig) -> tuple[Any, Any]:
-    """Both networks of cfg.arch with their variables created (under a strategy scope if any)."""
-    g = build_generator(cfg)
-    if cfg.arch == "conv":
-        from cxraug.gan.conv import ProjectionDiscriminator
-
-        d: Any = ProjectionDiscriminator(cfg)
-    else:
-        d = Discriminator(cfg)
-    y = tf.zeros((2,), tf.int32)
-    d([g([tf.zeros((2, cfg.latent_dim)), y]), y])
-    return g, d
-
-
-def param_count(model: keras.Model) -> int:
-    return int(sum(int(tf.size(v)) for v in model.trainable_variables))
+    px = cfg.image_size**2
+    return fwd([cfg.latent_dim, *cfg.g_widths, px]), fwd([px, *cfg.d_widths, 1])
