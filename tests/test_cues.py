@@ -205,19 +205,20 @@ def test_a_tiny_training_run_records_cues_and_trains_on_those_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cxraug import train as train_stage
+    from cxraug.gan import loop
     from cxraug.gan.checkpoint import find_latest, read_checkpoint
     from cxraug.gan.config import recipe_config
     from cxraug.gan.trainset import training_set
 
     ws = _two_sources(tmp_path, n=8)
     seen: list[np.ndarray] = []
-    resident = train_stage.resident_dataset
+    resident = loop.resident_dataset  # the training loop's (cxraug.gan.loop)
 
     def spy(images: np.ndarray, labels: np.ndarray) -> object:
         seen.append(np.array(images))  # the pixels the compiled step will train on
         return resident(images, labels)
 
-    monkeypatch.setattr(train_stage, "resident_dataset", spy)
+    monkeypatch.setattr(loop, "resident_dataset", spy)
     cfg = recipe_config("paper", **GAN_TINY, iterations=2, cues="clahe+marks")  # type: ignore[arg-type]
     res = train_stage.train(ws, cfg, name="c", quiet=True)
     want = training_set(ws.dataset_path, cfg.include_marked, ("marks", "clahe"))[0].images

@@ -541,7 +541,7 @@ def test_cli_recipe_default_is_conv_and_paper_gives_the_papers_config(tmp_path: 
     assert "--dropout only apply to --arch mlp" in conv.output
     cfg = json.loads((ws.runs_dir / "c" / "config.json").read_text())
     assert cfg["recipe"] == "conv" and cfg["arch"] == "conv" and cfg["batch_size"] == 8
-    assert cfg["augment"] == RECIPES["conv"]["augment"]  # not given: the recipe's value
+    assert cfg["augment"] == TrainConfig().augment  # not given: the recipe's value
     paper = runner.invoke(app, ["train", "--name", "p", "--recipe", "paper", "--g-widths", "8",
                                 "--d-widths", "8,8,8,8", "--batch-size", "8", *small])
     assert paper.exit_code == 0, paper.output

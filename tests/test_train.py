@@ -489,7 +489,7 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from cxraug.gan.config import TrainConfig
+    from cxraug.gan.config import recipe_config
     from cxraug.gan.step import build_state, make_step, resident_dataset
     sys.path.insert(0, sys.argv[1])
     from test_train import TINY, toy_images
