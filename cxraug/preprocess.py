@@ -52,7 +52,6 @@ from cxraug.prep.contact_sheet import (
     render_contact_sheet,
 )
 from cxraug.prep.crops import apply_crop_boxes, read_crop_boxes
-from cxraug.prep.crops import suggest_crops as suggest_crops  # re-exported for the CLI
 from cxraug.prep.loading import (
     Box,
     ImageTask,

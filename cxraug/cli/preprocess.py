@@ -45,7 +45,8 @@ def preprocess_command(
     from cxraug.core.manifest import MARK_REASONS
     from cxraug.core.ui import err, one_line, out, tagged
     from cxraug.core.workspace import Workspace
-    from cxraug.preprocess import preprocess, suggest_crops, summary_table
+    from cxraug.prep.crops import suggest_crops
+    from cxraug.preprocess import preprocess, summary_table
 
     if suggest is not None and crop_boxes is not None:
         raise typer.BadParameter("use either --suggest-crops or --crop-boxes, not both")
