@@ -38,12 +38,12 @@ from cxraug import __version__
 from cxraug.core.csvfile import write_rows
 from cxraug.core.errors import ImageError, vassert
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from cxraug.core.imageheader import probe
 from cxraug.core.images import (
     decode_displayed,
     encode_image,
     max_file_mb_setting,
     max_megapixels_setting,
-    probe,
     read_bytes,
     to_uint8,
 )

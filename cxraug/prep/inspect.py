@@ -18,12 +18,11 @@ import numpy as np
 from cxraug.core.dicom import DicomFacts, NotAnImage, PatientKey
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import sha256_bytes
+from cxraug.core.imageheader import displayed_size, probe
 from cxraug.core.images import (
     DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_MEGAPIXELS,
     decode_displayed,
-    displayed_size,
-    probe,
     read_bytes,
 )
 from cxraug.core.parallel import run_parallel
