@@ -92,6 +92,17 @@ class CollectConfig(Settings):
     )
     show_progress: bool = True
 
+    def check(self) -> None:
+        # the option values that are not numbers: a bad one is an InputError (exit 3) when the
+        # config is built, before any file is read
+        if self.patient_tag != "PatientID":
+            parse_tag(self.patient_tag)
+        self.csv_layout()
+
+    def csv_layout(self) -> CsvLayout:
+        """The csv: sources' layout from the --csv-* options."""
+        return CsvLayout.parse(**{k: getattr(self, f"csv_{k}") for k in CSV_OPTIONS})
+
 
 def _to_record(c: Candidate, chk: FileCheck, ws: Workspace, patient_tag: str) -> Record:
     notes = list(c.notes)
@@ -182,10 +193,8 @@ def _check_sources(sources: list[str],
                    config: CollectConfig) -> tuple[list[SourceSpec], CsvLayout, list[str]]:
     """The parsed sources, the csv: layout and the --test-only names, or InputError (exit 3)."""
     vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
-    if config.patient_tag != "PatientID":
-        parse_tag(config.patient_tag)  # a bad tag: InputError before any file is read
     specs = [parse_source(s) for s in sources]
-    layout = CsvLayout.parse(**{k: getattr(config, f"csv_{k}") for k in CSV_OPTIONS})
+    layout = config.csv_layout()
     vassert(not layout.given or any(s.scheme == "csv" for s in specs), "the --csv-* options "
             "describe csv: sources, and none is given; write NAME=csv:PATH/metadata.csv")
     names = Counter(s.name for s in specs)
