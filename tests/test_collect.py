@@ -28,6 +28,7 @@ from cxraug.core.errors import InputError
 from cxraug.core.images import encode_image
 from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.core.workspace import Workspace
+from cxraug.prep.duplicates import NOTE_LISTED, note_near_duplicates
 from cxraug.prep.listing import patient_from_name
 from cxraug.prep.phantom import make_phantom
 from cxraug.prep.sources import cohen_verdict, parse_source
@@ -493,3 +494,11 @@ def test_force_keeps_label_and_exclusion_edits_and_lists_what_it_recomputes(
     assert "kept your edits: 1 label(s), 1 status excluded" in lines
     assert f"{moved}: split {rows[moved].split} -> {old_split}" in lines
     assert "manifest.csv.bak" in lines
+
+
+def test_a_near_duplicate_note_names_three_rows_then_how_many_more() -> None:
+    recs = [Record(id=f"r{i}", path=f"{i}.png") for i in range(6)]
+    note_near_duplicates(recs, [(0, j, j) for j in range(1, 6)])  # r0 resembles 5 rows
+    assert recs[0].note == ("near-duplicate of r1 (1/256 bits), r2 (2/256 bits), r3 (3/256 bits)"
+                            f" ... and {5 - NOTE_LISTED} more")  # fmt: skip
+    assert recs[5].note == "near-duplicate of r0 (5/256 bits)"
