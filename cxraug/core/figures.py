@@ -276,7 +276,8 @@ def tile_grid(tiles: Sequence[Tile | None], cols: int, cell: int, *, lines: int 
     cell x cell square (scaled down to fit; up too with `upscale`), `lines` caption lines
     under it; `title` in a strip on top; `row_labels` in a column on the left; None leaves
     a cell empty."""
-    head, label_w, cap_h = (30 if title else 0), (90 if row_labels else 0), 1 + LINE_H * lines
+    head, label_w = (30 if title else 0), (90 if row_labels else 0)
+    cap_h = LINE_H * lines + 1 if lines else 0  # 14 px for one line
     rows = max(1, -(-len(tiles) // max(cols, 1)))
     pitch_x, pitch_y = cell + gap, cell + cap_h + gap
     out = np.full((head + rows * pitch_y, label_w + cols * pitch_x, 3), DARK, np.uint8)
