@@ -94,8 +94,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ws, real = workspace(Path(tmp), layout)
                 it = args.iterations
-                train(ws, recipe_config("paper", **RUN, seed=seed, iterations=it, checkpoint_interval=it,
-                                      sample_interval=it), name="toy", quiet=True)  # fmt: skip
+                cfg = recipe_config("paper", **RUN, seed=seed, iterations=it,
+                                    checkpoint_interval=it, sample_interval=it)  # fmt: skip
+                train(ws, cfg, name="toy", quiet=True)
                 gen = generated(ws, sources)
             for cell, x in gen.items():
                 r = real.get(cell)
