@@ -15,11 +15,13 @@ MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
 
 #: --help's epilog: which recipe is the default and where its measurements are (the ablation
 #: table has one home, bench/RESULTS.md "Ablation"; README.md and docs/training.md point to it)
-EPILOG = f"""[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured) and paper (the
-paper's exact setup: --recipe paper; every option not given takes Table 2's value). Which
-recipe, measured: bench/RESULTS.md, "Ablation" (every arm's kept share, FID against the
-real-vs-real baseline and precision/recall, with the sample grids and the seeds); what each
-part of the recipe does: docs/training.md, "Recipes"."""
+EPILOG = (
+    f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured) and paper (the paper's "
+    "exact setup: --recipe paper; every option not given takes Table 2's value). Which recipe, "
+    'measured: bench/RESULTS.md, "Ablation" (every arm\'s kept share, FID against the '
+    "real-vs-real baseline and precision/recall, with the sample grids and the seeds); what "
+    'each part of the recipe does: docs/training.md, "Recipes".'
+)
 
 
 @command("train", TrainConfig, epilog=EPILOG)
