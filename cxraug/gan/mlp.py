@@ -20,7 +20,7 @@ reproducible:
   normalise `groups` equal slices of the batch with their own statistics. Training calls D
   with groups=1: JOINT statistics over the concatenated [real; fake] batch. Per-half
   statistics (groups=2, what two separate Keras-GAN `train_on_batch` calls compute) were the
-  first version's bug: they make D blind (cxraug.gan.step explains why); groups=2 is kept so
+  first version's bug: they make D blind (cxraug.gan.mlp_step explains why); groups=2 is kept so
   tests can show the one concatenated pass equals two separate passes;
 - dropout takes its uniform noise as an argument, drawn from the run's tf.random.Generator.
 The config's mixed_precision must be resolved (bf16 | fp16 | none, not auto): that happens
