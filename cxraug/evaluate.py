@@ -46,7 +46,7 @@ from cxraug.classify.shortcut import probe_summary, shortcut_check, source_probe
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
-from cxraug.core.manifest import LABELS, check_label
+from cxraug.core.manifest import LABELS, check_label, scarce_class
 from cxraug.core.settings import SEED, Settings, at_least, between, setting
 from cxraug.core.ui import err
 from cxraug.core.workspace import EvalDir, Workspace
@@ -210,7 +210,7 @@ def _prepare(ws: Workspace, cfg: EvaluateConfig, name: str, force: bool) -> _Run
     have = dict(zip(LABELS, counts.tolist(), strict=True))
     vassert(counts.min() >= 4, f"{ws.dataset_path} has {have} training images; evaluate needs "
             "at least 4 per class")  # fmt: skip
-    label = cfg.augment_class or LABELS[int(np.argmin(counts))]
+    label = cfg.augment_class or scarce_class(have)
     sets, set_info = test_sets(data, cfg.min_test_per_class)
     syn, syn_reason = (load_synthetic(ws, label, cfg.run, cfg.size, cues, syn_cues)
                        if cfg.run or any(a.needs_synthetic for a in arms)  # --run: checked

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -79,6 +79,18 @@ def check_label(label: str, classes: tuple[str, ...] = LABELS,
     if label not in classes:
         raise exc(f"unknown class {label!r}; use one of {', '.join(classes)}")
     return label
+
+
+def scarce_class(counts: Mapping[str, int], classes: Sequence[str] = LABELS) -> str:
+    """The scarce class, the one cxraug grows: the class of `classes` with the fewest images
+    in `counts` (a class missing there has none). Ties go to the class listed first in
+    `classes` (LABELS order: normal before covid), as np.argmin breaks them. A class in
+    `counts` outside `classes` is an InputError, as is an empty `classes`."""
+    if not classes:
+        raise InputError("no class to choose the scarce one from")
+    for label in counts:
+        check_label(label, tuple(classes))
+    return min(classes, key=lambda c: (counts.get(c, 0), classes.index(c)))
 
 
 def whole_number(cell: str) -> int | None:
@@ -286,6 +298,11 @@ class Manifest:
             and (synthetic is None or r.synthetic == synthetic)
             and (status is None or r.status == status)
         ]  # fmt: skip
+
+    def real_counts(self, split: str = "train") -> dict[str, int]:
+        """Usable real rows of `split` per class, every class of LABELS (what `scarce_class`
+        and generate's --balance count)."""
+        return {c: len(self.select(label=c, split=split, synthetic=False)) for c in LABELS}
 
     def add(self, record: Record) -> None:
         if record.id in self.ids():

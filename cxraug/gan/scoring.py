@@ -52,6 +52,7 @@ from cxraug.core.csvfile import read_csv
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_text
 from cxraug.core.images import to_uint8
+from cxraug.core.manifest import LABELS, scarce_class
 from cxraug.core.workspace import RunDir
 from cxraug.metrics import c2st as c2st_mod
 from cxraug.metrics import distances as metrics
@@ -111,9 +112,11 @@ def best_of(scores: list[Score]) -> Score | None:
 
 
 def minority_class(labels: np.ndarray, num_classes: int) -> int:
-    """The class with the fewest training images (ties: the lower index)."""
+    """The index of the scarce class of these training labels (cxraug.core.manifest's
+    `scarce_class`: the fewest images; ties: the lower index)."""
+    classes = LABELS[:num_classes]
     counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
-    return int(np.argmin(counts))
+    return LABELS.index(scarce_class({c: int(counts[i]) for i, c in enumerate(classes)}, classes))
 
 
 class Scorer:
