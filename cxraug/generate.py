@@ -32,10 +32,11 @@ from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label, scarce_class
+from cxraug.core.names import check_run_name
 from cxraug.core.parallel import thread_pool
 from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.ui import progress
-from cxraug.core.workspace import Workspace, check_run_name, manifest_writer
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.gan.cells import MISSING, target_sources
 from cxraug.gan.checkpoint import Checkpoint, assign_generator, choose_checkpoint
 from cxraug.gan.config import TrainConfig
@@ -109,8 +110,8 @@ def latent(seed: int, index: int, dim: int) -> np.ndarray:
     return np.random.default_rng([seed, index]).standard_normal(dim).astype(np.float32)
 
 
-def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
-                 run: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
+def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest, run: str,
+                 label: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
     """(the sources images cycle through, their cells) for a source-conditioned run; None for
     a class-only run. `--source` is refused where it cannot apply, required where it must."""
     if not tcfg.sources:
@@ -121,8 +122,8 @@ def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
     if cfg.source is None:
         raise InputError(f"run {run} is conditioned on class and source: give --source NAME "
                          f"(one of {', '.join(tcfg.sources)}), {MISSING} or all")  # fmt: skip
-    targets = target_sources(cfg.source, tcfg.sources, cfg.label, manifest)
-    k = LABELS.index(cfg.label)
+    targets = target_sources(cfg.source, tcfg.sources, label, manifest)
+    k = LABELS.index(label)
     return targets, [k * tcfg.num_sources + tcfg.sources.index(s) for s in targets]
 
 
@@ -253,7 +254,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if LABELS.index(label) >= tcfg.num_classes:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {label!r}")  # fmt: skip
-    cells = source_cells(cfg, tcfg, manifest, run)
+    cells = source_cells(cfg, tcfg, manifest, run, label)
     n = balance_count(manifest, label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
@@ -264,7 +265,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     _check_room(ws, out_dir, n, tcfg.image_size, len(manifest))
     stem = f"{run}-s{cfg.seed}"
     _replace_old_set(ws, manifest, cfg, label, n, stem)
-    group = _write_images(ws, manifest, cfg, n, stem, ws.run_ref(run_dir), ckpt, cells,
+    group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
                           res.paths)  # fmt: skip
     pending.end(ws.generate_journal(label, stem))
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
@@ -281,13 +282,14 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     return res
 
 
-def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int, stem: str,
-                  run_ref: str, ckpt: Checkpoint, cells: tuple[tuple[str, ...], list[int]] | None,
+def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label: str, n: int,
+                  stem: str, run_ref: str, ckpt: Checkpoint,
+                  cells: tuple[tuple[str, ...], list[int]] | None,
                   written: list[Path]) -> str:  # fmt: skip
-    """Make images 0..n-1 batch by batch: journal, PNGs, then (every cfg.commit_seconds and at
-    the end) the manifest with their rows; `cells`: source_cells' (sources, cells) or None.
-    Appends the paths to `written`; returns the generator group used ("ema" or the trained
-    one)."""
+    """Make images 0..n-1 of `label` batch by batch: journal, PNGs, then (every
+    cfg.commit_seconds and at the end) the manifest with their rows; `cells`: source_cells'
+    (sources, cells) or None. Appends the paths to `written`; returns the generator group
+    used ("ema" or the trained one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
     from cxraug.gan.models import build_generator
@@ -295,18 +297,18 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
     tcfg = ckpt.config
     gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision
     group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
-    y_idx = LABELS.index(cfg.label)
+    y_idx = LABELS.index(label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
-    bs, journal = cfg.batch_size, ws.generate_journal(cfg.label, stem)
+    bs, journal = cfg.batch_size, ws.generate_journal(label, stem)
     todo: list[Record] = []  # written, not yet in the saved manifest
     last, cost = time.monotonic(), 0.0
     # PNG encoding and writing release the GIL: one thread per CPU (cxraug.core.parallel)
     with thread_pool() as pool, \
             progress(disable=not cfg.show_progress) as bar:  # fmt: skip
-        task = bar.add_task(f"generating {cfg.label}", total=n)
+        task = bar.add_task(f"generating {label}", total=n)
         for lo in range(0, n, bs):
             hi = min(n, lo + bs)
-            paths = [ws.synthetic_png(cfg.label, f"{stem}-{i:06d}") for i in range(lo, hi)]
+            paths = [ws.synthetic_png(label, f"{stem}-{i:06d}") for i in range(lo, hi)]
             pending.begin(journal, [*(r.resolve(ws.root) for r in todo), *paths])
             z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
             z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
@@ -317,7 +319,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
             list(pool.map(atomic_write_bytes, paths, pngs))
             for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
                 todo.append(Record(
-                    id=ws.synthetic_id(cfg.label, p.stem), path=ws.relpath(p), label=cfg.label,
+                    id=ws.synthetic_id(label, p.stem), path=ws.relpath(p), label=label,
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,

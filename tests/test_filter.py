@@ -21,7 +21,7 @@ from cxraug.core.workspace import Workspace
 from cxraug.filter import filter_synthetic
 from cxraug.quality import scores as quality
 from cxraug.quality import vectors
-from cxraug.quality.decide import FilterConfig, decide, evaluate
+from cxraug.quality.decide import FilterConfig, calibrate, decide, judge
 from cxraug.quality.nearest import distances, near_duplicates
 
 S = 96  # image side: small for speed, large enough for 2-4 px shifts to matter
@@ -88,7 +88,7 @@ def planted() -> dict[str, object]:
     imgs = {**good, **bad}
     ids = list(imgs)
     syn = np.stack(list(imgs.values()))
-    ev = evaluate(syn, real, ids, real_ids, FilterConfig())
+    ev = judge(syn, ids, calibrate(real, real_ids, FilterConfig()))
     return {
         "real": real,
         "real_ids": real_ids,
@@ -120,7 +120,7 @@ def test_planted_image_rejected_for_the_right_reason(planted, image_id, key):
 
 
 def test_clean_images_and_first_duplicate_are_kept(planted):
-    by_id, thr = planted["by_id"], planted["ev"].thresholds["memorised_max"]
+    by_id, thr = planted["by_id"], planted["ev"].calibration.thresholds["memorised_max"]
     assert by_id["dup-a"].kept
     good = [d for i, d in by_id.items() if i.startswith("good-")]
     assert all(d.keys in ((), ("memorised",)) for d in good)
@@ -162,9 +162,10 @@ def test_looser_threshold_keeps_what_the_default_rejects(planted):
     i = planted["ids"].index("bad-washed")
     args = (planted["syn"][[i]], planted["real"], ["w"], planted["real_ids"])
     assert decide(*args, FilterConfig())[0].keys == ("low-contrast",)
-    loose = evaluate(*args, FilterConfig(contrast_min=1.0))
+    cal = calibrate(planted["real"], planted["real_ids"], FilterConfig(contrast_min=1.0))
+    loose = judge(planted["syn"][[i]], ["w"], cal)
     assert loose.decisions[0].kept
-    assert loose.thresholds["contrast_min"] == 1.0 and not loose.calibrated["contrast_min"]
+    assert cal.thresholds["contrast_min"] == 1.0 and not cal.calibrated["contrast_min"]
 
 
 def test_calibrated_threshold_follows_real_percentiles(planted):
@@ -173,8 +174,8 @@ def test_calibrated_threshold_follows_real_percentiles(planted):
     std = real.reshape(len(real), -1).std(axis=1)  # independent of the histogram maths
     lo, hi = np.percentile(std, [1, 99])
     widen = max(0.1 * (hi - lo), quality.SPECS["contrast"].floor)
-    assert ev.thresholds["contrast_min"] == pytest.approx(lo - widen, rel=1e-6)
-    assert ev.thresholds["contrast_max"] == pytest.approx(hi + widen, rel=1e-6)
+    assert ev.calibration.thresholds["contrast_min"] == pytest.approx(lo - widen, rel=1e-6)
+    assert ev.calibration.thresholds["contrast_max"] == pytest.approx(hi + widen, rel=1e-6)
 
 
 def test_scores_match_their_definitions():

@@ -82,15 +82,18 @@ def check_label(label: str, classes: tuple[str, ...] = LABELS,
 
 
 def scarce_class(counts: Mapping[str, int], classes: Sequence[str] = LABELS) -> str:
-    """The scarce class, the one cxraug grows: the class of `classes` with the fewest images
-    in `counts` (a class missing there has none). Ties go to the class listed first in
-    `classes` (LABELS order: normal before covid), as np.argmin breaks them. A class in
-    `counts` outside `classes` is an InputError, as is an empty `classes`."""
-    if not classes:
-        raise InputError("no class to choose the scarce one from")
+    """The scarce class, the one cxraug grows: of the `classes` that have images in `counts`,
+    the one with the fewest. A class with none is absent, not scarce: nothing could calibrate
+    `filter` or score checkpoints for it. Ties go to the class listed first in `classes`
+    (LABELS order: normal before covid), as np.argmin breaks them. InputError when no class
+    has an image, or when `counts` names a class outside `classes`."""
     for label in counts:
         check_label(label, tuple(classes))
-    return min(classes, key=lambda c: (counts.get(c, 0), classes.index(c)))
+    present = [c for c in classes if counts.get(c, 0) > 0]
+    if not present:
+        raise InputError(f"no {'/'.join(classes)} images to tell which class is scarce; "
+                         "give the class (--class)")  # fmt: skip
+    return min(present, key=lambda c: counts[c])  # min keeps the first of equals
 
 
 def whole_number(cell: str) -> int | None:
