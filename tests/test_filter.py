@@ -18,7 +18,7 @@ from cxraug.core.errors import InputError
 from cxraug.core.images import read_gray_u8, write_png_gray
 from cxraug.core.manifest import Manifest, Record, _to_row
 from cxraug.core.workspace import Workspace
-from cxraug.filter import filter_synthetic
+from cxraug.filter import filter_folder, filter_synthetic
 from cxraug.quality import scores as quality
 from cxraug.quality import vectors
 from cxraug.quality.decide import FilterConfig, calibrate, decide, judge
@@ -342,6 +342,24 @@ def test_cli_summary_json_and_exit_zero_with_rejections(tmp_path, planted, good3
     r = runner.invoke(app, ["filter", "-w", str(ws.root), "--noise-max", "5"])
     assert r.exit_code == 0 and "kept" in r.stdout and "near-duplicate" in r.stdout
     assert ws.load_manifest().by_id()["synthetic/covid/bad-noise"].status == "rejected"  # lung
+
+
+def test_without_class_filter_judges_the_scarce_class(tmp_path, planted, good3):
+    ws = make_workspace(tmp_path, planted, good3 + BAD)  # real train rows: covid 1, normal 0
+    res = filter_synthetic(ws, FilterConfig())
+    assert res.label == "covid" and len(res.decisions) == len(good3 + BAD)
+    saved = json.loads(ws.filter_sheet_path("covid").with_suffix(".config.json").read_text())
+    assert saved["class"] == saved["config"]["label"] == "covid"  # recorded as resolved
+    folder = filter_folder(ws, ws.synthetic_class_dir("covid"), FilterConfig())
+    assert folder.label == "covid"
+    m = ws.load_manifest()  # two real normal train rows: now covid has more, normal is scarce
+    for i in range(2):
+        m.add(Record(id=f"real/n{i}", path=f"/data/n{i}.png", label="normal", split="train"))
+    m.add(Record(id="real/c9", path="/data/c9.png", label="covid", split="train"))
+    m.add(Record(id="real/c8", path="/data/c8.png", label="covid", split="train"))
+    ws.save_manifest(m)
+    r = runner.invoke(app, ["filter", "-w", str(ws.root)])
+    assert r.exit_code == 3 and "no synthetic normal rows" in r.output, r.output
 
 
 def test_cli_bad_inputs(tmp_path, planted, good3):
