@@ -7,7 +7,8 @@ written to a temp file and renamed, then the pointer file `latest` (JSON: file n
 iteration) is replaced the same way. A kill at any moment therefore leaves either the previous
 pointer or the new one, each naming a complete file. If the pointer is missing or its hash does
 not match, the newest checkpoint that loads completely is used instead; a truncated or corrupt
-file is never chosen.
+file is never chosen. Which checkpoint `generate` loads (a file, or a run's best or latest):
+`choose_checkpoint`.
 """
 
 from __future__ import annotations
