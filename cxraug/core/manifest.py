@@ -82,11 +82,10 @@ def check_label(label: str, classes: tuple[str, ...] = LABELS,
 
 
 def scarce_class(counts: Mapping[str, int], classes: Sequence[str] = LABELS) -> str:
-    """The scarce class, the one cxraug grows: of the `classes` that have images in `counts`,
-    the one with the fewest. A class with none is absent, not scarce: nothing could calibrate
-    `filter` or score checkpoints for it. Ties go to the class listed first in `classes`
-    (LABELS order: normal before covid), as np.argmin breaks them. InputError when no class
-    has an image, or when `counts` names a class outside `classes`."""
+    """The class cxraug grows: of the `classes` with images in `counts`, the one with the
+    fewest (a class with none is absent, not scarce: nothing could calibrate `filter` for it).
+    Ties: the first in `classes` (LABELS: normal before covid), as np.argmin breaks them.
+    InputError when no class has an image or `counts` names a class outside `classes`."""
     for label in counts:
         check_label(label, tuple(classes))
     present = [c for c in classes if counts.get(c, 0) > 0]
@@ -303,8 +302,7 @@ class Manifest:
         ]  # fmt: skip
 
     def real_counts(self, split: str = "train") -> dict[str, int]:
-        """Usable real rows of `split` per class, every class of LABELS (what `scarce_class`
-        and generate's --balance count)."""
+        """Usable real rows of `split` per class of LABELS (scarce_class, generate --balance)."""
         return {c: len(self.select(label=c, split=split, synthetic=False)) for c in LABELS}
 
     def add(self, record: Record) -> None:
