@@ -1,27 +1,24 @@
 """`cxraug collect`: record the images of local dataset copies in the workspace manifest.
 
-Nothing is copied: each manifest row points at the file where it lies. Pipeline:
+Nothing is copied: each manifest row points at the file where it lies. Pipeline (the order
+of work is this module's; the machinery is in cxraug.prep):
     sources.list_source (metadata/folder rules) -> inspect every file in 2 processes (sha256,
-    size, full decode check, 256-bit difference hash) -> exact duplicates -> near-duplicates
-    (reported, not removed) -> train/test split by patient group -> merge user edits -> write.
-
-Split groups are connected components linking rows that share a patient id, a file (metadata
-rows naming the same file), exact bytes, or a near-duplicate image: whatever could leak one
-patient's image from the training set into the test set ends up on one side.
+    size, full decode check, 256-bit difference hash: prep.inspect) -> exact duplicates ->
+    near-duplicates (reported, not removed: prep.duplicates) -> train/test split by patient
+    group (prep.split) -> merge user edits -> write.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
 from cxraug.core.dicom import PatientKey, load_salt, parse_tag, save_salt
-from cxraug.core.errors import MAX_LISTED, InputError, vassert
+from cxraug.core.errors import MAX_LISTED, InputError, first, listed, vassert
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
 from cxraug.core.images import (
     max_file_mb_setting,
@@ -32,7 +29,6 @@ from cxraug.core.manifest import (
     SPLITS,
     Manifest,
     Record,
-    crop_box_problem,
     manifest_text,
     parse_manifest_text,
 )
@@ -40,17 +36,17 @@ from cxraug.core.settings import SEED, WORKERS, Settings, between, setting
 from cxraug.core.ui import one_line, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.prep.csvsource import CSV_OPTIONS, CsvLayout, csv_setting
-from cxraug.prep.inspect import FileCheck, inspect_files
-from cxraug.prep.loading import refuse_own_failure
-from cxraug.prep.sources import (
-    Candidate,
-    Listing,
-    SourceSpec,
-    dicom_note,
-    list_source,
-    parse_source,
-    patient_from_name,
+from cxraug.prep.duplicates import (
+    mark_exact_duplicates,
+    near_duplicate_pairs,
+    note_near_duplicates,
 )
+from cxraug.prep.inspect import FileCheck, inspect_files
+from cxraug.prep.listing import Candidate, Listing, SourceSpec, patient_from_name
+from cxraug.prep.loading import refuse_own_failure
+from cxraug.prep.merge import MergeInfo, merge_previous
+from cxraug.prep.sources import dicom_note, list_source, parse_source
+from cxraug.prep.split import assign_splits
 
 
 @dataclass(frozen=True)
@@ -96,6 +92,17 @@ class CollectConfig(Settings):
     )
     show_progress: bool = True
 
+    def check(self) -> None:
+        # the option values that are not numbers: a bad one is an InputError (exit 3) when the
+        # config is built, before any file is read
+        if self.patient_tag != "PatientID":
+            parse_tag(self.patient_tag)
+        self.csv_layout()
+
+    def csv_layout(self) -> CsvLayout:
+        """The csv: sources' layout from the --csv-* options."""
+        return CsvLayout.parse(**{k: getattr(self, f"csv_{k}") for k in CSV_OPTIONS})
+
 
 def _to_record(c: Candidate, chk: FileCheck, ws: Workspace, patient_tag: str) -> Record:
     notes = list(c.notes)
@@ -120,192 +127,6 @@ def _to_record(c: Candidate, chk: FileCheck, ws: Workspace, patient_tag: str) ->
         source_path=c.source_path, patient_id=patient, view=view, license=c.license,
         sha256=chk.sha256, width=chk.width, height=chk.height, note="; ".join(notes),
     )  # fmt: skip
-
-
-def _add_note(r: Record, note: str) -> None:
-    r.note = f"{r.note}; {note}" if r.note else note
-
-
-def mark_exact_duplicates(records: list[Record]) -> int:
-    """The first usable row of each sha256 stays ok, later usable copies become `duplicate`."""
-    first: dict[str, Record] = {}
-    n = 0
-    for r in records:
-        if not r.sha256 or r.status != "ok":
-            continue
-        keep = first.setdefault(r.sha256, r)
-        if keep is not r:
-            reason = f"duplicate of {keep.id}"
-            if keep.label != r.label:
-                reason += f" (labelled {keep.label} there, {r.label} here)"
-                _add_note(keep, f"same file labelled {r.label} in {r.id}")
-            r.set_status("duplicate", reason)
-            n += 1
-    return n
-
-
-def _words(hashes: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """The hashes as machine words and a popcount for them. np.bitwise_count (numpy >= 2.0) on
-    64-bit words; on numpy 1.26 (which TensorFlow 2.16/2.17 need) a 16-bit lookup table."""
-    h = np.ascontiguousarray(hashes, np.uint8)
-    if _bitwise_count is not None:
-        return h.view(">u8"), _bitwise_count  # (N, 4)
-    return h.view(">u2"), _POPCOUNT16.__getitem__  # (N, 16)
-
-
-_bitwise_count: Callable[[np.ndarray], np.ndarray] | None = getattr(np, "bitwise_count", None)
-_POPCOUNT16 = np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8).reshape(-1, 2),
-                            axis=1).sum(1).astype(np.uint8)  # (65536,) set bits  # fmt: skip
-
-
-def near_duplicate_pairs(
-    hashes: np.ndarray, max_bits: int, block: int = 512
-) -> list[tuple[int, int, int]]:
-    """(i, j, distance) with i < j for rows of `hashes` ((N, 32) uint8) within max_bits."""
-    h, popcount = _words(hashes)
-    out: list[tuple[int, int, int]] = []
-    for s in range(0, len(h), block):
-        d = np.zeros((min(block, len(h) - s), len(h)), np.int32)  # (B, N) Hamming distances
-        for k in range(h.shape[1]):
-            d += popcount(h[s : s + block, k, None] ^ h[None, :, k])
-        for i, j in zip(*np.nonzero(d <= max_bits), strict=True):
-            if s + i < j:
-                out.append((int(s + i), int(j), int(d[i, j])))
-    return out
-
-
-class _Groups:
-    """Union-find over row indices."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-        self.size = [1] * n
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int, max_size: int | None = None) -> bool:
-        a, b = self.find(i), self.find(j)
-        if a == b or (max_size is not None and self.size[a] + self.size[b] > max_size):
-            return a == b
-        self.parent[a] = b
-        self.size[b] += self.size[a]
-        return True
-
-    def link_equal(self, keys: Iterable[str]) -> None:
-        first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k:
-                self.union(i, first.setdefault(k, i))
-
-
-def assign_splits(records: list[Record], pairs: Iterable[tuple[int, int]], test_fraction: float,
-                  seed: int, test_only: Iterable[str] = ()) -> list[tuple[int, int]]:  # fmt: skip
-    """Set `split` on ok rows, by patient group, stratified by class; clear it on other rows.
-
-    Rows of a `test_only` source get split external. A patient group that holds one of them
-    never reaches train: its other rows go to test, so no image of a test-only patient (same
-    patient id, same bytes, a near-duplicate) can be trained on.
-
-    Per class, the groups are shuffled (seeded) and each is put in test while that brings the
-    test image count closer to round(fraction * images); the rest go to train. Near-duplicate
-    pairs join groups only up to max(20, 2% of rows) rows, so that a too-loose threshold cannot
-    glue the whole dataset into one group. Returns the pairs that could not be joined."""
-    g = _Groups(len(records))
-    g.link_equal(r.patient_id for r in records)
-    g.link_equal(r.sha256 for r in records)
-    g.link_equal(r.path for r in records)
-    cap = max(20, len(records) // 50)
-    unjoined = [(i, j) for i, j in pairs if not g.union(i, j, max_size=cap)]
-    members: dict[int, list[int]] = {}
-    for i, r in enumerate(records):
-        r.split = ""
-        if r.status == "ok":
-            members.setdefault(g.find(i), []).append(i)
-    external = set(test_only)
-    groups = []
-    for m in sorted(members.values(), key=lambda m: min(records[i].id for i in m)):
-        if any(records[i].source in external for i in m):
-            for i in m:
-                records[i].split = "external" if records[i].source in external else "test"
-        else:
-            groups.append(m)
-    for k, label in enumerate(LABELS):
-        # a group's class is its majority (ties: the scarce covid class)
-        mine = [m for m in groups
-                if max(LABELS, key=lambda lb: (sum(records[i].label == lb for i in m),
-                                               LABELS.index(lb))) == label]  # fmt: skip
-        target = round(test_fraction * sum(len(m) for m in mine))
-        rng = np.random.default_rng([seed, k])  # one stream per class: classes independent
-        n_test = 0
-        for gi in rng.permutation(len(mine)):
-            m = mine[gi]
-            to_test = n_test < target and abs(n_test + len(m) - target) <= abs(target - n_test)
-            n_test += len(m) if to_test else 0
-            for i in m:
-                records[i].split = "test" if to_test else "train"
-    return unjoined
-
-
-@dataclass
-class MergeInfo:
-    """What a `--force` rebuild carried over from the manifest it replaced."""
-
-    backup: str = ""
-    kept_crops: int = 0
-    dropped_crops: list[str] = field(default_factory=list)
-    kept_synthetic: int = 0
-    kept_extra_columns: list[str] = field(default_factory=list)
-    dropped_rows: list[str] = field(default_factory=list)
-    kept_labels: list[str] = field(default_factory=list)  # "id: old (collect says new)"
-    kept_exclusions: list[str] = field(default_factory=list)  # ids
-    discarded: list[str] = field(default_factory=list)  # "id: split test -> train", ...
-
-
-def merge_previous(records: list[Record], old: Manifest) -> tuple[list[Record], MergeInfo]:
-    """Keep the user's edits of surviving ids and all synthetic rows; list what is recomputed.
-
-    Kept: crop box, extra columns, a label that differs from what collect reads from the
-    source (a correction), status `excluded` where collect now says ok (a person's decision to
-    leave an image out outweighs a re-scan). Recomputed, and listed in `discarded`: the split
-    (re-drawn by patient group, so a patient never lands on both sides, which kept old splits
-    could cause once sources change) and any other status (error, duplicate: facts of the
-    files, re-checked now)."""
-    info = MergeInfo(kept_extra_columns=list(old.extra_columns))
-    new_by_id = {r.id: r for r in records}
-    out = list(records)
-    for o in old:
-        n = new_by_id.get(o.id)
-        if o.synthetic and n is None:
-            out.append(o)
-            info.kept_synthetic += 1
-        elif n is None:
-            info.dropped_rows.append(o.id)
-            continue
-        else:
-            n.extra = dict(o.extra)
-            if o.label and o.label != n.label and n.status == "ok":
-                info.kept_labels.append(f"{o.id}: {o.label} (collect says {n.label or '-'})")
-                n.label = o.label
-            if o.status == "excluded" and n.status == "ok":
-                n.set_status("excluded", o.reason)
-                info.kept_exclusions.append(o.id)
-            elif o.status != n.status:
-                info.discarded.append(f"{o.id}: status {o.status} -> {n.status}")
-            if o.split and n.split and o.split != n.split:
-                info.discarded.append(f"{o.id}: split {o.split} -> {n.split}")
-            if o.crop is not None:
-                problem = crop_box_problem(o.crop, n.width, n.height)
-                if problem:
-                    info.dropped_crops.append(f"{o.id}: {problem}")
-                    _add_note(n, f"previous crop box dropped: {problem}")
-                else:
-                    n.crop = o.crop
-                    info.kept_crops += 1
-    return out, info
 
 
 @dataclass
@@ -356,16 +177,6 @@ def _split_counts(records: list[Record]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _note_near_duplicates(records: list[Record], pairs: list[tuple[int, int, int]]) -> None:
-    per_row: dict[int, list[str]] = {}
-    for i, j, d in pairs:
-        per_row.setdefault(i, []).append(f"{records[j].id} ({d}/256 bits)")
-        per_row.setdefault(j, []).append(f"{records[i].id} ({d}/256 bits)")
-    for i, others in per_row.items():
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        _add_note(records[i], "near-duplicate of " + ", ".join(others[:3]) + more)
-
-
 def collect(workspace: Workspace, sources: list[str], config: CollectConfig) -> CollectResult:
     """Build WORKSPACE/manifest.csv from local copies of the sources (nothing is copied),
     holding the workspace lock (another manifest writer running: exit 7). The sources are
@@ -382,10 +193,8 @@ def _check_sources(sources: list[str],
                    config: CollectConfig) -> tuple[list[SourceSpec], CsvLayout, list[str]]:
     """The parsed sources, the csv: layout and the --test-only names, or InputError (exit 3)."""
     vassert(sources, "give at least one SOURCE, e.g. cohen:covid-chestxray-dataset")
-    if config.patient_tag != "PatientID":
-        parse_tag(config.patient_tag)  # a bad tag: InputError before any file is read
     specs = [parse_source(s) for s in sources]
-    layout = CsvLayout.parse(**{k: getattr(config, f"csv_{k}") for k in CSV_OPTIONS})
+    layout = config.csv_layout()
     vassert(not layout.given or any(s.scheme == "csv" for s in specs), "the --csv-* options "
             "describe csv: sources, and none is given; write NAME=csv:PATH/metadata.csv")
     names = Counter(s.name for s in specs)
@@ -414,46 +223,20 @@ def _collect(workspace: Workspace, listings: list[Listing], test_only: list[str]
         # a folder or a FIFO named manifest.csv: exit 3, and it is left where it is
         old_text = manifest_text(workspace.manifest_path, lenient=True)
     cands = [c for listing in listings for c in listing.candidates]
-    # a source refuses some rows before any file is read (a metadata path leading outside it)
-    readable = [i for i, c in enumerate(cands) if c.status != "error"]
-    key = PatientKey(load_salt(workspace.patient_salt_path), config.patient_tag)
-    found = inspect_files([cands[i].path for i in readable], workers=config.workers,
-                          fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
-                          max_file_mb=config.max_file_mb, show_progress=config.show_progress,
-                          patient=key)  # fmt: skip
-    refuse_own_failure([(chk.unexpected, chk.error) for chk in found], "collect")
-    if any(chk.dicom is not None and chk.dicom.patient for chk in found):
-        save_salt(workspace.patient_salt_path, key.salt)  # before any hash made with it is saved
-    checks = [FileCheck()] * len(cands)
-    for i, chk in zip(readable, found, strict=True):
-        checks[i] = chk
+    checks = _inspect(workspace, cands, config)
     records = [_to_record(c, chk, workspace, config.patient_tag)
                for c, chk in zip(cands, checks, strict=True)]  # fmt: skip
     n_dup = mark_exact_duplicates(records)
-    ok = [i for i, r in enumerate(records) if r.status == "ok"]
-    hashes = np.array([np.frombuffer(checks[i].dhash, np.uint8) for i in ok], np.uint8)
-    local = near_duplicate_pairs(hashes.reshape(-1, 32), config.near_dup_bits)
-    pairs = [(ok[i], ok[j], d) for i, j, d in local]
-    _note_near_duplicates(records, pairs)
+    pairs = _near_duplicates(records, checks, config.near_dup_bits)
     unjoined = assign_splits(records, [(i, j) for i, j, _ in pairs], config.test_fraction,
                              config.seed, test_only)  # fmt: skip
     if unjoined:
         warn(f"{len(unjoined)} near-duplicate pair(s) were not kept in one split (their groups "
              "grew too large): is --near-dup-bits too loose for these images?")  # fmt: skip
     merge: MergeInfo | None = None
-    extra_columns: list[str] = []
     if old_text:
-        try:
-            old = parse_manifest_text(old_text, workspace.manifest_path.name)
-            records, merge = merge_previous(records, old)
-            extra_columns = merge.kept_extra_columns
-        except InputError as e:
-            warn(f"the existing manifest could not be read, so nothing was merged from it: {e}")
-            merge = MergeInfo()
-        merge.backup = str(workspace.manifest_path) + ".bak"
-        atomic_write_text(Path(merge.backup), old_text)
-    manifest = Manifest(records, extra_columns)
-    workspace.save_manifest(manifest)
+        records, merge = _merge_old(workspace, records, old_text)
+    workspace.save_manifest(Manifest(records, merge.kept_extra_columns if merge else []))
     table = Counter((r.source, r.label or "-", r.status) for r in records)
     result = CollectResult(
         manifest_path=workspace.manifest_path, config_path=workspace.collect_config_path,
@@ -473,6 +256,51 @@ def _collect(workspace: Workspace, listings: list[Listing], test_only: list[str]
         "summary": result.to_json(),
     })  # fmt: skip
     return result
+
+
+def _inspect(workspace: Workspace, cands: list[Candidate],
+             config: CollectConfig) -> list[FileCheck]:  # fmt: skip
+    """Every candidate's file check, in order (an empty check where the source refused it)."""
+    # a source refuses some rows before any file is read (a metadata path leading outside it)
+    readable = [i for i, c in enumerate(cands) if c.status != "error"]
+    key = PatientKey(load_salt(workspace.patient_salt_path), config.patient_tag)
+    found = inspect_files([cands[i].path for i in readable], workers=config.workers,
+                          fast_decode=config.fast_decode, max_megapixels=config.max_megapixels,
+                          max_file_mb=config.max_file_mb, show_progress=config.show_progress,
+                          patient=key)  # fmt: skip
+    refuse_own_failure([(chk.unexpected, chk.error) for chk in found], "collect")
+    if any(chk.dicom is not None and chk.dicom.patient for chk in found):
+        save_salt(workspace.patient_salt_path, key.salt)  # before any hash made with it is saved
+    checks = [FileCheck()] * len(cands)
+    for i, chk in zip(readable, found, strict=True):
+        checks[i] = chk
+    return checks
+
+
+def _near_duplicates(records: list[Record], checks: list[FileCheck],
+                     max_bits: int) -> list[tuple[int, int, int]]:  # fmt: skip
+    """(i, j, bits) of the usable rows whose images are near-duplicates, noted on both rows."""
+    ok = [i for i, r in enumerate(records) if r.status == "ok"]
+    hashes = np.array([np.frombuffer(checks[i].dhash, np.uint8) for i in ok], np.uint8)
+    local = near_duplicate_pairs(hashes.reshape(-1, 32), max_bits)
+    pairs = [(ok[i], ok[j], d) for i, j, d in local]
+    note_near_duplicates(records, pairs)
+    return pairs
+
+
+def _merge_old(workspace: Workspace, records: list[Record],
+               old_text: str) -> tuple[list[Record], MergeInfo]:  # fmt: skip
+    """`records` with the replaced manifest's edits merged in (`merge_previous`), the old text
+    saved as manifest.csv.bak; an unreadable old manifest merges nothing (a warning)."""
+    try:
+        old = parse_manifest_text(old_text, workspace.manifest_path.name)
+        records, merge = merge_previous(records, old)
+    except InputError as e:
+        warn(f"the existing manifest could not be read, so nothing was merged from it: {e}")
+        merge = MergeInfo()
+    merge.backup = str(workspace.manifest_path) + ".bak"
+    atomic_write_text(Path(merge.backup), old_text)
+    return records, merge
 
 
 def summary_tables(result: CollectResult) -> list[Table]:
@@ -509,15 +337,13 @@ def summary_lines(result: CollectResult, max_errors: int = MAX_LISTED) -> list[s
         if m.kept_labels or m.kept_exclusions:
             lines.append(f"kept your edits: {len(m.kept_labels)} label(s), "
                          f"{len(m.kept_exclusions)} status excluded")  # fmt: skip
-            lines += [f"kept label {x}" for x in m.kept_labels[:max_errors]]
+            lines += listed([f"kept label {x}" for x in m.kept_labels], max_errors)
         if m.discarded:
             lines.append(f"recomputed {len(m.discarded)} value(s) that differed from the old "
                          f"manifest (the old values are in {m.backup}):")  # fmt: skip
-            lines += [f"  {x}" for x in m.discarded[:max_errors]]
-            if len(m.discarded) > max_errors:
-                lines.append(f"  ... and {len(m.discarded) - max_errors} more")
-    for rid, reason in result.errors[:max_errors]:
-        lines.append(f"error: {one_line(rid)}: {reason}")
-    if result.n_errors > max_errors:
-        lines.append(f"... and {result.n_errors - max_errors} more rows with status error")
+            lines += listed(m.discarded, max_errors, indent="  ")
+    shown, more = first(result.errors, max_errors)
+    lines += [f"error: {one_line(rid)}: {reason}" for rid, reason in shown]
+    if more:
+        lines.append(f"{more} rows with status error")
     return lines

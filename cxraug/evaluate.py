@@ -41,9 +41,10 @@ from cxraug.classify.data import (
     validation_split,
 )
 from cxraug.classify.net import NetConfig, Trained, forward_flops
-from cxraug.classify.plots import draw_differences, draw_roc, stack_panels
+from cxraug.classify.plots import draw_differences, draw_roc
 from cxraug.classify.shortcut import probe_summary, shortcut_check, source_probe
 from cxraug.core.errors import InputError, vassert
+from cxraug.core.figures import stack
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
 from cxraug.core.manifest import LABELS, check_label, scarce_class
@@ -325,9 +326,8 @@ def _score(run: _Run, cfg: EvaluateConfig) -> None:
                 for a, d in diffs.items()]  # fmt: skip
         diff_panels.append(draw_differences(rows, f"paired difference from real only "
                                                   f"({name_t}, 95% CI over patients)"))  # fmt: skip
-    write_png_rgb(run.folder.roc_plot_path, np.ascontiguousarray(stack_panels(rocs)[..., ::-1]))
-    write_png_rgb(run.folder.differences_plot_path,
-                  np.ascontiguousarray(stack_panels(diff_panels)[..., ::-1]))  # fmt: skip
+    write_png_rgb(run.folder.roc_plot_path, stack(rocs))
+    write_png_rgb(run.folder.differences_plot_path, stack(diff_panels))
     run.figures = {"roc": list(run.sets), "differences": list(run.sets)}
 
 

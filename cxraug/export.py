@@ -38,12 +38,12 @@ from cxraug import __version__
 from cxraug.core.csvfile import write_rows
 from cxraug.core.errors import ImageError, vassert
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from cxraug.core.imageheader import probe
 from cxraug.core.images import (
     decode_displayed,
     encode_image,
     max_file_mb_setting,
     max_megapixels_setting,
-    probe,
     read_bytes,
     to_uint8,
 )
@@ -92,14 +92,18 @@ class ExportConfig(Settings):
     show_progress: bool = True
 
     def check(self) -> None:
+        # a bad choice is an InputError (exit 3) when the config is built, before OUT or the
+        # manifest is touched; --sources is checked against the manifest (data) by select_rows
         vassert(self.bits in (8, 16), f"--bits {self.bits}: use 8 or 16")
+        for name, known in (("splits", SPLITS), ("classes", LABELS), ("statuses", STATUSES)):
+            bad = sorted(self.listed(name) - set(known))
+            vassert(not bad, f"--{name} {', '.join(bad)}: unknown; use {', '.join(known)}")
+            if name == "splits":
+                vassert(self.listed(name), "--splits is empty; give e.g. train,test")
 
-    def listed(self, name: str, known: tuple[str, ...] | None = None) -> set[str]:
-        """The comma-separated option `name` as a set (empty = all), checked against `known`."""
-        got = {w.strip() for w in str(getattr(self, name)).split(",") if w.strip()}
-        bad = sorted(got - set(known)) if known is not None else []
-        vassert(not bad, f"--{name} {', '.join(bad)}: unknown; use {', '.join(known or ())}")
-        return got
+    def listed(self, name: str) -> set[str]:
+        """The comma-separated option `name` as a set (empty = all)."""
+        return {w.strip() for w in str(getattr(self, name)).split(",") if w.strip()}
 
 
 @dataclass(frozen=True)
@@ -151,14 +155,13 @@ def _names(rows: list[Record]) -> list[str]:
 
 def select_rows(rows: list[Record], cfg: ExportConfig) -> list[Record]:
     """The rows to export, in manifest order."""
-    splits = cfg.listed("splits", SPLITS)
-    vassert(splits, "--splits is empty; give e.g. train,test")
-    classes = cfg.listed("classes", LABELS) or set(LABELS)
+    splits = cfg.listed("splits")
+    classes = cfg.listed("classes") or set(LABELS)
     sources = cfg.listed("sources")
     known = {r.source for r in rows}
     vassert(sources <= known, f"--sources {', '.join(sorted(sources - known))}: no such source "
             f"in the manifest; its sources are {', '.join(sorted(known))}")  # fmt: skip
-    statuses = cfg.listed("statuses", STATUSES)
+    statuses = cfg.listed("statuses")
     return [r for r in rows
             if r.split in splits and r.label in classes and (not sources or r.source in sources)
             and (r.status in statuses if r.synthetic else r.status == "ok")

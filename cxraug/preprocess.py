@@ -42,6 +42,7 @@ from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_json, preallocate, remove_stale_temps, sha256_file
 from cxraug.core.images import max_file_mb_setting, max_megapixels_setting
 from cxraug.core.manifest import LABELS, MARK_REASONS, SPLITS, Record, label_index
+from cxraug.core.parallel import run_parallel
 from cxraug.core.settings import WORKERS, Settings, setting
 from cxraug.core.ui import warn
 from cxraug.core.workspace import Workspace, manifest_writer
@@ -51,14 +52,13 @@ from cxraug.prep.contact_sheet import (
     make_thumb,
     render_contact_sheet,
 )
-from cxraug.prep.crops import apply_crop_boxes, read_crop_boxes
+from cxraug.prep.crops import SuggestResult, apply_crop_boxes, read_crop_boxes, suggest_crops
 from cxraug.prep.loading import (
     Box,
     ImageTask,
     LoadOptions,
     load_image,
     refuse_own_failure,
-    run_parallel,
     tasks_for,
     usable_rows,
 )
@@ -170,8 +170,8 @@ def _run_images(
         # SIGBUS in every worker that would turn each row into an `error`
         preallocate(Path(tmp), int(np.prod(shape)) * 4)
         fn = partial(_preprocess_one, config=config, out=tmp, shape=shape, thumbs=thumbs)
-        done = run_parallel(fn, tasks_for(ws, rows), config.workers, "preprocess", show,
-                            on_crash=_crashed)  # fmt: skip
+        done = run_parallel(fn, tasks_for(ws, rows), workers=config.workers, what="preprocess",
+                            show=show, on_crash=_crashed)  # fmt: skip
         _OUTPUTS.pop(tmp, None)  # drop this process's own mapping (in-process runs)
         ok = [d.index for d in done if d.ok]
         images = np.array(np.memmap(tmp, np.float32, "r", shape=shape)[ok])  # (N_ok, S, S)
@@ -259,22 +259,12 @@ def preprocess(
     check_sheet_target(contact_sheet, force)  # before any work: refuse, change nothing
     _remove_leftovers(ws)
     old = _check_existing(ws, config, force)
-    manifest = ws.load_manifest()
-    applied = 0
-    if crop_boxes is not None:
-        applied = apply_crop_boxes(manifest, read_crop_boxes(crop_boxes, manifest, ws.root))
-        if applied:
-            ws.save_manifest(manifest)
+    applied = _apply_boxes(ws, crop_boxes)
     rows = usable_rows(ws, retry_errors=force)  # --force reads earlier error rows again
     result = PreprocessResult(ws.dataset_path, ws.dataset_config_path, 0, {},
                               crop_boxes_applied=applied)  # fmt: skip
-    if old is not None and contact_sheet is None:
-        if (old.get("manifest_sha256") == sha256_file(ws.manifest_path)
-                and old.get("marks_detector") == DETECTOR_VERSION):  # fmt: skip
-            result.n_images, result.counts = int(old["n_images"]), old["counts"]
-            result.marked, result.marks = int(old.get("marked", 0)), old.get("marks", {})
-            result.up_to_date = True
-            return result
+    if old is not None and contact_sheet is None and _reuse(ws, old, result):
+        return result
 
     t0 = time.perf_counter()
     images, done = _run_images(ws, rows, config, contact_sheet is not None, show_progress)
@@ -294,7 +284,6 @@ def preprocess(
             f"none of the {len(rows)} usable images could be read; their reasons "
             f"are in {ws.manifest_path} (status error)"
         )
-
     sel = [rows[d.index] for d in good]
     ds = Dataset(
         images,  # (N, S, S): the good rows, in manifest order
@@ -303,6 +292,36 @@ def preprocess(
         np.array([r.split for r in sel]),
         marks=np.array([cells[r.id] for r in sel], dtype=str),
     )
+    _count(result, ds, good)
+    _save(ws, ds, config, crop_boxes, result)
+    return result
+
+
+def _apply_boxes(ws: Workspace, crop_boxes: Path | None) -> int:
+    """Save the valid boxes of a --crop-boxes file into the manifest; how many changed."""
+    if crop_boxes is None:
+        return 0
+    manifest = ws.load_manifest()
+    applied = apply_crop_boxes(manifest, read_crop_boxes(crop_boxes, manifest, ws.root))
+    if applied:
+        ws.save_manifest(manifest)
+    return applied
+
+
+def _reuse(ws: Workspace, old: dict[str, Any], result: PreprocessResult) -> bool:
+    """Is the existing dataset up to date (same manifest, same mark detector)? Then `result`
+    gets its counts from the old config.json."""
+    if (old.get("manifest_sha256") != sha256_file(ws.manifest_path)
+            or old.get("marks_detector") != DETECTOR_VERSION):  # fmt: skip
+        return False
+    result.n_images, result.counts = int(old["n_images"]), old["counts"]
+    result.marked, result.marks = int(old.get("marked", 0)), old.get("marks", {})
+    result.up_to_date = True
+    return True
+
+
+def _count(result: PreprocessResult, ds: Dataset, good: list[_Done]) -> None:
+    """Images per split x class, and the marked images, into `result`."""
     result.n_images = len(ds)
     result.counts = {  # `external` (test-only sources) listed only when there are such rows
         s: {c: int(((ds.splits == s) & (ds.labels == i)).sum()) for i, c in enumerate(LABELS)}
@@ -311,6 +330,11 @@ def preprocess(
     }
     result.marked = int(ds.marked().sum())
     result.marks = {m: sum(m in d.marks for d in good) for m in MARK_REASONS}
+
+
+def _save(ws: Workspace, ds: Dataset, config: PreprocessConfig, crop_boxes: Path | None,
+          result: PreprocessResult) -> None:  # fmt: skip
+    """processed/dataset.npz, then the config.json that pairs it with the manifest."""
     ws.dataset_config_path.unlink(missing_ok=True)  # a crash below must not leave a stale pairing
     save_dataset(ws.dataset_path, ds)
     atomic_write_json(
@@ -330,7 +354,17 @@ def preprocess(
             "cxraug_version": __version__,
         },
     )
-    return result
+
+
+def suggest(ws: Workspace, config: PreprocessConfig, out: Path, *,
+            contact_sheet: Path | None = None, force: bool = False,
+            show_progress: bool = True) -> SuggestResult:  # fmt: skip
+    """`preprocess --suggest-crops`: an automatic chest box per usable image, written to `out`
+    for review (cxraug.prep.crops.suggest_crops); builds no dataset, leaves the manifest as
+    it is."""
+    return suggest_crops(ws, out, opts=config.load_options(), workers=config.workers,
+                         contact_sheet=contact_sheet, force=force,
+                         show_progress=show_progress)  # fmt: skip
 
 
 def _record(ws: Workspace, errors: list[tuple[str, str]],

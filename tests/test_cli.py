@@ -16,7 +16,7 @@ from cxraug import __version__
 from cxraug.cli import app
 from cxraug.core import errors
 
-COMMANDS = ("collect", "preprocess", "train", "generate", "filter", "fid")
+COMMANDS = ("collect", "preprocess", "train", "generate", "filter", "fid", "evaluate", "export")
 runner = CliRunner()
 
 
@@ -29,8 +29,12 @@ def test_version() -> None:
 def test_help_lists_every_stage() -> None:
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0
+    registered = [c.name for c in app.registered_commands]
+    assert registered == list(COMMANDS)  # pipeline order, and no command left out of COMMANDS
+    summary = " ".join((app.info.help or "").split())  # the text above the command list
     for c in COMMANDS:
         assert re.search(rf"\b{c}\b", r.output), c
+        assert re.search(rf"\b{c}\b", summary), f"the app's help omits {c}"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -136,3 +140,28 @@ def test_a_path_option_does_not_swallow_the_next_flag(
     r = runner.invoke(app, ["fid", "a", "b", "-w", str(tmp_path), "--sheet",
                             str(tmp_path / "-s.png")])  # fmt: skip
     assert "looks like an option" not in r.output
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--seeds", "0"], ["--bootstrap", "99"], ["--size", "513"], ["--val-fraction", "0.9"],
+     ["--steps", "x"], ["--frobnicate"]],
+)  # fmt: skip
+def test_evaluate_refuses_a_bad_option_before_anything_is_written(
+    tmp_path: Path, bad: list[str]
+) -> None:
+    """A number out of its range (or not a number, or an unknown option) is a usage error,
+    exit 2, before the workspace is read or written: no evaluations/ folder, no lock file."""
+    r = runner.invoke(app, ["evaluate", "-w", str(tmp_path), *bad])
+    assert r.exit_code == errors.EXIT_USAGE, r.output
+    assert bad[0] in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_help_names_its_outputs_and_skip_exit_code() -> None:
+    r = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.output).split())  # rich's boxes out
+    for option in ("--arms", "--seeds", "--cues", "--name", "--force", "--json"):
+        assert option in text, option
+    assert "evaluations/NAME/" in text and "Exit 1 when an arm or a test set had to be" in text

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import cxraug.collect as collect_mod
+import cxraug.prep.duplicates
 import cxraug.prep.inspect
 from cxraug.cli import app
 from cxraug.collect import (
@@ -28,8 +28,10 @@ from cxraug.core.errors import InputError
 from cxraug.core.images import encode_image
 from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.core.workspace import Workspace
+from cxraug.prep.duplicates import NOTE_LISTED, note_near_duplicates
+from cxraug.prep.listing import patient_from_name
 from cxraug.prep.phantom import make_phantom
-from cxraug.prep.sources import cohen_verdict, parse_source, patient_from_name
+from cxraug.prep.sources import cohen_verdict, parse_source
 
 CFG = CollectConfig(workers=1, show_progress=False)
 runner = CliRunner()
@@ -269,7 +271,7 @@ def test_near_duplicate_pairs_matches_bruteforce(numpy1: bool,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # numpy1: the path numpy 1.26 takes (no np.bitwise_count), checked against unpackbits
     if numpy1:
-        monkeypatch.setattr(collect_mod, "_bitwise_count", None)
+        monkeypatch.setattr(cxraug.prep.duplicates, "_bitwise_count", None)
     rng = np.random.default_rng(0)
     h = rng.integers(0, 256, (300, 32), dtype=np.uint8)
     h[5] = h[17]
@@ -282,7 +284,7 @@ def test_near_duplicate_pairs_matches_bruteforce(numpy1: bool,
     assert sorted(near_duplicate_pairs(h, 90, block=64)) == expect
     assert (5, 17, 0) in expect and (40, 41, 3) in expect
     # every byte value's popcount, against Python's own
-    table = collect_mod._POPCOUNT16
+    table = cxraug.prep.duplicates._POPCOUNT16
     assert [int(c) for c in table[:256]] == [bin(b).count("1") for b in range(256)]
     assert int(table[0xFFFF]) == 16 and int(table[0x8001]) == 2
 
@@ -492,3 +494,11 @@ def test_force_keeps_label_and_exclusion_edits_and_lists_what_it_recomputes(
     assert "kept your edits: 1 label(s), 1 status excluded" in lines
     assert f"{moved}: split {rows[moved].split} -> {old_split}" in lines
     assert "manifest.csv.bak" in lines
+
+
+def test_a_near_duplicate_note_names_three_rows_then_how_many_more() -> None:
+    recs = [Record(id=f"r{i}", path=f"{i}.png") for i in range(6)]
+    note_near_duplicates(recs, [(0, j, j) for j in range(1, 6)])  # r0 resembles 5 rows
+    assert recs[0].note == ("near-duplicate of r1 (1/256 bits), r2 (2/256 bits), r3 (3/256 bits)"
+                            f" ... and {5 - NOTE_LISTED} more")  # fmt: skip
+    assert recs[5].note == "near-duplicate of r0 (5/256 bits)"

@@ -194,3 +194,17 @@ def test_cli_exit_codes_failed_rows_and_no_header_values(tmp_path: Path) -> None
         if p.is_file():
             assert PATIENT_ID.encode() not in p.read_bytes()
             assert PATIENT_NAME.encode() not in p.read_bytes()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"bits": 12}, "--bits 12: use 8 or 16"),
+    ({"splits": "train,dev"}, "--splits dev: unknown; use train, test, external"),
+    ({"splits": " , "}, "--splits is empty"),
+    ({"classes": "cat"}, "--classes cat: unknown"),
+    ({"statuses": "fine"}, "--statuses fine: unknown"),
+])  # fmt: skip
+def test_bad_choices_are_refused_when_the_config_is_built(options: dict[str, object],
+                                                          message: str) -> None:
+    # config check(), not the stage body: refused before OUT or the manifest is looked at
+    with pytest.raises(InputError, match=message):
+        ExportConfig(**options)  # type: ignore[arg-type]

@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from cxraug.core.errors import ImageError
+from cxraug.core.imageheader import probe
 from cxraug.core.images import (
     decode_gray,
     encode_png_gray,
-    probe,
     read_gray,
     read_gray_u8,
     to_uint8,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxraug.core.errors import ManifestError
+from cxraug.core.errors import MAX_LISTED, ManifestError, first, listed, listed_inline
 from cxraug.core.manifest import (
     COLUMNS,
     Manifest,
@@ -95,6 +95,21 @@ def test_many_errors_are_all_counted_and_capped() -> None:
         parse_manifest_text(text)
     assert "has 30 problem(s)" in str(e.value) and "... and 5 more" in str(e.value)
     assert "row 2:" in str(e.value) and "row 26:" in str(e.value)
+    assert "row 27:" not in str(e.value)  # row 2 + MAX_LISTED - 1 is the last one listed
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4, MAX_LISTED, MAX_LISTED + 7])
+def test_first_n_then_and_k_more(n: int) -> None:
+    """The one "first N, then ... and K more" rule, in its three shapes (core/errors)."""
+    items = [f"p{i}" for i in range(n)]
+    shown, more = first(items)
+    assert list(shown) == items[:MAX_LISTED]
+    assert more == (f"... and {n - MAX_LISTED} more" if n > MAX_LISTED else "")
+    lines = listed(items, 3, indent="  ")
+    assert lines[: min(n, 3)] == [f"  p{i}" for i in range(min(n, 3))]
+    assert lines[3:] == ([f"  ... and {n - 3} more"] if n > 3 else [])
+    assert listed_inline(items, 3) == ", ".join(items[:3]) + (f" ... and {n - 3} more"
+                                                              if n > 3 else "")
 
 
 def test_structural_problems(tmp_path: Path) -> None:

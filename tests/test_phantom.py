@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cxraug.core.errors import InputError
-from cxraug.core.images import probe, read_gray
+from cxraug.core.imageheader import probe
+from cxraug.core.images import read_gray
 from cxraug.prep.phantom import make_phantom, write_phantom_folder
 
 

@@ -56,7 +56,9 @@ app = typer.Typer(
     name="cxraug",
     cls=Group,
     help="Grow the scarce class of a chest X-ray dataset with a conditional GAN "
-    "(Mohammed & Ali 2022): collect -> preprocess -> train -> generate -> filter -> fid.",
+    "(Mohammed & Ali 2022): collect -> preprocess -> train -> generate -> filter; then score "
+    "the kept images (fid: how real they look; evaluate: whether they help a classifier) "
+    "and export a training set (export).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -19,13 +19,14 @@ def evaluate_command(
     json_out: bool = json_option("results"),
     force: bool = typer.Option(False, "--force", help="Overwrite evaluations/NAME/."),
 ) -> None:
-    """Train a COVID-vs-normal classifier under several arms (real only, oversampling,
+    """Score whether the synthetic images help a COVID-vs-normal classifier
+    (docs/evaluate.md). Train the classifier under several arms (real only, oversampling,
     classical augmentation, + synthetic, + both, + count-matched real duplicates; opt-in:
     synthetic ratios, selected synthetic images, pre-training on synthetic images, `cells`:
     the missing class x source cells of a --condition class,source run) with the
     same budget and seeds, and score each on the test split and on every test-only source,
     with CIs over patients, paired differences and a shortcut check; --cues removes source
-    cues from every input (docs/evaluate.md). Exit 1 when an arm or a test set had to be
+    cues from every input. Exit 1 when an arm or a test set had to be
     skipped, 3 on bad input."""
     from rich.table import Table
 

@@ -25,7 +25,7 @@ def export_command(
     read. Real images get preprocess's crop and resize (8- or 16-bit PNG); synthetic ones are
     chosen by status. Exit 0 ok, 1 some images failed, 3 bad input (e.g. OUT holds other
     files)."""
-    from cxraug.core.errors import EXIT_PARTIAL, MAX_LISTED
+    from cxraug.core.errors import EXIT_PARTIAL, first
     from cxraug.core.ui import err, out, tagged
     from cxraug.core.workspace import Workspace
     from cxraug.export import export
@@ -37,10 +37,11 @@ def export_command(
         show.print(f"{res.out / split}: {counts}", highlight=False)
     show.print(f"{res.written} written, {res.copied} copied, {res.linked} hard-linked; index: "
                f"{res.out / 'index.csv'}", highlight=False)  # fmt: skip
-    for rid, reason in res.errors[:MAX_LISTED]:
+    shown, more = first(res.errors)
+    for rid, reason in shown:
         err.print(tagged("failed:", "yellow", f"{rid}: {reason}"), highlight=False, soft_wrap=True)
-    if len(res.errors) > MAX_LISTED:
-        err.print(f"... and {len(res.errors) - MAX_LISTED} more (see export-config.json)")
+    if more:
+        err.print(f"{more} (see export-config.json)")
     if json_out:
         typer.echo(json.dumps(res.to_json(), indent=2))
     if res.errors:

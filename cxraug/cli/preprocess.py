@@ -1,15 +1,21 @@
 """`cxraug preprocess`: the manifest's images -> processed/dataset.npz (cxraug.preprocess), or
-suggested crop boxes for review (cxraug.prep.crops)."""
+suggested crop boxes for review (cxraug.preprocess.suggest)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cxraug.cli.app import command, json_option, workspace_option
 from cxraug.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cxraug.preprocess import PreprocessResult
 
 
 @command("preprocess", PreprocessConfig)
@@ -21,7 +27,7 @@ def preprocess_command(
         help="CSV with id (or path),x0,y0,x1,y1 in original pixels (x1/y1 exclusive); valid "
         "boxes are saved into the manifest first. See docs/preprocess.md.",
     ),  # fmt: skip
-    suggest: Path | None = typer.Option(
+    suggest_path: Path | None = typer.Option(
         None, "--suggest-crops", show_default=False,
         help="Do not build the dataset: write an automatic chest box per image to this CSV "
         "for review (then pass it back with --crop-boxes).",
@@ -39,22 +45,20 @@ def preprocess_command(
     json_out: bool = json_option("summary"),
 ) -> None:
     """Turn the manifest's usable real images into WORKSPACE/processed/dataset.npz: decode,
-    crop, resize to SIZE x SIZE (INTER_AREA), scale to [-1, 1]. Unreadable images become error
-    rows. Exit 0 ok, 1 some images failed, 3 bad input (e.g. crop-boxes rows)."""
-    from cxraug.core.errors import EXIT_PARTIAL, MAX_LISTED
-    from cxraug.core.manifest import MARK_REASONS
-    from cxraug.core.ui import err, one_line, out, tagged
+    crop, resize to SIZE x SIZE (INTER_AREA when both sides shrink, else INTER_CUBIC), scale to
+    [-1, 1]. Unreadable images become error rows. Exit 0 ok, 1 some images failed, 3 bad input
+    (e.g. crop-boxes rows)."""
+    from cxraug.core.errors import EXIT_PARTIAL
+    from cxraug.core.ui import err, out
     from cxraug.core.workspace import Workspace
-    from cxraug.prep.crops import suggest_crops
-    from cxraug.preprocess import preprocess, summary_table
+    from cxraug.preprocess import preprocess, suggest
 
-    if suggest is not None and crop_boxes is not None:
+    if suggest_path is not None and crop_boxes is not None:
         raise typer.BadParameter("use either --suggest-crops or --crop-boxes, not both")
     ws = Workspace.at(workspace)
     show = err if json_out else out  # --json keeps stdout machine-readable
-    if suggest is not None:
-        sres = suggest_crops(ws, suggest, opts=cfg.load_options(), workers=cfg.workers,
-                             contact_sheet=contact_sheet, force=force)  # fmt: skip
+    if suggest_path is not None:
+        sres = suggest(ws, cfg, suggest_path, contact_sheet=contact_sheet, force=force)
         show.print(f"wrote {sres.n_boxes} suggested boxes to {sres.boxes_path} "
                    f"({sres.n_fallback} fall back to the full image); review them, then run "
                    f"`cxraug preprocess --crop-boxes {sres.boxes_path}`",
@@ -62,30 +66,47 @@ def preprocess_command(
         errors, sheets, payload = sres.errors, sres.contact_sheets, sres.to_json()
     else:
         res = preprocess(ws, cfg, crop_boxes, force=force, contact_sheet=contact_sheet)
-        if res.crop_boxes_applied:
-            show.print(f"saved {res.crop_boxes_applied} crop box(es) into {ws.manifest_path}")
-        if res.up_to_date:
-            show.print(f"{res.dataset_path} is up to date ({res.n_images} images, same "
-                       "settings and manifest); nothing to do", highlight=False)  # fmt: skip
-        else:
-            show.print(summary_table(res))
-            show.print(f"{res.n_images} images in {res.seconds:.1f} s ({res.images_per_s:.1f} "
-                       f"images/s, {res.reduced} JPEGs DCT-reduced) -> {res.dataset_path} "
-                       f"(settings: {res.config_path.name})", highlight=False)  # fmt: skip
-        if res.marked:
-            found = ", ".join(f"{k} {res.marks[k]}" for k in MARK_REASONS if res.marks.get(k))
-            show.print(f"{res.marked} images with editorial marks ({found}): `cxraug train` "
-                       "leaves them out (--include-marked keeps them); see the marks column "
-                       f"of {ws.manifest_path}", highlight=False, soft_wrap=True)  # fmt: skip
+        _print_dataset(show, res, ws.manifest_path)
         errors, sheets, payload = res.errors, res.contact_sheets, res.to_json()
     for sheet in sheets:
         show.print(f"contact sheet: {sheet}", highlight=False)
-    for rid, reason in errors[:MAX_LISTED]:
-        err.print(tagged("failed:", "yellow", f"{one_line(rid)}: {reason}"), highlight=False,
-                  soft_wrap=True)  # fmt: skip
-    if len(errors) > MAX_LISTED:
-        err.print(f"... and {len(errors) - MAX_LISTED} more (see the manifest's reason column)")
+    _print_failures(errors)
     if json_out:
         typer.echo(json.dumps(payload, indent=2))
     if errors:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_dataset(show: Console, res: PreprocessResult, manifest_path: Path) -> None:
+    """What preprocess built (or found up to date), and the images with editorial marks."""
+    from cxraug.core.manifest import MARK_REASONS
+    from cxraug.preprocess import summary_table
+
+    if res.crop_boxes_applied:
+        show.print(f"saved {res.crop_boxes_applied} crop box(es) into {manifest_path}")
+    if res.up_to_date:
+        show.print(f"{res.dataset_path} is up to date ({res.n_images} images, same "
+                   "settings and manifest); nothing to do", highlight=False)  # fmt: skip
+    else:
+        show.print(summary_table(res))
+        show.print(f"{res.n_images} images in {res.seconds:.1f} s ({res.images_per_s:.1f} "
+                   f"images/s, {res.reduced} JPEGs DCT-reduced) -> {res.dataset_path} "
+                   f"(settings: {res.config_path.name})", highlight=False)  # fmt: skip
+    if res.marked:
+        found = ", ".join(f"{k} {res.marks[k]}" for k in MARK_REASONS if res.marks.get(k))
+        show.print(f"{res.marked} images with editorial marks ({found}): `cxraug train` "
+                   "leaves them out (--include-marked keeps them); see the marks column "
+                   f"of {manifest_path}", highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _print_failures(errors: list[tuple[str, str]]) -> None:
+    """The images that could not be read (id: reason), the first MAX_LISTED of them."""
+    from cxraug.core.errors import first
+    from cxraug.core.ui import err, one_line, tagged
+
+    shown, more = first(errors)
+    for rid, reason in shown:
+        err.print(tagged("failed:", "yellow", f"{one_line(rid)}: {reason}"), highlight=False,
+                  soft_wrap=True)  # fmt: skip
+    if more:
+        err.print(f"{more} (see the manifest's reason column)")

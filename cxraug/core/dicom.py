@@ -142,7 +142,7 @@ def _read(data: bytes, header_only: bool) -> Any:
 
 def header_size(data: bytes) -> tuple[int | None, int | None, int | None, int | None]:
     """(columns, rows, samples per pixel, bits stored) from the header, without the pixels:
-    what `cxraug.core.images.probe` needs to refuse a huge image in bounded memory."""
+    what `cxraug.core.imageheader.probe` needs to refuse a huge image in bounded memory."""
     ds = _read(data, header_only=True)
     vals = [ds.get(k) for k in ("Columns", "Rows", "SamplesPerPixel", "BitsStored")]
     return tuple(int(v) if isinstance(v, int) else None for v in vals)  # type: ignore[return-value]

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -35,6 +39,26 @@ EXIT_INTERRUPTED = 130
 
 #: How many problems (bad rows, failed files) a message or summary lists before "... and N more".
 MAX_LISTED = 25
+
+
+def first(items: Sequence[T], limit: int = MAX_LISTED) -> tuple[Sequence[T], str]:
+    """The items a message lists (the first `limit`) and the line that stands for the rest:
+    "... and K more", or "" when nothing is left out. The one owner of that rule; `listed`
+    and `listed_inline` are its two shapes."""
+    rest = len(items) - limit
+    return items[:limit], (f"... and {rest} more" if rest > 0 else "")
+
+
+def listed(items: Sequence[str], limit: int = MAX_LISTED, indent: str = "") -> list[str]:
+    """One line per item (the first `limit`, each after `indent`), then "... and K more"."""
+    shown, more = first(items, limit)
+    return [indent + x for x in shown] + ([indent + more] if more else [])
+
+
+def listed_inline(items: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """The items on one line, comma-separated: "a, b, c ... and K more" (a note, a message)."""
+    shown, more = first(items, limit)
+    return ", ".join(shown) + (f" {more}" if more else "")
 
 
 class CxrError(Exception):

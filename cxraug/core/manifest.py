@@ -20,7 +20,7 @@ from cxraug.core.csvfile import csv_plain as csv_plain
 from cxraug.core.csvfile import csv_rows as csv_rows
 from cxraug.core.csvfile import csv_safe as csv_safe
 from cxraug.core.csvfile import dict_reader, read_text, write_rows
-from cxraug.core.errors import MAX_LISTED, InputError, ManifestError
+from cxraug.core.errors import InputError, ManifestError, listed
 from cxraug.core.fsutil import atomic_write_text
 
 SCHEMA_VERSION = "1"
@@ -149,6 +149,10 @@ class Record:
             raise ValueError(f"unknown status {status!r}")
         self.status, self.reason = status, reason
 
+    def add_note(self, note: str) -> None:
+        """Append `note` to the note cell ("; " between notes)."""
+        self.note = f"{self.note}; {note}" if self.note else note
+
 
 _SCALAR_FIELDS = [f.name for f in fields(Record) if f.name not in ("crop", "extra")]
 
@@ -178,18 +182,41 @@ def _parse_int(value: str, column: str, errors: list[str], where: str) -> int | 
 
 
 def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | None:
+    """One CSV row as a Record, or None with every problem of the row appended to `errors`."""
     n_before = len(errors)
     g = {k: ("" if v is None or v.strip().lower() == "nan" else v.strip()) for k, v in row.items()}
+    label, split, status, synthetic = _parse_words(g, where, errors)
+    ints, crop = _parse_numbers(g, where, errors)
+    if len(errors) > n_before:
+        return None
+    known = set(COLUMNS)
+    return Record(
+        id=g.get("id", ""), path=g.get("path", ""), label=label, split=split, status=status,
+        reason=g.get("reason", ""), source=g.get("source", ""),
+        source_path=g.get("source_path", ""),
+        patient_id=g.get("patient_id", ""), view=g.get("view", ""),
+        license=g.get("license", ""), sha256=g.get("sha256", "").lower(),
+        width=ints["width"], height=ints["height"], crop=crop, marks=g.get("marks", ""),
+        synthetic=synthetic,
+        run=g.get("run", ""), checkpoint_sha256=g.get("checkpoint_sha256", ""),
+        seed=ints["seed"], noise_index=ints["noise_index"],
+        cond_source=g.get("cond_source", ""), note=g.get("note", ""),
+        extra={k: (v or "") for k, v in row.items() if k not in known and k is not None},
+    )  # fmt: skip
+
+
+def _parse_words(g: dict[str, str], where: str,
+                 errors: list[str]) -> tuple[str, str, str, bool]:  # fmt: skip
+    """The version, id and path present; (label, split, status, synthetic) checked."""
     version = g.get("manifest_version", "")
     if version not in ("", SCHEMA_VERSION):
         errors.append(
             f"{where}: manifest_version={version!r}, this cxraug reads version {SCHEMA_VERSION}"
         )
-    rid, path = g.get("id", ""), g.get("path", "")
     label, split, status = (g.get(k, "").lower() for k in ("label", "split", "status"))
-    if not rid:
+    if not g.get("id", ""):
         errors.append(f"{where}: id is empty; give every row a unique id")
-    if not path:
+    if not g.get("path", ""):
         errors.append(f"{where}: path is empty; give the image file's path")
     if status not in STATUSES:
         errors.append(f"{where}: status={g.get('status')!r}; use one of {', '.join(STATUSES)}")
@@ -205,6 +232,13 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
     synth_s = g.get("synthetic", "").lower()
     if synth_s not in _TRUE | _FALSE:
         errors.append(f"{where}: synthetic={g.get('synthetic')!r}; use true or false")
+    return label, split, status, synth_s in _TRUE
+
+
+def _parse_numbers(
+    g: dict[str, str], where: str, errors: list[str]
+) -> tuple[dict[str, int | None], tuple[int, int, int, int] | None]:
+    """The whole-number cells ({column: value}) and the crop box, checked."""
     ints = {
         c: _parse_int(g.get(c, ""), c, errors, where)
         for c in ("width", "height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "seed",
@@ -226,21 +260,7 @@ def _parse_row(row: dict[str, str], where: str, errors: list[str]) -> Record | N
             if msg:
                 errors.append(f"{where}: {msg}")
             crop = (x0, y0, x1, y1)
-    if len(errors) > n_before:
-        return None
-    known = set(COLUMNS)
-    return Record(
-        id=rid, path=path, label=label, split=split, status=status, reason=g.get("reason", ""),
-        source=g.get("source", ""), source_path=g.get("source_path", ""),
-        patient_id=g.get("patient_id", ""), view=g.get("view", ""),
-        license=g.get("license", ""), sha256=g.get("sha256", "").lower(),
-        width=ints["width"], height=ints["height"], crop=crop, marks=g.get("marks", ""),
-        synthetic=synth_s in _TRUE,
-        run=g.get("run", ""), checkpoint_sha256=g.get("checkpoint_sha256", ""),
-        seed=ints["seed"], noise_index=ints["noise_index"],
-        cond_source=g.get("cond_source", ""), note=g.get("note", ""),
-        extra={k: (v or "") for k, v in row.items() if k not in known and k is not None},
-    )  # fmt: skip
+    return ints, crop
 
 
 def crop_box_problem(
@@ -324,11 +344,8 @@ def to_csv_text(m: Manifest) -> str:
 def problems_message(name: str, errors: list[str], consequence: str = "") -> str:
     """"NAME has N problem(s)[; consequence]. Fix them and re-run:" + the first
     MAX_LISTED lines, one per problem."""
-    shown = errors[:MAX_LISTED]
-    more = len(errors) - len(shown)
-    tail = f"\n  ... and {more} more" if more else ""
-    return (f"{name} has {len(errors)} problem(s){consequence}; fix them and re-run:\n  "
-            + "\n  ".join(shown) + tail)  # fmt: skip
+    return (f"{name} has {len(errors)} problem(s){consequence}; fix them and re-run:\n"
+            + "\n".join(listed(errors, indent="  ")))  # fmt: skip
 
 
 def parse_manifest_text(text: str, name: str = MANIFEST_NAME) -> Manifest:

@@ -1,5 +1,5 @@
 """What a training run writes besides checkpoints: log.csv, TensorBoard events, sample grids
-from a fixed noise grid, and loss.png (drawn with OpenCV; no matplotlib). Paths come from
+from a fixed noise grid, and loss.png (drawn by cxraug.core.figures). Paths come from
 cxraug.core.workspace.RunDir, PNGs are encoded by cxraug.core.images.
 
     runs/NAME/config.json            resolved TrainConfig
@@ -19,10 +19,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cxraug.core.csvfile import read_csv
+from cxraug.core.figures import line_chart
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.images import to_uint8, write_png_gray, write_png_rgb
 from cxraug.core.tf_setup import tf
@@ -102,7 +102,7 @@ class RunLog:
 
     def plot(self) -> Path:
         path = self.run.loss_plot_path
-        write_png_rgb(path, np.ascontiguousarray(draw_losses(self.rows)[..., ::-1]))  # BGR->RGB
+        write_png_rgb(path, draw_losses(self.rows))
         return path
 
     def close(self) -> None:
@@ -112,28 +112,7 @@ class RunLog:
 
 
 def draw_losses(rows: list[dict[str, str]], w: int = 800, h: int = 400) -> np.ndarray:
-    """A BGR uint8 (h, w, 3) plot: d_loss blue, g_loss red, with y-range labels."""
-    img = np.full((h, w, 3), 255, np.uint8)
-    m = 40  # margin for labels
-    cv2.rectangle(img, (m, 10), (w - 10, h - m), (0, 0, 0), 1)
-    if len(rows) >= 2:
-        it = np.array([float(r["iteration"]) for r in rows])
-        series = {k: np.array([float(r[k]) for r in rows]) for k in ("d_loss", "g_loss")}
-        finite = np.concatenate([v[np.isfinite(v)] for v in series.values()])
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        hi = hi if hi > lo else lo + 1.0
-        x0, x1 = float(it.min()), float(it.max()) if it.max() > it.min() else it.min() + 1
-        for key, colour in (("d_loss", (200, 80, 0)), ("g_loss", (0, 0, 200))):
-            v = series[key]
-            ok = np.isfinite(v)
-            px = m + (it[ok] - x0) / (x1 - x0) * (w - 10 - m)
-            py = (h - m) - (v[ok] - lo) / (hi - lo) * (h - m - 10)
-            pts = np.stack([px, py], 1).astype(np.int32).reshape(-1, 1, 2)
-            cv2.polylines(img, [pts], False, colour, 1, cv2.LINE_AA)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        cv2.putText(img, f"{hi:.3g}", (2, 20), font, 0.35, (0, 0, 0), 1)
-        cv2.putText(img, f"{lo:.3g}", (2, h - m), font, 0.35, (0, 0, 0), 1)
-        cv2.putText(img, f"iter {int(x0)}..{int(x1)}", (m, h - 15), font, 0.4, (0, 0, 0), 1)
-        cv2.putText(img, "d_loss", (w - 150, 25), font, 0.45, (200, 80, 0), 1)
-        cv2.putText(img, "g_loss", (w - 80, 25), font, 0.45, (0, 0, 200), 1)
-    return img
+    """d_loss and g_loss against iteration: an RGB (h, w, 3) uint8 chart (cxraug.core.figures)."""
+    it = np.array([float(r["iteration"]) for r in rows])
+    series = [(k, it, np.array([float(r[k]) for r in rows])) for k in ("d_loss", "g_loss")]
+    return line_chart(series, "Training losses", "iteration", "loss", w=w, h=h)

@@ -45,13 +45,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cxraug.core.csvfile import read_csv
 from cxraug.core.errors import InputError, vassert
-from cxraug.core.fsutil import atomic_write_bytes, atomic_write_text
-from cxraug.core.images import to_uint8
+from cxraug.core.figures import data_range, line_chart
+from cxraug.core.fsutil import atomic_write_text
+from cxraug.core.images import to_uint8, write_png_rgb
 from cxraug.core.manifest import LABELS, scarce_class
 from cxraug.core.workspace import RunDir
 from cxraug.metrics import c2st as c2st_mod
@@ -206,50 +206,26 @@ class ScoreLog:
         w.writeheader()
         w.writerows(x.row() for x in self.scores)
         atomic_write_text(self.path, buf.getvalue())
-        atomic_write_bytes(self.png, cv2.imencode(".png", draw_scores(self.scores))[1].tobytes())
+        write_png_rgb(self.png, draw_scores(self.scores))
         best = best_of(self.scores)
         assert best is not None
         return best
 
 
 def draw_scores(scores: list[Score], w: int = 800, h: int = 400) -> np.ndarray:
-    """KID (red, own scale), kept share (green), precision (orange) and C2ST AUC (purple;
-    the last three 0..1) against iteration; the best checkpoint marked."""
-    img = np.full((h, w, 3), 255, np.uint8)
-    if not scores:
-        return img
+    """KID (scaled to 0..1 over its range, said in the note), the kept share, precision and
+    C2ST AUC (0..1 as they are) against iteration; the best checkpoint marked. RGB."""
     its = np.array([s.iteration for s in scores], float)
     kid = np.array([s.kid for s in scores], float)
-    kept = np.array([s.kept for s in scores], float)
-    prec = np.array([s.precision for s in scores], float)
-    auc = np.array([s.c2st for s in scores], float)
-    x0, x1, y0, y1 = 60, w - 20, 20, h - 40
-    span = max(its.max() - its.min(), 1.0)
-    px = x0 + (its - its.min()) / span * (x1 - x0)
-
-    def line(vals: np.ndarray, lo: float, hi: float, colour: tuple[int, int, int]) -> None:
-        py = y1 - (np.clip(vals, lo, hi) - lo) / max(hi - lo, 1e-12) * (y1 - y0)
-        pts = np.stack([px, py], 1).astype(np.int32)
-        cv2.polylines(img, [pts], False, colour, 2)
-        for p in pts:
-            cv2.circle(img, tuple(int(v) for v in p), 3, colour, -1)
-
-    finite = kid[np.isfinite(kid)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    line(kid, lo, hi if hi > lo else lo + 1.0, (0, 0, 200))
-    line(kept, 0.0, 1.0, (0, 150, 0))
-    if np.isfinite(prec).all():  # absent in logs older than the column, or with tiny N
-        line(prec, 0.0, 1.0, (0, 140, 255))
-    if np.isfinite(auc).all():  # likewise for the C2ST column
-        line(auc, 0.0, 1.0, (160, 0, 160))
+    lo, hi = data_range(kid)
+    series = [("KID (scaled)", its, (kid - lo) / (hi - lo)),
+              ("kept share", its, np.array([s.kept for s in scores], float))]  # fmt: skip
+    for label, vals in (("precision", [s.precision for s in scores]),
+                        ("C2ST AUC", [s.c2st for s in scores])):  # fmt: skip
+        if np.isfinite(vals).all():  # absent in logs older than the column, or with tiny N
+            series.append((label, its, np.array(vals, float)))
     best = best_of(scores)
-    if best is not None:
-        bx = int(x0 + (best.iteration - its.min()) / span * (x1 - x0))
-        cv2.line(img, (bx, y0), (bx, y1), (200, 0, 0), 1)
-    cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
-    cv2.putText(img, f"KID (red) {lo:.3g}..{hi:.3g}   kept (green), precision (orange), "
-                     "C2ST AUC (purple) 0..1   best (blue line)",
-        (x0, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
-    cv2.putText(img, f"iteration {int(its.min())} .. {int(its.max())}", (x0, h - 15),
-        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
-    return img
+    return line_chart(series, "Checkpoint scores", "iteration", "score",
+                      note=f"KID scaled: 0 = {lo:.3g}, 1 = {hi:.3g}; the others as they are",
+                      vlines=[(best.iteration, "best")] if best else (), ylim=(0.0, 1.0),
+                      markers=True, w=w, h=h)  # fmt: skip

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cxraug.core.dataset import load_dataset
-from cxraug.core.errors import MAX_LISTED, ImageError, InputError
+from cxraug.core.errors import ImageError, InputError, listed
 from cxraug.core.fsutil import sha256_bytes
 from cxraug.core.images import (
     IMAGE_SUFFIXES,
@@ -201,11 +201,10 @@ def resolve_set(spec: str | Path, workspace: Path) -> ImageSet:
 
 def _raise_bad(description: str, bad: list[str]) -> None:
     if bad:
-        shown = "\n  ".join(bad[:MAX_LISTED])
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        shown = "\n".join(listed(bad, indent="  "))
         raise InputError(
             f"{len(bad)} unusable image(s) in {description}; fix or remove them "
-            f"(metric inputs must be complete):\n  {shown}{more}"
+            f"(metric inputs must be complete):\n{shown}"
         )
 
 

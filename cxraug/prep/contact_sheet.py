@@ -5,7 +5,6 @@ round its cell and the cell's text printed on the thumbnail."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cxraug.core import figures as fig
 from cxraug.core.errors import InputError
 from cxraug.core.images import Box, write_png_rgb
 from cxraug.core.manifest import is_marked
 
-MARK_COLOUR = (255, 0, 255)  # RGB: magenta is not a colour of a gray radiograph or of a box
+# RGB, like every colour (cxraug.core.figures)
+MARK_COLOUR = (255, 0, 255)  # magenta is not a colour of a gray radiograph or of a box
+BOX_COLOUR, FALLBACK_COLOUR = (0, 230, 0), (255, 160, 0)  # green; orange: a fallback box
 
 
 @dataclass
@@ -87,44 +89,14 @@ def render_contact_sheet(
 
 
 def _sheet_page(items: list[SheetItem], cell: int, cols: int) -> np.ndarray:
-    label_h, font, scale = 14, cv2.FONT_HERSHEY_SIMPLEX, 0.33
-    cols = max(1, min(cols, len(items)))
-    rows = max(1, math.ceil(len(items) / cols))
-    sheet = np.full((rows * (cell + label_h), cols * cell, 3), 40, np.uint8)  # (H, W, RGB)
-    for i, it in enumerate(items):
-        top, left = (i // cols) * (cell + label_h), (i % cols) * cell
-        h, w = it.thumb.shape
-        oy, ox = top + (cell - h) // 2, left + (cell - w) // 2
-        sheet[oy : oy + h, ox : ox + w] = it.thumb[:, :, None]
-        if it.box is not None:
-            colour = (255, 160, 0) if it.fallback else (0, 230, 0)
-            x0, y0, x1, y1 = it.box
-            cv2.rectangle(sheet, (ox + x0, oy + y0), (ox + x1 - 1, oy + y1 - 1), colour, 1)
-        if is_marked(it.marks):
-            _mark_cell(sheet, left, top, cell, it.marks)
-        # keep the end of the id (the file name), ".." marks the cut; Hershey fonts are ASCII
-        text = it.id.encode("ascii", "replace").decode()
-        while len(text) > 4 and cv2.getTextSize(text, font, scale, 1)[0][0] > cell - 4:
-            text = ".." + (text[3:] if text.startswith("..") else text[1:])
-        cv2.putText(
-            sheet,
-            text,
-            (left + 2, top + cell + label_h - 4),
-            font,
-            scale,
-            (230, 230, 230),
-            1,
-            cv2.LINE_AA,
-        )
-    return sheet
+    return fig.tile_grid([_tile(it) for it in items], max(1, min(cols, len(items))), cell,
+                         lines=1)  # fmt: skip
 
 
-def _mark_cell(sheet: np.ndarray, left: int, top: int, cell: int, marks: str) -> None:
-    """A 3 px magenta frame round the thumbnail's cell and the marks on a dark strip."""
-    for i in range(3):  # three 1 px rectangles: a thick line would spill into the next cell
-        cv2.rectangle(sheet, (left + i, top + i), (left + cell - 1 - i, top + cell - 1 - i),
-                      MARK_COLOUR, 1)  # fmt: skip
-    text = marks.encode("ascii", "replace").decode()[:28]  # Hershey fonts are ASCII
-    cv2.rectangle(sheet, (left + 3, top + 3), (left + cell - 4, top + 16), (0, 0, 0), -1)
-    cv2.putText(sheet, text, (left + 5, top + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, MARK_COLOUR,
-                1, cv2.LINE_AA)  # fmt: skip
+def _tile(it: SheetItem) -> fig.Tile:
+    """The thumbnail with its box (green; orange = fallback) and its id (the end kept: the
+    file name); a marked image framed in magenta (3 px), its `marks` cell on top."""
+    marked = is_marked(it.marks)
+    box = () if it.box is None else ((it.box, FALLBACK_COLOUR if it.fallback else BOX_COLOUR),)
+    return fig.Tile(it.thumb, [(it.id, fig.LIGHT)], box, MARK_COLOUR if marked else None, 3,
+                    (it.marks, MARK_COLOUR) if marked else None)  # fmt: skip

@@ -34,6 +34,7 @@ from cxraug.core.manifest import (
     problems_message,
     whole_number,
 )
+from cxraug.core.parallel import run_parallel
 from cxraug.core.workspace import Workspace
 from cxraug.prep.contact_sheet import (
     SheetItem,
@@ -46,7 +47,6 @@ from cxraug.prep.loading import (
     ImageTask,
     LoadOptions,
     load_image,
-    run_parallel,
     tasks_for,
     usable_rows,
 )
@@ -350,7 +350,8 @@ def suggest_crops(
     rows = usable_rows(ws)
     t0 = time.perf_counter()
     fn = partial(_suggest_one, opts=opts)
-    done = run_parallel(fn, tasks_for(ws, rows), workers, "suggest crops", show_progress)
+    done = run_parallel(fn, tasks_for(ws, rows), workers=workers, what="suggest crops",
+                        show=show_progress)
     good = [(rows[d.index], d) for d in done if d.box is not None]
     write_crop_boxes(
         out, [SuggestedBox(r.id, r.path, d.box, d.note) for r, d in good if d.box is not None]

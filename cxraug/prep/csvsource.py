@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cxraug.core.csvfile import csv_rows, dict_reader, read_text
-from cxraug.core.errors import InputError
+from cxraug.core.errors import InputError, listed_inline
 from cxraug.core.manifest import LABELS
 from cxraug.core.settings import setting
 
@@ -37,6 +37,9 @@ CSV_OPTIONS: dict[str, str] = {
     "CSV's folder (e.g. images); empty: the CSV's own folder.",
 }
 _SHOWN = 60  # characters of a cell quoted in a reason
+#: Column values a message names (with their counts) before "... and K more": fewer than
+#: MAX_LISTED because they share one line of an error message with its advice.
+VALUES_LISTED = 10
 
 
 def csv_setting(name: str) -> Any:
@@ -156,8 +159,7 @@ def read_table(path: Path, layout: CsvLayout) -> CsvTable:
 
 def held(values: Counter[str]) -> str:
     """The most common values of a column with their counts, for a message."""
-    more = f", ... ({len(values) - 10} more)" if len(values) > 10 else ""
-    return ", ".join(f"{shown(v)} ({n})" for v, n in values.most_common(10)) + more
+    return listed_inline([f"{shown(v)} ({n})" for v, n in values.most_common()], VALUES_LISTED)
 
 
 def check_columns(path: Path, header: list[str], layout: CsvLayout) -> None:

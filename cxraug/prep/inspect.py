@@ -18,12 +18,11 @@ import numpy as np
 from cxraug.core.dicom import DicomFacts, NotAnImage, PatientKey
 from cxraug.core.errors import ImageError
 from cxraug.core.fsutil import sha256_bytes
+from cxraug.core.imageheader import displayed_size, probe
 from cxraug.core.images import (
     DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_MEGAPIXELS,
     decode_displayed,
-    displayed_size,
-    probe,
     read_bytes,
 )
 from cxraug.core.parallel import run_parallel
@@ -91,7 +90,7 @@ def inspect_files(paths: list[Path], *, workers: int = 2, fast_decode: bool = Tr
     """inspect_file over paths (same order), in `workers` processes, with a progress bar."""
     fn = partial(inspect_file, fast_decode=fast_decode, max_megapixels=max_megapixels,
                  max_file_mb=max_file_mb, patient=patient)
-    return run_parallel(fn, [str(p) for p in paths], workers=max(1, workers),
+    return run_parallel(fn, [str(p) for p in paths], workers=workers,
                         what="inspecting images", show=show_progress,
                         serial_below=IN_PROCESS_BELOW, on_crash=_crashed)  # fmt: skip
 

@@ -2,20 +2,17 @@
 
 `load_image` reads one row's file, checks it still is the file `collect` saw (sha256, size),
 decodes it through `cxraug.core.images.decode_displayed` (with JPEG DCT scaling when the crop
-stays large enough) and maps the row's crop box into the decoded image's pixels. `run_parallel`
-runs a per-row function over worker processes (`cxraug.core.parallel`).
+stays large enough) and maps the row's crop box into the decoded image's pixels. The callers run
+it over worker processes with `cxraug.core.parallel.run_parallel`, the one process pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
-from cxraug.core import parallel
 from cxraug.core.errors import ImageError, InputError, vassert
 from cxraug.core.fsutil import sha256_bytes
 from cxraug.core.images import (
@@ -27,8 +24,6 @@ from cxraug.core.images import (
 )
 from cxraug.core.manifest import Record, crop_box_problem
 from cxraug.core.workspace import Workspace
-
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -134,12 +129,3 @@ def refuse_own_failure(failures: list[tuple[str, str]], command: str) -> None:
                          "options, not of your files, so no status was written to the "
                          f"manifest; check the options (`cxraug {command} --help`), and report "
                          "it if they are right")  # fmt: skip
-
-
-def run_parallel(fn: Callable[[ImageTask], R], tasks: list[ImageTask], workers: int, what: str,
-                 show: bool,
-                 on_crash: Callable[[ImageTask], R] | None = None) -> list[R]:  # fmt: skip
-    """`fn` over the rows' tasks in `workers` processes (cxraug.core.parallel), in row order;
-    `on_crash(task)` is the result for a row whose worker process died."""
-    return parallel.run_parallel(fn, tasks, workers=workers, what=what, show=show,
-                                 on_crash=on_crash)  # fmt: skip

@@ -15,6 +15,7 @@ writes the `folder:` layout (OUT/covid, OUT/normal) in the formats real datasets
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -77,7 +78,39 @@ def make_phantom(
     body = _smoothstep(0.0, 0.08, half - ax)
     thickness = np.sqrt(np.clip(1.0 - (ax / np.maximum(half, 1e-3)) ** 2, 0.0, 1.0))
     img = 0.04 + body * (0.30 + 0.25 * thickness)  # thinner body edges let more X-rays through
-    # lungs: apex at y_top, diaphragm dome bottom (patient's right, image left, ~3% higher)
+    y_top, lw, lx, lungs = _lung_fields(u, x, y)
+    # heart shadow on the patient's left (image right), mediastinum and spine in the middle
+    hx, hy = u(0.08, 0.16), u(0.58, 0.64)
+    heart = _smoothstep(1.05, 0.85, np.hypot((x - hx) / u(0.28, 0.34), (y - hy) / u(0.17, 0.21)))
+    medi = _smoothstep(0.16, 0.10, ax) * _smoothstep(0.0, 0.1, y)
+    lungs = lungs * (1.0 - heart) * (1.0 - medi)
+    spine = _smoothstep(0.075, 0.05, ax) * (0.85 + 0.15 * np.cos(2 * np.pi * y / u(0.05, 0.06)))
+    img = img * (1.0 - 0.70 * lungs) + 0.16 * medi + 0.12 * heart * (1 - medi)
+    img += 0.08 * spine * (1.0 - 0.6 * heart)
+    ribs, clavicles = _bones(u, y, ax, bw, y_top, body, lungs)
+    img += ribs
+    img += clavicles
+    # lung texture (vessels, overlapping soft tissue) and broad exposure variation
+    texture = 0.6 * _smooth_noise(noise_rng, (h, w), 24)
+    texture += 0.4 * _smooth_noise(noise_rng, (h, w), 64)
+    img += 0.06 * texture * lungs + 0.035 * _smooth_noise(noise_rng, (h, w), 4)
+    img += 0.05 * _smooth_noise(noise_rng, (h, w), 12) * body  # overlying soft tissue
+    grain = noise_rng.standard_normal((h, w)).astype(np.float32)
+    if label == "covid":
+        img += _opacities(ggo_rng, x, y, (y_top, lw, lx)) * lungs
+    gain, gamma = u(0.88, 1.08), u(0.85, 1.2)
+    img = np.clip(img * gain, 0.0, 1.0) ** gamma + 0.008 * grain
+    out = cv2.resize(img.astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+Uniform = Callable[[float, float], float]
+
+
+def _lung_fields(u: Uniform, x: np.ndarray,
+                 y: np.ndarray) -> tuple[float, float, float, np.ndarray]:  # fmt: skip
+    """(apex y_top, lung width, lung centre offset, (h, w) lung density map): apex at y_top,
+    diaphragm dome bottom (patient's right, image left, ~3% higher)."""
     y_top, lw, lx = u(0.10, 0.16), u(0.27, 0.33), u(0.40, 0.47)
     lungs = np.zeros_like(x)
     for side, y_dome in ((-1.0, u(0.70, 0.78)), (1.0, u(0.73, 0.81))):
@@ -88,50 +121,43 @@ def make_phantom(
         inside = np.minimum(width - np.abs(uu), (bottom - y) * 6.0)
         dense = 1.0 - 0.25 * _smoothstep(0.6, -0.2, side * uu)  # vessels: hila less dark
         lungs = np.maximum(lungs, _smoothstep(-0.02, 0.10, inside) * (y > y_top - 0.02) * dense)
-    # heart shadow on the patient's left (image right), mediastinum and spine in the middle
-    hx, hy = u(0.08, 0.16), u(0.58, 0.64)
-    heart = _smoothstep(1.05, 0.85, np.hypot((x - hx) / u(0.28, 0.34), (y - hy) / u(0.17, 0.21)))
-    medi = _smoothstep(0.16, 0.10, ax) * _smoothstep(0.0, 0.1, y)
-    lungs = lungs * (1.0 - heart) * (1.0 - medi)
-    spine = _smoothstep(0.075, 0.05, ax) * (0.85 + 0.15 * np.cos(2 * np.pi * y / u(0.05, 0.06)))
-    img = img * (1.0 - 0.70 * lungs) + 0.16 * medi + 0.12 * heart * (1 - medi)
-    img += 0.08 * spine * (1.0 - 0.6 * heart)
+    return y_top, lw, lx, lungs
+
+
+def _bones(u: Uniform, y: np.ndarray, ax: np.ndarray, bw: float, y_top: float,
+           body: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The (h, w) brightness the ribs add, and that the clavicles add."""
     # ribs: posterior arcs rising from the spine then falling laterally, every ~6% of height
     s = np.clip((ax - 0.06) / (bw - 0.06), 0.0, 1.2)
     spacing, thick = u(0.058, 0.068), u(0.014, 0.019)
-    ribs = np.zeros_like(x)
+    ribs = np.zeros_like(y)
     for k in range(11):
         yc = y_top - 0.03 + k * spacing - 0.10 * s + 0.34 * s**2 + 0.02 * k * s
         ribs = np.maximum(ribs, _band(y - yc, thick) * (s < 1.0))
     thorax = body * _smoothstep(0.05, 0.12, y) * _smoothstep(0.86, 0.74, y)
-    img += 0.16 * ribs * thorax * (0.5 + 0.5 * lungs)
+    rib_term = 0.16 * ribs * thorax * (0.5 + 0.5 * lungs)
     # clavicles: from the sternal notch out and slightly up to the shoulders
     cy = u(0.10, 0.14)
     clav = _band(y - (cy + 0.03 - 0.10 * np.clip((ax - 0.1) / 0.5, 0, 1) + 0.15 * (ax - 0.4) ** 2),
                  u(0.016, 0.022)) * _smoothstep(0.08, 0.12, ax) * _smoothstep(0.70, 0.60, ax)
-    img += 0.22 * clav
-    # lung texture (vessels, overlapping soft tissue) and broad exposure variation
-    texture = 0.6 * _smooth_noise(noise_rng, (h, w), 24)
-    texture += 0.4 * _smooth_noise(noise_rng, (h, w), 64)
-    img += 0.06 * texture * lungs + 0.035 * _smooth_noise(noise_rng, (h, w), 4)
-    img += 0.05 * _smooth_noise(noise_rng, (h, w), 12) * body  # overlying soft tissue
-    grain = noise_rng.standard_normal((h, w)).astype(np.float32)
-    if label == "covid":
-        # patchy ground-glass opacities: bilateral, peripheral, lower zones, inside the lungs
-        ggo = np.zeros_like(x)
-        n = int(ggo_rng.integers(4, 9))
-        for i in range(n):
-            side = -1.0 if i % 2 == 0 else 1.0
-            bx = side * (lx + lw * ggo_rng.uniform(0.15, 0.85))
-            by = ggo_rng.uniform(y_top + 0.35 * (0.75 - y_top), 0.78)
-            r = ggo_rng.uniform(0.06, 0.13)
-            ggo += ggo_rng.uniform(0.5, 1.0) * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / r**2)
-        patchy = 0.55 + 0.45 * np.tanh(_smooth_noise(ggo_rng, (h, w), 20))
-        img += 0.30 * np.minimum(ggo, 1.3) * patchy * lungs
-    gain, gamma = u(0.88, 1.08), u(0.85, 1.2)
-    img = np.clip(img * gain, 0.0, 1.0) ** gamma + 0.008 * grain
-    out = cv2.resize(img.astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    return rib_term, 0.22 * clav
+
+
+def _opacities(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+               lung: tuple[float, float, float]) -> np.ndarray:  # fmt: skip
+    """The (h, w) brightness of patchy ground-glass opacities (before the lung mask):
+    bilateral, peripheral, lower zones; `lung` = (y_top, width, centre offset)."""
+    y_top, lw, lx = lung
+    ggo = np.zeros_like(x)
+    n = int(rng.integers(4, 9))
+    for i in range(n):
+        side = -1.0 if i % 2 == 0 else 1.0
+        bx = side * (lx + lw * rng.uniform(0.15, 0.85))
+        by = rng.uniform(y_top + 0.35 * (0.75 - y_top), 0.78)
+        r = rng.uniform(0.06, 0.13)
+        ggo += rng.uniform(0.5, 1.0) * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / r**2)
+    patchy = 0.55 + 0.45 * np.tanh(_smooth_noise(rng, x.shape, 20))
+    return 0.30 * np.minimum(ggo, 1.3) * patchy
 
 
 def _encode_variant(img: np.ndarray, k: int, rng: np.random.Generator) -> tuple[str, bytes]:

@@ -11,28 +11,33 @@ which are excluded, and why. They never decode an image (a file without an image
 first 132 bytes read, to find DICOM files named like IM0001): `cxraug.prep.inspect` checks the
 files, and applies `dicom_verdict` to what a DICOM file's header says (any source may hold
 DICOM).
-Ids are `NAME/<path inside PATH>`, so they are stable across runs and machines.
+Ids are `NAME/<path inside PATH>`, so they are stable across runs and machines. What a reader
+returns, and the folder walk they share: cxraug.prep.listing.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxraug.core.csvfile import read_csv
 from cxraug.core.dicom import DicomFacts
 from cxraug.core.errors import InputError
-from cxraug.core.images import IMAGE_SUFFIXES
 from cxraug.prep.csvsource import CsvLayout, judge_row, layout_warnings, read_table, view_problem
+from cxraug.prep.listing import (
+    Candidate,
+    Listing,
+    SourceSpec,
+    candidate,
+    outside,
+    patient_from_name,
+    rel_path,
+    walk,
+)
 
 SCHEMES: tuple[str, ...] = ("cohen", "kermany", "folder", "csv")
-#: Names that may hold an image, including formats we refuse with a helpful reason (DICOM, GIF).
-CANDIDATE_SUFFIXES = IMAGE_SUFFIXES + (".dcm", ".dicom", ".gif")
-_SKIP_DIRS = {"__MACOSX", "__pycache__"}
 #: folder: class sub-folder names (lower-cased) -> label
 FOLDER_CLASSES = {"covid": "covid", "covid-19": "covid", "covid19": "covid", "covid_19": "covid",
                   "normal": "normal"}  # fmt: skip
@@ -40,43 +45,6 @@ COHEN_COLUMNS = ("patientid", "finding", "view", "modality", "folder", "filename
 _XRAY_MODALITIES = {"x-ray", "xray", "cr", "dx"}
 #: DICOM Modality codes of projection radiographs (OT: a digitised film, secondary capture)
 DICOM_RADIOGRAPHS = ("CR", "DX", "DR", "RG", "OT")
-# Kermany names: IM-0117-0001.jpeg, NORMAL2-IM-1294-0001-0002.jpeg, person1_virus_6.jpeg;
-# NIH ChestX-ray8 names: 00001280_004.png (patient 00001280, follow-up 4).
-_KERMANY_IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-")
-_KERMANY_PERSON = re.compile(r"^(person\d+)_")
-_NIH = re.compile(r"^(\d{8})_\d{3}$")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    name: str
-    scheme: str
-    root: Path
-
-
-@dataclass
-class Candidate:
-    """A file the source lists. status "ok" means "to inspect"; collect may still reject it."""
-
-    id: str
-    path: Path  # absolute, symlinks not resolved (a dangling link is reported as such)
-    source: str
-    source_path: str  # posix path inside the source root
-    label: str = ""
-    status: str = "ok"
-    reason: str = ""
-    patient_id: str = ""
-    view: str = ""
-    license: str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Listing:
-    spec: SourceSpec
-    candidates: list[Candidate]
-    skipped: list[str]  # non-image files ignored (README, .DS_Store is not even counted)
-    warnings: list[str] = field(default_factory=list)  # for the user; nothing was refused
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -121,109 +89,38 @@ def list_source(spec: SourceSpec, csv_layout: CsvLayout | None = None) -> Listin
     return reader[spec.scheme](spec)
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """(image-named entries, other files) under root, sorted; hidden entries are ignored.
-
-    An image-named entry may be a directory or a dangling link: it is returned (not entered) so
-    that collect records it as an error instead of silently skipping it."""
-    images: list[Path] = []
-    others: list[Path] = []
-    seen: set[str] = set()
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        real = os.path.realpath(d)
-        if real in seen:  # a symlink loop
-            continue
-        seen.add(real)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith(".") or e.name in _SKIP_DIRS:
-                continue
-            p = Path(e.path)
-            if p.suffix.lower() in CANDIDATE_SUFFIXES or _unnamed_dicom(p):
-                images.append(p)
-            elif e.is_dir():
-                stack.append(p)
-            else:
-                others.append(p)
-    return sorted(images), sorted(others)
-
-
-def _unnamed_dicom(p: Path) -> bool:
-    """A DICOM file named without .dcm, as PACS exports name them (IM0001, 1.2.840.1.17):
-    no suffix or a numeric one, and "DICM" at byte 128. Only regular files are opened (a FIFO
-    would block), without blocking, and only their first 132 bytes are read."""
-    if p.suffix and not p.suffix[1:].isdigit():
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(p).st_mode):
-            return False
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            head = os.read(fd, 132)
-        finally:
-            os.close(fd)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
-def _rel(p: Path, root: Path) -> str:
-    return p.relative_to(root).as_posix()
-
-
-def _candidate(spec: SourceSpec, p: Path, **kw: object) -> Candidate:
-    rel = _rel(p, spec.root)
-    return Candidate(id=f"{spec.name}/{rel}", path=p, source=spec.name, source_path=rel,
-                     **kw)  # type: ignore[arg-type]  # fmt: skip
-
-
-def patient_from_name(name: str) -> str:
-    """Patient id encoded in a Kermany or NIH file name, '' when the name carries none."""
-    stem = Path(name).stem
-    m = _KERMANY_IM.match(stem) or _KERMANY_PERSON.match(stem)
-    if m:
-        return f"kermany-{m.group(1)}"
-    m = _NIH.match(stem)
-    return f"nih-{m.group(1)}" if m else ""
-
-
 # ---- kermany ----------------------------------------------------------------------------------
 
 
 def _list_kermany(spec: SourceSpec) -> Listing:
-    images, others = _walk(spec.root)
+    images, others = walk(spec.root)
     cands: list[Candidate] = []
     for p in images:
         parts = [s.upper() for s in p.relative_to(spec.root).parts[:-1]]
         cls = next((s for s in reversed([spec.root.name.upper(), *parts])
                     if s in ("NORMAL", "PNEUMONIA")), "")  # fmt: skip
         if cls == "NORMAL":
-            cands.append(_candidate(spec, p, label="normal", patient_id=patient_from_name(p.name)))
+            cands.append(candidate(spec, p, label="normal", patient_id=patient_from_name(p.name)))
         elif cls == "PNEUMONIA":
-            cands.append(_candidate(spec, p, status="excluded",
+            cands.append(candidate(spec, p, status="excluded",
                                     reason="pneumonia (not a paper class)",
                                     patient_id=patient_from_name(p.name)))  # fmt: skip
         else:
-            cands.append(_candidate(spec, p, status="excluded",
+            cands.append(candidate(spec, p, status="excluded",
                                     reason="not inside a NORMAL/ or PNEUMONIA/ folder"))
     if not any(c.status == "ok" or c.reason.startswith("pneumonia") for c in cands):
         raise InputError(
             f"{spec.root}: no NORMAL/ or PNEUMONIA/ folder with images found; kermany: expects "
             "the Kaggle layout chest_xray/{train,test,val}/{NORMAL,PNEUMONIA}/*.jpeg"
         )
-    return Listing(spec, cands, [_rel(p, spec.root) for p in others])
+    return Listing(spec, cands, [rel_path(p, spec.root) for p in others])
 
 
 # ---- folder -----------------------------------------------------------------------------------
 
 
 def _list_folder(spec: SourceSpec) -> Listing:
-    images, others = _walk(spec.root)
+    images, others = walk(spec.root)
     accepted = "covid/ (or COVID-19/, COVID/) and normal/ (or NORMAL/), case-insensitive"
     unknown = sorted({p.relative_to(spec.root).parts[0] for p in images
                       if len(p.relative_to(spec.root).parts) > 1
@@ -238,15 +135,15 @@ def _list_folder(spec: SourceSpec) -> Listing:
     for p in images:
         parts = p.relative_to(spec.root).parts
         if len(parts) == 1:
-            cands.append(_candidate(spec, p, status="excluded",
+            cands.append(candidate(spec, p, status="excluded",
                                     reason="not inside a class folder (covid/, normal/)"))
             continue
-        cands.append(_candidate(spec, p, label=FOLDER_CLASSES[parts[0].lower()],
+        cands.append(candidate(spec, p, label=FOLDER_CLASSES[parts[0].lower()],
                                 patient_id=patient_from_name(p.name)))  # fmt: skip
     if not any(c.status == "ok" for c in cands):
         raise InputError(f"{spec.root}: no images in class folders; folder: expects {accepted}, "
                          "each holding image files")  # fmt: skip
-    return Listing(spec, cands, [_rel(p, spec.root) for p in others])
+    return Listing(spec, cands, [rel_path(p, spec.root) for p in others])
 
 
 # ---- cohen ------------------------------------------------------------------------------------
@@ -304,12 +201,6 @@ def _read_cohen_metadata(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _outside(rel: str) -> bool:
-    """A metadata.csv path that leaves the checkout: absolute (also C:/... or ~), or with '..'."""
-    p = Path(rel)
-    return p.is_absolute() or rel.startswith(("~", "\\")) or ".." in p.parts or ":" in p.parts[0]
-
-
 def _list_cohen(spec: SourceSpec) -> Listing:
     meta = spec.root / "metadata.csv"
     if not meta.is_file():
@@ -321,7 +212,7 @@ def _list_cohen(spec: SourceSpec) -> Listing:
     users: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         rel = Path(row["folder"].strip() or "images", row["filename"].strip()).as_posix()
-        if not _outside(rel):
+        if not outside(rel):
             users.setdefault(rel, []).append(i + 2)  # spreadsheet row numbers
     nth: dict[str, int] = {}
     cands: list[Candidate] = []
@@ -334,7 +225,7 @@ def _list_cohen(spec: SourceSpec) -> Listing:
         if not fname:
             reason = f"metadata.csv row {i + 2} has no filename"
         status = "excluded" if reason else "ok"
-        if _outside(rel):  # never read: such a row could make collect hash any file on disk
+        if outside(rel):  # never read: such a row could make collect hash any file on disk
             status, reason = "error", (
                 f"metadata.csv row {i + 2}: folder/filename {rel!r} leads outside the dataset "
                 "folder (absolute, or with '..'); refused, not read. Fix that row")  # fmt: skip
@@ -352,12 +243,12 @@ def _list_cohen(spec: SourceSpec) -> Listing:
     for folder in sorted({Path(rel).parts[0] for rel in users if len(Path(rel).parts) > 1}):
         if not (spec.root / folder).is_dir():
             continue
-        images, other = _walk(spec.root / folder)
+        images, other = walk(spec.root / folder)
         others += other
         for p in images:
             if p not in listed:
-                cands.append(_candidate(spec, p, status="excluded", reason="not in metadata.csv"))
-    return Listing(spec, cands, [_rel(p, spec.root) for p in others])
+                cands.append(candidate(spec, p, status="excluded", reason="not in metadata.csv"))
+    return Listing(spec, cands, [rel_path(p, spec.root) for p in others])
 
 
 # ---- csv --------------------------------------------------------------------------------------
@@ -369,7 +260,7 @@ def _file_cell_problem(cell: str, column: str) -> str:
         return f"the {column} cell is empty"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in cell):
         return f"{column} {cell!r} holds a control character"
-    if _outside(cell):  # never read: such a row could make collect hash any file on disk
+    if outside(cell):  # never read: such a row could make collect hash any file on disk
         return (f"{column} {cell!r} leads outside the images folder (absolute, or with '..'); "
                 "refused, not read")  # fmt: skip
     return ""
@@ -431,9 +322,9 @@ def _list_csv(spec: SourceSpec, layout: CsvLayout) -> Listing:
                         source=spec.name, source_path=spec.root.name, status="error", reason=msg)
               for k, msg in enumerate(table.unreadable, 1)]  # fmt: skip
     listed = {top / rel for rel in users}
-    images, others = _walk(base)
-    cands += [_candidate(SourceSpec(spec.name, spec.scheme, top), p, status="excluded",
+    images, others = walk(base)
+    cands += [candidate(SourceSpec(spec.name, spec.scheme, top), p, status="excluded",
                          reason=f"not in {spec.root.name}")
               for p in images if p not in listed]  # fmt: skip
-    skipped = [_rel(p, top) for p in others if p != spec.root]
+    skipped = [rel_path(p, top) for p in others if p != spec.root]
     return Listing(spec, cands, skipped, layout_warnings(spec.root, table, layout))

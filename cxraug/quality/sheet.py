@@ -11,77 +11,48 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from cxraug.core import figures as fig
 from cxraug.core.errors import ImageError
 from cxraug.core.images import read_gray_u8, write_png_rgb
 from cxraug.quality.decide import Decision, FilterConfig
 
 THUMB = 112  # thumbnail side, px
-CAPTION = 42  # three text lines under each thumbnail
+LINES = 3  # caption lines under each thumbnail
 COLS = 10
-HEADER = 30
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-GREEN, RED, WHITE, GREY = (60, 200, 60), (235, 60, 60), (235, 235, 235), (90, 90, 90)
+GREEN, RED = (60, 200, 60), (235, 60, 60)  # RGB, like every colour (cxraug.core.figures)
 
 
-def _ascii(text: str, width: int = 22, keep_end: bool = True) -> str:
-    """Hershey fonts draw ASCII only; keep the end of long ids (the distinctive part), or the
-    start of a reason list (the primary reason)."""
-    t = text.encode("ascii", "replace").decode()
-    if len(t) <= width:
-        return t
-    return ".." + t[-(width - 2) :] if keep_end else t[: width - 2] + ".."
-
-
-def _thumb(path: Path | None) -> np.ndarray:
-    """(THUMB, THUMB, 3) uint8; a grey square with an X when the file cannot be read."""
+def _image(path: Path | None) -> np.ndarray:
+    """The gray image, or a crossed-out square when the file cannot be read."""
     try:
         if path is None:
             raise ImageError("no file")
-        g = cv2.resize(read_gray_u8(path), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-        return np.repeat(g[:, :, None], 3, axis=2)
+        return read_gray_u8(path)
     except ImageError:
-        t = np.full((THUMB, THUMB, 3), 60, np.uint8)
-        cv2.line(t, (0, 0), (THUMB - 1, THUMB - 1), GREY, 2)
-        cv2.line(t, (0, THUMB - 1), (THUMB - 1, 0), GREY, 2)
-        return t
+        return fig.placeholder(THUMB)
 
 
-def _captions(d: Decision) -> list[str]:
+def _captions(d: Decision) -> list[tuple[str, fig.RGB]]:
+    """The id (its end: the distinctive part), then the verdict: "kept" and the distance to
+    the nearest real image, or the failed checks (the primary one first) and what it copies."""
+    colour, fit = GREEN if d.kept else RED, THUMB - 4
+    lines = [(fig.fit_text(d.id, fit), fig.LIGHT)]
     if d.kept:
-        return [_ascii(d.id), f"kept  nn={d.scores.get('nn_real', float('nan')):.2f}"]
-    lines = [_ascii(d.id), _ascii(",".join(d.keys), keep_end=False)]
+        return [*lines, (f"kept  nn={d.scores.get('nn_real', float('nan')):.2f}", colour)]
+    lines.append((fig.fit_text(",".join(d.keys), fit, keep_end=False), colour))
     if d.duplicate_of:
-        lines.append(_ascii("of " + d.duplicate_of))
+        lines.append((fig.fit_text("of " + d.duplicate_of, fit), colour))
     elif d.primary == "memorised":
-        lines.append(_ascii(f"real {d.nearest_real}"))
+        lines.append((fig.fit_text(f"real {d.nearest_real}", fit), colour))
     return lines
 
 
 def _section(title: str, items: Sequence[Decision], thumbs: Mapping[str, Path]) -> np.ndarray:
-    rows = max(1, -(-len(items) // COLS))
-    cell_h = THUMB + CAPTION
-    img = np.zeros((HEADER + rows * cell_h, COLS * THUMB, 3), np.uint8)
-    cv2.putText(img, title, (6, 21), FONT, 0.6, WHITE, 1, cv2.LINE_AA)
-    for k, d in enumerate(items):
-        y, x = HEADER + (k // COLS) * cell_h, (k % COLS) * THUMB
-        img[y : y + THUMB, x : x + THUMB] = _thumb(thumbs.get(d.id))
-        colour = GREEN if d.kept else RED
-        cv2.rectangle(img, (x, y), (x + THUMB - 1, y + THUMB - 1), colour, 1)
-        for j, line in enumerate(_captions(d)):
-            cv2.putText(
-                img,
-                line,
-                (x + 3, y + THUMB + 12 + 13 * j),
-                FONT,
-                0.33,
-                colour if j else WHITE,
-                1,
-                cv2.LINE_AA,
-            )
-    return img
+    tiles = [fig.Tile(_image(thumbs.get(d.id)), _captions(d), frame=GREEN if d.kept else RED)
+             for d in items]  # fmt: skip
+    return fig.tile_grid(tiles, COLS, THUMB, lines=LINES, title=title, upscale=True)
 
 
 def write_sheet(
@@ -103,4 +74,4 @@ def write_sheet(
         thumbs,
     )
     bottom = _section(f"REJECTED {len(rejected)} (showing {len(shown_rej)})", shown_rej, thumbs)
-    write_png_rgb(Path(path), np.concatenate([top, bottom], axis=0))
+    write_png_rgb(Path(path), fig.stack([top, bottom]))
