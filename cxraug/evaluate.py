@@ -43,11 +43,12 @@ from cxraug.classify.data import (
 from cxraug.classify.net import NetConfig, Trained, forward_flops
 from cxraug.classify.plots import draw_differences, draw_roc
 from cxraug.classify.shortcut import probe_summary, shortcut_check, source_probe
+from cxraug.core.dataset import scarce_class
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.figures import stack
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
-from cxraug.core.manifest import LABELS, check_label, scarce_class
+from cxraug.core.manifest import LABELS, check_label
 from cxraug.core.settings import SEED, Settings, at_least, between, setting
 from cxraug.core.ui import err
 from cxraug.core.workspace import EvalDir, Workspace

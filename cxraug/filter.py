@@ -26,11 +26,11 @@ from rich.text import Text
 
 from cxraug.core import pending
 from cxraug.core.csvfile import write_rows
-from cxraug.core.dataset import load_dataset
+from cxraug.core.dataset import load_dataset, real_counts, scarce_class
 from cxraug.core.errors import ImageError, InputError
 from cxraug.core.fsutil import atomic_write_json, atomic_write_text
 from cxraug.core.images import looks_like_image_name, read_gray_u8, to_uint8
-from cxraug.core.manifest import Manifest, check_label, scarce_class
+from cxraug.core.manifest import Manifest, check_label
 from cxraug.core.ui import progress, warn
 from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.quality.decide import (
@@ -241,11 +241,11 @@ def filter_folder(
 def _with_class(ws: Workspace, config: FilterConfig, label: str | None,
                 manifest: Manifest | None = None) -> tuple[str, FilterConfig]:  # fmt: skip
     """The class judged (`label`, else config.label, else the scarce class of the manifest's
-    train split: cxraug.core.manifest.scarce_class) and the config naming it, so that the
+    train split: cxraug.core.dataset.scarce_class) and the config naming it, so that the
     saved config records the class as resolved."""
     chosen = config.label if label is None else label
     if chosen is None:
-        chosen = scarce_class((manifest or ws.load_manifest()).real_counts())
+        chosen = scarce_class(real_counts(manifest or ws.load_manifest()))
     check_label(chosen)
     return chosen, replace(config, label=chosen)
 

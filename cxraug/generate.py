@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from cxraug.core import pending
+from cxraug.core.dataset import real_counts, scarce_class
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.core.images import encode_png_gray, to_uint8
-from cxraug.core.manifest import LABELS, Manifest, Record, check_label, scarce_class
+from cxraug.core.manifest import LABELS, Manifest, Record, check_label
 from cxraug.core.names import check_run_name
 from cxraug.core.parallel import thread_pool
 from cxraug.core.settings import SEED, Settings, at_least, setting
@@ -129,7 +130,7 @@ def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest, run
 
 def balance_count(manifest: Manifest, label: str) -> int:
     """(#usable real train rows of the majority class) - (#usable train rows of `label`)."""
-    real = manifest.real_counts("train")
+    real = real_counts(manifest, "train")
     have = len(manifest.select(label=label, split="train"))  # real + synthetic already present
     return max(0, max(real.values()) - have)
 
@@ -246,7 +247,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     exit 7)."""
     manifest = ws.load_manifest()
     pending.sweep(ws, manifest)  # PNGs an interrupted generate or filter left without rows
-    label = check_label(scarce_class(manifest.real_counts()) if cfg.label is None else cfg.label)
+    label = check_label(scarce_class(real_counts(manifest)) if cfg.label is None else cfg.label)
     cfg = replace(cfg, label=label)  # the saved config records the class as resolved
     run_dir, ckpt = choose_checkpoint(ws, cfg.run, cfg.checkpoint)
     # a longer (older) run name makes too long image names

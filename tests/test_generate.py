@@ -14,10 +14,11 @@ from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir co
 from typer.testing import CliRunner
 
 from cxraug.cli import app
+from cxraug.core.dataset import real_counts, scarce_class
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import sha256_file
 from cxraug.core.images import read_gray_u8
-from cxraug.core.manifest import Manifest, Record, read_manifest, scarce_class, write_manifest
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.core.parallel import cpu_count, thread_pool
 from cxraug.core.workspace import Workspace, run_name_of
 from cxraug.gan.checkpoint import find_latest
@@ -126,8 +127,8 @@ def test_the_scarce_class_of_counts() -> None:
     # the manifest's counts: usable real train rows (what test_balance_arithmetic counts)
     rows = real_rows(2, 5) + [Record(id=f"s{i}", path=f"s{i}.png", label="normal",
                                      split="train", synthetic=True) for i in range(9)]
-    assert Manifest(rows).real_counts() == {"normal": 2, "covid": 5}
-    assert scarce_class(Manifest(rows).real_counts()) == "normal"
+    assert real_counts(Manifest(rows)) == {"normal": 2, "covid": 5}
+    assert scarce_class(real_counts(Manifest(rows))) == "normal"
 
 
 def test_without_class_generate_makes_the_scarce_class(trained: Workspace,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -79,20 +79,6 @@ def check_label(label: str, classes: tuple[str, ...] = LABELS,
     if label not in classes:
         raise exc(f"unknown class {label!r}; use one of {', '.join(classes)}")
     return label
-
-
-def scarce_class(counts: Mapping[str, int], classes: Sequence[str] = LABELS) -> str:
-    """The class cxraug grows: of the `classes` with images in `counts`, the one with the
-    fewest (a class with none is absent, not scarce: nothing could calibrate `filter` for it).
-    Ties: the first in `classes` (LABELS: normal before covid), as np.argmin breaks them.
-    InputError when no class has an image or `counts` names a class outside `classes`."""
-    for label in counts:
-        check_label(label, tuple(classes))
-    present = [c for c in classes if counts.get(c, 0) > 0]
-    if not present:
-        raise InputError(f"no {'/'.join(classes)} images to tell which class is scarce; "
-                         "give the class (--class)")  # fmt: skip
-    return min(present, key=lambda c: counts[c])  # min keeps the first of equals
 
 
 def whole_number(cell: str) -> int | None:
@@ -320,10 +306,6 @@ class Manifest:
             and (synthetic is None or r.synthetic == synthetic)
             and (status is None or r.status == status)
         ]  # fmt: skip
-
-    def real_counts(self, split: str = "train") -> dict[str, int]:
-        """Usable real rows of `split` per class of LABELS (scarce_class, generate --balance)."""
-        return {c: len(self.select(label=c, split=split, synthetic=False)) for c in LABELS}
 
     def add(self, record: Record) -> None:
         if record.id in self.ids():
