@@ -27,7 +27,7 @@ from cxraug.core.images import write_png_gray
 from cxraug.core.manifest import Manifest, Record
 from cxraug.core.workspace import Workspace
 from cxraug.filter import filter_synthetic
-from cxraug.quality.decide import FilterConfig, evaluate
+from cxraug.quality.decide import FilterConfig, calibrate, judge
 from cxraug.quality.nearest import nearest_real, shift_grid
 from cxraug.quality.scores import shifted_downsamples, unit_rows
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     rows: list[tuple[str, float, str]] = []
     t = time.perf_counter()
-    ev = evaluate(syn, real, ids, real_ids, cfg)
+    ev = judge(syn, ids, calibrate(real, real_ids, cfg))
     t_decide = time.perf_counter() - t
     kept = sum(d.kept for d in ev.decisions)
     rows.append(("decide (in memory)", t_decide, f"{kept}/{n_syn} kept"))

@@ -43,6 +43,7 @@ from cxraug.classify.data import (
 from cxraug.classify.net import NetConfig, Trained, forward_flops
 from cxraug.classify.plots import draw_differences, draw_roc
 from cxraug.classify.shortcut import probe_summary, shortcut_check, source_probe
+from cxraug.core.dataset import scarce_class
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.figures import stack
 from cxraug.core.fsutil import atomic_write_json
@@ -211,7 +212,7 @@ def _prepare(ws: Workspace, cfg: EvaluateConfig, name: str, force: bool) -> _Run
     have = dict(zip(LABELS, counts.tolist(), strict=True))
     vassert(counts.min() >= 4, f"{ws.dataset_path} has {have} training images; evaluate needs "
             "at least 4 per class")  # fmt: skip
-    label = cfg.augment_class or LABELS[int(np.argmin(counts))]
+    label = cfg.augment_class or scarce_class(have)
     sets, set_info = test_sets(data, cfg.min_test_per_class)
     syn, syn_reason = (load_synthetic(ws, label, cfg.run, cfg.size, cues, syn_cues)
                        if cfg.run or any(a.needs_synthetic for a in arms)  # --run: checked

@@ -26,7 +26,7 @@ import numpy as np
 from rich.table import Table
 
 from cxraug import __version__
-from cxraug.core.errors import InputError, NumericError
+from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_json
 from cxraug.core.images import write_png_rgb
 from cxraug.core.settings import SEED, Settings, at_least, setting
@@ -143,6 +143,9 @@ class FidReport:
 
 
 def _check_counts(real: ImageSet, fake: ImageSet, config: FidConfig) -> None:
+    """Enough images per side for the metrics. A data check, not an option check: --pr-k's
+    own range is a Settings bound, checked when the config is built; how many images the sets
+    hold is known only once they are resolved, so it is checked here, before the slow part."""
     for name, s in (("REAL", real), ("FAKE", fake)):
         if len(s) < 2:
             raise InputError(
@@ -178,6 +181,48 @@ def pixel_judges(real: ImageSet, fake: ImageSet, config: FidConfig,
                         folds=config.c2st_folds, max_per_side=config.c2st_max_per_side)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _FeatureScores:
+    """Every metric of the two feature sets, each from its own seeded stream."""
+
+    fid: metrics.FrechetResult
+    kid: metrics.KidResult
+    pr: metrics.PrecisionRecall
+    pr_eq: metrics.EqualNPrecisionRecall
+    baseline: metrics.Baseline
+
+
+def _feature_scores(fr: np.ndarray, ff: np.ndarray, config: FidConfig,
+                    ss: dict[str, np.random.SeedSequence]) -> _FeatureScores:  # fmt: skip
+    """FID, KID, precision/recall (all images and at equal N) and the real-vs-real baseline
+    of (N, D) real and fake features."""
+    return _FeatureScores(
+        metrics.fid_from_features(fr, ff, eps=config.eps),
+        metrics.kid(fr, ff, subsets=config.kid_subsets, subset_size=config.kid_subset_size,
+                    rng=np.random.default_rng(ss["kid"])),
+        metrics.precision_recall(fr, ff, k=config.pr_k),
+        metrics.precision_recall_equal_n(fr, ff, k=config.pr_k, draws=config.pr_draws,
+                                         rng=np.random.default_rng(ss["pr"])),
+        metrics.real_baseline(fr, k=config.pr_k, eps=config.eps,
+                              rng=np.random.default_rng(ss["split"])),
+    )  # fmt: skip
+
+
+def _notes(ex: feats.FeatureExtractor, n_real: int, n_fake: int, scores: _FeatureScores,
+           pix: PixelJudges) -> list[str]:  # fmt: skip
+    """What the numbers cannot be compared with, and what was done to get them."""
+    notes: list[str] = []
+    if not ex.standard:
+        notes.append(f"features from {ex.name}: NOT a standard FID; compare only with numbers "
+                     "from the same extractor")  # fmt: skip
+    if min(n_real, n_fake) < FID_UNBIASED_N:
+        notes.append(f"N_real={n_real}, N_fake={n_fake} < {FID_UNBIASED_N}: FID is biased "
+                     "upwards at small N; compare FIDs only at equal N (KID is unbiased)")
+    if scores.fid.eps is not None:
+        notes.append(f"sqrtm was singular: added eps={scores.fid.eps} to both covariances")
+    return [*notes, *pix.notes, *scores.baseline.notes]
+
+
 def compute_fid(
     real: ImageSet,
     fake: ImageSet,
@@ -196,90 +241,30 @@ def compute_fid(
                              show_progress)  # fmt: skip
     ff, hit_f = set_features(fake, ex, config.resize, config.batch_size, cache_dir, "fake",
                              show_progress)  # fmt: skip
-    notes: list[str] = []
-    if not ex.standard:
-        notes.append(
-            f"features from {ex.name}: NOT a standard FID; compare only with numbers "
-            "from the same extractor"
-        )
-    if min(len(real), len(fake)) < FID_UNBIASED_N:
-        notes.append(
-            f"N_real={len(real)}, N_fake={len(fake)} < {FID_UNBIASED_N}: FID is biased "
-            "upwards at small N; compare FIDs only at equal N (KID is unbiased)"
-        )
-    fd = metrics.fid_from_features(fr, ff, eps=config.eps)
-    if fd.eps is not None:
-        notes.append(f"sqrtm was singular: added eps={fd.eps} to both covariances")
     ss = seed_streams(config.seed)
-    kid_ss, split_ss, pr_ss = ss["kid"], ss["split"], ss["pr"]
+    sc = _feature_scores(fr, ff, config, ss)
     pix = pixel_judges(real, fake, config, ss["pixels"])
-    notes += pix.notes
-    k = metrics.kid(
-        fr,
-        ff,
-        subsets=config.kid_subsets,
-        subset_size=config.kid_subset_size,
-        rng=np.random.default_rng(kid_ss),
-    )
-    pr = metrics.precision_recall(fr, ff, k=config.pr_k)
-    pr_eq = metrics.precision_recall_equal_n(
-        fr, ff, k=config.pr_k, draws=config.pr_draws, rng=np.random.default_rng(pr_ss)
-    )
-    half = len(real) // 2
-    baseline: float | None = None
-    base_pr: metrics.PrecisionRecall | None = None
-    if half >= 2:
-        perm = np.random.default_rng(split_ss).permutation(len(real))
-        half_a, half_b = fr[perm[:half]], fr[perm[half : 2 * half]]
-        if half > config.pr_k:
-            base_pr = metrics.precision_recall(half_a, half_b, k=config.pr_k)
-        try:
-            bfd = metrics.fid_from_features(half_a, half_b, config.eps)
-            baseline = bfd.value
-            if bfd.eps is not None:
-                notes.append(f"baseline sqrtm was singular: added eps={bfd.eps} to covariances")
-        except NumericError as e:
-            notes.append(f"real-vs-real baseline not computed: {e}")
-    else:
-        notes.append(f"real-vs-real baseline needs >= 4 real images, got {len(real)}")
+    notes = _notes(ex, len(real), len(fake), sc, pix)
     for n in notes:
         warn(n)
+    fd, k, pr, pr_eq, base = sc.fid, sc.kid, sc.pr, sc.pr_eq, sc.baseline
     return FidReport(
-        standard=ex.standard,
-        extractor=ex.name,
-        weights_sha256=ex.weights_sha256,
+        standard=ex.standard, extractor=ex.name, weights_sha256=ex.weights_sha256,
         resize_filter=f"{config.resize}: {feats.RESIZE_FILTERS[config.resize]}",
-        n_real=len(real),
-        n_fake=len(fake),
-        fid=fd.value,
-        fid_imag_dropped=fd.max_imag,
-        fid_eps=fd.eps,
-        kid_mean=k.mean,
-        kid_std=k.std,
-        kid_subsets=k.subsets,
-        kid_subset_size=k.subset_size,
-        precision=pr.precision,
-        recall=pr.recall,
-        pr_k=pr.k,
-        precision_equal_n=pr_eq.precision,
-        recall_equal_n=pr_eq.recall,
-        precision_equal_n_std=pr_eq.precision_std,
-        recall_equal_n_std=pr_eq.recall_std,
-        pr_equal_n=pr_eq.n,
-        pr_draws=pr_eq.draws,
-        baseline_fid=baseline,
-        baseline_n=half,
-        baseline_precision=None if base_pr is None else base_pr.precision,
-        baseline_recall=None if base_pr is None else base_pr.recall,
-        real=real.description,
-        fake=fake.description,
-        cache={"real": hit_r, "fake": hit_f},
-        c2st=pix.c2st,
-        c2st_groups=pix.groups,
-        spectrum=pix.spectrum,
-        config=asdict(config),
-        warnings=notes,
-    )
+        n_real=len(real), n_fake=len(fake),
+        fid=fd.value, fid_imag_dropped=fd.max_imag, fid_eps=fd.eps,
+        kid_mean=k.mean, kid_std=k.std, kid_subsets=k.subsets, kid_subset_size=k.subset_size,
+        precision=pr.precision, recall=pr.recall, pr_k=pr.k,
+        precision_equal_n=pr_eq.precision, recall_equal_n=pr_eq.recall,
+        precision_equal_n_std=pr_eq.precision_std, recall_equal_n_std=pr_eq.recall_std,
+        pr_equal_n=pr_eq.n, pr_draws=pr_eq.draws,
+        baseline_fid=base.fid, baseline_n=base.n,
+        baseline_precision=None if base.pr is None else base.pr.precision,
+        baseline_recall=None if base.pr is None else base.pr.recall,
+        real=real.description, fake=fake.description, cache={"real": hit_r, "fake": hit_f},
+        c2st=pix.c2st, c2st_groups=pix.groups, spectrum=pix.spectrum,
+        config=asdict(config), warnings=notes,
+    )  # fmt: skip
 
 
 def run_fid(

@@ -5,6 +5,7 @@ thresholds are calibrated on the REAL TRAINING images of the same class (cxraug.
 scores, nearest-real search and the contact sheet: the rest of cxraug.quality).
 
     filter_synthetic(ws, config, label=...)   manifest rows -> statuses, reasons, notes, sheet
+                                              (--move-rejected: cxraug.quality.moves)
     filter_folder(ws, folder, config, ...)    a folder of PNGs -> report only (CSV optional)
 
 Every synthetic row of the class (status ok, rejected or error) is re-evaluated on each run,
@@ -14,10 +15,8 @@ An image file that cannot be read is rejected as "unreadable: <why>".
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,22 @@ from rich.text import Text
 
 from cxraug.core import pending
 from cxraug.core.csvfile import write_rows
-from cxraug.core.dataset import load_dataset
+from cxraug.core.dataset import load_dataset, real_counts, scarce_class
 from cxraug.core.errors import ImageError, InputError
-from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from cxraug.core.images import looks_like_image_name, read_bytes, read_gray_u8, to_uint8
-from cxraug.core.manifest import Manifest, Record, check_label
+from cxraug.core.fsutil import atomic_write_json, atomic_write_text
+from cxraug.core.images import looks_like_image_name, read_gray_u8, to_uint8
+from cxraug.core.manifest import Manifest, check_label
 from cxraug.core.ui import progress, warn
 from cxraug.core.workspace import Workspace, manifest_writer
-from cxraug.quality.decide import Decision, Evaluation, FilterConfig, decide, evaluate
+from cxraug.quality.decide import (
+    Decision,
+    Evaluation,
+    FilterConfig,
+    calibrate,
+    decide,
+    judge,
+)
+from cxraug.quality.moves import save_verdicts
 from cxraug.quality.scores import SCORE_NAMES
 from cxraug.quality.sheet import write_sheet
 
@@ -42,8 +49,9 @@ __all__ = [
     "Decision",
     "FilterConfig",
     "FilterResult",
+    "calibrate",
     "decide",
-    "evaluate",
+    "judge",
     "filter_folder",
     "filter_synthetic",
     "load_reference",
@@ -82,7 +90,7 @@ class FilterResult:
             "kept": self.kept,
             "rejected": len(self.decisions) - self.kept,
             "rejected_by_reason": self.by_reason(),
-            "thresholds": ev.thresholds if ev else {},
+            "thresholds": ev.calibration.thresholds if ev else {},
             "sheet": str(self.sheet_path) if self.sheet_path else None,
             "config": str(self.config_path) if self.config_path else None,
             "report": str(self.report_path) if self.report_path else None,
@@ -146,101 +154,13 @@ def _judge(
 ) -> tuple[list[Decision], Evaluation]:
     ok_idx, imgs, bad = _read_images(paths, (real.shape[1], real.shape[2]))
     stack = np.stack(imgs) if imgs else np.zeros((0, *real.shape[1:]), np.uint8)
-    ev = evaluate(stack, real, [ids[i] for i in ok_idx], real_ids, config)
+    ev = judge(stack, [ids[i] for i in ok_idx], calibrate(real, real_ids, config))
     by_index = dict(zip(ok_idx, ev.decisions, strict=True))
     decisions = [
         by_index[i] if i in by_index else Decision(ids[i], False, ("unreadable",), (bad[i],))
         for i in range(len(ids))
     ]
     return decisions, ev
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b) or read_bytes(a) == read_bytes(b)
-    except (OSError, ImageError):
-        return False
-
-
-def _plan_moves(ws: Workspace, label: str, rows: list[Record], decisions: list[Decision],
-                result: FilterResult) -> list[tuple[Record, Path, Path]]:  # fmt: skip
-    """(record, its file, its new name) for each file --move-rejected moves: rejected ones to
-    rejected/, kept ones back. Files outside synthetic/CLASS (and its rejected/) are never
-    moved, nor onto a different file that already has the new name (result.move_failures)."""
-    home, rejected = ws.synthetic_class_dir(label), ws.rejected_dir(label)
-    ours = {os.path.realpath(home), os.path.realpath(rejected)}
-    moves = []
-    for rec, d in zip(rows, decisions, strict=True):
-        src = rec.resolve(ws.root)
-        dst = (rejected / src.name) if not d.kept else (home / src.name)
-        where = os.path.realpath(src.parent)
-        if where not in ours:  # a move unlinks the old name: only ever inside synthetic/
-            result.move_failures.append(
-                f"{rec.id}: not moved (its path {rec.path} is not in {home} or {rejected}; "
-                "--move-rejected only moves files there)")  # fmt: skip
-        elif d.primary != "unreadable" and (not d.kept) != (where == os.path.realpath(rejected)) \
-                and src.is_file():  # fmt: skip
-            if dst.exists() and not _same_file(src, dst):
-                result.move_failures.append(f"{rec.id}: not moved ({dst} exists with different "
-                                            "content; remove it)")  # fmt: skip
-            else:
-                moves.append((rec, src, dst))
-    return moves
-
-
-def _link_files(ws: Workspace, moves: list[tuple[Record, Path, Path]],
-                result: FilterResult) -> list[Path]:  # fmt: skip
-    """Phase 1 of a move: give each file its new name too (hard link, or copy) and point its
-    record there; returns the old names. The caller saves the manifest, then unlinks the old
-    names (phase 3), so at every moment the manifest names a file that exists."""
-    done: list[Path] = []
-    for rec, src, dst in moves:
-        try:
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(src, dst)
-                except OSError:  # no hard links here (other device, some filesystems)
-                    atomic_write_bytes(dst, read_bytes(src))
-        except (OSError, ImageError) as e:
-            result.move_failures.append(f"{rec.id}: not moved ({e})")
-            continue
-        rec.path = ws.relpath(dst)
-        done.append(src)
-    return done
-
-
-def _commit(ws: Workspace, manifest: Manifest, label: str,
-            moves: list[tuple[Record, Path, Path]], result: FilterResult,
-            write_outputs: Callable[[], None]) -> None:  # fmt: skip
-    """Link the moved files (phase 1), write the outputs, save the manifest, unlink the old
-    names (phase 3). A journal lists every name made or removed first (cxraug.core.pending):
-    after a kill the next generate or filter removes the names no row gives. An error before
-    the manifest is saved (a full disk while writing the sheet) changes nothing."""
-    journal = ws.filter_journal(label)
-    if moves:
-        pending.begin(journal, [p for _, src, dst in moves
-                                for p in (src, *(() if dst.exists() else (dst,)))])  # fmt: skip
-    made = {dst for _, _, dst in moves if not dst.exists()}
-    done = _link_files(ws, moves, result)
-    try:
-        write_outputs()  # before the manifest: a failure here leaves the workspace as it was
-        ws.save_manifest(manifest)
-    except BaseException:
-        for _rec, src, dst in moves:  # undo phase 1: the old names remain (should an unlink
-            if src in done and dst in made:  # fail, the journal stays for the next sweep)
-                dst.unlink(missing_ok=True)
-        pending.end(journal)
-        raise
-    for src in done:  # phase 3: the manifest now names the new files
-        try:
-            src.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            warn(f"moved but could not remove the old file {src}: {e}")
-    pending.end(journal)
-    result.moved = len(done)
 
 
 @manifest_writer("cxraug filter")
@@ -253,11 +173,12 @@ def filter_synthetic(
     sheet: Path | None = None,
     force: bool = False,
 ) -> FilterResult:
-    """Judge every synthetic `label` row (default: config.label) of the manifest and record the
-    verdicts in it, holding the workspace lock (another manifest writer running: exit 7).
-    The sheet and its config are written before the manifest is saved."""
-    label = check_label(config.label if label is None else label)
+    """Judge every synthetic `label` row (default: config.label; None: the scarce class) of
+    the manifest and record the verdicts in it, holding the workspace lock (another manifest
+    writer running: exit 7). The sheet and its config are written before the manifest is saved;
+    with `move_rejected` the files move with the save (cxraug.quality.moves)."""
     manifest = ws.load_manifest()
+    label, config = _with_class(ws, config, label, manifest)
     pending.sweep(ws, manifest)  # files an interrupted generate or filter left without rows
     rows = sorted((r for r in manifest if r.synthetic and r.label == label
                    and r.status in REEVALUATED_STATUSES), key=lambda r: r.id)  # fmt: skip
@@ -277,9 +198,10 @@ def filter_synthetic(
         rec.note = d.note() if d.scores else ""
     result = FilterResult(label, decisions, ev, len(real_ids))
     thumbs = {r.id: p for r, p in zip(rows, paths, strict=True)}
-    moves = _plan_moves(ws, label, rows, decisions, result) if move_rejected else []
-    _commit(ws, manifest, label, moves, result,
-            lambda: _write_outputs(result, thumbs, config, sheet_path))  # fmt: skip
+    moves = save_verdicts(ws, manifest, label, rows, decisions, move=move_rejected,
+                          write_outputs=lambda: _write_outputs(result, thumbs, config,
+                                                               sheet_path))  # fmt: skip
+    result.moved, result.move_failures = moves.moved, moves.failures
     for f in result.move_failures:
         warn(f)
     return result
@@ -297,7 +219,7 @@ def filter_folder(
 ) -> FilterResult:
     """Judge a folder of images (not recursive) without touching the manifest; ids are the
     file names. Writes the CSV report and the sheet only when asked."""
-    label = check_label(config.label if label is None else label)
+    label, config = _with_class(ws, config, label)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--folder {folder} is not a folder")
@@ -314,6 +236,18 @@ def filter_folder(
         atomic_write_text(report_path, _report_csv(decisions, files))
     _write_outputs(result, {p.name: p for p in files}, config, sheet_path or report_path)
     return result
+
+
+def _with_class(ws: Workspace, config: FilterConfig, label: str | None,
+                manifest: Manifest | None = None) -> tuple[str, FilterConfig]:  # fmt: skip
+    """The class judged (`label`, else config.label, else the scarce class of the manifest's
+    train split: cxraug.core.dataset.scarce_class) and the config naming it, so that the
+    saved config records the class as resolved."""
+    chosen = config.label if label is None else label
+    if chosen is None:
+        chosen = scarce_class(real_counts(manifest or ws.load_manifest()))
+    check_label(chosen)
+    return chosen, replace(config, label=chosen)
 
 
 def _output_path(given: Path | None, default: Path | None, force: bool) -> Path | None:
@@ -366,7 +300,7 @@ def _write_outputs(
         "kept": result.kept,
         "rejected": len(result.decisions) - result.kept,
         "rejected_by_reason": result.by_reason(),
-        **result.evaluation.calibration_json(config),
+        **result.evaluation.calibration.to_json(),
     }
     atomic_write_json(result.config_path, payload)
 

@@ -21,29 +21,25 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxraug.core import pending
+from cxraug.core.dataset import real_counts, scarce_class
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
 from cxraug.core.images import encode_png_gray, to_uint8
 from cxraug.core.manifest import LABELS, Manifest, Record, check_label
+from cxraug.core.names import check_run_name
+from cxraug.core.parallel import thread_pool
 from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.ui import progress
-from cxraug.core.workspace import RunDir, Workspace, check_run_name, manifest_writer
+from cxraug.core.workspace import Workspace, manifest_writer
 from cxraug.gan.cells import MISSING, target_sources
-from cxraug.gan.checkpoint import (
-    Checkpoint,
-    assign_generator,
-    find_best,
-    find_latest,
-    read_checkpoint,
-)
+from cxraug.gan.checkpoint import Checkpoint, assign_generator, choose_checkpoint
 from cxraug.gan.config import TrainConfig
 
 
@@ -51,7 +47,10 @@ from cxraug.gan.config import TrainConfig
 class GenerateConfig(Settings):
     """Defaults of `cxraug generate` (shown by --help)."""
 
-    label: str = setting("covid", "Class to generate (normal | covid).", "--class")
+    label: str | None = setting(
+        None, "Class to generate (normal | covid) [default: the scarce class: the one with the "
+        "fewest usable real train images in the manifest].", "--class",
+    )  # fmt: skip
     n: int | None = setting(None, "Number of images (or use --balance).", "-n",
                             bounds=at_least(0))  # fmt: skip
     balance: bool = setting(
@@ -112,8 +111,8 @@ def latent(seed: int, index: int, dim: int) -> np.ndarray:
     return np.random.default_rng([seed, index]).standard_normal(dim).astype(np.float32)
 
 
-def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
-                 run: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
+def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest, run: str,
+                 label: str) -> tuple[tuple[str, ...], list[int]] | None:  # fmt: skip
     """(the sources images cycle through, their cells) for a source-conditioned run; None for
     a class-only run. `--source` is refused where it cannot apply, required where it must."""
     if not tcfg.sources:
@@ -124,14 +123,14 @@ def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest,
     if cfg.source is None:
         raise InputError(f"run {run} is conditioned on class and source: give --source NAME "
                          f"(one of {', '.join(tcfg.sources)}), {MISSING} or all")  # fmt: skip
-    targets = target_sources(cfg.source, tcfg.sources, cfg.label, manifest)
-    k = LABELS.index(cfg.label)
+    targets = target_sources(cfg.source, tcfg.sources, label, manifest)
+    k = LABELS.index(label)
     return targets, [k * tcfg.num_sources + tcfg.sources.index(s) for s in targets]
 
 
 def balance_count(manifest: Manifest, label: str) -> int:
     """(#usable real train rows of the majority class) - (#usable train rows of `label`)."""
-    real = {c: len(manifest.select(label=c, split="train", synthetic=False)) for c in LABELS}
+    real = real_counts(manifest, "train")
     have = len(manifest.select(label=label, split="train"))  # real + synthetic already present
     return max(0, max(real.values()) - have)
 
@@ -201,83 +200,82 @@ def _own_images(ws: Workspace, manifest: Manifest, label: str,
     return rows, {p: i for p, i in sorted(files.items()) if p.resolve().is_relative_to(inside)}
 
 
-def _checkpoint(ws: Workspace, cfg: GenerateConfig) -> tuple[RunDir, Checkpoint]:
-    """The run and the checkpoint that --run/--checkpoint choose."""
-    if cfg.checkpoint not in (None, "best", "latest"):
-        ckpt_path = Path(str(cfg.checkpoint))
-        run_dir = ws.run_of_checkpoint(ckpt_path)
-    else:
-        run_dir = ws.find_run(cfg.run) if cfg.run is not None else ws.newest_run()
-        # default: the best-scored checkpoint when the run scored its checkpoints
-        found = find_best(run_dir) if cfg.checkpoint != "latest" else None
-        if found is None and cfg.checkpoint == "best":
-            raise InputError(f"run {run_dir.path} has no scored best checkpoint (train with "
-                             "--score-samples N); use --checkpoint latest")  # fmt: skip
-        found = found or find_latest(run_dir)
-        if found is None:
-            raise InputError(f"run {run_dir.path} has no usable checkpoint; train it "
-                             "longer (checkpoints every --checkpoint-interval)")
-        ckpt_path = found
-    return run_dir, read_checkpoint(ckpt_path)
-
-
-@manifest_writer("cxraug generate")
-def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
-    """Write cfg.n (or --balance's count of) synthetic cfg.label images and their rows,
-    holding the workspace lock (another manifest writer running: exit 7)."""
-    check_label(cfg.label)
-    manifest = ws.load_manifest()
-    pending.sweep(ws, manifest)  # PNGs an interrupted generate or filter left without rows
-    run_dir, ckpt = _checkpoint(ws, cfg)
-    # a longer (older) run name makes too long image names
-    tcfg, run = ckpt.config, check_run_name(run_dir.name)
-    if LABELS.index(cfg.label) >= tcfg.num_classes:
-        raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
-                         f"it cannot generate {cfg.label!r}")  # fmt: skip
-    cells = source_cells(cfg, tcfg, manifest, run)
-    n = balance_count(manifest, cfg.label) if cfg.balance else cfg.n
-    if n is None or n < 0:
-        raise InputError("give -n COUNT (>= 0) or --balance")
-    out_dir = ws.synthetic_class_dir(cfg.label)
-    res = GenerateResult(cfg.label, n, run, ckpt.path, ckpt.sha256, out_dir)
-    if cells is not None and not cells[0]:  # --source missing, and none is
-        res.count, res.message = 0, (f"nothing to generate: every source of run {run} has real "
-                                     f"{cfg.label} train images")  # fmt: skip
-        return res
-    if n == 0:
-        res.message = (f"nothing to generate: {cfg.label} already matches the majority class"
-                       if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
-        return res
-    disk = next(p for p in (out_dir, ws.synthetic_dir, ws.root) if p.exists())  # its file system
-    problem = room_problem(n, tcfg.image_size, len(manifest), shutil.disk_usage(disk).free,
-                           _available_memory())  # fmt: skip
-    if problem:
-        raise InputError(problem)
-    stem = f"{run}-s{cfg.seed}"
-    old_rows, old_files = _own_images(ws, manifest, cfg.label, stem)
+def _replace_old_set(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label: str,
+                     n: int, stem: str) -> None:  # fmt: skip
+    """Refuse to overwrite images of an earlier generate of the same (run, seed) without
+    --force; with it, remove that whole set: its rows first (manifest saved), then its files,
+    under the journal, so that no row ever describes bytes another checkpoint wrote."""
+    old_rows, old_files = _own_images(ws, manifest, label, stem)
     clash = sorted(i for i in {*old_rows.values(), *old_files.values()} if i < n)
     if clash and not cfg.force:
         raise InputError(f"{len(clash)} image(s) of {stem} already exist (e.g. "
-                         f"{ws.synthetic_id(cfg.label, f'{stem}-{clash[0]:06d}')}); pass --force "
+                         f"{ws.synthetic_id(label, f'{stem}-{clash[0]:06d}')}); pass --force "
                          "to make the whole set again or use another --seed")  # fmt: skip
-    journal = ws.generate_journal(cfg.label, stem)
-    if old_rows or old_files:  # the whole (run, seed) set goes: its rows first, then files
-        pending.begin(journal, list(old_files))
+    if old_rows or old_files:
+        pending.begin(ws.generate_journal(label, stem), list(old_files))
         if old_rows:
             manifest.records = [r for r in manifest.records if r.id not in old_rows]
             ws.save_manifest(manifest)
         for p in old_files:
             p.unlink(missing_ok=True)
-    group = _write_images(ws, manifest, cfg, n, stem, ws.run_ref(run_dir), ckpt, cells,
+
+
+def _nothing_to_do(cfg: GenerateConfig, res: GenerateResult,
+                   cells: tuple[tuple[str, ...], list[int]] | None) -> bool:  # fmt: skip
+    """True (with res.count and res.message said) when there is nothing to generate."""
+    if cells is not None and not cells[0]:  # --source missing, and none is
+        res.count, res.message = 0, (f"nothing to generate: every source of run {res.run} "
+                                     f"has real {res.label} train images")  # fmt: skip
+    elif res.count == 0:
+        res.message = (f"nothing to generate: {res.label} already matches the majority class"
+                       if cfg.balance else "nothing to generate (-n 0)")  # fmt: skip
+    return res.count == 0
+
+
+def _check_room(ws: Workspace, out_dir: Path, n: int, size: int, rows: int) -> None:
+    """InputError when n images and their rows would not fit (room_problem)."""
+    disk = next(p for p in (out_dir, ws.synthetic_dir, ws.root) if p.exists())  # its file system
+    problem = room_problem(n, size, rows, shutil.disk_usage(disk).free, _available_memory())
+    if problem:
+        raise InputError(problem)
+
+
+@manifest_writer("cxraug generate")
+def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
+    """Write cfg.n (or --balance's count of) synthetic cfg.label images (default: the scarce
+    class) and their rows, holding the workspace lock (another manifest writer running:
+    exit 7)."""
+    manifest = ws.load_manifest()
+    pending.sweep(ws, manifest)  # PNGs an interrupted generate or filter left without rows
+    label = check_label(scarce_class(real_counts(manifest)) if cfg.label is None else cfg.label)
+    cfg = replace(cfg, label=label)  # the saved config records the class as resolved
+    run_dir, ckpt = choose_checkpoint(ws, cfg.run, cfg.checkpoint)
+    # a longer (older) run name makes too long image names
+    tcfg, run = ckpt.config, check_run_name(run_dir.name)
+    if LABELS.index(label) >= tcfg.num_classes:
+        raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
+                         f"it cannot generate {label!r}")  # fmt: skip
+    cells = source_cells(cfg, tcfg, manifest, run, label)
+    n = balance_count(manifest, label) if cfg.balance else cfg.n
+    if n is None or n < 0:
+        raise InputError("give -n COUNT (>= 0) or --balance")
+    out_dir = ws.synthetic_class_dir(label)
+    res = GenerateResult(label, n, run, ckpt.path, ckpt.sha256, out_dir)
+    if _nothing_to_do(cfg, res, cells):
+        return res
+    _check_room(ws, out_dir, n, tcfg.image_size, len(manifest))
+    stem = f"{run}-s{cfg.seed}"
+    _replace_old_set(ws, manifest, cfg, label, n, stem)
+    group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
                           res.paths)  # fmt: skip
-    pending.end(journal)
+    pending.end(ws.generate_journal(label, stem))
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",
                 **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
-    atomic_write_json(ws.generate_config_path(cfg.label, stem), resolved)
-    res.message = f"wrote {n} {cfg.label} image(s) to {out_dir}"
+    atomic_write_json(ws.generate_config_path(label, stem), resolved)
+    res.message = f"wrote {n} {label} image(s) to {out_dir}"
     if cells:  # image i has the (i mod K)-th source's look
         k = len(cells[0])
         res.message += " (" + ", ".join(f"{n // k + (j < n % k)} in the look of {s}"
@@ -285,13 +283,14 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     return res
 
 
-def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int, stem: str,
-                  run_ref: str, ckpt: Checkpoint, cells: tuple[tuple[str, ...], list[int]] | None,
+def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label: str, n: int,
+                  stem: str, run_ref: str, ckpt: Checkpoint,
+                  cells: tuple[tuple[str, ...], list[int]] | None,
                   written: list[Path]) -> str:  # fmt: skip
-    """Make images 0..n-1 batch by batch: journal, PNGs, then (every cfg.commit_seconds and at
-    the end) the manifest with their rows; `cells`: source_cells' (sources, cells) or None.
-    Appends the paths to `written`; returns the generator group used ("ema" or the trained
-    one)."""
+    """Make images 0..n-1 of `label` batch by batch: journal, PNGs, then (every
+    cfg.commit_seconds and at the end) the manifest with their rows; `cells`: source_cells'
+    (sources, cells) or None. Appends the paths to `written`; returns the generator group
+    used ("ema" or the trained one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
     from cxraug.gan.arch import build_generator
@@ -299,17 +298,18 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
     tcfg = ckpt.config
     gen = build_generator(tcfg)  # the run's resolved config: same architecture and precision
     group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
-    y_idx = LABELS.index(cfg.label)
+    y_idx = LABELS.index(label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
-    bs, journal = cfg.batch_size, ws.generate_journal(cfg.label, stem)
+    bs, journal = cfg.batch_size, ws.generate_journal(label, stem)
     todo: list[Record] = []  # written, not yet in the saved manifest
     last, cost = time.monotonic(), 0.0
-    with ThreadPoolExecutor(max_workers=4) as pool, \
+    # PNG encoding and writing release the GIL: one thread per CPU (cxraug.core.parallel)
+    with thread_pool() as pool, \
             progress(disable=not cfg.show_progress) as bar:  # fmt: skip
-        task = bar.add_task(f"generating {cfg.label}", total=n)
+        task = bar.add_task(f"generating {label}", total=n)
         for lo in range(0, n, bs):
             hi = min(n, lo + bs)
-            paths = [ws.synthetic_png(cfg.label, f"{stem}-{i:06d}") for i in range(lo, hi)]
+            paths = [ws.synthetic_png(label, f"{stem}-{i:06d}") for i in range(lo, hi)]
             pending.begin(journal, [*(r.resolve(ws.root) for r in todo), *paths])
             z = np.zeros((bs, tcfg.latent_dim), np.float32)  # zero-padded: fixed batch shape
             z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
@@ -320,7 +320,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, n: int
             list(pool.map(atomic_write_bytes, paths, pngs))
             for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
                 todo.append(Record(
-                    id=ws.synthetic_id(cfg.label, p.stem), path=ws.relpath(p), label=cfg.label,
+                    id=ws.synthetic_id(label, p.stem), path=ws.relpath(p), label=label,
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,

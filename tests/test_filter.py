@@ -18,10 +18,10 @@ from cxraug.core.errors import InputError
 from cxraug.core.images import read_gray_u8, write_png_gray
 from cxraug.core.manifest import Manifest, Record, _to_row
 from cxraug.core.workspace import Workspace
-from cxraug.filter import filter_synthetic
+from cxraug.filter import filter_folder, filter_synthetic
 from cxraug.quality import scores as quality
 from cxraug.quality import vectors
-from cxraug.quality.decide import FilterConfig, decide, evaluate
+from cxraug.quality.decide import FilterConfig, calibrate, decide, judge
 from cxraug.quality.nearest import distances, near_duplicates
 
 S = 96  # image side: small for speed, large enough for 2-4 px shifts to matter
@@ -88,7 +88,7 @@ def planted() -> dict[str, object]:
     imgs = {**good, **bad}
     ids = list(imgs)
     syn = np.stack(list(imgs.values()))
-    ev = evaluate(syn, real, ids, real_ids, FilterConfig())
+    ev = judge(syn, ids, calibrate(real, real_ids, FilterConfig()))
     return {
         "real": real,
         "real_ids": real_ids,
@@ -120,7 +120,7 @@ def test_planted_image_rejected_for_the_right_reason(planted, image_id, key):
 
 
 def test_clean_images_and_first_duplicate_are_kept(planted):
-    by_id, thr = planted["by_id"], planted["ev"].thresholds["memorised_max"]
+    by_id, thr = planted["by_id"], planted["ev"].calibration.thresholds["memorised_max"]
     assert by_id["dup-a"].kept
     good = [d for i, d in by_id.items() if i.startswith("good-")]
     assert all(d.keys in ((), ("memorised",)) for d in good)
@@ -162,9 +162,10 @@ def test_looser_threshold_keeps_what_the_default_rejects(planted):
     i = planted["ids"].index("bad-washed")
     args = (planted["syn"][[i]], planted["real"], ["w"], planted["real_ids"])
     assert decide(*args, FilterConfig())[0].keys == ("low-contrast",)
-    loose = evaluate(*args, FilterConfig(contrast_min=1.0))
+    cal = calibrate(planted["real"], planted["real_ids"], FilterConfig(contrast_min=1.0))
+    loose = judge(planted["syn"][[i]], ["w"], cal)
     assert loose.decisions[0].kept
-    assert loose.thresholds["contrast_min"] == 1.0 and not loose.calibrated["contrast_min"]
+    assert cal.thresholds["contrast_min"] == 1.0 and not cal.calibrated["contrast_min"]
 
 
 def test_calibrated_threshold_follows_real_percentiles(planted):
@@ -173,8 +174,8 @@ def test_calibrated_threshold_follows_real_percentiles(planted):
     std = real.reshape(len(real), -1).std(axis=1)  # independent of the histogram maths
     lo, hi = np.percentile(std, [1, 99])
     widen = max(0.1 * (hi - lo), quality.SPECS["contrast"].floor)
-    assert ev.thresholds["contrast_min"] == pytest.approx(lo - widen, rel=1e-6)
-    assert ev.thresholds["contrast_max"] == pytest.approx(hi + widen, rel=1e-6)
+    assert ev.calibration.thresholds["contrast_min"] == pytest.approx(lo - widen, rel=1e-6)
+    assert ev.calibration.thresholds["contrast_max"] == pytest.approx(hi + widen, rel=1e-6)
 
 
 def test_scores_match_their_definitions():
@@ -341,6 +342,24 @@ def test_cli_summary_json_and_exit_zero_with_rejections(tmp_path, planted, good3
     r = runner.invoke(app, ["filter", "-w", str(ws.root), "--noise-max", "5"])
     assert r.exit_code == 0 and "kept" in r.stdout and "near-duplicate" in r.stdout
     assert ws.load_manifest().by_id()["synthetic/covid/bad-noise"].status == "rejected"  # lung
+
+
+def test_without_class_filter_judges_the_scarce_class(tmp_path, planted, good3):
+    ws = make_workspace(tmp_path, planted, good3 + BAD)  # real train rows: covid 1, normal 0
+    res = filter_synthetic(ws, FilterConfig())
+    assert res.label == "covid" and len(res.decisions) == len(good3 + BAD)
+    saved = json.loads(ws.filter_sheet_path("covid").with_suffix(".config.json").read_text())
+    assert saved["class"] == saved["config"]["label"] == "covid"  # recorded as resolved
+    folder = filter_folder(ws, ws.synthetic_class_dir("covid"), FilterConfig())
+    assert folder.label == "covid"
+    m = ws.load_manifest()  # two real normal train rows: now covid has more, normal is scarce
+    for i in range(2):
+        m.add(Record(id=f"real/n{i}", path=f"/data/n{i}.png", label="normal", split="train"))
+    m.add(Record(id="real/c9", path="/data/c9.png", label="covid", split="train"))
+    m.add(Record(id="real/c8", path="/data/c8.png", label="covid", split="train"))
+    ws.save_manifest(m)
+    r = runner.invoke(app, ["filter", "-w", str(ws.root)])
+    assert r.exit_code == 3 and "no synthetic normal rows" in r.output, r.output
 
 
 def test_cli_bad_inputs(tmp_path, planted, good3):

@@ -4,6 +4,7 @@ refusals and errors (exit 3)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,13 @@ from test_train import TINY, make_workspace  # tests/ is on sys.path (rootdir co
 from typer.testing import CliRunner
 
 from cxraug.cli import app
+from cxraug.core.dataset import real_counts, scarce_class
+from cxraug.core.errors import InputError
 from cxraug.core.fsutil import sha256_file
 from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
-from cxraug.core.workspace import Workspace
+from cxraug.core.parallel import cpu_count, thread_pool
+from cxraug.core.workspace import Workspace, run_name_of
 from cxraug.gan.checkpoint import find_latest
 from cxraug.gan.config import recipe_config
 from cxraug.generate import balance_count
@@ -103,6 +107,58 @@ def test_balance_arithmetic() -> None:
     rows.append(Record(id="s", path="s.png", label="covid", split="train", synthetic=True))
     assert balance_count(Manifest(rows), "covid") == 10 - (3 + 1)
     assert balance_count(Manifest(rows), "normal") == 0
+
+
+def test_the_scarce_class_of_counts() -> None:
+    assert scarce_class({"normal": 10, "covid": 3}) == "covid"
+    assert scarce_class({"normal": 2, "covid": 3}) == "normal"
+    assert scarce_class({"normal": 3, "covid": 3}) == "normal"  # a tie: the first of LABELS
+    assert scarce_class({"covid": 3, "normal": 3}) == "normal"  # whatever the counts' order
+    assert scarce_class({"normal": 3, "covid": 3}, ("covid", "normal")) == "covid"
+    # one class with images: that one (a class with none is absent, not scarce)
+    assert scarce_class({"covid": 5}) == scarce_class({"normal": 0, "covid": 5}) == "covid"
+    assert scarce_class({"normal": 5}, ("normal",)) == "normal"
+    with pytest.raises(InputError, match="unknown class 'pneumonia'; use one of normal, covid"):
+        scarce_class({"pneumonia": 1, "covid": 2})
+    with pytest.raises(InputError, match="unknown class 'covid'; use one of normal"):
+        scarce_class({"normal": 5, "covid": 9}, ("normal",))
+    with pytest.raises(InputError, match="no normal/covid images to tell which class is scarce"):
+        scarce_class({"normal": 0})
+    # the manifest's counts: usable real train rows (what test_balance_arithmetic counts)
+    rows = real_rows(2, 5) + [Record(id=f"s{i}", path=f"s{i}.png", label="normal",
+                                     split="train", synthetic=True) for i in range(9)]
+    assert real_counts(Manifest(rows)) == {"normal": 2, "covid": 5}
+    assert scarce_class(real_counts(Manifest(rows))) == "normal"
+
+
+def test_without_class_generate_makes_the_scarce_class(trained: Workspace,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    ws = copy_ws(trained, tmp_path / "w")  # 10 normal, 4 covid real train rows
+    r = gen(ws, "-n", "1", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["class"] == "covid", r.output
+    cfg = json.loads((ws.root / "synthetic/covid/generate-r1-s0.json").read_text())
+    assert cfg["label"] == "covid"  # recorded as resolved
+    flipped = copy_ws(trained, tmp_path / "f")
+    write_manifest(flipped.manifest_path, Manifest(real_rows(3, 10)))
+    r = gen(flipped, "--balance")
+    assert r.exit_code == 0 and "wrote 7 normal image(s)" in r.output, r.output
+    assert json.loads((flipped.root / "synthetic/normal/generate-r1-s0.json").read_text()
+                      )["label"] == "normal"  # fmt: skip
+
+
+def test_the_png_threads_are_one_per_cpu() -> None:
+    with thread_pool() as pool:
+        assert pool._max_workers == cpu_count() >= 1
+    if hasattr(os, "sched_getaffinity"):  # the CPUs this process may use, not the machine's
+        assert cpu_count() == len(os.sched_getaffinity(0))
+
+
+def test_a_run_reference_reads_back_as_the_run_name(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path)
+    ref = ws.run_ref(ws.run("conv-1"))
+    assert ref == "runs/conv-1"
+    for given in (ref, "conv-1", "runs/conv-1/", str(tmp_path / "runs" / "conv-1")):
+        assert run_name_of(given) == "conv-1"
 
 
 def test_balance_cli(trained: Workspace, tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ from cxraug.cli import app
 from cxraug.core.csvfile import CELL_LIMIT
 from cxraug.core.images import encode_image
 from cxraug.core.manifest import read_manifest
+from cxraug.core.names import NAME_MAX, RUN_NAME_MAX, name_problem
 from cxraug.core.settings import SEED_MAX
-from cxraug.core.workspace import NAME_MAX, RUN_NAME_MAX, name_problem
 from cxraug.prep.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,8 +34,9 @@ from cxraug.core.manifest import (
     to_csv_text,
     write_manifest,
 )
+from cxraug.core.names import check_name, name_problem
 from cxraug.core.ui import warn
-from cxraug.core.workspace import Workspace, check_name, name_problem
+from cxraug.core.workspace import Workspace
 from cxraug.prep.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[1]

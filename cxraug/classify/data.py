@@ -17,7 +17,7 @@ from cxraug.core.errors import CxrError, ImageError, InputError, vassert
 from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import LABELS, Record
 from cxraug.core.ui import warn
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, run_name_of
 from cxraug.prep.resize import resize
 
 NO_SYNTHETIC = "no ok synthetic rows: run `cxraug generate` and `cxraug filter` first"
@@ -75,16 +75,13 @@ def _synthetic_rows(ws: Workspace, labels: tuple[str, ...], run: str,
     rows = [r for r in ws.load_manifest() if r.synthetic and r.label in labels]
     what = "/".join(labels)
 
-    def run_name(ref: str) -> str:
-        return ref.rstrip("/").split("/")[-1]
-
     if run:
-        known = sorted({run_name(r.run) for r in rows if r.run})
-        if run_name(run) not in known:
+        known = sorted({run_name_of(r.run) for r in rows if r.run})
+        if run_name_of(run) not in known:
             ws.find_run(run)  # an unknown run: InputError (exit 3) naming where it looked
             return [], (f"run {run!r} has no synthetic {what} rows; rows exist for runs: "
                         f"{', '.join(known) or 'none'}")  # fmt: skip
-        rows = [r for r in rows if run_name(r.run) == run_name(run)]
+        rows = [r for r in rows if run_name_of(r.run) == run_name_of(run)]
     ok = [r for r in rows if r.usable and r.split == "train"]
     mine = [r for r in ok if bool(r.cond_source) == cells]
     if mine:

@@ -16,7 +16,8 @@ def fid_command(
     cfg: FidConfig,
     real: str = typer.Argument(
         ..., help="REAL set: a folder of images (recursive) or a manifest selection such as "
-        "manifest:split=test,label=covid (keys: split, label|class, synthetic, run)."
+        "manifest:split=test,label=covid (keys: split, label|class, synthetic, run, status: "
+        "ok (default), rejected or any)."
     ),  # fmt: skip
     fake: str = typer.Argument(
         ..., help="FAKE set, same syntax, e.g. a synthetic/ folder or "

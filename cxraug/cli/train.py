@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cxraug.cli.app import command, given, json_option, workspace_option
-from cxraug.core.workspace import RUN_NAME_MAX
+from cxraug.core.names import RUN_NAME_MAX
 from cxraug.train import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
 
 MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}

@@ -13,11 +13,15 @@ Arrays (all row-aligned):
                               before marks were detected (read as None)
 Not stored: `sources` (N,) str, each image's manifest `source`, filled by the readers that need
 it (a `--condition class,source` run: cxraug.gan.cells.with_sources); None otherwise.
+
+Beside it, which class is scarce (`scarce_class`), on per-class counts of a dataset
+(`Dataset.counts`, labels) or of a manifest (`real_counts`).
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,7 @@ import numpy as np
 
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_save_npz
-from cxraug.core.manifest import LABELS, check_label, is_marked
+from cxraug.core.manifest import LABELS, Manifest, check_label, is_marked
 
 
 @dataclass
@@ -70,6 +74,26 @@ class Dataset:
 
     def counts(self) -> dict[str, int]:
         return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+
+def real_counts(manifest: Manifest, split: str = "train") -> dict[str, int]:
+    """Usable real rows of `split` per class of LABELS: the manifest's side of what
+    `Dataset.counts` gives (scarce_class, generate --balance)."""
+    return {c: len(manifest.select(label=c, split=split, synthetic=False)) for c in LABELS}
+
+
+def scarce_class(counts: Mapping[str, int], classes: Sequence[str] = LABELS) -> str:
+    """The class cxraug grows: of the `classes` with images in `counts`, the one with the
+    fewest (a class with none is absent, not scarce: nothing could calibrate `filter` for it).
+    Ties: the first in `classes` (LABELS: normal before covid), as np.argmin breaks them.
+    InputError when no class has an image or `counts` names a class outside `classes`."""
+    for label in counts:
+        check_label(label, tuple(classes))
+    present = [c for c in classes if counts.get(c, 0) > 0]
+    if not present:
+        raise InputError(f"no {'/'.join(classes)} images to tell which class is scarce; "
+                         "give the class (--class)")  # fmt: skip
+    return min(present, key=lambda c: counts[c])  # min keeps the first of equals
 
 
 def save_dataset(path: Path, ds: Dataset) -> None:

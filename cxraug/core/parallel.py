@@ -1,5 +1,6 @@
 """The one process-pool runner: a per-item function over worker processes, in chunks, with a
 progress bar on stderr. `collect` (file inspection) and `preprocess` (loading) both use it.
+Beside it, the one thread pool (`thread_pool`), for work that releases the GIL.
 
 Start method: fork when it is safe, else spawn. A forked worker starts at once with everything
 this process imported (a spawned one re-imports numpy, OpenCV and the CLI: ~0.5-1 CPU-second
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -175,3 +176,21 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], *, workers: int, what
             if s not in parts:
                 parts[s] = [again[i] for i in range(s, min(len(items), s + CHUNK))]
     return [r for start in sorted(parts) for r in parts[start]]
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS)
+        return os.cpu_count() or 1
+
+
+def thread_pool(workers: int | None = None) -> ThreadPoolExecutor:
+    """Threads for work that releases the GIL (OpenCV's PNG encoder, file writes and their
+    fsync): `workers`, default one per CPU this process may use (`cpu_count`). More threads
+    than CPUs gain nothing: `generate` encoding and writing 256 PNGs of 224 px measured 0.41 s
+    in one thread, 0.26 s in two on two cores, 0.24 s in four."""
+    n = cpu_count() if workers is None else workers
+    vassert(n >= 1, "a thread pool needs at least 1 worker")
+    return ThreadPoolExecutor(max_workers=n)

@@ -21,16 +21,20 @@
     runs/NAME/
       .lock                         held by the one `train` writing this run (cxraug.core.lock)
       config.json                   resolved TrainConfig
+      training_set.json             which images the run trains on (cxraug.gan.trainset)
       log.csv, tb/, loss.png        what the run logs (cxraug.gan.runlog)
       samples/iter_XXXXXX.png       fixed-noise sample grids
       checkpoints/ckpt-XXXXXXX.npz  checkpoints (cxraug.gan.checkpoint)
       checkpoints/latest            the pointer to the newest complete checkpoint
+      checkpoints/best              the pointer to the best-scored checkpoint (never pruned)
+      scores.csv, scores.png        the checkpoint scores that chose `best` (cxraug.gan.scoring)
 
-No other module builds these paths by hand.
+No other module builds these paths by hand, and the manifest's `run` cells (runs/NAME) are
+written by `run_ref` and read back by `run_name_of`.
 
 Every user-given name that becomes a path component (a run name, a class, a synthetic file
-stem, and evaluation names) passes `check_name`: one rule,
-so that no name can climb out of its folder (`..`, `/`, an absolute path).
+stem, and evaluation names) passes the one name rule (cxraug.core.names), so that no name can
+climb out of its folder (`..`, `/`, an absolute path).
 """
 
 from __future__ import annotations
@@ -48,54 +52,11 @@ from cxraug.core.errors import InputError
 from cxraug.core.fsutil import remove_stale_temps
 from cxraug.core.lock import hold
 from cxraug.core.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from cxraug.core.names import check_name, check_run_name, name_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CHECKPOINT = re.compile(r"^ckpt-(\d{7,})\.npz$")
-
-#: The one rule for names that become path components: a letter or digit first, then letters,
-#: digits, '.', '_' or '-'; at most NAME_MAX characters. "." and ".." cannot match (they start
-#: with a dot), nor can "/" or an absolute path.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-NAME_MAX = 100
-#: A run name is shorter: `generate` names its images RUN-sSEED-INDEX, and with the largest
-#: seed (10 digits) and a 9-digit index that must still be a name (64 + 22 <= NAME_MAX).
-RUN_NAME_MAX = 64
 RUN_LOCK_NAME = ".lock"
-
-
-def name_problem(name: str) -> str | None:
-    """Why `name` cannot be a path component (see NAME_PATTERN), or None if it can."""
-    if not name:
-        return "is empty"
-    if len(name) > NAME_MAX:
-        return f"is {len(name)} characters long (at most {NAME_MAX})"
-    if "/" in name or "\\" in name or name.startswith(("~", ".")):
-        return "is a path, not a name (no '/', '..', '~' or leading '.')"
-    if not NAME_PATTERN.fullmatch(name):
-        return "may hold only letters, digits, '.', '_' and '-', starting with a letter or digit"
-    return None
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """`name` if it is a safe path component, else InputError (exit 3) saying what to change."""
-    problem = name_problem(name)
-    if problem:
-        raise InputError(f"{what} {name!r} {problem}; choose a plain name such as run-1 "
-                         "(letters, digits, '.', '_', '-')")  # fmt: skip
-    return name
-
-
-def check_run_name(name: str) -> str:
-    """`name` if it can name a run (check_name, and at most RUN_NAME_MAX characters so that
-    the images `generate` names after it are names too), else InputError (exit 3)."""
-    check_name(name, "run name")
-    if len(name) > RUN_NAME_MAX:
-        raise InputError(f"run name {name!r} is {len(name)} characters long; a run name has at "
-                         f"most {RUN_NAME_MAX} (generate names its images RUN-sSEED-INDEX, "
-                         f"at most {NAME_MAX} characters): choose a shorter --name, or rename "
-                         "the run folder")  # fmt: skip
-    return name
-
 
 @dataclass(frozen=True)
 class _OutputDir:
@@ -213,6 +174,12 @@ def checkpoint_iteration(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def run_name_of(ref: str) -> str:
+    """The run NAME in a reference to a run: a manifest `run` cell (runs/NAME, `run_ref`), a
+    run name, or a path to the run folder (a trailing '/' allowed)."""
+    return ref.rstrip("/").split("/")[-1]
+
+
 def manifest_writer(command: str) -> Callable[[F], F]:
     """Decorator for a stage function whose first argument is its Workspace and which
     reads, modifies and writes the manifest: it runs holding the workspace lock
@@ -315,7 +282,7 @@ class Workspace:
         return RunDir(self.runs_dir / check_run_name(name))
 
     def run_ref(self, run: RunDir) -> str:
-        """How the manifest's `run` column names a run: runs/NAME."""
+        """How the manifest's `run` column names a run: runs/NAME (read back: run_name_of)."""
         return (self.runs_dir / run.name).relative_to(self.root).as_posix()
 
     def find_run(self, run: str) -> RunDir:

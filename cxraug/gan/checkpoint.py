@@ -7,7 +7,8 @@ written to a temp file and renamed, then the pointer file `latest` (JSON: file n
 iteration) is replaced the same way. A kill at any moment therefore leaves either the previous
 pointer or the new one, each naming a complete file. If the pointer is missing or its hash does
 not match, the newest checkpoint that loads completely is used instead; a truncated or corrupt
-file is never chosen.
+file is never chosen. Which checkpoint `generate` loads (a file, or a run's best or latest):
+`choose_checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from cxraug.core.errors import InputError
 from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_file
-from cxraug.core.workspace import RunDir
+from cxraug.core.workspace import RunDir, Workspace
 from cxraug.gan.config import TrainConfig
 
 FORMAT = "cxraug-ckpt-1"
@@ -222,3 +223,24 @@ def assign_generator(gen: Any, ckpt: Checkpoint, *, ema: bool = True) -> str:
                              "match this model")  # fmt: skip
         v.assign(a)
     return group
+
+
+def choose_checkpoint(ws: Workspace, run: str | None,
+                      checkpoint: str | None) -> tuple[RunDir, Checkpoint]:  # fmt: skip
+    """The run and the checkpoint that `--run` and `--checkpoint` choose: a checkpoint file
+    (its run is the folder holding it); else in `run` (default: the newest run with a
+    checkpoint) `best`, `latest` or, with `checkpoint` None, the best-scored checkpoint when
+    the run scored its checkpoints, else its latest."""
+    if checkpoint not in (None, "best", "latest"):
+        path = Path(str(checkpoint))
+        return ws.run_of_checkpoint(path), read_checkpoint(path)
+    run_dir = ws.find_run(run) if run is not None else ws.newest_run()
+    found = find_best(run_dir) if checkpoint != "latest" else None
+    if found is None and checkpoint == "best":
+        raise InputError(f"run {run_dir.path} has no scored best checkpoint (train with "
+                         "--score-samples N); use --checkpoint latest")  # fmt: skip
+    found = found or find_latest(run_dir)
+    if found is None:
+        raise InputError(f"run {run_dir.path} has no usable checkpoint; train it "
+                         "longer (checkpoints every --checkpoint-interval)")
+    return run_dir, read_checkpoint(found)

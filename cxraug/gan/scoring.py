@@ -48,10 +48,12 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.csvfile import read_csv
+from cxraug.core.dataset import scarce_class
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.figures import data_range, line_chart
 from cxraug.core.fsutil import atomic_write_text
 from cxraug.core.images import to_uint8, write_png_rgb
+from cxraug.core.manifest import LABELS
 from cxraug.core.workspace import RunDir
 from cxraug.metrics import c2st as c2st_mod
 from cxraug.metrics import distances as metrics
@@ -111,9 +113,11 @@ def best_of(scores: list[Score]) -> Score | None:
 
 
 def minority_class(labels: np.ndarray, num_classes: int) -> int:
-    """The class with the fewest training images (ties: the lower index)."""
+    """The index of the scarce class of these training labels (cxraug.core.dataset's
+    `scarce_class`: the fewest images; ties: the lower index)."""
+    classes = LABELS[:num_classes]
     counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
-    return int(np.argmin(counts))
+    return LABELS.index(scarce_class({c: int(counts[i]) for i, c in enumerate(classes)}, classes))
 
 
 class Scorer:

@@ -17,6 +17,8 @@ Pipeline names read like torch-fidelity's: features -> statistics -> metric.
   test images has recall 0.34, with 85 of those fakes 0.71 (bench/RESULTS.md). Numbers are
   comparable only at the same N; `precision_recall_equal_n` scores both sides at
   N = min(N_real, N_fake), as Kynkäänniemi et al. do (equal sample sizes).
+- The real-vs-real baseline (`real_baseline`): FID and precision/recall between two random
+  halves of the real set, what the data allows at that N.
 """
 
 from __future__ import annotations
@@ -92,6 +94,36 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
         return np.asarray(scipy.linalg.sqrtm(a))
 
 
+def _statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                sigma2: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """Both Gaussians' statistics as float64 (d,) means and (d, d) covariances, which must
+    match in size."""
+    mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
+    s1, s2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise InputError(
+            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}"
+        )
+    return mu1, s1, mu2, s2
+
+
+def _real_part(covmean: np.ndarray, d: int) -> tuple[np.ndarray, float]:
+    """sqrtm(S1 S2) without its imaginary round-off, and the largest |imag| dropped from its
+    diagonal; above IMAG_TOLERANCE the distance is meaningless: NumericError."""
+    if not np.iscomplexobj(covmean):
+        return covmean, 0.0
+    max_imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
+    if max_imag > IMAG_TOLERANCE:
+        raise NumericError(
+            f"sqrtm(S1 S2) has an imaginary diagonal component of {max_imag:.3g} "
+            f"(> {IMAG_TOLERANCE}); the Fréchet distance is not meaningful. This happens "
+            f"when the number of images is far below the feature dimension ({d}), "
+            "which makes the covariances rank-deficient: use more images per side "
+            f"(ideally >= {d}) and report KID, which is unbiased at small N"
+        )
+    return covmean.real, max_imag
+
+
 def frechet_distance(
     mu1: np.ndarray,
     sigma1: np.ndarray,
@@ -113,18 +145,7 @@ def frechet_distance(
     principal square root has diagonal blocks sqrtm(C) and 0, C = (B^T S1 B)(B^T S2 B), and
     Tr sqrtm(S1 S2) = Tr sqrtm(C). If sqrtm(C) is not finite, the full-space path decides.
     """
-    mu1, mu2 = (
-        np.atleast_1d(np.asarray(mu1, np.float64)),
-        np.atleast_1d(np.asarray(mu2, np.float64)),
-    )
-    s1, s2 = (
-        np.atleast_2d(np.asarray(sigma1, np.float64)),
-        np.atleast_2d(np.asarray(sigma2, np.float64)),
-    )
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
-        raise InputError(
-            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}"
-        )
+    mu1, s1, mu2, s2 = _statistics(mu1, sigma1, mu2, sigma2)
     d = s1.shape[0]
     if basis is not None:
         covmean = _sqrtm((basis.T @ s1 @ basis) @ (basis.T @ s2 @ basis))  # (r, r)
@@ -142,18 +163,7 @@ def frechet_distance(
                 f"the matrix square root is not finite even with eps={eps} added to the "
                 "covariances; the feature sets are degenerate (too few or identical images?)"
             )
-    max_imag = 0.0
-    if np.iscomplexobj(covmean):
-        max_imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
-        if max_imag > IMAG_TOLERANCE:
-            raise NumericError(
-                f"sqrtm(S1 S2) has an imaginary diagonal component of {max_imag:.3g} "
-                f"(> {IMAG_TOLERANCE}); the Fréchet distance is not meaningful. This happens "
-                f"when the number of images is far below the feature dimension ({d}), "
-                "which makes the covariances rank-deficient: use more images per side "
-                f"(ideally >= {d}) and report KID, which is unbiased at small N"
-            )
-        covmean = covmean.real
+    covmean, max_imag = _real_part(covmean, d)
     value = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
     return FrechetResult(value=value, max_imag=max_imag, eps=used_eps)
 
@@ -298,3 +308,32 @@ def precision_recall_equal_n(
     return EqualNPrecisionRecall(
         float(np.mean(ps)), float(np.mean(rs)), float(np.std(ps)), float(np.std(rs)), n, draws, k
     )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Real-vs-real: what two real samples of `n` images each score against each other."""
+
+    n: int  # images per half
+    fid: float | None  # None: too few images, or no meaningful sqrtm (`notes` says which)
+    pr: PrecisionRecall | None  # None: a half holds no more than k images
+    notes: tuple[str, ...]
+
+
+def real_baseline(real: np.ndarray, *, k: int, eps: float, rng: np.random.Generator) -> Baseline:
+    """FID and precision/recall between two seeded random halves of the real features."""
+    r = _as_features(real, "real")
+    half = len(r) // 2
+    if half < 2:
+        why = f"real-vs-real baseline needs >= 4 real images, got {len(r)}"
+        return Baseline(half, None, None, (why,))
+    perm = rng.permutation(len(r))
+    half_a, half_b = r[perm[:half]], r[perm[half : 2 * half]]
+    pr = precision_recall(half_a, half_b, k=k) if half > k else None
+    try:
+        fd = fid_from_features(half_a, half_b, eps)
+    except NumericError as e:
+        return Baseline(half, None, pr, (f"real-vs-real baseline not computed: {e}",))
+    notes = () if fd.eps is None else (f"baseline sqrtm was singular: added eps={fd.eps} to "
+                                       "covariances",)  # fmt: skip
+    return Baseline(half, fd.value, pr, notes)

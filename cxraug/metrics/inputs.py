@@ -35,7 +35,7 @@ from cxraug.core.images import (
     read_gray_u8,
     to_uint8,
 )
-from cxraug.core.workspace import Workspace
+from cxraug.core.workspace import Workspace, run_name_of
 
 MANIFEST_PREFIX = "manifest:"
 MANIFEST_KEYS = ("split", "label", "class", "synthetic", "run", "status")
@@ -165,7 +165,7 @@ def manifest_set(spec: str, workspace: Path) -> ImageSet:
     # "any" = every image that exists and decodes: kept or rejected by `filter`
     rows = [r for r in rows if r.status in ("ok", "rejected")]
     if "run" in sel:
-        rows = [r for r in rows if r.run.rstrip("/").split("/")[-1] == sel["run"].split("/")[-1]]
+        rows = [r for r in rows if run_name_of(r.run) == run_name_of(sel["run"])]
     if not rows:
         raise InputError(
             f"{spec} matched no rows with status {status} in {ws.manifest_path}; check the "

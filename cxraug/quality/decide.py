@@ -1,9 +1,13 @@
 """The pure decision core of `cxraug filter`: arrays in, one explained decision per image out.
 
-`decide(synthetic_u8, real_u8, ids, real_ids, config)` needs no files. Every threshold is either
-calibrated on the real images (see cxraug.quality.scores and cxraug.quality.nearest) or
-overridden in FilterConfig, and every rejection says which check failed, with the score and the
-threshold.
+    calibrate(real_u8, real_ids, config) -> Calibration   every threshold, from the real images
+    judge(synthetic_u8, ids, calibration) -> Evaluation    one Decision per synthetic image
+    decide(synthetic_u8, real_u8, ids, real_ids, config)   both: the Decisions
+
+None of them needs files. Every threshold is either calibrated on the real images (see
+cxraug.quality.scores and cxraug.quality.nearest) or overridden in FilterConfig, and every
+rejection says which check failed, with the score and the threshold. One calibration can judge
+many synthetic sets.
 
 Checks, in the order their reasons are listed (the first is the row's primary reason):
 1. memorised      shift-searched distance to the nearest REAL training image below the
@@ -42,9 +46,13 @@ _GREY = between(0.0, 255.0)  # 8-bit grey levels
 @dataclass(frozen=True)
 class FilterConfig(Settings):
     """Defaults of `cxraug filter`. A threshold left at None is calibrated on the real images.
-    `label` is the class the stage judges; `decide` itself only sees arrays."""
+    `label` is the class the stage judges (None: the scarce class, resolved by the stage);
+    `decide` itself only sees arrays."""
 
-    label: str = setting("covid", "Class whose synthetic images are judged.", "--class")
+    label: str | None = setting(
+        None, "Class whose synthetic images are judged [default: the scarce class: the one "
+        "with the fewest usable real train images in the manifest].", "--class",
+    )  # fmt: skip
     # the accepted range of each score: real-score percentiles [lo, hi], widened by margin
     percentile_lo: float = setting(1.0, "Lower real percentile.", bounds=_PERCENT)
     percentile_hi: float = setting(99.0, "Upper real percentile.", bounds=_PERCENT)
@@ -136,17 +144,24 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    decisions: list[Decision]
+class Calibration:
+    """Every threshold of the checks, calibrated on the real images (M of them) or overridden
+    in the config, and what judging needs of those images."""
+
+    config: FilterConfig
     thresholds: dict[str, float | None]  # every name in THRESHOLD_NAMES
     calibrated: dict[str, bool]  # False where the config overrode the calibrated value
     real_percentiles: dict[str, list[float]]  # score -> [p_lo, p_hi] on the real images
     real_copies_ignored: int  # real images whose nearest real neighbour is a copy of them
     shifts: list[tuple[int, int]]
+    real_ids: list[str]
+    image_shape: tuple[int, int]  # (H, W) of the real images
+    real_small: np.ndarray  # (M, g*g) the real images downsampled to the grid
+    real_unit: np.ndarray  # (M, g*g) the same as unit rows: the nearest-real search space
 
-    def calibration_json(self, config: FilterConfig) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
-            "config": asdict(config),
+            "config": asdict(self.config),
             "thresholds": self.thresholds,
             "calibrated": self.calibrated,
             "real_score_percentiles": self.real_percentiles,
@@ -155,30 +170,34 @@ class Evaluation:
         }
 
 
-def _check_inputs(
-    syn: np.ndarray,
-    real: np.ndarray,
-    ids: Sequence[str],
-    real_ids: Sequence[str],
-    cfg: FilterConfig,
-) -> None:
+@dataclass(frozen=True)
+class Evaluation:
+    """The decisions on a set of synthetic images and the calibration that judged them."""
+
+    decisions: list[Decision]
+    calibration: Calibration
+
+
+def _check_real(real: np.ndarray, real_ids: Sequence[str], cfg: FilterConfig) -> None:
     vassert(real.ndim == 3 and real.dtype == np.uint8, "real images must be (M, H, W) uint8")
-    vassert(syn.ndim == 3 and syn.dtype == np.uint8, "synthetic images must be (N, H, W) uint8")
-    vassert(
-        len(ids) == syn.shape[0] and len(real_ids) == real.shape[0], "one id per image is required"
-    )
-    vassert(len(set(ids)) == len(ids), "synthetic ids must be unique")
-    if syn.shape[0] and syn.shape[1:] != real.shape[1:]:
-        raise InputError(
-            f"synthetic images are {syn.shape[2]}x{syn.shape[1]} but the real training images "
-            f"are {real.shape[2]}x{real.shape[1]}; generate with a model trained on this "
-            "processed dataset (or re-run `cxraug preprocess` at the generator's size)"
-        )
+    vassert(len(real_ids) == real.shape[0], "one id per image is required")
     if real.shape[0] < cfg.min_real:
         raise InputError(
             f"only {real.shape[0]} real training image(s) to calibrate the filter's thresholds; "
             f"it needs at least {cfg.min_real}: collect more real images of this class and "
             "re-run `cxraug preprocess`"
+        )
+
+
+def _check_synthetic(syn: np.ndarray, ids: Sequence[str], real_hw: tuple[int, int]) -> None:
+    vassert(syn.ndim == 3 and syn.dtype == np.uint8, "synthetic images must be (N, H, W) uint8")
+    vassert(len(ids) == syn.shape[0], "one id per image is required")
+    vassert(len(set(ids)) == len(ids), "synthetic ids must be unique")
+    if syn.shape[0] and syn.shape[1:] != real_hw:
+        raise InputError(
+            f"synthetic images are {syn.shape[2]}x{syn.shape[1]} but the real training images "
+            f"are {real_hw[1]}x{real_hw[0]}; generate with a model trained on this "
+            "processed dataset (or re-run `cxraug preprocess` at the generator's size)"
         )
 
 
@@ -194,19 +213,14 @@ def _clean_percentile(d: np.ndarray, pct: float, copy_below: float) -> tuple[flo
     return float(np.percentile(keep, pct)), int(d.size - keep.size)
 
 
-def evaluate(
-    synthetic_u8: np.ndarray,
-    real_u8: np.ndarray,
-    ids: Sequence[str],
-    real_ids: Sequence[str],
-    config: FilterConfig = FilterConfig(),
-) -> Evaluation:
-    """Calibrate every threshold on the real images, then judge every synthetic image."""
+def calibrate(real_u8: np.ndarray, real_ids: Sequence[str],
+              config: FilterConfig = FilterConfig()) -> Calibration:  # fmt: skip
+    """Every threshold from the real (M, H, W) uint8 images: each score's real percentiles,
+    widened by the margin; the memorisation and near-duplicate distances from real-vs-real
+    nearest neighbours. A threshold the config sets overrides the calibrated one."""
     cfg = config  # checked when it was built (Settings)
-    _check_inputs(synthetic_u8, real_u8, ids, real_ids, cfg)
+    _check_real(real_u8, real_ids, cfg)
     shifts = shift_grid(cfg.shift_px, cfg.shift_step)
-
-    # ---- calibration on the real images (M of them) -------------------------------------
     real_small = shifted_downsamples(real_u8, cfg.grid)[:, 0]  # (M, g*g)
     real_unit = unit_rows(real_small)
     real_scores = {
@@ -215,7 +229,6 @@ def evaluate(
         "lung": quality.real_lung_scores(real_small),
     }
     thresholds: dict[str, float | None] = {}
-    calibrated: dict[str, bool] = {}
     pcts: dict[str, list[float]] = {}
     for name, spec in quality.SPECS.items():
         v = real_scores[name]
@@ -224,92 +237,97 @@ def evaluate(
         for side, val in (("min", lo), ("max", hi)):
             if val is not None:
                 thresholds[f"{name}_{side}"] = val
-    rr = nearest_real(
-        real_u8,
-        real_unit,
-        grid=cfg.grid,
-        shifts=shifts,
-        candidates=cfg.candidates,
-        exclude_self=True,
-    )
+    rr = nearest_real(real_u8, real_unit, grid=cfg.grid, shifts=shifts,
+                      candidates=cfg.candidates, exclude_self=True)  # fmt: skip
     thresholds["memorised_max"], n_copies = _clean_percentile(
         rr.dist, cfg.memorised_percentile, cfg.real_copy_below
     )
     thresholds["duplicate_max"], _ = _clean_percentile(
         rr.dist0, cfg.duplicate_percentile, cfg.real_copy_below
     )
+    calibrated: dict[str, bool] = {}
     for name in THRESHOLD_NAMES:
         override = getattr(cfg, name)
         calibrated[name] = override is None
         if override is not None:
             thresholds[name] = float(override)
+    return Calibration(cfg, thresholds, calibrated, pcts, n_copies, shifts, list(real_ids),
+                       (real_u8.shape[1], real_u8.shape[2]), real_small, real_unit)  # fmt: skip
 
-    # ---- scoring the synthetic images (N of them) --------------------------------------
-    n = synthetic_u8.shape[0]
-    syn_scores = {
-        **quality.histogram_scores(synthetic_u8),
-        "noise": quality.noise_scores(synthetic_u8),
-    }
-    syn_small = shifted_downsamples(synthetic_u8, cfg.grid)[:, 0]  # (N, g*g)
-    syn_scores["lung"] = quality.lung_scores(syn_small, real_small.mean(axis=0))
-    nb = (
-        nearest_real(
-            synthetic_u8, real_unit, grid=cfg.grid, shifts=shifts, candidates=cfg.candidates
-        )
-        if n
-        else Neighbours(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
-    )
 
+def _failed_checks(scores: dict[str, np.ndarray], nb: Neighbours,
+                   cal: Calibration) -> tuple[list[list[str]], list[list[str]]]:  # fmt: skip
+    """Checks 1 and 2 of the module docstring: per image, the keys and the sentences of the
+    checks it fails, in that order."""
+    n = len(nb.dist)
     keys: list[list[str]] = [[] for _ in range(n)]
     reasons: list[list[str]] = [[] for _ in range(n)]
-    mem_t = thresholds["memorised_max"]
+    mem_t = cal.thresholds["memorised_max"]
     for i in range(n):
         if mem_t is not None and nb.dist[i] < mem_t:
             keys[i].append("memorised")
             reasons[i].append(
-                f"memorised: too close to real {real_ids[nb.index[i]]} "
+                f"memorised: too close to real {cal.real_ids[nb.index[i]]} "
                 f"(d={nb.dist[i]:.3f}, threshold {mem_t:.3f})"
             )
         for name, spec in quality.SPECS.items():
-            x = float(syn_scores[name][i])
+            x = float(scores[name][i])
             for side, key, text in (
                 ("min", spec.key_low, spec.text_low),
                 ("max", spec.key_high, spec.text_high),
             ):
-                t = thresholds.get(f"{name}_{side}")
+                t = cal.thresholds.get(f"{name}_{side}")
                 if key is None or t is None or (x >= t if side == "min" else x <= t):
                     continue
                 keys[i].append(key)
                 reasons[i].append(text.format(v=format(x, spec.fmt), t=format(t, spec.fmt)))
+    return keys, reasons
 
-    # ---- diversity among the survivors, in id order ------------------------------------
-    dup_of: dict[int, tuple[int, float]] = {}
-    dup_t = thresholds["duplicate_max"]
-    survivors = sorted((i for i in range(n) if not keys[i]), key=lambda i: ids[i])
-    if dup_t is not None and survivors:
-        sub = unit_rows(syn_small[survivors])
-        local = near_duplicates(sub, range(len(survivors)), dup_t)
-        dup_of = {survivors[a]: (survivors[b], d) for a, (b, d) in local.items()}
-        for i, (j, d) in dup_of.items():
-            keys[i].append("near-duplicate")
-            reasons[i].append(f"near-duplicate of {ids[j]} (d={d:.3f}, threshold {dup_t:.3f})")
 
+def _duplicates(syn_small: np.ndarray, ids: Sequence[str], keys: list[list[str]],
+                reasons: list[list[str]], dup_t: float | None) -> dict[int, int]:  # fmt: skip
+    """Check 3: near-duplicates among the images that passed checks 1-2, in id order (added
+    to `keys` and `reasons`); returns {image: the kept image it duplicates}."""
+    survivors = sorted((i for i in range(len(ids)) if not keys[i]), key=lambda i: ids[i])
+    if dup_t is None or not survivors:
+        return {}
+    local = near_duplicates(unit_rows(syn_small[survivors]), range(len(survivors)), dup_t)
+    dup_of = {survivors[a]: (survivors[b], d) for a, (b, d) in local.items()}
+    for i, (j, d) in dup_of.items():
+        keys[i].append("near-duplicate")
+        reasons[i].append(f"near-duplicate of {ids[j]} (d={d:.3f}, threshold {dup_t:.3f})")
+    return {i: j for i, (j, _) in dup_of.items()}
+
+
+def judge(synthetic_u8: np.ndarray, ids: Sequence[str], calibration: Calibration) -> Evaluation:
+    """One Decision per synthetic (N, H, W) uint8 image, by the calibrated thresholds."""
+    cal, cfg = calibration, calibration.config
+    _check_synthetic(synthetic_u8, ids, cal.image_shape)
+    n = synthetic_u8.shape[0]
+    scores = {
+        **quality.histogram_scores(synthetic_u8),
+        "noise": quality.noise_scores(synthetic_u8),
+    }
+    syn_small = shifted_downsamples(synthetic_u8, cfg.grid)[:, 0]  # (N, g*g)
+    scores["lung"] = quality.lung_scores(syn_small, cal.real_small.mean(axis=0))
+    nb = (
+        nearest_real(synthetic_u8, cal.real_unit, grid=cfg.grid, shifts=cal.shifts,
+                     candidates=cfg.candidates)  # fmt: skip
+        if n
+        else Neighbours(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    )
+    keys, reasons = _failed_checks(scores, nb, cal)
+    dup_of = _duplicates(syn_small, ids, keys, reasons, cal.thresholds["duplicate_max"])
     decisions = []
     for i in range(n):
-        scores = {k: float(syn_scores[k][i]) for k in quality.SCORE_NAMES}
-        scores["nn_real"] = float(nb.dist[i])
-        decisions.append(
-            Decision(
-                id=ids[i],
-                kept=not keys[i],
-                keys=tuple(keys[i]),
-                reasons=tuple(reasons[i]),
-                scores=scores,
-                nearest_real=str(real_ids[nb.index[i]]),
-                duplicate_of=ids[dup_of[i][0]] if i in dup_of else "",
-            )
-        )
-    return Evaluation(decisions, thresholds, calibrated, pcts, n_copies, shifts)
+        image_scores = {k: float(scores[k][i]) for k in quality.SCORE_NAMES}
+        image_scores["nn_real"] = float(nb.dist[i])
+        decisions.append(Decision(
+            id=ids[i], kept=not keys[i], keys=tuple(keys[i]), reasons=tuple(reasons[i]),
+            scores=image_scores, nearest_real=str(cal.real_ids[nb.index[i]]),
+            duplicate_of=ids[dup_of[i]] if i in dup_of else "",
+        ))  # fmt: skip
+    return Evaluation(decisions, cal)
 
 
 def decide(
@@ -320,4 +338,4 @@ def decide(
     config: FilterConfig = FilterConfig(),
 ) -> list[Decision]:
     """One Decision per synthetic image (N, H, W) uint8, judged against real (M, H, W) uint8."""
-    return evaluate(synthetic_u8, real_u8, ids, real_ids, config).decisions
+    return judge(synthetic_u8, ids, calibrate(real_u8, real_ids, config)).decisions
