@@ -52,9 +52,21 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_readme_documents_the_exit_codes() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.M))
-    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_")}  # every EXIT_* code
+    codes = {v for k, v in vars(errors).items()
+             if k.startswith("EXIT_") and isinstance(v, int)}  # every EXIT_* code
     assert {0, 1, 2, 3, 4, 5, 6, 7, 130} <= codes
     assert {int(c) for c in table} == codes
+
+
+def test_app_help_names_every_exit_code() -> None:
+    """`cxraug --help` lists each EXIT_* code with its words (core/errors.EXIT_WORDS)."""
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    text = " ".join(r.output.replace("│", " ").split())
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    assert set(errors.EXIT_WORDS) == codes
+    for code, words in errors.EXIT_WORDS.items():
+        assert f"{code} {words}" in text
 
 
 def test_python_dash_m_and_quiet_help() -> None:

@@ -24,6 +24,7 @@ from cxraug import __version__
 from cxraug.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_SYSTEM,
+    EXIT_WORDS,
     CxrError,
     UsageError,
     describe_os_error,
@@ -59,6 +60,7 @@ app = typer.Typer(
     "(Mohammed & Ali 2022): collect -> preprocess -> train -> generate -> filter; then score "
     "the kept images (fid: how real they look; evaluate: whether they help a classifier) "
     "and export a training set (export).",
+    epilog="Exit codes: " + ", ".join(f"{c} {w}" for c, w in EXIT_WORDS.items()) + ".",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -241,9 +243,7 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """cxraug: CGAN augmentation for chest X-rays. Exit codes: 0 ok, 1 some rows failed,
-    2 usage, 3 bad input, 4 missing resource, 5 numeric failure, 6 system error (disk full,
-    permission denied), 7 busy (another command holds the workspace), 130 interrupted."""
+    """The app's own options; its help and exit codes are the Typer(...) text above."""
 
 
 __all__ = ["app", "command", "given", "handle_errors", "json_option", "workspace_option"]

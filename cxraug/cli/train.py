@@ -24,6 +24,13 @@ EPILOG = (
 )
 
 
+def _paper() -> str:
+    """The paper recipe's headline values, read from its config (never restated by hand)."""
+    p = recipe_config("paper")
+    return (f"Table 2: {p.arch} G/D, batch {p.batch_size}, Adam {p.lr:g}/{p.beta_1:g}, "
+            f"{p.iterations:,} iterations")
+
+
 @command("train", TrainConfig, epilog=EPILOG)
 def train_command(
     ctx: typer.Context,
@@ -31,8 +38,8 @@ def train_command(
     workspace: Path = workspace_option(),
     recipe: str = typer.Option(DEFAULT_RECIPE, help=f"{' | '.join(RECIPES)}. The defaults "
         f"shown are recipe {DEFAULT_RECIPE}'s (the best measured, docs/training.md); with "
-        "--recipe paper every option not given takes the paper's value (Table 2: MLP G/D, "
-        "batch 128, Adam 2e-4/0.6, 10,000 iterations)."),  # fmt: skip
+        f"--recipe paper every option not given takes the paper's value "
+        f"({_paper()})."),  # fmt: skip
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
                                     "(letters, digits, '.', '_', '-'; at most "
                                     f"{RUN_NAME_MAX}) "

@@ -37,6 +37,15 @@ EXIT_SYSTEM = 6
 EXIT_BUSY = 7
 EXIT_INTERRUPTED = 130
 
+#: The exit codes in a few words each, for `cxraug --help` (the module docstring and README.md
+#: say more; tests/test_cli.py checks that all three name every EXIT_* code).
+EXIT_WORDS: dict[int, str] = {
+    EXIT_OK: "ok", EXIT_PARTIAL: "some rows failed", EXIT_USAGE: "usage",
+    EXIT_INPUT: "bad input", EXIT_MISSING_RESOURCE: "missing resource",
+    EXIT_NUMERIC: "numeric failure", EXIT_SYSTEM: "system error (disk full, permission denied)",
+    EXIT_BUSY: "busy (another command holds the workspace)", EXIT_INTERRUPTED: "interrupted",
+}  # fmt: skip
+
 #: How many problems (bad rows, failed files) a message or summary lists before "... and N more".
 MAX_LISTED = 25
 
