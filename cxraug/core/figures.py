@@ -161,11 +161,14 @@ def legend(img: np.ndarray, entries: Sequence[tuple[str, RGB]], xy: tuple[int, i
 def ticks(img: np.ndarray, ax: Axes, xs: Sequence[float], ys: Sequence[float],
           fmt: str = "{:.3g}") -> None:  # fmt: skip
     """Tick values under the box at each x of `xs`, left of it at each y of `ys`."""
+    def label(v: float) -> str:  # iteration counts read 2,500, not 2.5e+03
+        return f"{int(v):,}" if abs(v) >= 1000 and float(v).is_integer() else fmt.format(v)
+
     for v in xs:
-        text(img, fmt.format(v), (int(ax.px([v], [ax.ylim[0]])[0, 0]), ax.y1 + 16), scale=0.35,
+        text(img, label(v), (int(ax.px([v], [ax.ylim[0]])[0, 0]), ax.y1 + 16), scale=0.35,
              align="centre")  # fmt: skip
     for v in ys:
-        text(img, fmt.format(v), (ax.x0 - 4, int(ax.px([ax.xlim[0]], [v])[0, 1]) + 4),
+        text(img, label(v), (ax.x0 - 4, int(ax.px([ax.xlim[0]], [v])[0, 1]) + 4),
              scale=0.35, align="right")  # fmt: skip
 
 
