@@ -175,7 +175,7 @@ class _Run:
     # arm -> test set -> one (N,) score vector per seed; arm -> one threshold per seed
     scores: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
     thresholds: dict[str, list[float]] = field(default_factory=dict)
-    split: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))  # last seed's
+    split: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))  # --seed's
     seen: int = 0
     secs: float = 0.0
     figures: dict[str, list[str]] = field(default_factory=dict)
@@ -274,7 +274,8 @@ def _train(run: _Run, cfg: EvaluateConfig, show_progress: bool) -> None:
                                        **p.facts, **({"phases": phases} if len(phases) > 1
                                                      else {}),
                                        **({"source_probe": probe} if probe else {})})  # fmt: skip
-        run.split = (fit_idx, val_idx)
+        if s == 0:  # the shortcut check trains on the --seed split, the same whatever --seeds
+            run.split = (fit_idx, val_idx)
     for a in run.live:  # the counts of every seed, and their means for the table
         info = run.arm_info[a.name]
         for key in ("train_images", "added_images"):

@@ -21,7 +21,7 @@ from cxraug.classify.shortcut import shortcut_check
 from cxraug.cli import app
 from cxraug.core.dataset import Dataset, save_dataset
 from cxraug.core.images import write_png_gray
-from cxraug.core.manifest import Manifest, Record, write_manifest
+from cxraug.core.manifest import Manifest, Record, read_manifest, write_manifest
 from cxraug.core.workspace import Workspace
 from cxraug.prep.phantom import make_phantom
 
@@ -373,6 +373,22 @@ def test_shortcut_check_finds_a_source_marker_and_says_so() -> None:
     assert s["single_class_sources"] and s["flag"] and "function of the source" in s["verdict"]
     one = Images(data.x, data.y, data.split, data.patient, np.full(len(data.y), "a"))
     assert shortcut_check(one, *_indices(one), quick.net(), 0, None)["status"] == "not applicable"
+
+
+def test_the_shortcut_check_does_not_move_with_the_number_of_seeds(tmp_path: Path) -> None:
+    """The shortcut check is one classifier on the --seed split: --seeds 2 adds a seed to the
+    arms, never another split to the check (it once used the last seed's split)."""
+    ws = make_workspace(tmp_path, None)
+    m = read_manifest(ws.manifest_path)
+    for r in m.records:  # two sources, each holding both classes, in train and test alike
+        r.source = "ab"[int(r.patient_id.rsplit("-", 1)[1]) % 2]
+    write_manifest(ws.manifest_path, m)
+    one, two = (ev.evaluate(ws, ev.EvaluateConfig(**{**TINY.__dict__, "arms": "real", "seeds": n,
+                                                     "shortcut": True}),
+                            name=f"s{n}", show_progress=False) for n in (1, 2))  # fmt: skip
+    assert one.shortcut["status"] == "ok", one.shortcut
+    for key in ("balanced_accuracy", "best_step", "within_class_balanced_accuracy"):
+        assert one.shortcut[key] == two.shortcut[key], key
 
 
 def test_one_training_patient_of_a_class_is_a_clear_error(tmp_path: Path) -> None:
