@@ -59,8 +59,8 @@ class EvaluateConfig(Settings):
     """Defaults of `cxraug evaluate` (shown by --help)."""
 
     arms: str = setting(",".join(DEFAULT_ARMS), "Comma-separated arms to train and score. "
-                        "Opt-in (slower): selected, pretrain, cells, synthetic@R, "
-                        "duplicate@R (docs/evaluate.md).")  # fmt: skip
+                        "Opt-in (slower): selected, pretrain, cells, cells-duplicate, "
+                        "synthetic@R, duplicate@R (docs/evaluate.md).")  # fmt: skip
     synthetic_ratio: str = setting("", "Also train a synthetic@R arm per ratio R of this "
                                    "comma-separated list (x the real count of the augmented "
                                    "class, or balance), e.g. 0.25,0.5,1,balance.")  # fmt: skip
@@ -218,10 +218,11 @@ def _prepare(ws: Workspace, cfg: EvaluateConfig, name: str, force: bool) -> _Run
                        if cfg.run or any(a.needs_synthetic for a in arms)  # --run: checked
                        else (np.zeros((0, cfg.size, cfg.size), np.float32), ""))  # fmt: skip
     cells = (load_cells(ws, cfg.run, cfg.size, cues, syn_cues)
-             if any(a.kind == "cells" for a in arms) else None)  # fmt: skip
+             if any(a.needs_cells for a in arms) else None)  # fmt: skip
     arm_info: dict[str, dict[str, Any]] = {}
     for a in arms:
-        why, n = ((cells.reason, len(cells.x)) if a.kind == "cells" and cells is not None
+        why, n = ((cells.reason, len(cells.x) * (a.kind == "cells"))
+                  if a.needs_cells and cells is not None
                   else (syn_reason, len(syn)) if a.needs_synthetic else ("", 0))  # fmt: skip
         arm_info[a.name] = {"status": "skipped" if why else "ok", "reason": why,
                             "synthetic_images": n, "seeds": []}  # fmt: skip

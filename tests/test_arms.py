@@ -88,6 +88,27 @@ def test_ratio_and_duplicate_arms_add_the_counts_they_promise() -> None:
     np.testing.assert_array_equal(_added(again, sd), got["synthetic@0.5"])  # seeded
 
 
+def test_cells_duplicate_copies_real_images_of_each_class_as_many_as_cells_adds() -> None:
+    """The cells arm's count-matched control: per class, as many real copies as the cells arm
+    adds images of that class, each real image of the class copied as evenly as possible."""
+    sd = _seed_data(n_k=10, n_other=40)
+    sd.cells = np.zeros((37, 8, 8), np.float32)  # 25 covid (class 1) + 12 normal (class 0)
+    sd.cells_y = np.r_[np.ones(25, np.int64), np.zeros(12, np.int64)]
+    cells = arms.plan(arms.parse_arm("cells"), sd, 100, False, 0.5)  # type: ignore[arg-type]
+    dup = arms.plan(arms.parse_arm("cells-duplicate"), sd, 100, False, 0.5)  # type: ignore[arg-type]
+    (ph,) = dup.phases
+    np.testing.assert_array_equal(ph.x[: len(sd.x)], sd.x)  # the real images come first
+    tags, y = _tags(ph.x[len(sd.x) :]), ph.y[len(sd.x) :]
+    assert dup.added == cells.added == 37 and dup.facts == {"matches": "cells"}
+    assert (y == 1).sum() == 25 and (y == 0).sum() == 12  # the cells arm's counts per class
+    assert ((tags[y == 1] >= 1000) & (tags[y == 1] < 1010)).all()  # real covid copies
+    assert ((tags[y == 0] >= 2000) & (tags[y == 0] < 2040)).all()  # real normal copies
+    covid = np.bincount(tags[y == 1] - 1000, minlength=10)
+    assert covid.max() - covid.min() <= 1  # 25 over 10 images: 2 or 3 copies each
+    assert len(set(tags[y == 0])) == 12  # 12 of 40: no image twice
+    assert not arms.parse_arm("cells-duplicate").needs_synthetic  # type: ignore[union-attr]
+
+
 def test_kth_distance_matches_brute_force() -> None:
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))

@@ -77,7 +77,7 @@ def test_cells_arm_takes_exactly_the_cond_source_rows_and_no_other_arm_does(
     monkeypatch.setattr(ev, "plan", spy)
     cfg = ev.EvaluateConfig(**{**TINY.__dict__, "steps": 4, "eval_every": 2, "shortcut": True,
                                "arms": "real,synthetic,synthetic@0.5,duplicate,selected,"
-                                       "pretrain,cells"})  # fmt: skip
+                                       "pretrain,cells,cells-duplicate"})  # fmt: skip
     r = ev.evaluate(ws, cfg, show_progress=False)
     for name, phases in seen.items():
         got = {x.tobytes(): int(y) for ph_x, ph_y in phases for x, y in zip(ph_x, ph_y,
@@ -91,6 +91,8 @@ def test_cells_arm_takes_exactly_the_cond_source_rows_and_no_other_arm_does(
             assert not mine, name  # no other arm sees a cell image
     assert len(plain) == 80 and r.arms["synthetic"]["synthetic_images"] == 80  # the rest only
     assert r.arms["cells"]["added_images"] == 21
+    assert r.arms["cells-duplicate"]["added_images"] == 21  # real copies: 12 covid, 9 normal
+    assert r.arms["cells-duplicate"]["synthetic_images"] == 0
     assert r.arms["cells"]["cells"] == {  # real TRAIN images of each cell: all real are in "a"
         "covid": {"b": {"synthetic": 12, "real_train": 0}},
         "normal": {"a": {"synthetic": 9, "real_train": 80}}}  # fmt: skip
@@ -120,7 +122,7 @@ def test_cell_rows_leave_the_other_arms_numbers_as_they_were(tmp_path: Path) -> 
 def test_without_cell_rows_the_cells_arm_is_skipped_and_says_how(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, "fresh")
     r = runner.invoke(app, ["evaluate", "-w", str(ws.root), *CLI_FAST, "--arms",
-                            "real,synthetic,cells"])  # fmt: skip
+                            "real,synthetic,cells,cells-duplicate"])  # fmt: skip
     assert r.exit_code == 1, r.output  # an arm skipped, the rest ran
     assert "generate --source missing" in r.stderr and "80 ok synthetic rows have none" in \
         " ".join(r.stderr.split())  # fmt: skip

@@ -23,6 +23,8 @@ images in the seed's fit set (the TRAIN rows less the validation patients):
     cells                 + every ok synthetic image of EITHER class generated for a class x
                           source cell (cond_source non-empty: COVID in the normal sources'
                           look, normal in the COVID source's look)               uniform
+    cells-duplicate       + as many copies of real images of EACH class as cells adds of
+                          that class (the cells arm's count-matched control)    uniform
 
 "Synthetic K" above is always the rows with an empty cond_source: an image drawn in another
 source's look goes to the cells arm only.
@@ -44,17 +46,18 @@ from cxraug.core.errors import vassert
 
 BASE_ARMS: tuple[str, ...] = (
     "real", "oversample", "classical", "synthetic", "synthetic+classical", "duplicate",
-    "selected", "pretrain", "cells",
+    "selected", "pretrain", "cells", "cells-duplicate",
 )  # fmt: skip
 #: the default list: bounded run time (docs/evaluate.md, "Time"); the rest by --arms
 DEFAULT_ARMS: tuple[str, ...] = BASE_ARMS[:6]
 _RATIO_KINDS = ("synthetic", "duplicate")  # the arms that take "@R"
+CELL_KINDS = ("cells", "cells-duplicate")  # the arms that need the cell images
 
 
 @dataclass(frozen=True)
 class Arm:
     name: str
-    kind: str  # real | synthetic | duplicate | selected | pretrain | cells
+    kind: str  # real | synthetic | duplicate | selected | pretrain | cells | cells-duplicate
     ratio: str = ""  # synthetic / duplicate: "" every ok row, "balance", or a number
     balanced: bool = False  # class-balanced batches (oversample)
     classical: bool = False  # the classical augmentation
@@ -62,7 +65,12 @@ class Arm:
     @property
     def needs_synthetic(self) -> bool:
         """Trains on the synthetic K images (cond_source empty)."""
-        return self.kind not in ("real", "cells")
+        return self.kind not in ("real", *CELL_KINDS)
+
+    @property
+    def needs_cells(self) -> bool:
+        """Trains on (or is count-matched to) the class x source cell images."""
+        return self.kind in CELL_KINDS
 
 
 def parse_ratio(text: str) -> str:
@@ -156,6 +164,14 @@ def added_count(arm: Arm, sd: SeedData) -> tuple[int, int]:
     return min(want, len(sd.syn)), want
 
 
+def _copies(sd: SeedData, mine: np.ndarray, n: int, stream: int) -> np.ndarray:
+    """n positions into sd.x drawn from `mine`, every one copied as evenly as possible (whole
+    seeded permutations, the last one cut); `stream` 0 is the duplicate arm's own stream."""
+    reps = -(-n // max(len(mine), 1))
+    picks = [mine[sd.order(0xD0B1 + 0x100 * stream + r, len(mine))] for r in range(reps)]
+    return np.concatenate([*picks, np.zeros(0, np.int64)])[:n]
+
+
 def plan(arm: Arm, sd: SeedData, steps: int, hflip: bool, pretrain_share: float) -> Plan:
     """What `arm` trains on in this seed, in one phase or two (pretrain)."""
     aug = Classical(hflip=hflip) if arm.classical else None
@@ -168,12 +184,20 @@ def plan(arm: Arm, sd: SeedData, steps: int, hflip: bool, pretrain_share: float)
         facts = {"pretrain_steps": first, "finetune_steps": steps - first,
                  "pretrain_images": len(x1)}  # fmt: skip
         return Plan([Phase(x1, y1, first), Phase(sd.x, sd.y, steps - first)], len(sd.syn), facts)
-    if arm.kind == "cells":
+    if arm.kind in CELL_KINDS:
         if sd.cells is None or sd.cells_y is None:
-            raise RuntimeError("the cells arm needs the seed's cell images")
-        x = np.concatenate([sd.x, sd.cells])
-        y = np.concatenate([sd.y, sd.cells_y.astype(np.int64)])
-        return Plan([Phase(x, y, steps, arm.balanced, aug)], len(sd.cells))
+            raise RuntimeError(f"the {arm.kind} arm needs the seed's cell images")
+        if arm.kind == "cells":
+            add, add_y = sd.cells, sd.cells_y.astype(np.int64)
+        else:  # real copies, class by class, as many as cells adds of each
+            picks = [_copies(sd, np.nonzero(sd.y == c)[0], int((sd.cells_y == c).sum()),
+                             1 + int(c))
+                     for c in np.unique(sd.cells_y)]  # fmt: skip
+            idx = np.concatenate([*picks, np.zeros(0, np.int64)])
+            add, add_y = sd.x[idx], sd.y[idx]
+            facts = {"matches": "cells"}
+        x, y = np.concatenate([sd.x, add]), np.concatenate([sd.y, add_y])
+        return Plan([Phase(x, y, steps, arm.balanced, aug)], len(add), facts)
     if arm.kind == "real":
         add = sd.syn[:0]
     elif arm.kind == "synthetic":
@@ -182,10 +206,7 @@ def plan(arm: Arm, sd: SeedData, steps: int, hflip: bool, pretrain_share: float)
         facts = {"asked": want} if arm.ratio else {}
     elif arm.kind == "duplicate":
         n, _ = added_count(arm, sd)
-        mine = np.nonzero(sd.y == sd.label)[0]
-        reps = -(-n // max(len(mine), 1))  # every real K image copied as evenly as possible
-        picks = [mine[sd.order(0xD0B1 + r, len(mine))] for r in range(reps)]
-        add = sd.x[np.concatenate([*picks, np.zeros(0, np.int64)])[:n]]
+        add = sd.x[_copies(sd, np.nonzero(sd.y == sd.label)[0], n, 0)]
         facts = {"matches": "synthetic" + (f"@{arm.ratio}" if arm.ratio else "")}
     else:  # selected
         if sd.reference is None:

@@ -153,6 +153,20 @@ class TrainConfig(Settings):
         "et al. 2018), on a quarter of each real batch (0: off).",
         bounds=at_least(0),
     )  # fmt: skip
+    # coarse layout (cxraug.gan.moments): D sees translated, cut-out images and left the
+    # generated mean thumbnail off the real one (bench/RESULTS.md "Pass for real")
+    moments: float = setting(
+        0.0, "conv G: weight of the coarse-layout moment loss (the mean and spread of each "
+        "label's 32 px thumbnails, whitened, against its real training images; 0: off).",
+        bounds=at_least(0),
+    )  # fmt: skip
+    # fine detail (cxraug.gan.spectral): the generated images carry 0.53-0.76x the real
+    # high-frequency energy (bench/RESULTS.md "Pass for real")
+    spectrum: float = setting(
+        0.0, "conv G: weight of the spectrum loss (each label's radially averaged log power "
+        "spectrum against its real training images', Durall et al. 2020; 0: off).",
+        bounds=at_least(0),
+    )  # fmt: skip
     score_samples: int = setting(
         128, "Score each checkpoint on N generated images of the scarcest class and keep the best "
         "(0: off); see docs/training.md.",
@@ -238,8 +252,9 @@ class TrainConfig(Settings):
                     f"conv_g_norm={self.conv_g_norm!r}; use pixel or batch")  # fmt: skip
         else:
             vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0
-                    and self.r1 == 0,
-                    "spectral_norm, lecam, r1 and diversity apply to --arch conv only")  # fmt: skip
+                    and self.r1 == 0 and self.moments == 0 and self.spectrum == 0,
+                    "spectral_norm, lecam, r1, diversity, moments and spectrum apply to "
+                    "--arch conv only")  # fmt: skip
         parse_policy(self.augment)
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
@@ -356,7 +371,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: transposed convolutions); a run from before marks were detected trained on every image,
 #: one from before --cues on the images as saved.
 OLD_DEFAULTS: dict[str, Any] = {
-    **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none",
+    **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
+    "spectrum": 0.0,
 }  # fmt: skip
 
 

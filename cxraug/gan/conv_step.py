@@ -8,7 +8,10 @@ at every call, identity when --augment is empty:
             d_loss = mean softplus(-l_real) + mean softplus(l_fake)   (= BCE with logits)
                      [+ lecam * LeCam(l_real, l_fake)] [+ r1/2 * R1 on B/4 of T(real)]
             Adam update of D only
-    G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'; Adam update of G
+    G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'
+            [+ diversity * mode seeking] [+ moments * coarse-layout moments (gan.moments)]
+            [+ spectrum * log-spectrum distance (gan.spectral)]
+            Adam update of G
     EMA:    ema <- d_t ema + (1 - d_t) G                      (cxraug.gan.ema; --ema-decay > 0)
 D has no batch statistics (projection D, optional spectral norm), so unlike the MLP step the
 real and fake halves need not share a pass for correctness; they do so because one pass is
@@ -30,6 +33,8 @@ from cxraug.core.errors import vassert
 from cxraug.core.tf_setup import tf
 from cxraug.gan.augment import diff_augment, parse_policy
 from cxraug.gan.ema import update_ema
+from cxraug.gan.moments import MomentLoss, MomentTargets
+from cxraug.gan.spectral import SpectrumLoss
 
 LECAM_DECAY = 0.99
 
@@ -47,6 +52,12 @@ class _ConvStep:
         # mbstd_group stay whole: B/4 is rounded to a multiple of it)
         grp = max(self.cfg.mbstd_group, 1)
         self.r1_b = max(grp, (self.cfg.batch_size // 4) // grp * grp)
+        # the real thumbnails' moments are fixed by the training set: computed once, here
+        self.moments = (MomentLoss(MomentTargets.from_images(
+            images.numpy(), labels.numpy(), self.cfg.num_cells)) if self.cfg.moments > 0
+            else None)  # fmt: skip
+        self.spectrum = (SpectrumLoss(images.numpy(), labels.numpy(), self.cfg.num_cells)
+                         if self.cfg.spectrum > 0 else None)  # fmt: skip
 
     def _aug(self, x: Any) -> Any:
         p = self.cfg.augment_p
@@ -73,14 +84,21 @@ class _ConvStep:
                                                     y[: self.r1_b])  # fmt: skip
         return d_obj
 
-    def _g_objective(self, g_loss: Any, fake: Any, z: Any) -> Any:
-        """g_loss + the mode-seeking term: pairs (i, i + B/2) should differ with z."""
-        if self.cfg.diversity <= 0:
-            return g_loss
-        h = self.cfg.batch_size // 2
-        dx = tf.reduce_mean(tf.abs(fake[:h] - fake[h : 2 * h]), axis=[1, 2, 3])
-        dz = tf.reduce_mean(tf.abs(z[:h] - z[h : 2 * h]), axis=1)
-        return g_loss + self.cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
+    def _g_objective(self, g_loss: Any, fake: Any, z: Any, y: Any) -> Any:
+        """g_loss + the mode-seeking term (pairs (i, i + B/2) should differ with z) + the
+        coarse-layout moment term (cxraug.gan.moments) + the spectrum term (cxraug.gan.
+        spectral), each where its weight is > 0."""
+        g_obj = g_loss
+        if self.cfg.diversity > 0:
+            h = self.cfg.batch_size // 2
+            dx = tf.reduce_mean(tf.abs(fake[:h] - fake[h : 2 * h]), axis=[1, 2, 3])
+            dz = tf.reduce_mean(tf.abs(z[:h] - z[h : 2 * h]), axis=1)
+            g_obj = g_obj + self.cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
+        if self.moments is not None:
+            g_obj = g_obj + self.cfg.moments * self.moments(fake, y)
+        if self.spectrum is not None:
+            g_obj = g_obj + self.cfg.spectrum * self.spectrum(fake, y)
+        return g_obj
 
     def __call__(self, sigma: Any, noisy: bool) -> dict[str, Any]:
         # One piece: the G tape must record the fake batch, the D step (outside it) and the G
@@ -110,7 +128,7 @@ class _ConvStep:
                 state.lecam.assign(LECAM_DECAY * state.lecam + (1 - LECAM_DECAY) * m)
             g_logits = disc([self._noise(self._aug(fake), sigma, noisy), y], training=True)
             g_loss = tf.reduce_mean(tf.nn.softplus(-g_logits))
-            g_obj = self._g_objective(g_loss, fake, z)
+            g_obj = self._g_objective(g_loss, fake, z, y)
         g_vars = gen.trainable_variables
         state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
         if state.ema is not None:

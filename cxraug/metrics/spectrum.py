@@ -73,7 +73,8 @@ class _Grid:
     window_energy: float
 
 
-def _grid(h: int, w: int, bins: int, cutoff: float) -> _Grid:
+def ring_grid(h: int, w: int, bins: int, cutoff: float = CUTOFF) -> _Grid:
+    """The rings, bands and window of an H x W spectrum (also train --spectrum's, gan/spectral)."""
     fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
     f = np.sqrt(fx * fx + fy * fy)  # (H, W) cycles/px
     inside = (f > 0) & (f <= 0.5)
@@ -110,7 +111,7 @@ def set_spectrum(images: Sequence[np.ndarray], bins: int, cutoff: float = CUTOFF
     hf = total = lap = 0.0
     for im in images:
         shape = (int(im.shape[0]), int(im.shape[1]))
-        g = grids.get(shape) or grids.setdefault(shape, _grid(*shape, bins, cutoff))
+        g = grids.get(shape) or grids.setdefault(shape, ring_grid(*shape, bins, cutoff))
         p = power_2d(im, g.window, g.window_energy)
         in_ring = g.ring >= 0
         n = np.bincount(g.ring[in_ring], minlength=bins)

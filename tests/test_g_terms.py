@@ -1,0 +1,231 @@
+"""G's extra terms: the coarse-layout moment loss (`train --moments`, cxraug.gan.moments) and
+the spectrum loss (`train --spectrum`, cxraug.gan.spectral).
+
+Expectations come from maths (whitening gives identity moments on the set it was fitted on;
+the U-statistics against a brute-force double loop), from an independent implementation (the
+spectrum against `cxraug fid`'s numpy check) and from toy optimisations that each loss must
+move."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_recipes import CONV_TINY
+from test_train import make_workspace, toy_images
+
+from cxraug.core.errors import InputError
+from cxraug.core.tf_setup import tf
+from cxraug.gan.config import TrainConfig, recipe_config
+from cxraug.gan.moments import MomentLoss, MomentTargets, pair_loss, pool_factor, thumbnails
+from cxraug.gan.spectral import EPS, SpectrumLoss
+from cxraug.gan.step import build_state, make_step, resident_dataset
+from cxraug.metrics.spectrum import compare_spectra, set_spectrum
+from cxraug.train import train
+
+
+def _layouts(n: int, size: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    """(n, size, size) smooth random layouts in [-1, 1]: 4 x 4 Gaussian fields, upsampled."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0, 0.3, (n, 4, 4))
+    k = size // 4
+    return np.clip(np.kron(coarse, np.ones((k, k))) + shift, -1, 1).astype(np.float32)
+
+
+def test_thumbnails_are_block_means_and_match_tf_average_pooling() -> None:
+    assert pool_factor(224) == 7 and pool_factor(56) == 2 and pool_factor(16) == 1
+    x = np.random.default_rng(0).normal(size=(3, 10, 10)).astype(np.float32)
+    t = thumbnails(x, 3)  # 3 x 3 blocks; the 10th row and column are dropped
+    assert t.shape == (3, 9)
+    assert t[1, 4] == pytest.approx(x[1, 3:6, 3:6].mean(), rel=1e-6)
+    pooled = tf.nn.avg_pool2d(x[..., None], 3, 3, "VALID").numpy().reshape(3, 9)
+    np.testing.assert_allclose(t, pooled, rtol=1e-5, atol=1e-6)
+
+
+def test_whitening_gives_zero_mean_and_identity_covariance_on_the_fitted_set() -> None:
+    img = _layouts(120, 16, seed=1)
+    labels = np.arange(120) % 2
+    tg = MomentTargets.from_images(img, labels, num_labels=3, directions=8)
+    assert tg.mask[2].sum() == 0  # a label without images has nothing to match
+    for lab in (0, 1):
+        p = tg.whitened(thumbnails(img[labels == lab], tg.factor), np.full(60, lab))
+        assert tg.mask[lab].sum() == 8
+        np.testing.assert_allclose(p.mean(axis=0), 0, atol=1e-4)
+        np.testing.assert_allclose(np.cov(p.T), np.eye(8), atol=1e-3)
+        r = tg.residual(thumbnails(img[labels == lab], tg.factor), np.full(60, lab))
+        np.testing.assert_allclose(r.mean(axis=0), 0, atol=1e-4)
+        varies = r.std(axis=0, ddof=1) > 0.5  # pixels above the floor: unit residual sd
+        np.testing.assert_allclose(r.std(axis=0, ddof=1)[varies], 1, atol=1e-3)
+        inside = tg.mean[lab] + np.arange(1, 9) @ tg.unit[lab].T  # in the k directions' span
+        np.testing.assert_allclose(tg.residual(inside[None], np.array([lab])), 0, atol=1e-3)
+
+
+def test_directions_are_capped_by_the_images_of_a_label() -> None:
+    img = _layouts(8, 16, seed=2)
+    tg = MomentTargets.from_images(img, np.zeros(8, int), num_labels=1, directions=32)
+    assert tg.mask[0].sum() == 7  # n - 1: eight images span at most seven directions
+
+
+def _brute_force(p: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    total, pairs = 0.0, 0
+    for i in range(len(p)):
+        for j in range(len(p)):
+            if i == j or labels[i] != labels[j]:
+                continue
+            k = mask[i].sum()
+            qi, qj = (p[i] ** 2 - 1) * mask[i], (p[j] ** 2 - 1) * mask[j]
+            total += (p[i] @ p[j] + qi @ qj) / k
+            pairs += 1
+    return total / pairs if pairs else 0.0
+
+
+def test_pair_loss_equals_a_brute_force_double_loop() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=(9, 5))
+    labels = np.array([0, 1, 0, 2, 1, 0, 3, 1, 0])  # label 2 and 3: one image each, no pair
+    mask = np.ones((9, 5))
+    mask[labels == 1, 3:] = 0
+    p *= mask
+    got = float(pair_loss(tf.constant(p), tf.constant(labels), tf.constant(mask)))
+    assert got == pytest.approx(_brute_force(p, labels, mask), rel=1e-9)
+    lonely = pair_loss(tf.constant(p[:2]), tf.constant(labels[:2]), tf.constant(mask[:2]))
+    assert float(lonely) == 0.0  # no two fakes share a label: no term
+
+
+def test_loss_is_unbiased_for_real_draws_and_grows_with_a_shift_or_a_collapse() -> None:
+    """Fresh draws of the real distribution score ~0 (the U-statistics remove the batch
+    size's Var/n, so a varied batch is never penalised for varying); a shifted or collapsed
+    set scores well above that."""
+    real = _layouts(2000, 16, seed=4)
+    labels = np.zeros(2000, np.int32)
+    loss = MomentLoss(MomentTargets.from_images(real, labels, 1, directions=8))
+
+    def mean_loss(x: np.ndarray) -> float:
+        y = tf.zeros(32, tf.int32)
+        return float(np.mean([loss(tf.constant(x[i : i + 32, ..., None]), y)
+                              for i in range(0, len(x), 32)]))  # fmt: skip
+
+    fresh = mean_loss(_layouts(1600, 16, seed=5))
+    shifted = mean_loss(_layouts(1600, 16, seed=5, shift=0.2))
+    collapsed = mean_loss(np.repeat(_layouts(1, 16, seed=6), 1600, axis=0))
+    assert abs(fresh) < 0.05
+    assert shifted > 0.5 and collapsed > 0.5
+
+
+def test_the_loss_moves_a_toy_generator_to_the_real_moments() -> None:
+    """Gradients reach G: a linear generator x = b + z A (fresh z every step, as in training)
+    trained on the loss alone moves its mean and spread to the real ones in the matched
+    directions. (The U-statistics are unbiased over batches, so their expected gradient is
+    that of |E p|^2 + |E p^2 - 1|^2 / k; a FIXED batch could drive them below 0 instead.)"""
+    real = _layouts(400, 16, seed=7)
+    tg = MomentTargets.from_images(real, np.zeros(400, int), 1, directions=8)
+    loss = MomentLoss(tg)
+    rng = tf.random.Generator.from_seed(9)
+    bias = tf.Variable(_layouts(1, 16, seed=8, shift=0.3).reshape(1, 256))
+    mix = tf.Variable(rng.normal([4, 256]) * 0.01)
+    y = tf.zeros(32, tf.int32)
+
+    def draw(n: int) -> tf.Tensor:
+        return tf.reshape(bias + rng.normal([n, 4]) @ mix, [n, 16, 16, 1])
+
+    def offsets() -> tuple[float, float]:  # |E p| and |E p^2 - 1| over 4,000 draws
+        p = tg.whitened(draw(4000).numpy().reshape(4000, 256), np.zeros(4000, int))
+        return float(np.linalg.norm(p.mean(0))), float(np.linalg.norm((p**2).mean(0) - 1))
+
+    before = offsets()
+    opt = tf.keras.optimizers.Adam(0.01)
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            v = loss(draw(32), y)
+        opt.apply_gradients(zip(tape.gradient(v, [bias, mix]), [bias, mix], strict=True))
+    after = offsets()
+    assert after[0] < 0.3 * before[0] and after[1] < 0.5 * before[1], (before, after)
+
+
+def test_moments_is_conv_only_and_recorded_in_the_run_config(tmp_path: Path) -> None:
+    for term in ("moments", "spectrum"):
+        with pytest.raises(InputError, match=term):
+            recipe_config("paper", **{term: 1.0})
+        assert getattr(TrainConfig(), term) == 0.0  # off unless asked for (bench/RESULTS.md)
+        assert getattr(TrainConfig.from_dict({"arch": "conv"}), term) == 0.0  # an old config
+    cfg = recipe_config("paper", **{**CONV_TINY, "moments": 2.0, "spectrum": 0.5,
+                                    "iterations": 4, "checkpoint_interval": 2})  # fmt: skip
+    ws = make_workspace(tmp_path / "ws")
+    train(ws, cfg, name="m", quiet=True)
+    saved = json.loads((ws.runs_dir / "m" / "config.json").read_text())
+    assert saved["moments"] == 2.0 and saved["spectrum"] == 0.5
+
+
+@pytest.mark.parametrize("term", ["moments", "spectrum"])
+def test_the_conv_step_with_a_term_differs_from_without_only_in_g(term: str) -> None:
+    """The term enters G's objective only: one step from the same state moves G's weights
+    differently and D's weights identically (D steps before G)."""
+    img, labels = toy_images()
+    out = {}
+    for w in (0.0, 5.0):
+        st = build_state(recipe_config("paper", **{**CONV_TINY, term: w}))
+        make_step(st, *resident_dataset(img, labels))(0.0, False)
+        out[w] = ([v.numpy() for v in st.gen.weights], [v.numpy() for v in st.disc.weights])
+    for a, b in zip(out[0.0][1], out[5.0][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(out[0.0][0], out[5.0][0], strict=True))
+
+
+# ---------------------------------------------------------------- the spectrum term
+
+
+def _textures(n: int, size: int, seed: int, blur: float = 0.0) -> np.ndarray:
+    """(n, size, size) white-noise images in [-1, 1], optionally Gaussian-blurred (sigma px)."""
+    import cv2
+
+    x = np.random.default_rng(seed).normal(0, 0.3, (n, size, size)).astype(np.float32)
+    if blur > 0:
+        x = np.stack([cv2.GaussianBlur(im, (0, 0), blur) for im in x])
+    return np.clip(x, -1, 1)
+
+
+def test_the_spectrum_statistic_equals_the_fid_checks_ring_power() -> None:
+    """An independent implementation: cxraug.metrics.spectrum (numpy, the fid check)."""
+    img = _layouts(3, 32, seed=10) + _textures(3, 32, seed=11) * 0.2
+    loss = SpectrumLoss(img, np.zeros(3, int), 1)
+    got = loss.statistic(tf.constant(img[..., None])).numpy()  # (3, 16)
+    for i in range(3):
+        want = np.log(set_spectrum([img[i]], bins=16).power + EPS)
+        np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_spectrum_loss_sees_blur_and_not_fresh_draws() -> None:
+    real = _textures(200, 32, seed=12)
+    loss = SpectrumLoss(real, np.zeros(200, int), 1)
+    y = tf.zeros(32, tf.int32)
+    fresh = float(loss(tf.constant(_textures(32, 32, seed=13)[..., None]), y))
+    blurred = float(loss(tf.constant(_textures(32, 32, seed=13, blur=1.0)[..., None]), y))
+    assert abs(fresh) < 0.01 and blurred > 1.0
+
+
+def test_the_spectrum_loss_sharpens_a_toy_generator() -> None:
+    """A generator that blurs white noise with a learnable 3 x 3 kernel (fresh noise every
+    step), trained on the spectrum loss alone against white-noise images, sharpens: the fid
+    check's high-frequency ratio rises towards 1."""
+    real = _textures(200, 32, seed=14)
+    loss = SpectrumLoss(real, np.zeros(200, int), 1)
+    rng = tf.random.Generator.from_seed(15)
+    kernel = tf.Variable(np.full((3, 3, 1, 1), 1 / 9, np.float32))  # a box blur
+    y = tf.zeros(16, tf.int32)
+
+    def draw(n: int) -> tf.Tensor:
+        return tf.nn.conv2d(rng.normal([n, 32, 32, 1]) * 0.3, kernel, 1, "SAME")
+
+    def hf_ratio() -> float:
+        return compare_spectra(list(real[:64]), list(draw(64).numpy()[..., 0])).hf_ratio
+
+    before = hf_ratio()
+    opt = tf.keras.optimizers.Adam(0.02)
+    for _ in range(100):
+        with tf.GradientTape() as tape:
+            v = loss(draw(16), y)
+        opt.apply_gradients([(tape.gradient(v, kernel), kernel)])
+    after = hf_ratio()
+    assert before < 0.75 and abs(after - 1) < 0.1, (before, after)  # box blur: 0.68
