@@ -52,12 +52,15 @@ class _ConvStep:
         # mbstd_group stay whole: B/4 is rounded to a multiple of it)
         grp = max(self.cfg.mbstd_group, 1)
         self.r1_b = max(grp, (self.cfg.batch_size // 4) // grp * grp)
-        # the real thumbnails' moments are fixed by the training set: computed once, here
-        self.moments = (MomentLoss(MomentTargets.from_images(
-            images.numpy(), labels.numpy(), self.cfg.num_cells)) if self.cfg.moments > 0
-            else None)  # fmt: skip
-        self.spectrum = (SpectrumLoss(images.numpy(), labels.numpy(), self.cfg.num_cells)
-                         if self.cfg.spectrum > 0 else None)  # fmt: skip
+        # the real targets of the extra G terms are fixed by the training set: computed once,
+        # here, from one host copy of the images
+        self.moments = self.spectrum = None
+        if self.cfg.moments > 0 or self.cfg.spectrum > 0:
+            x, y, cells = images.numpy(), labels.numpy(), self.cfg.num_cells
+            if self.cfg.moments > 0:
+                self.moments = MomentLoss(MomentTargets.from_images(x, y, cells))
+            if self.cfg.spectrum > 0:
+                self.spectrum = SpectrumLoss(x, y, cells)
 
     def _aug(self, x: Any) -> Any:
         p = self.cfg.augment_p
