@@ -1,5 +1,6 @@
-"""G's extra terms: the coarse-layout moment loss (`train --moments`, cxraug.gan.moments) and
-the spectrum loss (`train --spectrum`, cxraug.gan.spectral).
+"""G's extra terms: the coarse-layout moment loss (`train --moments`, cxraug.gan.moments), the
+same on the thumbnails' detail maps (`train --detail`) and the spectrum loss (`train
+--spectrum`, cxraug.gan.spectral).
 
 Expectations come from maths (whitening gives identity moments on the set it was fitted on;
 the U-statistics against a brute-force double loop), from an independent implementation (the
@@ -19,9 +20,17 @@ from test_train import make_workspace, toy_images
 from cxraug.core.errors import InputError
 from cxraug.core.tf_setup import tf
 from cxraug.gan.config import TrainConfig, recipe_config
-from cxraug.gan.moments import MomentLoss, MomentTargets, pair_loss, pool_factor, thumbnails
+from cxraug.gan.moments import (
+    MomentLoss,
+    MomentTargets,
+    feature_maps,
+    pair_loss,
+    pool_factor,
+    thumbnails,
+)
 from cxraug.gan.spectral import EPS, SpectrumLoss
 from cxraug.gan.step import build_state, make_step, resident_dataset
+from cxraug.metrics.probe import block_widths, scale_features
 from cxraug.metrics.spectrum import compare_spectra, set_spectrum
 from cxraug.train import train
 
@@ -145,20 +154,20 @@ def test_the_loss_moves_a_toy_generator_to_the_real_moments() -> None:
 
 
 def test_moments_is_conv_only_and_recorded_in_the_run_config(tmp_path: Path) -> None:
-    for term in ("moments", "spectrum"):
+    for term in ("moments", "detail", "spectrum"):
         with pytest.raises(InputError, match=term):
             recipe_config("paper", **{term: 1.0})
         assert getattr(TrainConfig(), term) == 0.0  # off unless asked for (bench/RESULTS.md)
         assert getattr(TrainConfig.from_dict({"arch": "conv"}), term) == 0.0  # an old config
-    cfg = recipe_config("paper", **{**CONV_TINY, "moments": 2.0, "spectrum": 0.5,
+    cfg = recipe_config("paper", **{**CONV_TINY, "moments": 2.0, "spectrum": 0.5, "detail": 3.0,
                                     "iterations": 4, "checkpoint_interval": 2})  # fmt: skip
     ws = make_workspace(tmp_path / "ws")
     train(ws, cfg, name="m", quiet=True)
     saved = json.loads((ws.runs_dir / "m" / "config.json").read_text())
-    assert saved["moments"] == 2.0 and saved["spectrum"] == 0.5
+    assert saved["moments"] == 2.0 and saved["spectrum"] == 0.5 and saved["detail"] == 3.0
 
 
-@pytest.mark.parametrize("term", ["moments", "spectrum"])
+@pytest.mark.parametrize("term", ["moments", "detail", "spectrum"])
 def test_the_conv_step_with_a_term_differs_from_without_only_in_g(term: str) -> None:
     """The term enters G's objective only: one step from the same state moves G's weights
     differently and D's weights identically (D steps before G)."""
@@ -171,6 +180,87 @@ def test_the_conv_step_with_a_term_differs_from_without_only_in_g(term: str) -> 
     for a, b in zip(out[0.0][1], out[5.0][1], strict=True):
         np.testing.assert_array_equal(a, b)
     assert any(not np.allclose(a, b) for a, b in zip(out[0.0][0], out[5.0][0], strict=True))
+
+
+# ---------------------------------------------------------------- the detail-map term
+
+
+def test_detail_maps_are_the_c2st_probes_detail_block_in_numpy_and_in_tf() -> None:
+    """An independent implementation: the probe's own features (cv2.resize INTER_AREA, which
+    at an integer factor is the block mean, then cv2.Laplacian), against the targets' numpy
+    maps and the loss's tf maps (reflect padding + a 3 x 3 conv)."""
+    img = np.clip(_layouts(4, 64, seed=20) + _textures(4, 64, seed=21), -1, 1)
+    tg = MomentTargets.from_images(img, np.zeros(4, int), 1, directions=3, kind="detail")
+    assert tg.factor == 2 and tg.kind == "detail"
+    side = 64 // tg.factor
+    s2 = block_widths(side)[0]
+    probe = scale_features(list(img), side)[:, s2 : 2 * s2]
+    np.testing.assert_allclose(feature_maps(img, tg.factor, "detail"), probe, atol=1e-4)
+    maps = MomentLoss(tg).maps(tf.constant(img[..., None])).numpy().reshape(4, -1)
+    np.testing.assert_allclose(maps, probe, atol=1e-4)
+    with pytest.raises(ValueError, match="kind"):
+        MomentTargets.from_images(img, np.zeros(4, int), 1, kind="edges")
+
+
+def test_detail_targets_keep_only_directions_above_the_noise_edge() -> None:
+    """White detail maps have no direction to whiten (every sample direction is noise, whose
+    variance the sample inflates ~(1 + sqrt(D / n))^2-fold: maths, Marchenko-Pastur); images
+    whose grain strength varies from one to the next share one strong mode, and it is kept."""
+    white = _textures(300, 64, seed=25)
+    assert MomentTargets.from_images(white, np.zeros(300, int), 1, kind="detail").mask.sum() == 0
+    gain = np.random.default_rng(26).uniform(0.2, 1.5, (300, 1, 1)).astype(np.float32)
+    varied = np.clip(white * gain, -1, 1)
+    k = MomentTargets.from_images(varied, np.zeros(300, int), 1, kind="detail").mask.sum()
+    assert 1 <= k <= 3
+
+
+def test_the_detail_loss_sees_blur_at_places_and_not_fresh_draws() -> None:
+    """Fresh draws score ~0; the same draws blurred in their top half only (same layout, same
+    pixel means: only where the image is sharp changes) score well above that."""
+    def draw(n: int, seed: int, blur_top: bool = False) -> np.ndarray:
+        x = np.clip(_layouts(n, 64, seed=seed) + _textures(n, 64, seed=seed + 1), -1, 1)
+        if blur_top:
+            x[:, :32] = _textures(n, 64, seed=seed + 1, blur=2.0)[:, :32] + \
+                _layouts(n, 64, seed=seed)[:, :32]
+        return x
+
+    loss = MomentLoss(MomentTargets.from_images(draw(600, 22), np.zeros(600, int), 1,
+                                                directions=16, kind="detail"))  # fmt: skip
+    y = tf.zeros(64, tf.int32)
+
+    def mean_loss(x: np.ndarray) -> float:
+        return float(np.mean([loss(tf.constant(x[i : i + 64, ..., None]), y)
+                              for i in range(0, len(x), 64)]))  # fmt: skip
+
+    fresh, blurred = mean_loss(draw(640, 30)), mean_loss(draw(640, 30, blur_top=True))
+    assert abs(fresh) < 0.05 and blurred > 0.5, (fresh, blurred)
+
+
+def test_the_detail_loss_sharpens_a_toy_generator() -> None:
+    """The toy blur generator of the spectrum test, trained on the detail loss alone against
+    white-noise images at 64 px (32 px thumbnails): its thumbnails' mean log |Laplacian| moves
+    towards the real one."""
+    real = _textures(300, 64, seed=23)
+    tg = MomentTargets.from_images(real, np.zeros(300, int), 1, directions=16, kind="detail")
+    loss = MomentLoss(tg)
+    rng = tf.random.Generator.from_seed(24)
+    kernel = tf.Variable(np.full((3, 3, 1, 1), 1 / 9, np.float32))  # a box blur
+    y = tf.zeros(16, tf.int32)
+
+    def draw(n: int) -> tf.Tensor:
+        return tf.nn.conv2d(rng.normal([n, 64, 64, 1]) * 0.3, kernel, 1, "SAME")
+
+    def gap() -> float:
+        fake = feature_maps(draw(200).numpy()[..., 0], tg.factor, "detail")
+        return abs(float(fake.mean() - tg.mean[0].mean()))
+
+    before = gap()
+    opt = tf.keras.optimizers.Adam(0.02)
+    for _ in range(100):
+        with tf.GradientTape() as tape:
+            v = loss(draw(16), y)
+        opt.apply_gradients([(tape.gradient(v, kernel), kernel)])
+    assert gap() < 0.5 * before, (before, gap())
 
 
 # ---------------------------------------------------------------- the spectrum term

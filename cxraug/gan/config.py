@@ -160,6 +160,14 @@ class TrainConfig(Settings):
         "label's 32 px thumbnails, whitened, against its real training images; 0: off).",
         bounds=at_least(0),
     )  # fmt: skip
+    # where detail sits (cxraug.gan.moments, kind "detail"): with the layout matched, the
+    # probe's detail map still told the sets apart (bench/RESULTS.md "--moments 10 at 224 px")
+    detail: float = setting(
+        0.0, "conv G: weight of the detail-map moment loss (the same moment matching as "
+        "--moments on the log |Laplacian| map of each label's 32 px thumbnails: where the image "
+        "is sharp or soft; 0: off).",
+        bounds=at_least(0),
+    )  # fmt: skip
     # fine detail (cxraug.gan.spectral): the generated images carry 0.53-0.76x the real
     # high-frequency energy (bench/RESULTS.md "Pass for real")
     spectrum: float = setting(
@@ -252,8 +260,9 @@ class TrainConfig(Settings):
                     f"conv_g_norm={self.conv_g_norm!r}; use pixel or batch")  # fmt: skip
         else:
             vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0
-                    and self.r1 == 0 and self.moments == 0 and self.spectrum == 0,
-                    "spectral_norm, lecam, r1, diversity, moments and spectrum apply to "
+                    and self.r1 == 0 and self.moments == 0 and self.spectrum == 0
+                    and self.detail == 0,
+                    "spectral_norm, lecam, r1, diversity, moments, detail and spectrum apply to "
                     "--arch conv only")  # fmt: skip
         parse_policy(self.augment)
         vassert(self.strategy in STRATEGIES,
@@ -372,7 +381,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: one from before --cues on the images as saved.
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
-    "spectrum": 0.0,
+    "spectrum": 0.0, "detail": 0.0,
 }  # fmt: skip
 
 

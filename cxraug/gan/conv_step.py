@@ -10,6 +10,7 @@ at every call, identity when --augment is empty:
             Adam update of D only
     G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'
             [+ diversity * mode seeking] [+ moments * coarse-layout moments (gan.moments)]
+            [+ detail * detail-map moments (gan.moments, kind "detail")]
             [+ spectrum * log-spectrum distance (gan.spectral)]
             Adam update of G
     EMA:    ema <- d_t ema + (1 - d_t) G                      (cxraug.gan.ema; --ema-decay > 0)
@@ -54,11 +55,13 @@ class _ConvStep:
         self.r1_b = max(grp, (self.cfg.batch_size // 4) // grp * grp)
         # the real targets of the extra G terms are fixed by the training set: computed once,
         # here, from one host copy of the images
-        self.moments = self.spectrum = None
-        if self.cfg.moments > 0 or self.cfg.spectrum > 0:
+        self.moments = self.detail = self.spectrum = None
+        if self.cfg.moments > 0 or self.cfg.detail > 0 or self.cfg.spectrum > 0:
             x, y, cells = images.numpy(), labels.numpy(), self.cfg.num_cells
             if self.cfg.moments > 0:
                 self.moments = MomentLoss(MomentTargets.from_images(x, y, cells))
+            if self.cfg.detail > 0:
+                self.detail = MomentLoss(MomentTargets.from_images(x, y, cells, kind="detail"))
             if self.cfg.spectrum > 0:
                 self.spectrum = SpectrumLoss(x, y, cells)
 
@@ -89,8 +92,9 @@ class _ConvStep:
 
     def _g_objective(self, g_loss: Any, fake: Any, z: Any, y: Any) -> Any:
         """g_loss + the mode-seeking term (pairs (i, i + B/2) should differ with z) + the
-        coarse-layout moment term (cxraug.gan.moments) + the spectrum term (cxraug.gan.
-        spectral), each where its weight is > 0."""
+        coarse-layout moment term (cxraug.gan.moments) + the detail-map moment term (the
+        same, kind "detail") + the spectrum term (cxraug.gan.spectral), each where its weight
+        is > 0."""
         g_obj = g_loss
         if self.cfg.diversity > 0:
             h = self.cfg.batch_size // 2
@@ -99,6 +103,8 @@ class _ConvStep:
             g_obj = g_obj + self.cfg.diversity * tf.reduce_mean(dz / (dx + 1e-5))
         if self.moments is not None:
             g_obj = g_obj + self.cfg.moments * self.moments(fake, y)
+        if self.detail is not None:
+            g_obj = g_obj + self.cfg.detail * self.detail(fake, y)
         if self.spectrum is not None:
             g_obj = g_obj + self.cfg.spectrum * self.spectrum(fake, y)
         return g_obj

@@ -179,7 +179,7 @@ class Scorer:
         try:
             seed = np.random.SeedSequence([self.seed, iteration, 0xC2])  # own stream
             (res,) = c2st_mod.c2st(self.real_u8, fake_u8, (size,), repeats=C2ST_REPEATS,
-                                   boot=C2ST_BOOT, seed=seed)  # fmt: skip
+                                   boot=C2ST_BOOT, seed=seed, blocks=False)  # fmt: skip
         except InputError:
             return math.nan
         return res.auc if res.auc is not None else math.nan

@@ -38,6 +38,11 @@ of a workspace's 342 training COVID images, docs/fid.md): the bootstrap alone co
 below: a held-out image is missing from its own class's training fold, which pulls the
 probe away from it (the small negative bias of cross-validated AUC).
 
+By block (`C2stResult.blocks`): the same probe, draws and folds on ONE feature block at a time
+(pixels, detail, texture: cxraug.metrics.probe), the mean of its per-repeat AUCs, no interval.
+A diagnostic of WHAT separates the sets (layout and intensity; where the image is sharp or
+soft; the distribution of fine detail), not a second test: read the interval of the whole.
+
 Baseline (`baseline`): REAL is split in two halves by group (by image when groups are unknown),
 seeded, and the same test is run on the halves (equalised to the same size): the AUC two real
 samples of that size reach, the noise floor to read the fake AUC against.
@@ -61,6 +66,8 @@ REPEATS = 5
 BOOT = 1000
 Z95 = 1.959964  # the standard normal's 97.5 % quantile
 MAX_PER_SIDE = 300  # the cost grows as n^2 (2 s^2) per fold; 300 per side: ~10 s at 128 px
+#: The probe's feature blocks, in `probe.scale_features`' order (`C2stResult.blocks`).
+BLOCKS = ("pixels", "detail", "texture")
 
 Images = np.ndarray | Sequence[np.ndarray]  # (N, H, W) or a list of (H, W): uint8 or [-1, 1]
 
@@ -79,6 +86,7 @@ class C2stResult:
     repeats: int
     folds: int
     note: str = ""
+    blocks: dict[str, float] | None = None  # AUC of each feature block alone (BLOCKS)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,11 +213,13 @@ def c2st(
     components: int = COMPONENTS,
     boot: int = BOOT,
     max_per_side: int = MAX_PER_SIDE,
+    blocks: bool = True,
 ) -> list[C2stResult]:
     """Held-out AUC of a linear probe telling FAKE from REAL, one result per size (see the
-    module docstring). Images: (N, H, W) arrays or lists of (H, W), uint8 or float in
-    [-1, 1]; groups (e.g. patient ids, one per image) keep a group inside one fold; None =
-    every image its own group. Raises InputError when a side has fewer than `folds` groups."""
+    module docstring); with `blocks`, also each feature block's AUC alone (4x the fits).
+    Images: (N, H, W) arrays or lists of (H, W), uint8 or float in [-1, 1]; groups (e.g.
+    patient ids, one per image) keep a group inside one fold; None = every image its own
+    group. Raises InputError when a side has fewer than `folds` groups."""
     r_imgs, f_imgs = _as_list(real, "REAL"), _as_list(fake, "FAKE")
     gid = np.concatenate([  # side prefixes: a REAL and a FAKE group never share a name
         np.char.add("r:", _group_ids(real_groups, len(r_imgs), "REAL")),
@@ -241,16 +251,34 @@ def c2st(
                                       f"({smallest} px)"))  # fmt: skip
             continue
         feats = scale_features([pooled[i] for i in used], size)  # rows: the images in `used`
-        scores = [oof_scores(feats[row[r.items]], r.y, r.fold, block_widths(size), components)
+        widths = block_widths(size)
+        scores = [oof_scores(feats[row[r.items]], r.y, r.fold, widths, components)
                   for r in reps]
         aucs = [auc(s[r.y == 1], s[r.y == 0]) for r, s in zip(reps, scores, strict=True)]
         mean = float(np.mean(aucs))
         split_var = float(np.var(aucs, ddof=1)) if len(aucs) > 1 else 0.0
         half = Z95 * np.sqrt(bootstrap_var(reps, scores, gid, boot, rng) + split_var)
         ci = (float(max(0.0, mean - half)), float(min(1.0, mean + half)))
-        results.append(C2stResult(size, mean, ci, float(np.std(aucs)),
-                                  **common))  # type: ignore[arg-type]  # fmt: skip
+        results.append(C2stResult(size, mean, ci, float(np.std(aucs)), **common,  # type: ignore[arg-type]
+                                  blocks=block_aucs(feats, reps, row, widths, components)
+                                  if blocks else None))  # fmt: skip
     return results
+
+
+def block_aucs(feats: np.ndarray, reps: list[_Repeat], row: np.ndarray, widths: Sequence[int],
+               components: int) -> dict[str, float]:  # fmt: skip
+    """{block: mean over the repeats of the out-of-fold AUC of the probe on that block alone,
+    same draws and folds}; feats (M, D) the features of the images used, `row` maps a pooled
+    image index to its row of feats."""
+    edges = np.cumsum([0, *widths])
+    out = {}
+    for name, lo, hi in zip(BLOCKS, edges[:-1], edges[1:], strict=True):
+        aucs = []
+        for r in reps:
+            s = oof_scores(feats[row[r.items], lo:hi], r.y, r.fold, (hi - lo,), components)
+            aucs.append(auc(s[r.y == 1], s[r.y == 0]))
+        out[name] = float(np.mean(aucs))
+    return out
 
 
 def split_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

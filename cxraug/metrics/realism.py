@@ -27,7 +27,10 @@ MEANING = (
     "standardise, PCA, logistic regression; grouped 5-fold CV) telling FAKE from REAL. "
     "0.5 = it cannot tell them apart; read it against the real-vs-real AUC (two halves of "
     "REAL, the noise floor). High at coarse sizes = layout, framing or intensity differs; high "
-    "only at fine sizes = texture or sharpness differs. hf ratio < 1: FAKE has less fine "
+    "only at fine sizes = texture or sharpness differs. 'by block': the same probe on one "
+    "feature block alone, what separates: pixels = layout, framing, intensity; detail = where "
+    "the image is sharp or soft; texture = the distribution of fine detail (grain, strokes). "
+    "hf ratio < 1: FAKE has less fine "
     "detail (blur); > 1: more (noise). Pixel judges: valid with any --features."
 )
 
@@ -49,6 +52,7 @@ def _merge(fake: list[c2st_mod.C2stResult],
         d["baseline_auc"] = None if b is None else b.auc
         d["baseline_ci"] = None if b is None or b.ci is None else list(b.ci)
         d["baseline_n_per_side"] = None if b is None else b.n_per_side
+        d["baseline_blocks"] = None if b is None else b.blocks
         out.append(d)
     return out
 
@@ -102,6 +106,15 @@ def _num(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _by_block(d: dict[str, Any]) -> str:
+    """'by block: pixels 0.69 (0.48), ...': each block's AUC alone (real-vs-real's)."""
+    blocks, base = d.get("blocks"), d.get("baseline_blocks")
+    if not blocks:
+        return ""
+    parts = [f"{k} {v:.2f}" + (f" ({base[k]:.2f})" if base else "") for k, v in blocks.items()]
+    return "by block" + (" (real-vs-real)" if base else "") + ": " + ", ".join(parts)
+
+
 def judges_table(j: PixelJudges) -> Table:
     """The human report of the pixel judges: one C2ST row per size, then the spectrum. The
     protocol (N, folds, grouping) is the same on every computed row: it is said once, in the
@@ -118,7 +131,7 @@ def judges_table(j: PixelJudges) -> Table:
         t.add_column(name, justify=just, overflow="fold")  # type: ignore[arg-type]
     for d in j.c2st:
         t.add_row(f"{d['size']} px", _num(d["auc"]), _ci(d["ci"]), _num(d["baseline_auc"]),
-                  _ci(d["baseline_ci"]), d["note"] or "")  # fmt: skip
+                  _ci(d["baseline_ci"]), d["note"] or _by_block(d))  # fmt: skip
     s = j.spectrum
     if s is not None:
         t.add_section()
