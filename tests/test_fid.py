@@ -352,7 +352,11 @@ def test_cli_pixel_judges_json_table_and_figures(tmp_path: Path, tiny: None) -> 
         assert d["auc"] > 0.95 and d["ci"][0] <= d["auc"] <= d["ci"][1] <= 1.0
         assert 0.0 <= d["baseline_auc"] <= 1.0 and len(d["baseline_ci"]) == 2
         assert (d["n_per_side"], d["baseline_n_per_side"], d["note"]) == (14, 7, "")
+        # a brightness shift is a difference of pixel means: the pixel block alone sees it
+        assert list(d["blocks"]) == ["pixels", "detail", "texture"] and d["blocks"]["pixels"] > 0.9
+        assert list(d["baseline_blocks"]) == ["pixels", "detail", "texture"]
     assert c[2]["auc"] is None and "above the smallest image side (32 px)" in c[2]["note"]
+    assert c[2]["blocks"] is None
     assert any("split are by image" in w for w in data["warnings"])
     spec = data["spectrum"]
     assert set(spec) == SPECTRUM_KEYS and spec["cutoff"] == 0.125 and len(spec["freq"]) == 16
@@ -367,7 +371,9 @@ def test_cli_pixel_judges_json_table_and_figures(tmp_path: Path, tiny: None) -> 
     code, output, _ = _run(*args, "--spectrum", str(sheet), "--force")
     assert code == 0 and "C2ST AUC" in output and "real-vs-real AUC" in output
     rows = [ln for ln in output.splitlines() if ln.startswith("│") and " px │" in ln]
-    assert len(rows) == 3 and "hf ratio" in output and "Laplacian var ratio" in output
+    assert len(rows) == 3 + 2  # a C2ST row per size, then a by-block row per computed size
+    assert "by block" in output and "texture" in output
+    assert "hf ratio" in output and "Laplacian var ratio" in output
     assert "valid with any --features" in output
 
 

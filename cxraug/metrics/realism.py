@@ -106,13 +106,10 @@ def _num(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def _by_block(d: dict[str, Any]) -> str:
-    """'by block: pixels 0.69 (0.48), ...': each block's AUC alone (real-vs-real's)."""
-    blocks, base = d.get("blocks"), d.get("baseline_blocks")
-    if not blocks:
-        return ""
-    parts = [f"{k} {v:.2f}" + (f" ({base[k]:.2f})" if base else "") for k, v in blocks.items()]
-    return "by block" + (" (real-vs-real)" if base else "") + ": " + ", ".join(parts)
+def _block(d: dict[str, Any], name: str) -> str:
+    """One block's AUC alone, '0.69 (0.48)' with the real-vs-real one when computed."""
+    base = d.get("baseline_blocks")
+    return f"{d['blocks'][name]:.2f}" + (f" ({base[name]:.2f})" if base else "")
 
 
 def judges_table(j: PixelJudges) -> Table:
@@ -131,7 +128,14 @@ def judges_table(j: PixelJudges) -> Table:
         t.add_column(name, justify=just, overflow="fold")  # type: ignore[arg-type]
     for d in j.c2st:
         t.add_row(f"{d['size']} px", _num(d["auc"]), _ci(d["ci"]), _num(d["baseline_auc"]),
-                  _ci(d["baseline_ci"]), d["note"] or _by_block(d))  # fmt: skip
+                  _ci(d["baseline_ci"]), d["note"] or "")  # fmt: skip
+    by_block = [d for d in j.c2st if d.get("blocks")]
+    if by_block:  # each feature block alone: what separates (real-vs-real in brackets)
+        t.add_section()
+        t.add_row("by block", "pixels", "detail", "texture", "", "alone (real-vs-real)",
+                  style="bold")
+        for d in by_block:
+            t.add_row(f"{d['size']} px", *(_block(d, k) for k in c2st_mod.BLOCKS), "", "")
     s = j.spectrum
     if s is not None:
         t.add_section()
