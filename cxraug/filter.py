@@ -277,11 +277,12 @@ def _check_config_beside(anchor: Path | None, force: bool) -> None:
 def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
     rows = []
     for d, p in zip(decisions, files, strict=True):
-        scores = [f"{d.scores[k]:.6g}" if k in d.scores else "" for k in (*SCORE_NAMES, "nn_real")]
-        rows.append([d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores,
-                     d.nearest_real])  # fmt: skip
+        scores = [f"{d.scores[k]:.6g}" if k in d.scores else ""
+                  for k in (*SCORE_NAMES, "nn_real", "realism")]  # fmt: skip
+        rows.append([d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores[:-1],
+                     d.nearest_real, scores[-1]])  # fmt: skip
     return write_rows(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real",
-                       "nearest_real"], rows)  # fmt: skip
+                       "nearest_real", "realism"], rows)  # fmt: skip
 
 
 def _write_outputs(

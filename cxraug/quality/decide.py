@@ -13,7 +13,10 @@ Checks, in the order their reasons are listed (the first is the row's primary re
 1. memorised      shift-searched distance to the nearest REAL training image below the
                   calibrated threshold: a synthetic X-ray must never be a copy of a patient's.
 2. quality        noise, contrast, brightness, saturated, blank, lung (cxraug.quality.scores).
-3. near-duplicate among the images that passed 1-2, in id order: an image too close to an
+3. unrealistic    (only with `realism`, off by default) a linear probe, cross-fitted on the
+                  real training images against this synthetic set, tells the image from real
+                  beyond the real images' own (1 - alpha) quantile (cxraug.quality.realism).
+4. near-duplicate among the images that passed 1-3, in id order: an image too close to an
                   already kept one is rejected as its duplicate (mode collapse), so each
                   cluster keeps exactly its first member.
 """
@@ -34,6 +37,7 @@ from cxraug.core.settings import (
     between,
     setting,
 )
+from cxraug.quality import realism
 from cxraug.quality import scores as quality
 from cxraug.quality.nearest import Neighbours, near_duplicates, nearest_real, shift_grid
 from cxraug.quality.vectors import shifted_downsamples, unit_rows
@@ -91,7 +95,17 @@ class FilterConfig(Settings):
     min_real: int = 10
     sheet_kept: int = 48  # kept images shown on the contact sheet (a seeded random sample)
     sheet_rejected: int = 192  # rejected images shown (all of them up to this many)
-    seed: int = setting(0, "Seeds the sample of kept images on the sheet.", bounds=SEED)
+    seed: int = setting(0, "Seeds the sample of kept images on the sheet and the folds of "
+                        "--realism.", bounds=SEED)  # fmt: skip
+    realism: bool = setting(
+        False, "Also reject images a linear probe tells from the real training images (the "
+        "C2ST's probe at 128 px, cross-fitted per image; docs/filter.md). Off by default: it "
+        "rejects nearly every image of a set the C2ST separates.", "--realism/--no-realism",
+    )  # fmt: skip
+    realism_alpha: float = setting(
+        0.05, "--realism: reject above the real images' (1 - alpha) score quantile (about "
+        "alpha of a set like the real images is rejected).", bounds=between(0.0, 1.0),
+    )  # fmt: skip
 
     def check(self) -> None:
         vassert(self.percentile_lo < self.percentile_hi,
@@ -138,6 +152,8 @@ class Decision:
         """Key scores for the manifest's `note` column."""
         s = self.scores
         parts = [f"{k}={s[k]:{quality.SPECS[k].fmt}}" for k in quality.SCORE_NAMES if k in s]
+        if "realism" in s:
+            parts.append(f"realism={s['realism']:.2f}")
         if "nn_real" in s:
             parts.append(f"nn_real={s['nn_real']:.3f} ({self.nearest_real})")
         return "filter: " + " ".join(parts)
@@ -158,6 +174,7 @@ class Calibration:
     image_shape: tuple[int, int]  # (H, W) of the real images
     real_small: np.ndarray  # (M, g*g) the real images downsampled to the grid
     real_unit: np.ndarray  # (M, g*g) the same as unit rows: the nearest-real search space
+    real_probe: np.ndarray | None = None  # (M, D) the realism probe's features (`realism`)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -251,8 +268,10 @@ def calibrate(real_u8: np.ndarray, real_ids: Sequence[str],
         calibrated[name] = override is None
         if override is not None:
             thresholds[name] = float(override)
+    probe = realism.features(real_u8) if cfg.realism else None
     return Calibration(cfg, thresholds, calibrated, pcts, n_copies, shifts, list(real_ids),
-                       (real_u8.shape[1], real_u8.shape[2]), real_small, real_unit)  # fmt: skip
+                       (real_u8.shape[1], real_u8.shape[2]), real_small, real_unit,
+                       probe)  # fmt: skip
 
 
 def _failed_checks(scores: dict[str, np.ndarray], nb: Neighbours,
@@ -282,6 +301,24 @@ def _failed_checks(scores: dict[str, np.ndarray], nb: Neighbours,
                 keys[i].append(key)
                 reasons[i].append(text.format(v=format(x, spec.fmt), t=format(t, spec.fmt)))
     return keys, reasons
+
+
+def _unrealistic(synthetic_u8: np.ndarray, cal: Calibration, keys: list[list[str]],
+                 reasons: list[list[str]]) -> np.ndarray:  # fmt: skip
+    """Check 3 (with `realism`): each image's out-of-fold log-odds "synthetic"; those above
+    the real images' (1 - alpha) quantile get the key "unrealistic". Returns the scores."""
+    cfg = cal.config
+    assert cal.real_probe is not None  # calibrated with realism on
+    real_s, syn_s = realism.realism_scores(cal.real_probe, synthetic_u8, seed=cfg.seed)
+    t = realism.threshold(real_s, cfg.realism_alpha)
+    q = 100 * (1 - cfg.realism_alpha)
+    for i in np.flatnonzero(syn_s > t):
+        keys[i].append("unrealistic")
+        reasons[i].append(f"unrealistic: a linear probe at {realism.probe_size(cal.image_shape)}"
+                          " px tells it from the "
+                          f"real images (log-odds {syn_s[i]:.2f} > {t:.2f}, the real images' "
+                          f"{q:g}th percentile)")  # fmt: skip
+    return syn_s
 
 
 def _duplicates(syn_small: np.ndarray, ids: Sequence[str], keys: list[list[str]],
@@ -317,11 +354,18 @@ def judge(synthetic_u8: np.ndarray, ids: Sequence[str], calibration: Calibration
         else Neighbours(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     )
     keys, reasons = _failed_checks(scores, nb, cal)
+    if cfg.realism:
+        if cal.real_probe is None:
+            raise InputError("--realism: the calibration was made without it; calibrate "
+                             "with realism on")  # fmt: skip
+        scores["realism"] = _unrealistic(synthetic_u8, cal, keys, reasons)
     dup_of = _duplicates(syn_small, ids, keys, reasons, cal.thresholds["duplicate_max"])
     decisions = []
     for i in range(n):
         image_scores = {k: float(scores[k][i]) for k in quality.SCORE_NAMES}
         image_scores["nn_real"] = float(nb.dist[i])
+        if "realism" in scores:
+            image_scores["realism"] = float(scores["realism"][i])
         decisions.append(Decision(
             id=ids[i], kept=not keys[i], keys=tuple(keys[i]), reasons=tuple(reasons[i]),
             scores=image_scores, nearest_real=str(cal.real_ids[nb.index[i]]),
