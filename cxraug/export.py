@@ -15,7 +15,10 @@ Rows of test-only sources (split `external`) are exported only when `splits` nam
 into OUT/external/.
 
 The export is built in a hidden folder next to OUT and renamed into place when complete: an
-interrupted export leaves OUT as it was. An existing OUT is replaced only with `force` and only
+interrupted export leaves OUT as it was. The hidden folders carry their process's id; one whose
+process is gone (a SIGKILLed export) is removed by the next export to the same OUT, and an
+earlier export caught half-way through its swap (OUT moved aside, the new one not yet in) is
+put back at OUT first. An existing OUT is replaced only with `force` and only
 when it is an earlier export (it holds export-config.json); any other folder is refused.
 """
 
@@ -243,11 +246,46 @@ def _index_text(rows: list[Record], names: list[str]) -> str:
         for r, name in zip(rows, names, strict=True)))  # fmt: skip
 
 
+def _hidden(out: Path, kind: str) -> str:
+    """mkdtemp prefix of this process's hidden `kind` ("export" or "old") folder for OUT."""
+    return f".{out.name}.{kind}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_stale(out: Path) -> list[Path]:
+    """Remove the hidden build and swap folders of exports to OUT whose process is gone;
+    first put back an earlier export that a killed swap left aside while OUT is missing.
+    Folders of live processes (a concurrent export) are left alone. Returns what was removed."""
+    pat = re.compile(rf"^\.{re.escape(out.name)}\.(export|old)-(\d+)-[A-Za-z0-9_]+$")
+    removed = []
+    for d in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        m = pat.match(d.name)
+        if not m or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(m.group(2))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if m.group(1) == "old" and (d / "x").is_dir() and not out.exists():
+            os.replace(d / "x", out)  # the earlier export, back where it was
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def _swap_in(built: Path, out: Path) -> None:
     """Put the complete folder `built` at `out`, removing the earlier export or empty folder."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=_hidden(out, "old"), dir=out.parent))
         os.replace(out, old / "x")
     os.replace(built, out)
     if old is not None:
@@ -261,6 +299,7 @@ def export(ws: Workspace, out: Path, cfg: ExportConfig) -> ExportResult:
     own = (ws.root, ws.processed_dir, ws.runs_dir, ws.synthetic_dir)
     vassert(out != ws.root and not any(d == out or d in out.parents for d in own[1:]),
             f"{out} is the workspace or one of its folders; export to another folder")
+    sweep_stale(out)  # before the check: a killed swap's earlier export is back at OUT
     _check_out(out, cfg.force)
     manifest = ws.load_manifest()
     rows = select_rows(manifest.records, cfg)
@@ -268,7 +307,7 @@ def export(ws: Workspace, out: Path, cfg: ExportConfig) -> ExportResult:
             "to export")  # fmt: skip
     names = _names(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    built = Path(tempfile.mkdtemp(prefix=_hidden(out, "export"), dir=out.parent))
     try:
         splits = sorted({r.split for r in rows}, key=SPLITS.index)
         classes = [c for c in LABELS if c in (cfg.listed("classes") or set(LABELS))]

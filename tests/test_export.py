@@ -169,6 +169,41 @@ def test_never_overwrites_without_force_and_never_a_foreign_folder(tmp_path: Pat
         export(ws, ws.synthetic_dir / "x", CFG)
 
 
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_exports_hidden_folders_are_swept_and_a_half_swap_restored(
+    tmp_path: Path,
+) -> None:
+    """What SIGKILL leaves: a half-built folder, and (killed mid-swap) the earlier export moved
+    aside with OUT missing. The next export removes the first and puts the second back at OUT
+    (then refuses to replace it without --force); a live process's folder is left alone."""
+    ws = workspace(tmp_path)
+    out = tmp_path / "out"
+    export(ws, out, CFG)
+    want = sorted(p.relative_to(out) for p in out.rglob("*"))
+    dead = _dead_pid()
+    half = tmp_path / f".out.export-{dead}-abc123"
+    (half / "train").mkdir(parents=True)
+    aside = tmp_path / f".out.old-{dead}-def456"
+    aside.mkdir()
+    os.replace(out, aside / "x")
+    live = tmp_path / f".out.export-{os.getppid()}-ghi789"  # our parent: alive
+    live.mkdir()
+    with pytest.raises(InputError, match="pass --force"):
+        export(ws, out, CFG)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == want  # restored, whole
+    assert not half.exists() and not aside.exists() and live.is_dir()
+    live.rmdir()
+
+
 def test_safe_unique_file_names() -> None:
     assert file_stem("../../etc/passwd") == "etc__passwd"
     assert file_stem("cohen/images/x y.jpeg#2") == "cohen__images__x_y.jpeg_2"
