@@ -27,8 +27,10 @@ marked ones, and held-out real images are kept at about 1 - alpha.
 
 Caveats: folds are by image (the filter sees image ids, not patients), so a patient's other
 images can sit in the training folds when one is scored; the real scores are then a little
-lower and the check a little stricter than alpha. It judges what a linear probe on small
-thumbnails sees; a pass is not a proof of realism, and the eye still has the last word.
+lower and the check a little stricter than alpha. It judges what a linear probe on 128 px
+thumbnails sees; a pass is not a proof of realism, and the eye still has the last word. The
+probe learns what the synthetic set SHARES: one odd image among varied ones is no pattern
+(filter's other checks reject such outliers).
 """
 
 from __future__ import annotations
