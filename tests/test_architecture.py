@@ -31,8 +31,11 @@ MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: with the filter's decision core and KID (cxraug.gan.scoring); source-cue removal has one
 #: owner, cxraug.prep.cues (it masks what the editorial-mark detector finds: prep.ink,
 #: prep.marks), used on evaluate's inputs (cxraug.classify.cues) and on the GAN's training
-#: images (`train --cues`: cxraug.gan.config, cxraug.gan.trainset)
-ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics", "prep"}, "classify": {"prep"}}
+#: images (`train --cues`: cxraug.gan.config, cxraug.gan.trainset); the C2ST's linear probe has
+#: one owner, cxraug.metrics.probe, which `filter --realism` uses per image
+#: (cxraug.quality.realism)
+ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics", "prep"}, "classify": {"prep"},
+                                "quality": {"metrics"}}  # fmt: skip
 
 
 def module_name(path: Path, root: Path) -> str:
