@@ -10,7 +10,9 @@ move."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,31 +238,39 @@ def test_the_detail_loss_sees_blur_at_places_and_not_fresh_draws() -> None:
     assert abs(fresh) < 0.05 and blurred > 0.5, (fresh, blurred)
 
 
-def test_the_detail_loss_sharpens_a_toy_generator() -> None:
-    """The toy blur generator of the spectrum test, trained on the detail loss alone against
-    white-noise images at 64 px (32 px thumbnails): its thumbnails' mean log |Laplacian| moves
-    towards the real one."""
-    real = _textures(300, 64, seed=23)
-    tg = MomentTargets.from_images(real, np.zeros(300, int), 1, directions=16, kind="detail")
-    loss = MomentLoss(tg)
-    rng = tf.random.Generator.from_seed(24)
-    kernel = tf.Variable(np.full((3, 3, 1, 1), 1 / 9, np.float32))  # a box blur
+def _train_blur_kernel(loss: Any, size: int, seed: int,
+                       measure: Callable[[Callable[[int], Any]], float]) -> tuple[float, float]:
+    """The toy generator of the sharpening tests: white noise (fresh every step) blurred by a
+    learnable 3 x 3 kernel, a box blur at first, trained 100 Adam steps on `loss` alone.
+    Returns `measure(draw)` before and after, draw(n) -> (n, size, size, 1) samples."""
+    rng = tf.random.Generator.from_seed(seed)
+    kernel = tf.Variable(np.full((3, 3, 1, 1), 1 / 9, np.float32))
     y = tf.zeros(16, tf.int32)
 
-    def draw(n: int) -> tf.Tensor:
-        return tf.nn.conv2d(rng.normal([n, 64, 64, 1]) * 0.3, kernel, 1, "SAME")
+    def draw(n: int) -> Any:
+        return tf.nn.conv2d(rng.normal([n, size, size, 1]) * 0.3, kernel, 1, "SAME")
 
-    def gap() -> float:
-        fake = feature_maps(draw(200).numpy()[..., 0], tg.factor, "detail")
-        return abs(float(fake.mean() - tg.mean[0].mean()))
-
-    before = gap()
+    before = measure(draw)
     opt = tf.keras.optimizers.Adam(0.02)
     for _ in range(100):
         with tf.GradientTape() as tape:
             v = loss(draw(16), y)
         opt.apply_gradients([(tape.gradient(v, kernel), kernel)])
-    assert gap() < 0.5 * before, (before, gap())
+    return before, measure(draw)
+
+
+def test_the_detail_loss_sharpens_a_toy_generator() -> None:
+    """The toy blur generator, trained on the detail loss alone against white-noise images at
+    64 px (32 px thumbnails): its thumbnails' mean log |Laplacian| moves towards the real one."""
+    real = _textures(300, 64, seed=23)
+    tg = MomentTargets.from_images(real, np.zeros(300, int), 1, directions=16, kind="detail")
+
+    def gap(draw: Callable[[int], Any]) -> float:
+        fake = feature_maps(draw(200).numpy()[..., 0], tg.factor, "detail")
+        return abs(float(fake.mean() - tg.mean[0].mean()))
+
+    before, after = _train_blur_kernel(MomentLoss(tg), 64, 24, gap)
+    assert after < 0.5 * before, (before, after)
 
 
 # ---------------------------------------------------------------- the spectrum term
@@ -296,26 +306,13 @@ def test_the_spectrum_loss_sees_blur_and_not_fresh_draws() -> None:
 
 
 def test_the_spectrum_loss_sharpens_a_toy_generator() -> None:
-    """A generator that blurs white noise with a learnable 3 x 3 kernel (fresh noise every
-    step), trained on the spectrum loss alone against white-noise images, sharpens: the fid
-    check's high-frequency ratio rises towards 1."""
+    """The toy blur generator, trained on the spectrum loss alone against white-noise images,
+    sharpens: the fid check's high-frequency ratio rises towards 1."""
     real = _textures(200, 32, seed=14)
-    loss = SpectrumLoss(real, np.zeros(200, int), 1)
-    rng = tf.random.Generator.from_seed(15)
-    kernel = tf.Variable(np.full((3, 3, 1, 1), 1 / 9, np.float32))  # a box blur
-    y = tf.zeros(16, tf.int32)
 
-    def draw(n: int) -> tf.Tensor:
-        return tf.nn.conv2d(rng.normal([n, 32, 32, 1]) * 0.3, kernel, 1, "SAME")
-
-    def hf_ratio() -> float:
+    def hf_ratio(draw: Callable[[int], Any]) -> float:
         return compare_spectra(list(real[:64]), list(draw(64).numpy()[..., 0])).hf_ratio
 
-    before = hf_ratio()
-    opt = tf.keras.optimizers.Adam(0.02)
-    for _ in range(100):
-        with tf.GradientTape() as tape:
-            v = loss(draw(16), y)
-        opt.apply_gradients([(tape.gradient(v, kernel), kernel)])
-    after = hf_ratio()
+    before, after = _train_blur_kernel(SpectrumLoss(real, np.zeros(200, int), 1), 32, 15,
+                                       hf_ratio)  # fmt: skip
     assert before < 0.75 and abs(after - 1) < 0.1, (before, after)  # box blur: 0.68
