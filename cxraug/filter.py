@@ -277,10 +277,10 @@ def _check_config_beside(anchor: Path | None, force: bool) -> None:
 def _report_csv(decisions: list[Decision], files: list[Path]) -> str:
     rows = []
     for d, p in zip(decisions, files, strict=True):
-        scores = [f"{d.scores[k]:.6g}" if k in d.scores else ""
-                  for k in (*SCORE_NAMES, "nn_real", "realism")]  # fmt: skip
-        rows.append([d.id, str(p), "ok" if d.kept else "rejected", d.reason, *scores[:-1],
-                     d.nearest_real, scores[-1]])  # fmt: skip
+        score = [f"{d.scores[k]:.6g}" if k in d.scores else ""
+                 for k in (*SCORE_NAMES, "nn_real", "realism")]  # fmt: skip
+        rows.append([d.id, str(p), "ok" if d.kept else "rejected", d.reason, *score[:-1],
+                     d.nearest_real, score[-1]])  # realism last: empty without --realism
     return write_rows(["id", "path", "status", "reason", *SCORE_NAMES, "nn_real",
                        "nearest_real", "realism"], rows)  # fmt: skip
 

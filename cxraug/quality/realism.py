@@ -38,7 +38,8 @@ from __future__ import annotations
 import numpy as np
 
 from cxraug.core.errors import InputError
-from cxraug.metrics.probe import LinearProbe, block_widths, scale_features
+from cxraug.metrics.c2st import oof_scores
+from cxraug.metrics.probe import block_widths, scale_features
 
 #: Probe size (px; smaller images: their side). Measured on real COVID X-rays (one patient
 #: half as the real set, the other as candidates; share rejected at alpha 0.05), 32 / 64 /
@@ -61,20 +62,12 @@ def realism_scores(real_feats: np.ndarray, syn_u8: np.ndarray, size: int | None 
             raise InputError(f"--realism needs at least {2 * folds} {side} images of the class "
                              f"for {folds}-fold cross-fitting; there are {n}: generate or "
                              "collect more, or leave --realism off")  # fmt: skip
-    syn_feats = features(syn_u8, size)
     rng = np.random.default_rng(seed)
-    fold_r = rng.permutation(n_real) % folds
-    fold_s = rng.permutation(n_syn) % folds
-    out_r, out_s = np.empty(n_real), np.empty(n_syn)
-    widths = block_widths(size)
-    for k in range(folds):
-        tr_r, tr_s = fold_r != k, fold_s != k
-        x = np.concatenate([real_feats[tr_r], syn_feats[tr_s]])
-        y = np.r_[np.zeros(int(tr_r.sum())), np.ones(int(tr_s.sum()))]
-        probe = LinearProbe.fit(x, y, widths)
-        out_r[~tr_r] = probe.decision(real_feats[~tr_r])
-        out_s[~tr_s] = probe.decision(syn_feats[~tr_s])
-    return out_r, out_s
+    fold = np.concatenate([rng.permutation(n_real) % folds, rng.permutation(n_syn) % folds])
+    x = np.concatenate([real_feats, features(syn_u8, size)])
+    y = np.r_[np.zeros(n_real), np.ones(n_syn)]
+    s = oof_scores(x, y, fold, block_widths(size))  # the C2ST's own cross-fitting
+    return s[:n_real], s[n_real:]
 
 
 def probe_size(shape: tuple[int, ...]) -> int:
