@@ -35,24 +35,28 @@ import time
 from pathlib import Path
 
 #: arm -> `cxraug train` options (on top of --iterations/--seed given to this script).
-#: "conv" is the default recipe (DiffAugment translation,cutout, EMA, mode seeking);
-#: "conv+color" is the earlier default (with DiffAugment's brightness/contrast). The
-#: regulariser arms were measured on top of that earlier default, so they name it explicitly.
-_COLOR = ["--augment", "color,translation,cutout"]
+#: "conv" is the default recipe (DiffAugment cutout, flatten D head, EMA, mode seeking);
+#: "conv-sum" the default of 2026-12-02 to 12-04 (translation,cutout, D summed over
+#: positions); "conv+color" the one before it (with DiffAugment's brightness/contrast). The
+#: regulariser arms were measured on top of those earlier defaults, so they name them explicitly.
+_SUM = ["--conv-d-head", "sum"]
+_COLOR = [*_SUM, "--augment", "color,translation,cutout"]
 ARMS: dict[str, list[str]] = {
     "paper": ["--recipe", "paper"],
     "paper+ema": ["--recipe", "paper", "--ema-decay", "0.999"],
     "paper+diffaug": ["--recipe", "paper", *_COLOR],
-    "conv-plain": ["--recipe", "conv", "--augment", "none", "--ema-decay", "0",
+    "conv-plain": ["--recipe", "conv", *_SUM, "--augment", "none", "--ema-decay", "0",
                    "--diversity", "0"],
     "conv": ["--recipe", "conv"],
+    "conv-sum": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout"],
     "conv+color": ["--recipe", "conv", *_COLOR],
     "conv+color+lecam": ["--recipe", "conv", *_COLOR, "--lecam", "0.1"],
     "conv+color+sn": ["--recipe", "conv", *_COLOR, "--spectral-norm"],
-    "conv+sn": ["--recipe", "conv", "--spectral-norm"],
+    "conv+sn": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--spectral-norm"],
     # issue 17 (pass for real): the default also sees unaugmented images half of the time
-    "conv+p05": ["--recipe", "conv", "--augment-p", "0.5"],
-    "conv+r1": ["--recipe", "conv", "--r1", "0.3"],
+    "conv+p05": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--augment-p",
+                 "0.5"],
+    "conv+r1": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--r1", "0.3"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ

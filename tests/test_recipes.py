@@ -89,6 +89,8 @@ def test_an_old_config_dict_missing_keys_reads_back_as_before() -> None:
     conv = TrainConfig().to_dict()
     del conv["conv_upsample"]  # a conv run from before --conv-upsample: transposed convs
     assert TrainConfig.from_dict(conv) == TrainConfig(conv_upsample="transposed")
+    del conv["conv_d_head"]  # from before --conv-d-head: D summed over positions
+    assert TrainConfig.from_dict(conv).conv_d_head == "sum"
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
 
 
@@ -128,6 +130,8 @@ def test_recipes_and_policy_parsing() -> None:
         recipe_config("paper", spectral_norm=True)
     with pytest.raises(InputError, match="multiple of"):
         recipe_config("paper", **{**CONV_TINY, "image_size": 18})
+    with pytest.raises(InputError, match="conv_d_head='max'; use one of sum, flatten"):
+        recipe_config("paper", **{**CONV_TINY, "conv_d_head": "max"})
 
 
 # ---------------------------------------------------------------- DiffAugment
@@ -308,6 +312,28 @@ def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> 
     assert forward_flops(cfg) == (want_g, want_d)
     if upsample == "resize":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
         assert round(want_g / 1e9, 2) == 0.59 and round(want_d / 1e9, 2) == 0.21
+
+
+@pytest.mark.parametrize("head", ["sum", "flatten"])
+def test_d_head_sum_ignores_where_a_blob_sits_and_flatten_sees_it(head: str) -> None:
+    """A blob on a zero background, moved by a multiple of D's total stride (4 at 32 px with
+    two stride-2 convs) and kept clear of the borders, shifts every feature map by whole
+    positions while the background positions keep one constant feature vector: the sum over
+    positions is unchanged (up to float rounding), so the sum head cannot see the move. The
+    flatten head weighs each position on its own and must see it."""
+    cfg = recipe_config("paper", **{**CONV_TINY, "image_size": 32, "conv_d_channels": (8, 16),
+                                    "conv_d_head": head})  # fmt: skip
+    d = ProjectionDiscriminator(cfg)
+    x = np.zeros((4, 32, 32, 1), np.float32)  # B = 4: one minibatch-stddev group
+    x[:, 8:14, 9:13] = 1.0
+    moved = np.roll(x, (8, 4), axis=(1, 2))  # stays 4+ px off every border
+    y = tf.constant([0, 0, 0, 0])
+    a, b = d([tf.constant(x), y]).numpy(), d([tf.constant(moved), y]).numpy()
+    if head == "sum":
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    else:
+        assert np.abs(a - b).min() > 1e-3
+        assert d.embed.embeddings.shape == (2, 8 * 8 * (16 + 1))  # s * s * (d5 + mbstd)
 
 
 def test_class_conditioning_changes_the_output() -> None:

@@ -4,8 +4,9 @@ the discriminator sees on REAL and FAKE images alike, in the D step and in the G
     x (B, H, W, 1) in [-1, 1]  ->  T(x) (B, H, W, 1), each image with its own transform
 
 Policies (comma-separated, applied in the order given; the reference's recommendation for a
-few hundred images is `color,translation,cutout`; the conv recipe uses `translation,cutout`,
-measured better on chest X-rays, see bench/RESULTS.md "Ablation"):
+few hundred images is `color,translation,cutout`; the conv recipe uses `cutout` alone,
+measured better on chest X-rays, see bench/RESULTS.md "Ablation" and "A discriminator that
+sees the layout"):
     color        brightness: x + (u - 0.5)        (u ~ U[0, 1); as the reference, on [-1, 1])
                  contrast:   (x - mean) * (0.5 + u) + mean
                  (saturation, the reference's third colour op, does nothing on one channel)

@@ -41,6 +41,7 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
+D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
 STRATEGIES = ("default", "mirrored", "multiworker")
 #: What G and D are conditioned on (docs/training.md "Source conditioning").
 CONDITIONS = ("class", "class,source")
@@ -126,15 +127,25 @@ class TrainConfig(Settings):
         False, "conv D: divide each kernel by its top singular value.",
         "--spectral-norm/--no-spectral-norm",
     )  # fmt: skip
+    # the sum over positions (the default until 2026-12-05) makes D's verdict blind to WHERE
+    # things are: the generated layout drifted off the real one and no D loss saw it
+    # (bench/RESULTS.md "A discriminator that sees the layout")
+    conv_d_head: str = setting(
+        "flatten", "conv D: its last feature map -> one vector: sum (over positions: "
+        "translation-invariant) | flatten (a weight per position: D sees where things are).",
+    )  # fmt: skip
     mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
                                bounds=at_least(0))  # fmt: skip
     # no "color": brightness/contrast augmentation hid brightness from D and the mode-seeking
     # term then spread it (bench/RESULTS.md "Ablation"): without it the held-out
     # random-feature FID at 2,000 iterations fell 51.7 -> 6.1 (seed 0) and 64.2 -> 10.3
     # (seed 1); seed 1's recall at equal N 0.69 -> 0.72 (over all 655 generated images
-    # 0.56 -> 0.34: a finer-grained number, docs/fid.md)
+    # 0.56 -> 0.34: a finer-grained number, docs/fid.md). No "translation" either (since
+    # 2026-12-05): shifted by up to 1/8 of the side, every image shows D its layout only
+    # blurred, and with the flatten head the pixel C2ST fell further without it (bench/RESULTS.md
+    # "A discriminator that sees the layout")
     augment: str = setting(
-        "translation,cutout", "DiffAugment policy on D's inputs, real and fake, in both "
+        "cutout", "DiffAugment policy on D's inputs, real and fake, in both "
         "steps: a comma list of color, translation, cutout (or none).",
     )  # fmt: skip
     augment_p: float = setting(
@@ -256,6 +267,8 @@ class TrainConfig(Settings):
                     f"{self.mbstd_group}")  # fmt: skip
             vassert(self.conv_upsample in ("transposed", "resize"),
                     f"conv_upsample={self.conv_upsample!r}; use transposed or resize")  # fmt: skip
+            vassert(self.conv_d_head in D_HEADS,
+                    f"conv_d_head={self.conv_d_head!r}; use one of {', '.join(D_HEADS)}")
             vassert(self.conv_g_norm in ("pixel", "batch"),
                     f"conv_g_norm={self.conv_g_norm!r}; use pixel or batch")  # fmt: skip
         else:
@@ -381,7 +394,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: one from before --cues on the images as saved.
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
-    "spectrum": 0.0, "detail": 0.0,
+    "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum",
 }  # fmt: skip
 
 

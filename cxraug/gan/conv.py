@@ -14,8 +14,13 @@ cxraug.gan.ema needs no statistics of its own. gamma and beta condition every le
 
 Discriminator (projection, Miyato & Koyama 2018), with d = conv_d_channels = (d1, ..., d5):
     x (B, 224, 224, 1) -> [Conv(d_i, 4x4, stride 2) -> LReLU] for i = 1..5   # 112, ..., 7
-    -> phi = sum over the 7 x 7 positions (B, d5)
-    -> logit = w . phi + b + Embedding(C, d5)(y) . phi                          # (B,)
+    -> [minibatch-stddev: + 1 channel]                                      # (B, 7, 7, d5 + 1)
+    -> phi = the 7 x 7 map flattened, (B, 7*7*(d5 + 1))   [--conv-d-head sum: summed over
+                                                            the positions, (B, d5 + 1)]
+    -> logit = w . phi + b + Embedding(C, dim phi)(y) . phi                     # (B,)
+The flatten head (the default since 2026-12-05) gives each position its own weights, so D
+sees WHERE things are; summed, a G whose lungs merged across the mediastinum cost D nothing
+it could see (bench/RESULTS.md "A discriminator that sees the layout").
 Spectral normalisation (--spectral-norm, Miyato et al. 2018) divides each D kernel by its
 largest singular value, estimated by one power iteration per training call (two per iteration:
 the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
@@ -235,14 +240,17 @@ class ProjectionDiscriminator(keras.Model):
                                keras.initializers.RandomNormal(0.0, 1.0, seed=ini._next()),
                                dtype=pol) for c in cfg.conv_d_channels]  # fmt: skip
         self.lin = keras.layers.Dense(1, kernel_initializer=ini.glorot())  # fp32 head
+        phi_dim = cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1)
+        if cfg.conv_d_head == "flatten":  # one feature vector per position of the last map
+            phi_dim *= (cfg.image_size // 2 ** len(cfg.conv_d_channels)) ** 2
         self.embed = keras.layers.Embedding(
-            cfg.num_classes, cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1),
+            cfg.num_classes, phi_dim,
             embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=ini._next()),
         )  # fmt: skip
         self.num_sources = len(cfg.sources)  # 0: conditioned on the class only
         if self.num_sources:  # the projection's source part (created last, as in G)
             self.embed_src = keras.layers.Embedding(
-                self.num_sources, cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1),
+                self.num_sources, phi_dim,
                 embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05,
                                                                        seed=ini._next()))
 
@@ -261,7 +269,10 @@ class ProjectionDiscriminator(keras.Model):
         h = tf.cast(h, tf.float32)
         if self.cfg.mbstd_group > 1:
             h = minibatch_stddev(h, self.cfg.mbstd_group)
-        phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
+        if self.cfg.conv_d_head == "flatten":  # (B, s * s * (d5 [+1])): where, too
+            phi = tf.reshape(h, (tf.shape(h)[0], -1))
+        else:
+            phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
         return tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.projection(y) * phi, -1)
 
 
