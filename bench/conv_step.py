@@ -1,8 +1,9 @@
 """Benchmark: one conv-recipe iteration (`--arch conv`, 224x224x1, batch 32) on this machine.
 
 The recipe's own TrainConfig (`recipe_config("conv")`: default channels, DiffAugment (since
-2026-12-05 cutout alone and the flatten D head; 2026-12-02 to 12-04 translation,cutout; the numbers in bench/RESULTS.md were measured with colour too,
-two element-wise ops per image), EMA), so the step timed is the one `cxraug train` runs.
+2026-12-05 cutout alone, with the flatten D head; 2026-12-02 to 12-04 translation,cutout; the
+numbers in bench/RESULTS.md were measured with colour too, two element-wise ops per image), EMA),
+so the step timed is the one `cxraug train` runs.
 Each part in its own subprocess (own peak RSS, no thread interference):
   step       cxraug's conv step (cxraug.gan.conv_step, plain tf.function, oneDNN convs), in
              bf16 (mixed_precision="bf16") and fp32 ("none"): median s/iteration over N timed
