@@ -334,6 +334,10 @@ def test_d_head_sum_ignores_where_a_blob_sits_and_flatten_sees_it(head: str) -> 
     else:
         assert np.abs(a - b).min() > 1e-3
         assert d.embed.embeddings.shape == (2, 8 * 8 * (16 + 1))  # s * s * (d5 + mbstd)
+        # a side the strides do not divide: "same" convs round up, 28 -> 14 -> 7 -> 4
+        odd = recipe_config("paper", **{**CONV_TINY, "image_size": 28,
+                                        "conv_d_channels": (8, 16, 32), "conv_d_head": head})
+        assert ProjectionDiscriminator(odd)([tf.zeros((4, 28, 28, 1)), y]).shape == (4,)
 
 
 def test_class_conditioning_changes_the_output() -> None:

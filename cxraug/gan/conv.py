@@ -242,7 +242,10 @@ class ProjectionDiscriminator(keras.Model):
         self.lin = keras.layers.Dense(1, kernel_initializer=ini.glorot())  # fp32 head
         phi_dim = cfg.conv_d_channels[-1] + (cfg.mbstd_group > 1)
         if cfg.conv_d_head == "flatten":  # one feature vector per position of the last map
-            phi_dim *= (cfg.image_size // 2 ** len(cfg.conv_d_channels)) ** 2
+            side = cfg.image_size
+            for _ in cfg.conv_d_channels:  # a "same" stride-2 conv: ceil(side / 2)
+                side = -(-side // 2)
+            phi_dim *= side * side
         self.embed = keras.layers.Embedding(
             cfg.num_classes, phi_dim,
             embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=ini._next()),
