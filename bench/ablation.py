@@ -40,6 +40,7 @@ from pathlib import Path
 #: positions); "conv+color" the one before it (with DiffAugment's brightness/contrast). The
 #: regulariser arms were measured on top of those earlier defaults, so they name them explicitly.
 _SUM = ["--conv-d-head", "sum"]
+_OLD = [*_SUM, "--augment", "translation,cutout"]  # the default of 2026-12-02 to 12-04
 _COLOR = [*_SUM, "--augment", "color,translation,cutout"]
 ARMS: dict[str, list[str]] = {
     "paper": ["--recipe", "paper"],
@@ -48,15 +49,14 @@ ARMS: dict[str, list[str]] = {
     "conv-plain": ["--recipe", "conv", *_SUM, "--augment", "none", "--ema-decay", "0",
                    "--diversity", "0"],
     "conv": ["--recipe", "conv"],
-    "conv-sum": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout"],
+    "conv-sum": ["--recipe", "conv", *_OLD],
     "conv+color": ["--recipe", "conv", *_COLOR],
     "conv+color+lecam": ["--recipe", "conv", *_COLOR, "--lecam", "0.1"],
     "conv+color+sn": ["--recipe", "conv", *_COLOR, "--spectral-norm"],
-    "conv+sn": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--spectral-norm"],
+    "conv+sn": ["--recipe", "conv", *_OLD, "--spectral-norm"],
     # issue 17 (pass for real): the default also sees unaugmented images half of the time
-    "conv+p05": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--augment-p",
-                 "0.5"],
-    "conv+r1": ["--recipe", "conv", *_SUM, "--augment", "translation,cutout", "--r1", "0.3"],
+    "conv+p05": ["--recipe", "conv", *_OLD, "--augment-p", "0.5"],
+    "conv+r1": ["--recipe", "conv", *_OLD, "--r1", "0.3"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ

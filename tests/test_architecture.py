@@ -31,9 +31,9 @@ MACHINERY = ("prep", "gan", "quality", "metrics", "classify")
 #: with the filter's decision core and KID (cxraug.gan.scoring); source-cue removal has one
 #: owner, cxraug.prep.cues (it masks what the editorial-mark detector finds: prep.ink,
 #: prep.marks), used on evaluate's inputs (cxraug.classify.cues) and on the GAN's training
-#: images (`train --cues`: cxraug.gan.config, cxraug.gan.trainset); the C2ST's linear probe has
-#: one owner, cxraug.metrics.probe, which `filter --realism` uses per image
-#: (cxraug.quality.realism)
+#: images (`train --cues`: cxraug.gan.config, cxraug.gan.trainset); the C2ST's linear probe and
+#: its cross-fitting have one owner each, cxraug.metrics.probe and cxraug.metrics.c2st
+#: (oof_scores), which `filter --realism` uses per image (cxraug.quality.realism)
 ALLOWED: dict[str, set[str]] = {"gan": {"quality", "metrics", "prep"}, "classify": {"prep"},
                                 "quality": {"metrics"}}  # fmt: skip
 
