@@ -78,7 +78,7 @@ def conv_layers(cfg: Any) -> list[dict[str, Any]]:
     b, out = cfg.batch_size, []
     side = base_size(cfg)
     for i, up in enumerate(g.ups):
-        if cfg.conv_upsample == "resize":  # nearest x2 (a copy, not timed) then a 3x3 conv
+        if cfg.conv_upsample != "transposed":  # x2 resize (not timed) then a 3x3 conv
             conv = up.layers[1]
             kh, kw, cin, cout = (int(v) for v in conv.kernel.shape)
             out.append({"name": f"G.up{i + 1}", "op": "conv", "side": 2 * side, "cin": cin,

@@ -20,11 +20,20 @@ from cxraug.gan import scoring
 from cxraug.gan.arch import build_models, forward_flops
 from cxraug.gan.augment import diff_augment
 from cxraug.gan.checkpoint import find_best, find_latest, list_checkpoints, read_checkpoint
-from cxraug.gan.config import DEFAULT_RECIPE, RECIPES, TrainConfig, parse_policy, recipe_config
+from cxraug.gan.config import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    UPSAMPLES,
+    TrainConfig,
+    parse_policy,
+    recipe_config,
+)
 from cxraug.gan.conv import (
+    RESIZE_UPSAMPLES,
     ConvGenerator,
     ProjectionDiscriminator,
     minibatch_stddev,
+    z_noise,
 )
 from cxraug.gan.conv_step import r1_penalty
 from cxraug.gan.ema import ema_decay_at, update_ema
@@ -91,6 +100,8 @@ def test_an_old_config_dict_missing_keys_reads_back_as_before() -> None:
     assert TrainConfig.from_dict(conv) == TrainConfig(conv_upsample="transposed")
     del conv["conv_d_head"]  # from before --conv-d-head: D summed over positions
     assert TrainConfig.from_dict(conv).conv_d_head == "sum"
+    del conv["conv_g_noise"]  # from before --conv-g-noise: no noise inputs
+    assert TrainConfig.from_dict(conv).conv_g_noise is False
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
 
 
@@ -250,7 +261,7 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     """EMA weights, its step count, LeCam anchors and the augmentation RNG survive resume."""
     if recipe == "conv":
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
-                "spectral_norm": True, "lecam": 0.1, "r1": 1.0}  # fmt: skip
+                "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True}  # fmt: skip
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
@@ -262,6 +273,10 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     a = read_checkpoint(find_latest(ws_a.runs_dir / "r")).arrays  # type: ignore[arg-type]
     b = read_checkpoint(find_latest(ws_b.runs_dir / "r")).arrays  # type: ignore[arg-type]
     assert any(k.startswith("ema.") for k in a) and any(k.startswith("aux.") for k in a)
+    if recipe == "conv":  # the noise inputs' strengths are saved too (one array per level)
+        plain = build_models(recipe_config("paper", **{**over, "conv_g_noise": False}))[0]
+        n_g = sum(k.startswith("g.") for k in a)
+        assert n_g == len(plain.weights) + len(over["conv_g_channels"]) - 1
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -283,7 +298,7 @@ def test_conv_shapes_at_224_and_tiny() -> None:
     assert xt.shape == (3, 16, 16, 1)
 
 
-@pytest.mark.parametrize("upsample", ["resize", "transposed"])
+@pytest.mark.parametrize("upsample", ["resize", "bilinear", "transposed"])
 def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> None:
     """The registry's FLOP count of the default conv networks (and the transposed variant),
     derived independently: run each layer of the BUILT networks on one 224 px sample, read
@@ -296,7 +311,7 @@ def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> 
     h = tf.zeros((1, int(g.s0), int(g.s0), cfg.conv_g_channels[0]))
     for up in g.ups:
         side_in, h = int(h.shape[1]), up(h)
-        if upsample == "resize":  # nearest x2, then a k x k conv at the output side
+        if upsample != "transposed":  # x2 resize, then a k x k conv at the output side
             k, _, cin, cout = up.layers[-1].kernel.shape
             want_g += 2 * int(h.shape[1]) ** 2 * k * k * cin * cout
         else:  # Keras keeps a transposed kernel as (k, k, cout, cin)
@@ -310,7 +325,7 @@ def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> 
         k, _, cin, cout = conv.kernel.shape
         want_d += 2 * int(x.shape[1]) ** 2 * k * k * cin * cout
     assert forward_flops(cfg) == (want_g, want_d)
-    if upsample == "resize":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
+    if upsample != "transposed":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
         assert round(want_g / 1e9, 2) == 0.59 and round(want_d / 1e9, 2) == 0.21
 
 
@@ -338,6 +353,60 @@ def test_d_head_sum_ignores_where_a_blob_sits_and_flatten_sees_it(head: str) -> 
         odd = recipe_config("paper", **{**CONV_TINY, "image_size": 28,
                                         "conv_d_channels": (8, 16, 32), "conv_d_head": head})
         assert ProjectionDiscriminator(odd)([tf.zeros((4, 28, 28, 1)), y]).shape == (4,)
+
+
+@pytest.mark.parametrize("upsample", ["resize", "bilinear"])
+def test_resize_upsampling_repeats_pixels_or_interpolates(upsample: str) -> None:
+    """With its 3x3 conv made the identity (centre tap 1 on the diagonal, bias 0), an Up
+    layer shows its x2 resize alone. Of a ramp 0, 1, 2, ... along x: nearest gives 2 x 2
+    blocks (0, 0, 1, 1, ...: steps of 0 and 1 alternating), bilinear a ramp of slope 1/2
+    away from the border (half-pixel centres: 0, 0.25, 0.75, 1.25, ...)."""
+    assert set(UPSAMPLES) == {"transposed", *RESIZE_UPSAMPLES}  # config's list, conv's map
+    cfg = recipe_config("paper", **{**CONV_TINY, "conv_upsample": upsample})
+    up = ConvGenerator(cfg).ups[0]
+    x = tf.tile(tf.range(4, dtype=tf.float32)[None, None, :, None], (1, 4, 1, 16))
+    up(x)  # build
+    conv = up.layers[-1]
+    k = np.zeros(conv.kernel.shape, np.float32)
+    k[1, 1] = np.eye(16, conv.kernel.shape[-1])
+    conv.kernel.assign(k)
+    conv.bias.assign(np.zeros(conv.bias.shape, np.float32))
+    row = up(x).numpy()[0, 4, :, 0]
+    steps = np.diff(row)[1:-1]  # away from the zero-padded borders of the conv
+    if upsample == "resize":
+        np.testing.assert_allclose(np.diff(row), [0, 1, 0, 1, 0, 1, 0], atol=1e-6)
+    else:
+        np.testing.assert_allclose(steps, 0.5, atol=1e-6)
+
+
+def test_noise_inputs_start_as_the_plain_generator_and_keep_an_image_a_function_of_z() -> None:
+    """--conv-g-noise: strengths start at 0 and the layers are created last, so at
+    initialisation G computes exactly what G without them computes (same seeds, same weights).
+    With strengths set, the images change, yet each stays a function of its own (z, y): the
+    same z gives the same image in another batch, and the maps are standard normal."""
+    cfg = recipe_config("paper", **CONV_TINY)
+    plain, noisy = ConvGenerator(cfg), ConvGenerator(cfg.replace(conv_g_noise=True))
+    z = tf.random.stateless_normal((4, 8), (5, 6))
+    y = tf.constant([0, 1, 1, 0])
+    a = noisy([z, y]).numpy()
+    np.testing.assert_array_equal(a, plain([z, y]).numpy())
+    assert len(noisy.noise_inputs) == len(cfg.conv_g_channels) - 1
+    for layer in noisy.noise_inputs:
+        layer.strength.assign(tf.ones_like(layer.strength))
+    b = noisy([z, y]).numpy()
+    assert np.abs(b - a).max() > 1e-2
+    np.testing.assert_array_equal(b, noisy([z, y]).numpy())  # no hidden random state
+    other = noisy([tf.concat([z[2:3], z[:1]], 0), tf.constant([1, 0])]).numpy()
+    np.testing.assert_allclose(other[1], b[0], atol=1e-5)  # not the batch: its own z
+    np.testing.assert_allclose(other[0], b[2], atol=1e-5)
+    (m,) = z_noise(tf.random.stateless_normal((2, 8), (7, 8)), [256])  # 2 x 65,536 draws
+    m = m.numpy()
+    assert m.shape == (2, 256, 256, 1)
+    for s in m:  # mean 0 (sd 1/256 per map: 5 sd = 0.02), variance 1 (sd ~ sqrt(2/n))
+        assert abs(float(s.mean())) < 0.02 and abs(float(s.var()) - 1.0) < 0.03
+    assert abs(float(np.corrcoef(m[0].ravel(), m[1].ravel())[0, 1])) < 0.02
+    bf16 = ConvGenerator(cfg.replace(conv_g_noise=True, mixed_precision="bf16"))
+    assert bf16([z, y]).shape == (4, 16, 16, 1)  # Keras hands the maps over in bf16 there
 
 
 def test_class_conditioning_changes_the_output() -> None:

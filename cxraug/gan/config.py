@@ -42,6 +42,8 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
+#: cxraug.gan.conv.ConvGenerator's upsampling (resize and bilinear: conv.RESIZE_UPSAMPLES)
+UPSAMPLES = ("transposed", "resize", "bilinear")
 STRATEGIES = ("default", "mirrored", "multiworker")
 #: What G and D are conditioned on (docs/training.md "Source conditioning").
 CONDITIONS = ("class", "class,source")
@@ -112,7 +114,8 @@ class TrainConfig(Settings):
     )  # fmt: skip
     conv_upsample: str = setting(
         "resize", "conv G upsampling: transposed (4x4 stride-2 transposed conv) | resize "
-        "(nearest x2 then a 3x3 conv: 2.25x the FLOPs, no checkerboard).",
+        "(nearest x2 then a 3x3 conv: 2.25x the FLOPs, no checkerboard) | bilinear (the same "
+        "with bilinear x2: no 2 x 2 blocks for the conv to smooth).",
     )  # fmt: skip
     conv_g_norm: str = setting(
         "pixel", "conv G normalisation: pixel (per-sample PixelNorm) | batch (conditional BN)."
@@ -133,6 +136,15 @@ class TrainConfig(Settings):
     conv_d_head: str = setting(
         "flatten", "conv D: its last feature map -> one vector: sum (over positions: "
         "translation-invariant) | flatten (a weight per position: D sees where things are).",
+    )  # fmt: skip
+    # G had no source of per-pixel randomness: every fine detail had to come through z and
+    # the convolutions, and the images came out soft (StyleGAN's "featureless painterly look"
+    # without its noise inputs, Karras et al. 2019 section 3.2; bench/RESULTS.md "Noise inputs")
+    conv_g_noise: bool = setting(
+        False, "conv G: add a per-pixel noise map after each upsampling conv, scaled by a "
+        "learnt per-channel strength (StyleGAN's noise inputs); the maps are a function of z, "
+        "so an image still depends on its z and label alone.",
+        "--conv-g-noise/--no-conv-g-noise",
     )  # fmt: skip
     mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
                                bounds=at_least(0))  # fmt: skip
@@ -265,8 +277,8 @@ class TrainConfig(Settings):
             vassert(self.mbstd_group <= 1 or self.batch_size % self.mbstd_group == 0,
                     f"batch_size {self.batch_size} must be a multiple of mbstd_group "
                     f"{self.mbstd_group}")  # fmt: skip
-            vassert(self.conv_upsample in ("transposed", "resize"),
-                    f"conv_upsample={self.conv_upsample!r}; use transposed or resize")  # fmt: skip
+            vassert(self.conv_upsample in UPSAMPLES,
+                    f"conv_upsample={self.conv_upsample!r}; use one of {', '.join(UPSAMPLES)}")
             vassert(self.conv_d_head in D_HEADS,
                     f"conv_d_head={self.conv_d_head!r}; use one of {', '.join(D_HEADS)}")
             vassert(self.conv_g_norm in ("pixel", "batch"),
@@ -394,7 +406,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: one from before --cues on the images as saved.
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
-    "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum",
+    "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
 }  # fmt: skip
 
 

@@ -6,7 +6,13 @@ Generator (DCGAN-style, 224 = 7 * 2^5), with c = conv_g_channels = (c0, ..., c5)
     -> Conv(1, 3x3) -> tanh                                               # (B, 224, 224, 1)
 Up = nearest x2 then Conv(c_i, 3x3) (--conv-upsample resize, the default and the conv recipe's;
 `--conv-upsample transposed`, 4x4 stride-2 transposed convolutions, left a checkerboard on
-every image, bench/RESULTS.md).
+every image, bench/RESULTS.md; `--conv-upsample bilinear` resizes bilinearly instead of
+repeating pixels, at the same FLOPs).
+With --conv-g-noise each Up is followed by + strength_i * n_i (StyleGAN's noise inputs, Karras
+et al. 2019): n_i (B, s, s, 1) a standard-normal map, strength_i (c_i,) learnt, starting at 0
+(so the network starts as the one without them). The maps are drawn from a seed taken from
+z's own bits (`z_noise`): an image is still a function of (z, y) alone, so generate's seeds,
+the EMA copy and the checkpoint scores need no extra state, and no sample depends on its batch.
 CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
 of each sample on its own: no batch statistics, so training and sampling compute the same
 function, samples do not depend on what else is in the batch, and the weight average of
@@ -46,6 +52,11 @@ from typing import Any
 from cxraug.core.tf_setup import keras, tf
 from cxraug.gan.config import TrainConfig
 from cxraug.gan.layers import SeededInit, dtype_policy
+
+#: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
+#: with: nearest repeats each pixel into a 2 x 2 block, which the 3x3 conv must smooth out at
+#: every level (the faint grid on generated images); bilinear hands it a smooth map instead.
+RESIZE_UPSAMPLES = {"resize": "nearest", "bilinear": "bilinear"}
 
 
 def base_size(cfg: TrainConfig) -> int:
@@ -135,6 +146,35 @@ class ClassBatchNorm(_ClassAffine):
         return self.affine((h32 - mean) * tf.math.rsqrt(var + 1e-5), y, h.dtype)
 
 
+class NoiseInput(keras.layers.Layer):
+    """(B, H, W, C), noise (B, H, W, 1) -> h + strength * noise; strength (C,) starts at 0."""
+
+    def build(self, input_shape: Any) -> None:
+        self.strength = self.add_weight(shape=(int(input_shape[-1]),), initializer="zeros",
+                                        name="strength")  # fmt: skip
+
+    def call(self, h: Any, noise: Any) -> Any:
+        # fp32 product: under mixed precision Keras hands the noise over already in bf16
+        n32 = tf.cast(noise, tf.float32) * tf.cast(self.strength, tf.float32)
+        return h + tf.cast(n32, h.dtype)
+
+
+def z_noise(z: Any, sides: list[int]) -> list[Any]:
+    """z (B, L) -> one standard-normal map (B, s, s, 1) per side, each sample's maps drawn
+    from a stateless seed made of the bits of its z[0] and z[-1]: the same z always gives the
+    same maps, whatever else is in the batch (two z that share those two floats share maps)."""
+    z32 = tf.cast(z, tf.float32)
+    seeds = tf.bitcast(tf.stack([z32[:, 0], z32[:, -1]], -1), tf.int32)  # (B, 2)
+    total = sum(s * s for s in sides)
+    flat = tf.map_fn(lambda sd: tf.random.stateless_normal((total,), sd), seeds,
+                     fn_output_signature=tf.float32)  # (B, total)
+    maps, at = [], 0
+    for s in sides:
+        maps.append(tf.reshape(flat[:, at:at + s * s], (-1, s, s, 1)))
+        at += s * s
+    return maps
+
+
 class ConvGenerator(keras.Model):
     """([z (B, L), y (B,) int]) -> images (B, H, W, 1) float32 in [-1, 1]."""
 
@@ -155,9 +195,10 @@ class ConvGenerator(keras.Model):
                                                     dtype=pol) for _ in ch]  # fmt: skip
         else:
             self.norms = [ClassPixelNorm(cfg.num_classes, ns, dtype=pol) for _ in ch]
-        if cfg.conv_upsample == "resize":  # nearest x2 then 3x3 conv: no checkerboard
+        if cfg.conv_upsample in RESIZE_UPSAMPLES:  # x2 then a 3x3 conv: no checkerboard
+            how = RESIZE_UPSAMPLES[cfg.conv_upsample]
             self.ups: list[Any] = [keras.Sequential([
-                keras.layers.UpSampling2D(2, interpolation="nearest", dtype=pol),
+                keras.layers.UpSampling2D(2, interpolation=how, dtype=pol),
                 keras.layers.Conv2D(c, 3, padding="same", dtype=pol,
                                     kernel_initializer=ini.glorot())]) for c in ch[1:]]  # fmt: skip
         else:
@@ -170,6 +211,9 @@ class ConvGenerator(keras.Model):
             self.embed_src = keras.layers.Embedding(ns, cfg.latent_dim, dtype=pol,
                 embeddings_initializer=keras.initializers.RandomNormal(0.0, 1.0,
                                                                        seed=ini._next()))
+        # after everything else (zero-initialised, no seeds drawn): without --conv-g-noise the
+        # network is exactly the one before the option existed
+        self.noise_inputs = [NoiseInput(dtype=pol) for _ in ch[1:]] if cfg.conv_g_noise else []
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         z, y = inputs
@@ -185,11 +229,16 @@ class ConvGenerator(keras.Model):
         kw = {"training": training} if bn else {}
         h = self.norms[0](h if bn else tf.nn.leaky_relu(h, a), y, **kw)
         h = tf.nn.leaky_relu(h, a) if bn else h
-        for up, norm in zip(self.ups, self.norms[1:], strict=True):
+        sides = [self.s0 * 2 ** (i + 1) for i in range(len(self.ups))]
+        noise = z_noise(z, sides) if self.noise_inputs else []
+        for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:], strict=True)):
+            u = up(h)
+            if noise:  # StyleGAN's place for it: after the conv, before the activation
+                u = self.noise_inputs[i](u, noise[i])
             if bn:  # DCGAN order: conv -> BN -> activation
-                h = tf.nn.leaky_relu(norm(up(h), y, **kw), a)
+                h = tf.nn.leaky_relu(norm(u, y, **kw), a)
             else:  # ProGAN order: conv -> activation -> pixel norm
-                h = norm(tf.nn.leaky_relu(up(h), a), y)  # (B, 2s, 2s, c_i)
+                h = norm(tf.nn.leaky_relu(u, a), y)  # (B, 2s, 2s, c_i)
         return tf.tanh(tf.cast(self.out(h), tf.float32))
 
 
