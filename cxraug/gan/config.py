@@ -137,9 +137,10 @@ class TrainConfig(Settings):
         "flatten", "conv D: its last feature map -> one vector: sum (over positions: "
         "translation-invariant) | flatten (a weight per position: D sees where things are).",
     )  # fmt: skip
-    # G had no source of per-pixel randomness: every fine detail had to come through z and
-    # the convolutions, and the images came out soft (StyleGAN's "featureless painterly look"
-    # without its noise inputs, Karras et al. 2019 section 3.2; bench/RESULTS.md "Noise inputs")
+    # tried because G has no source of per-pixel randomness and its images are soft
+    # (StyleGAN without its noise inputs: a "featureless painterly look", Karras et al. 2019);
+    # measured at 224 px, it moved no judge at 1.24x the time, so it is off
+    # (bench/RESULTS.md "Levers for fine detail")
     conv_g_noise: bool = setting(
         False, "conv G: add a per-pixel noise map after each upsampling conv, scaled by a "
         "learnt per-channel strength (StyleGAN's noise inputs); the maps are a function of z, "
