@@ -55,7 +55,9 @@ from cxraug.gan.layers import SeededInit, dtype_policy
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
 #: with: nearest repeats each pixel into a 2 x 2 block, which the 3x3 conv must smooth out at
-#: every level (the faint grid on generated images); bilinear hands it a smooth map instead.
+#: every level (a suspect for the faint grid on generated images); bilinear hands it a smooth
+#: map instead. Measured at 224 px, bilinear lost the grid and the radiograph with it (wavy
+#: painted swirls, bench/RESULTS.md "Levers for fine detail"): the default stays nearest.
 RESIZE_UPSAMPLES = {"resize": "nearest", "bilinear": "bilinear"}
 
 
