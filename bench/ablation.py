@@ -60,6 +60,7 @@ ARMS: dict[str, list[str]] = {
     # issue 17: twice the channels at G's 56-224 px levels; StyleGAN's per-pixel noise inputs
     "conv+wideg": ["--recipe", "conv", "--conv-g-channels", "256,128,64,64,32,16"],
     "conv+noise": ["--recipe", "conv", "--conv-g-noise"],
+    "conv+skip": ["--recipe", "conv", "--conv-g-output", "skip"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ

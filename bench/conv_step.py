@@ -78,6 +78,11 @@ def conv_layers(cfg: Any) -> list[dict[str, Any]]:
     b, out = cfg.batch_size, []
     side = base_size(cfg)
     for i, up in enumerate(g.ups):
+        if g.to_image:  # --conv-g-output skip: this level's 1x1 conv to one channel
+            t = g.to_image[i]
+            out.append({"name": f"G.skip{i}", "op": "conv", "side": side,
+                        "cin": int(t.kernel.shape[2]), "cout": 1, "k": 1, "stride": 1,
+                        "layer": t, "batches": [b]})  # fmt: skip
         if cfg.conv_upsample != "transposed":  # x2 resize (not timed) then a 3x3 conv
             conv = up.layers[1]
             kh, kw, cin, cout = (int(v) for v in conv.kernel.shape)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from _fakes import tiny_extractor
@@ -32,6 +33,7 @@ from cxraug.gan.conv import (
     RESIZE_UPSAMPLES,
     ConvGenerator,
     ProjectionDiscriminator,
+    bilinear_x2,
     minibatch_stddev,
     z_noise,
 )
@@ -102,6 +104,8 @@ def test_an_old_config_dict_missing_keys_reads_back_as_before() -> None:
     assert TrainConfig.from_dict(conv).conv_d_head == "sum"
     del conv["conv_g_noise"]  # from before --conv-g-noise: no noise inputs
     assert TrainConfig.from_dict(conv).conv_g_noise is False
+    del conv["conv_g_output"]  # from before --conv-g-output: the last level's image alone
+    assert TrainConfig.from_dict(conv).conv_g_output == "last"
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
 
 
@@ -261,7 +265,8 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     """EMA weights, its step count, LeCam anchors and the augmentation RNG survive resume."""
     if recipe == "conv":
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
-                "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True}  # fmt: skip
+                "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True,
+                "conv_g_output": "skip"}  # fmt: skip
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
@@ -273,10 +278,12 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     a = read_checkpoint(find_latest(ws_a.runs_dir / "r")).arrays  # type: ignore[arg-type]
     b = read_checkpoint(find_latest(ws_b.runs_dir / "r")).arrays  # type: ignore[arg-type]
     assert any(k.startswith("ema.") for k in a) and any(k.startswith("aux.") for k in a)
-    if recipe == "conv":  # the noise inputs' strengths are saved too (one array per level)
-        plain = build_models(recipe_config("paper", **{**over, "conv_g_noise": False}))[0]
+    if recipe == "conv":  # the noise inputs' strengths and the skips' 1x1 convs are saved too
+        plain = build_models(recipe_config("paper", **{**over, "conv_g_noise": False,
+                                                       "conv_g_output": "last"}))[0]
         n_g = sum(k.startswith("g.") for k in a)
-        assert n_g == len(plain.weights) + len(over["conv_g_channels"]) - 1
+        levels = len(over["conv_g_channels"]) - 1
+        assert n_g == len(plain.weights) + levels + 2 * levels  # strength; kernel, bias
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -298,18 +305,22 @@ def test_conv_shapes_at_224_and_tiny() -> None:
     assert xt.shape == (3, 16, 16, 1)
 
 
-@pytest.mark.parametrize("upsample", ["resize", "bilinear", "transposed"])
-def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> None:
-    """The registry's FLOP count of the default conv networks (and the transposed variant),
+@pytest.mark.parametrize("upsample,output", [("resize", "last"), ("bilinear", "last"),
+                                             ("transposed", "last"), ("resize", "skip")])
+def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str, output: str) -> None:
+    """The registry's FLOP count of the default conv networks (and its variants),
     derived independently: run each layer of the BUILT networks on one 224 px sample, read
     its kernel and output side, and add 2 * (MACs) per layer: a Dense (n, m) does n*m; a
     k x k conv to (H, W, cout) does H*W*k*k*cin*cout; a stride-2 transposed conv from
     (s, s, cin) does s*s*k*k*cin*cout (every input pixel scatters a k x k x cout block)."""
-    cfg = TrainConfig(mixed_precision="none", conv_upsample=upsample)
+    cfg = TrainConfig(mixed_precision="none", conv_upsample=upsample, conv_g_output=output)
     g, d = build_models(cfg)
     want_g = 2 * int(np.prod(g.fc.kernel.shape))  # [z; E(y)] (2L) -> 7 * 7 * c0
     h = tf.zeros((1, int(g.s0), int(g.s0), cfg.conv_g_channels[0]))
-    for up in g.ups:
+    for i, up in enumerate(g.ups):
+        if g.to_image:  # the skip's 1x1 conv to one channel at this level's side
+            k, _, cin, cout = g.to_image[i].kernel.shape
+            want_g += 2 * int(h.shape[1]) ** 2 * k * k * cin * cout
         side_in, h = int(h.shape[1]), up(h)
         if upsample != "transposed":  # x2 resize, then a k x k conv at the output side
             k, _, cin, cout = up.layers[-1].kernel.shape
@@ -325,6 +336,7 @@ def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str) -> 
         k, _, cin, cout = conv.kernel.shape
         want_d += 2 * int(x.shape[1]) ** 2 * k * k * cin * cout
     assert forward_flops(cfg) == (want_g, want_d)
+    assert len(g.to_image) == (5 if output == "skip" else 0)
     if upsample != "transposed":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
         assert round(want_g / 1e9, 2) == 0.59 and round(want_d / 1e9, 2) == 0.21
 
@@ -407,6 +419,36 @@ def test_noise_inputs_start_as_the_plain_generator_and_keep_an_image_a_function_
     assert abs(float(np.corrcoef(m[0].ravel(), m[1].ravel())[0, 1])) < 0.02
     bf16 = ConvGenerator(cfg.replace(conv_g_noise=True, mixed_precision="bf16"))
     assert bf16([z, y]).shape == (4, 16, 16, 1)  # Keras hands the maps over in bf16 there
+
+
+def test_output_skips_start_as_the_plain_generator_and_upsample_bilinearly() -> None:
+    """--conv-g-output skip: the 1x1 convs start at zero and are created last, so at
+    initialisation G computes exactly what G without them computes; their gradients are not
+    zero, so training can use them. The coarse image is carried up by a bilinear x2 that
+    equals OpenCV's INTER_LINEAR (an independent implementation: half-pixel centres, edges
+    replicated), and a constant image written at the coarsest level reaches the output as
+    that constant added before the tanh."""
+    cfg = recipe_config("paper", **CONV_TINY)
+    plain, skip = ConvGenerator(cfg), ConvGenerator(cfg.replace(conv_g_output="skip"))
+    z = tf.random.stateless_normal((4, 8), (5, 6))
+    y = tf.constant([0, 1, 1, 0])
+    a = plain([z, y]).numpy()
+    np.testing.assert_array_equal(skip([z, y]).numpy(), a)
+    assert len(skip.to_image) == len(cfg.conv_g_channels) - 1
+    w = tf.random.stateless_normal((4, 16, 16, 1), (1, 2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(skip([z, y]) * w)
+    for grad in tape.gradient(loss, [t.kernel for t in skip.to_image]):
+        assert float(tf.reduce_max(tf.abs(grad))) > 1e-4
+    skip.to_image[0].bias.assign([0.3])  # a constant 4 x 4 image, carried up to 16 x 16
+    np.testing.assert_allclose(np.arctanh(skip([z, y]).numpy()), np.arctanh(a) + 0.3,
+                               atol=1e-4)  # fmt: skip
+    x = np.random.default_rng(0).standard_normal((7, 7)).astype(np.float32)
+    want = cv2.resize(x, (14, 14), interpolation=cv2.INTER_LINEAR)
+    got = bilinear_x2(tf.constant(x[None, :, :, None])).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    bf16 = ConvGenerator(cfg.replace(conv_g_output="skip", mixed_precision="bf16"))
+    assert bf16([z, y]).shape == (4, 16, 16, 1)
 
 
 def test_class_conditioning_changes_the_output() -> None:

@@ -42,6 +42,7 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
+G_OUTPUTS = ("last", "skip")  # cxraug.gan.conv.ConvGenerator
 #: cxraug.gan.conv.ConvGenerator's upsampling (resize and bilinear: conv.RESIZE_UPSAMPLES)
 UPSAMPLES = ("transposed", "resize", "bilinear")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -146,6 +147,13 @@ class TrainConfig(Settings):
         "learnt per-channel strength (StyleGAN's noise inputs); the maps are a function of z, "
         "so an image still depends on its z and label alone.",
         "--conv-g-noise/--no-conv-g-noise",
+    )  # fmt: skip
+    # tried because the generated images are soft: the 112 and 224 px levels carry the whole
+    # image through 16 and 8 channels (docs/training.md "Output skips")
+    conv_g_output: str = setting(
+        "last", "conv G: where the image comes from: last (the last level's 3x3 conv) | skip "
+        "(StyleGAN2's output skips: every level adds a 1x1-conv image to the bilinearly "
+        "upsampled image of the levels before it, so the fine levels add detail).",
     )  # fmt: skip
     mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
                                bounds=at_least(0))  # fmt: skip
@@ -280,6 +288,8 @@ class TrainConfig(Settings):
                     f"{self.mbstd_group}")  # fmt: skip
             vassert(self.conv_upsample in UPSAMPLES,
                     f"conv_upsample={self.conv_upsample!r}; use one of {', '.join(UPSAMPLES)}")
+            vassert(self.conv_g_output in G_OUTPUTS,
+                    f"conv_g_output={self.conv_g_output!r}; use one of {', '.join(G_OUTPUTS)}")
             vassert(self.conv_d_head in D_HEADS,
                     f"conv_d_head={self.conv_d_head!r}; use one of {', '.join(D_HEADS)}")
             vassert(self.conv_g_norm in ("pixel", "batch"),
@@ -408,6 +418,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
+    "conv_g_output": "last",
 }  # fmt: skip
 
 

@@ -13,6 +13,12 @@ et al. 2019): n_i (B, s, s, 1) a standard-normal map, strength_i (c_i,) learnt, 
 (so the network starts as the one without them). The maps are drawn from a seed taken from
 z's own bits (`z_noise`): an image is still a function of (z, y) alone, so generate's seeds,
 the EMA copy and the checkpoint scores need no extra state, and no sample depends on its batch.
+With --conv-g-output skip (StyleGAN2's output skips, Karras et al. 2020) every level writes
+an image of its own, T_i = Conv(1, 1x1)(h_i), and the image is built coarse to fine:
+    img_0 = T_0(h_0);  img_i = bilinear_x2(img_{i-1}) + T_i(h_i);  img_5 = ... + Conv(1, 3x3)(h_5)
+so the 112 and 224 px levels (16 and 8 channels) add detail to an image the coarse levels
+already drew, instead of carrying the whole image through their few channels. The T_i start
+at zero and are created last: at initialisation the network is the one without them.
 CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
 of each sample on its own: no batch statistics, so training and sampling compute the same
 function, samples do not depend on what else is in the batch, and the weight average of
@@ -216,6 +222,11 @@ class ConvGenerator(keras.Model):
         # after everything else (zero-initialised, no seeds drawn): without --conv-g-noise the
         # network is exactly the one before the option existed
         self.noise_inputs = [NoiseInput(dtype=pol) for _ in ch[1:]] if cfg.conv_g_noise else []
+        # --conv-g-output skip: zero-initialised, so the same holds. Zero rather than random:
+        # six random 1x1 images added up would start the sum deep in tanh's flat tails
+        skip = cfg.conv_g_output == "skip"
+        self.to_image = [keras.layers.Conv2D(1, 1, dtype=pol, kernel_initializer="zeros")
+                         for _ in ch[:-1]] if skip else []  # fmt: skip
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         z, y = inputs
@@ -233,6 +244,7 @@ class ConvGenerator(keras.Model):
         h = tf.nn.leaky_relu(h, a) if bn else h
         sides = [self.s0 * 2 ** (i + 1) for i in range(len(self.ups))]
         noise = z_noise(z, sides) if self.noise_inputs else []
+        img = tf.cast(self.to_image[0](h), tf.float32) if self.to_image else None
         for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:], strict=True)):
             u = up(h)
             if noise:  # StyleGAN's place for it: after the conv, before the activation
@@ -241,7 +253,18 @@ class ConvGenerator(keras.Model):
                 h = tf.nn.leaky_relu(norm(u, y, **kw), a)
             else:  # ProGAN order: conv -> activation -> pixel norm
                 h = norm(tf.nn.leaky_relu(u, a), y)  # (B, 2s, 2s, c_i)
-        return tf.tanh(tf.cast(self.out(h), tf.float32))
+            if img is not None:  # the coarse image so far, x2, plus this level's own
+                img = bilinear_x2(img)
+                if i + 1 < len(self.to_image):
+                    img = img + tf.cast(self.to_image[i + 1](h), tf.float32)
+        out = tf.cast(self.out(h), tf.float32)
+        return tf.tanh(out if img is None else img + out)
+
+
+def bilinear_x2(img: Any) -> Any:
+    """(B, s, s, 1) float32 -> (B, 2s, 2s, 1), bilinear with half-pixel centres."""
+    side = 2 * int(img.shape[1])
+    return tf.image.resize(img, (side, side), method="bilinear")
 
 
 class SNConv2D(keras.layers.Layer):
@@ -351,7 +374,8 @@ def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
 
     A stride-2 4x4 transposed conv from (s, s, a) to (2s, 2s, c) does s*s*a*c*16 MACs; a
     stride-2 4x4 conv to (s, s, c) from (2s, 2s, a) does the same; G's last 3x3 conv does
-    H*W*c5*9. Activations, norms and the projection are not counted (< 1 %).
+    H*W*c5*9; with --conv-g-output skip each level i < 5 adds s_i*s_i*c_i (its 1x1 conv to one
+channel). Activations, norms and the projection are not counted (< 1 %).
     """
     ch, s = cfg.conv_g_channels, base_size(cfg)
     g = cfg.latent_dim * 2 * s * s * ch[0]
@@ -360,6 +384,8 @@ def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
         g += s * s * a * c * 16 if cfg.conv_upsample == "transposed" else 4 * s * s * a * c * 9
         s *= 2
     g += s * s * ch[-1] * 9
+    if cfg.conv_g_output == "skip":  # a 1x1 conv to one channel at each level but the last
+        g += sum((base_size(cfg) * 2**i) ** 2 * c for i, c in enumerate(ch[:-1]))
     d, side, cin = 0, cfg.image_size, 1
     for c in cfg.conv_d_channels:
         side //= 2
