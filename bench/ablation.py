@@ -57,10 +57,12 @@ ARMS: dict[str, list[str]] = {
     # issue 17 (pass for real): the default also sees unaugmented images half of the time
     "conv+p05": ["--recipe", "conv", *_OLD, "--augment-p", "0.5"],
     "conv+r1": ["--recipe", "conv", *_OLD, "--r1", "0.3"],
-    # issue 17: twice the channels at G's 56-224 px levels; StyleGAN's per-pixel noise inputs
+    # issue 17: twice the channels at G's 56-224 px levels; StyleGAN's per-pixel noise inputs;
+    # StyleGAN2's output skips; FastGAN's skip-layer excitation
     "conv+wideg": ["--recipe", "conv", "--conv-g-channels", "256,128,64,64,32,16"],
     "conv+noise": ["--recipe", "conv", "--conv-g-noise"],
     "conv+skip": ["--recipe", "conv", "--conv-g-output", "skip"],
+    "conv+sle": ["--recipe", "conv", "--conv-g-sle"],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ

@@ -122,6 +122,9 @@ def conv_layers(cfg: Any) -> list[dict[str, Any]]:
     g_conv = sum(s["fwd_flops"] for s in out if s["name"].startswith("G"))
     d_conv = sum(s["fwd_flops"] for s in out if s["name"].startswith("D"))
     dense = 2 * 2 * cfg.latent_dim * base_size(cfg) ** 2 * cfg.conv_g_channels[0]
+    for gate in g.sle.values():  # --conv-g-sle's Dense layers (not timed: ~0.01 % of G)
+        dense += 2 * sum(int(w.kernel.shape[0]) * int(w.kernel.shape[1])
+                         for w in (gate.w1, gate.w2))  # fmt: skip
     assert (g_conv + dense, d_conv) == (gf, df), "layer shapes disagree with conv_forward_flops"
     return out
 

@@ -33,12 +33,15 @@ from cxraug.gan.conv import (
     RESIZE_UPSAMPLES,
     ConvGenerator,
     ProjectionDiscriminator,
+    SkipExcitation,
+    area_matrix,
     bilinear_x2,
     minibatch_stddev,
     z_noise,
 )
 from cxraug.gan.conv_step import r1_penalty
 from cxraug.gan.ema import ema_decay_at, update_ema
+from cxraug.gan.layers import SeededInit
 from cxraug.gan.step import build_state, make_step, resident_dataset
 from cxraug.generate import GenerateConfig, generate
 from cxraug.train import resume, train
@@ -266,7 +269,8 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     if recipe == "conv":
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
                 "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True,
-                "conv_g_output": "skip"}  # fmt: skip
+                "conv_g_output": "skip", "conv_g_sle": True,
+                "conv_g_channels": (16, 8, 8, 4)}  # fmt: skip  (4 levels: one SLE gate)
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
@@ -280,10 +284,12 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     assert any(k.startswith("ema.") for k in a) and any(k.startswith("aux.") for k in a)
     if recipe == "conv":  # the noise inputs' strengths and the skips' 1x1 convs are saved too
         plain = build_models(recipe_config("paper", **{**over, "conv_g_noise": False,
-                                                       "conv_g_output": "last"}))[0]
+                                                       "conv_g_output": "last",
+                                                       "conv_g_sle": False}))[0]
         n_g = sum(k.startswith("g.") for k in a)
         levels = len(over["conv_g_channels"]) - 1
-        assert n_g == len(plain.weights) + levels + 2 * levels  # strength; kernel, bias
+        # a strength per level; a skip's kernel and bias per level; one gate's two Dense
+        assert n_g == len(plain.weights) + levels + 2 * levels + 4
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -305,17 +311,22 @@ def test_conv_shapes_at_224_and_tiny() -> None:
     assert xt.shape == (3, 16, 16, 1)
 
 
-@pytest.mark.parametrize("upsample,output", [("resize", "last"), ("bilinear", "last"),
-                                             ("transposed", "last"), ("resize", "skip")])
-def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str, output: str) -> None:
+@pytest.mark.parametrize("upsample,output,sle", [
+    ("resize", "last", False), ("bilinear", "last", False), ("transposed", "last", False),
+    ("resize", "skip", True)])  # fmt: skip
+def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str, output: str,
+                                                              sle: bool) -> None:  # fmt: skip
     """The registry's FLOP count of the default conv networks (and its variants),
     derived independently: run each layer of the BUILT networks on one 224 px sample, read
     its kernel and output side, and add 2 * (MACs) per layer: a Dense (n, m) does n*m; a
     k x k conv to (H, W, cout) does H*W*k*k*cin*cout; a stride-2 transposed conv from
     (s, s, cin) does s*s*k*k*cin*cout (every input pixel scatters a k x k x cout block)."""
-    cfg = TrainConfig(mixed_precision="none", conv_upsample=upsample, conv_g_output=output)
+    cfg = TrainConfig(mixed_precision="none", conv_upsample=upsample, conv_g_output=output,
+                      conv_g_sle=sle)  # fmt: skip
     g, d = build_models(cfg)
     want_g = 2 * int(np.prod(g.fc.kernel.shape))  # [z; E(y)] (2L) -> 7 * 7 * c0
+    for gate in g.sle.values():  # Dense (16 a -> c) and (c -> c)
+        want_g += 2 * int(np.prod(gate.w1.kernel.shape) + np.prod(gate.w2.kernel.shape))
     h = tf.zeros((1, int(g.s0), int(g.s0), cfg.conv_g_channels[0]))
     for i, up in enumerate(g.ups):
         if g.to_image:  # the skip's 1x1 conv to one channel at this level's side
@@ -337,6 +348,7 @@ def test_conv_flop_count_equals_the_sum_over_the_built_layers(upsample: str, out
         want_d += 2 * int(x.shape[1]) ** 2 * k * k * cin * cout
     assert forward_flops(cfg) == (want_g, want_d)
     assert len(g.to_image) == (5 if output == "skip" else 0)
+    assert sorted(g.sle) == ([3, 4, 5] if sle else [])  # 56, 112, 224 px
     if upsample != "transposed":  # the figures conv.py's docstring gives (G ~0.59, D ~0.21)
         assert round(want_g / 1e9, 2) == 0.59 and round(want_d / 1e9, 2) == 0.21
 
@@ -449,6 +461,38 @@ def test_output_skips_start_as_the_plain_generator_and_upsample_bilinearly() -> 
     np.testing.assert_allclose(got, want, atol=1e-5)
     bf16 = ConvGenerator(cfg.replace(conv_g_output="skip", mixed_precision="bf16"))
     assert bf16([z, y]).shape == (4, 16, 16, 1)
+
+
+def test_skip_excitation_gates_each_channel_by_the_small_map_alone() -> None:
+    """--conv-g-sle's gate, against numpy: the 4 x 4 area average of an 8 x 8 map is the
+    mean of each 2 x 2 block; flattened row, column, channel; Dense, swish, Dense, sigmoid;
+    one factor per sample and channel, the same at every position of the big map, in (0, 1),
+    and a sample's gate does not depend on the rest of the batch."""
+    cfg = recipe_config("paper", **CONV_TINY)
+    gate = SkipExcitation(6, SeededInit(cfg.seed, 9))
+    rng = np.random.default_rng(1)
+    small = rng.standard_normal((3, 8, 8, 5)).astype(np.float32)
+    big = rng.uniform(0.5, 1.5, (3, 32, 32, 6)).astype(np.float32)
+    out = gate(tf.constant(small), tf.constant(big)).numpy()
+    p = small.reshape(3, 4, 2, 4, 2, 5).mean(axis=(2, 4)).reshape(3, 80)
+    w1, b1 = gate.w1.kernel.numpy(), gate.w1.bias.numpy()
+    w2, b2 = gate.w2.kernel.numpy(), gate.w2.bias.numpy()
+    hid = p @ w1 + b1
+    want = 1 / (1 + np.exp(-((hid / (1 + np.exp(-hid))) @ w2 + b2)))  # (3, 6)
+    np.testing.assert_allclose(out / big, np.broadcast_to(want[:, None, None, :], big.shape),
+                               rtol=1e-5)  # fmt: skip
+    assert 0 < want.min() and want.max() < 1
+    for side in (7, 14, 28, 5):  # the area average at G's sides, against OpenCV's
+        x = rng.standard_normal((side, side)).astype(np.float32)
+        a = area_matrix(side, 4)
+        np.testing.assert_allclose(a @ x @ a.T, cv2.resize(x, (4, 4), interpolation=cv2.INTER_AREA),
+                                   atol=1e-5)  # fmt: skip
+    alone = gate(tf.constant(small[1:2]), tf.constant(big[1:2])).numpy()
+    np.testing.assert_allclose(alone[0], out[1], rtol=1e-6)
+    g = ConvGenerator(recipe_config("paper", **{**CONV_TINY, "conv_g_channels": (16, 8, 8, 4),
+                                                "conv_g_sle": True}))  # fmt: skip
+    z = tf.random.stateless_normal((2, 8), (5, 6))
+    assert g([z, tf.constant([0, 1])]).shape == (2, 16, 16, 1) and sorted(g.sle) == [3]
 
 
 def test_class_conditioning_changes_the_output() -> None:

@@ -155,6 +155,11 @@ class TrainConfig(Settings):
         "(StyleGAN2's output skips: every level adds a 1x1-conv image to the bilinearly "
         "upsampled image of the levels before it, so the fine levels add detail).",
     )  # fmt: skip
+    conv_g_sle: bool = setting(
+        False, "conv G: FastGAN's skip-layer excitation: the 56, 112 and 224 px levels' channels "
+        "are gated per image by the 7, 14 and 28 px levels' features.",
+        "--conv-g-sle/--no-conv-g-sle",
+    )  # fmt: skip
     mbstd_group: int = setting(4, "conv D: minibatch-stddev over groups of N samples (0: off).",
                                bounds=at_least(0))  # fmt: skip
     # no "color": brightness/contrast augmentation hid brightness from D and the mode-seeking
@@ -418,7 +423,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
-    "conv_g_output": "last",
+    "conv_g_output": "last", "conv_g_sle": False,
 }  # fmt: skip
 
 

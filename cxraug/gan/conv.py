@@ -19,6 +19,11 @@ an image of its own, T_i = Conv(1, 1x1)(h_i), and the image is built coarse to f
 so the 112 and 224 px levels (16 and 8 channels) add detail to an image the coarse levels
 already drew, instead of carrying the whole image through their few channels. The T_i start
 at zero and are created last: at initialisation the network is the one without them.
+With --conv-g-sle each level j >= 3 is gated by level j - 3 (FastGAN's skip-layer excitation,
+Liu et al. 2021; 7 -> 56, 14 -> 112, 28 -> 224 px): h_j <- h_j * sigmoid(W2 swish(W1 P(h_{j-3}))),
+P the 4 x 4 area average of the small map, flattened; one gate per channel and sample. The
+gates give the fine levels a short path from the coarse content (a gradient path past the
+levels between, and a per-image choice of which fine channels to use).
 CPN = ClassPixelNorm: h / rms_channels(h) * (1 + gamma[y]) + beta[y]. It normalises each pixel
 of each sample on its own: no batch statistics, so training and sampling compute the same
 function, samples do not depend on what else is in the batch, and the weight average of
@@ -54,6 +59,8 @@ nothing about files.
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from cxraug.core.tf_setup import keras, tf
 from cxraug.gan.config import TrainConfig
@@ -183,6 +190,42 @@ def z_noise(z: Any, sides: list[int]) -> list[Any]:
     return maps
 
 
+#: --conv-g-sle: level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here 8x,
+#: so that each of the three finest levels, 56-224 px, gets a gate)
+SLE_GAP = 3
+
+
+def area_matrix(side: int, out: int) -> np.ndarray:
+    """(out, side) float32: row i averages the input pixels under output pixel i, each
+    weighted by the length of its overlap with [i side / out, (i + 1) side / out) (the exact
+    area average, OpenCV's INTER_AREA when shrinking)."""
+    edges = np.arange(out + 1) * side / out
+    lo, hi = np.arange(side), np.arange(side) + 1
+    overlap = np.clip(np.minimum(hi, edges[1:, None]) - np.maximum(lo, edges[:-1, None]), 0, None)
+    return (overlap / (side / out)).astype(np.float32)
+
+
+class SkipExcitation(keras.layers.Layer):
+    """FastGAN's skip-layer excitation: (small (B, s, s, a), big (B, S, S, c)) -> big * gate,
+    gate (B, 1, 1, c) = sigmoid(W2 swish(W1 flatten(area_4x4(small)))): a function of the
+    small map alone (FastGAN's 4x4 valid conv on the 4 x 4 pool is this Dense W1)."""
+
+    def __init__(self, channels: int, ini: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        pol = kwargs.get("dtype")
+        self.w1 = keras.layers.Dense(channels, dtype=pol, kernel_initializer=ini.glorot())
+        self.w2 = keras.layers.Dense(channels, dtype=pol, kernel_initializer=ini.glorot())
+
+    def call(self, small: Any, big: Any) -> Any:
+        a = tf.constant(area_matrix(int(small.shape[1]), 4))  # (4, s)
+        # the 4 x 4 area average as A h A^T: tf's ResizeArea has no gradient
+        p = tf.einsum("ik,bklc,jl->bijc", a, tf.cast(small, tf.float32), a)
+        p = tf.reshape(p, (-1, 16 * int(small.shape[-1])))
+        gate = tf.sigmoid(tf.cast(self.w2(tf.nn.swish(self.w1(tf.cast(p, self.compute_dtype)))),
+                                  tf.float32))  # fmt: skip
+        return big * tf.cast(gate[:, None, None, :], big.dtype)
+
+
 class ConvGenerator(keras.Model):
     """([z (B, L), y (B,) int]) -> images (B, H, W, 1) float32 in [-1, 1]."""
 
@@ -227,6 +270,9 @@ class ConvGenerator(keras.Model):
         skip = cfg.conv_g_output == "skip"
         self.to_image = [keras.layers.Conv2D(1, 1, dtype=pol, kernel_initializer="zeros")
                          for _ in ch[:-1]] if skip else []  # fmt: skip
+        # --conv-g-sle: level j's gate (from level j - SLE_GAP), after all of the above
+        self.sle = {j: SkipExcitation(ch[j], ini, dtype=pol)
+                    for j in range(SLE_GAP, len(ch))} if cfg.conv_g_sle else {}  # fmt: skip
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         z, y = inputs
@@ -245,6 +291,7 @@ class ConvGenerator(keras.Model):
         sides = [self.s0 * 2 ** (i + 1) for i in range(len(self.ups))]
         noise = z_noise(z, sides) if self.noise_inputs else []
         img = tf.cast(self.to_image[0](h), tf.float32) if self.to_image else None
+        levels = [h]  # each level's features, for the gates of --conv-g-sle
         for i, (up, norm) in enumerate(zip(self.ups, self.norms[1:], strict=True)):
             u = up(h)
             if noise:  # StyleGAN's place for it: after the conv, before the activation
@@ -253,6 +300,9 @@ class ConvGenerator(keras.Model):
                 h = tf.nn.leaky_relu(norm(u, y, **kw), a)
             else:  # ProGAN order: conv -> activation -> pixel norm
                 h = norm(tf.nn.leaky_relu(u, a), y)  # (B, 2s, 2s, c_i)
+            if i + 1 in self.sle:
+                h = self.sle[i + 1](levels[i + 1 - SLE_GAP], h)
+            levels.append(h)
             if img is not None:  # the coarse image so far, x2, plus this level's own
                 img = bilinear_x2(img)
                 if i + 1 < len(self.to_image):
@@ -374,8 +424,9 @@ def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
 
     A stride-2 4x4 transposed conv from (s, s, a) to (2s, 2s, c) does s*s*a*c*16 MACs; a
     stride-2 4x4 conv to (s, s, c) from (2s, 2s, a) does the same; G's last 3x3 conv does
-    H*W*c5*9; with --conv-g-output skip each level i < 5 adds s_i*s_i*c_i (its 1x1 conv to one
-channel). Activations, norms and the projection are not counted (< 1 %).
+    H*W*c5*9; with --conv-g-output skip each level i < 5 adds s_i*s_i*c_i (its 1x1 conv to
+    one channel); with --conv-g-sle each gate's Dense layers add 16 a c + c^2. Activations,
+    norms and the projection are not counted (< 1 %).
     """
     ch, s = cfg.conv_g_channels, base_size(cfg)
     g = cfg.latent_dim * 2 * s * s * ch[0]
@@ -386,6 +437,8 @@ channel). Activations, norms and the projection are not counted (< 1 %).
     g += s * s * ch[-1] * 9
     if cfg.conv_g_output == "skip":  # a 1x1 conv to one channel at each level but the last
         g += sum((base_size(cfg) * 2**i) ** 2 * c for i, c in enumerate(ch[:-1]))
+    if cfg.conv_g_sle:  # each gate's two Dense layers: 16 a -> c -> c
+        g += sum(16 * ch[j - SLE_GAP] * ch[j] + ch[j] * ch[j] for j in range(SLE_GAP, len(ch)))
     d, side, cin = 0, cfg.image_size, 1
     for c in cfg.conv_d_channels:
         side //= 2
