@@ -269,10 +269,11 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     if recipe == "conv":
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
                 "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True,
-                "conv_g_output": "skip", "conv_g_sle": True,
+                "conv_g_output": "skip", "conv_g_sle": True, "sampling": "balanced",
                 "conv_g_channels": (16, 8, 8, 4)}  # fmt: skip  (4 levels: one SLE gate)
     else:
-        over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout"}
+        over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
+                "sampling": "balanced"}  # fmt: skip
     over = {**over, "iterations": 8, "checkpoint_interval": 4}
     ws_a = make_workspace(tmp_path / "a")
     ws_b = make_workspace(tmp_path / "b")

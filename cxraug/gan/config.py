@@ -48,6 +48,7 @@ UPSAMPLES = ("transposed", "resize", "bilinear")
 STRATEGIES = ("default", "mirrored", "multiworker")
 #: What G and D are conditioned on (docs/training.md "Source conditioning").
 CONDITIONS = ("class", "class,source")
+SAMPLINGS = ("uniform", "balanced")  # cxraug.gan.sampling
 
 
 def parse_condition(condition: str) -> str:
@@ -226,6 +227,13 @@ class TrainConfig(Settings):
     # index), set by `train` from the training set and recorded in config.json and checkpoints
     sources: tuple[str, ...] = ()
     # --- data ---
+    # uniform leaves the scarce class ~1/5 of each batch on the shared data: its images stayed
+    # soft while the common class's showed ribs (bench/RESULTS.md "Balanced batches")
+    sampling: str = setting(
+        "uniform", "How each batch is drawn: uniform (every training image equally likely, so "
+        "each class in proportion to its count) | balanced (a class uniformly, then one of its "
+        "images: the scarce class gets as many updates as the common one).",
+    )  # fmt: skip
     # The manifest's `marks` column (cxraug.prep.marks): figures from papers carry arrows,
     # panel letters and text that the GAN copies into its images.
     include_marked: bool = setting(
@@ -306,6 +314,8 @@ class TrainConfig(Settings):
                     "spectral_norm, lecam, r1, diversity, moments, detail and spectrum apply to "
                     "--arch conv only")  # fmt: skip
         parse_policy(self.augment)
+        vassert(self.sampling in SAMPLINGS,
+                f"sampling={self.sampling!r}; use one of {', '.join(SAMPLINGS)}")  # fmt: skip
         vassert(self.strategy in STRATEGIES,
                 f"strategy={self.strategy!r}; use one of {', '.join(STRATEGIES)}")  # fmt: skip
         self._check_condition()
@@ -423,7 +433,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
-    "conv_g_output": "last", "conv_g_sle": False,
+    "conv_g_output": "last", "conv_g_sle": False, "sampling": "uniform",
 }  # fmt: skip
 
 

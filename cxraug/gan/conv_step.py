@@ -3,6 +3,7 @@
 One iteration (batch B, images (H, W, 1)); T = DiffAugment (cxraug.gan.augment), drawn afresh
 at every call, identity when --augment is empty:
     idx ~ U{0..N-1}^B, z ~ N(0, I) (B, L), y = labels[idx]       # fakes get the reals' labels
+                                             (--sampling balanced: cxraug.gan.sampling)
     fake = G([z, y])                                              # the ONLY G pass
     D step: logits = D([T(real) ; T(fake)], [y; y])               # ONE D pass, (2B,)
             d_loss = mean softplus(-l_real) + mean softplus(l_fake)   (= BCE with logits)
@@ -35,6 +36,7 @@ from cxraug.core.tf_setup import tf
 from cxraug.gan.augment import diff_augment, parse_policy
 from cxraug.gan.ema import update_ema
 from cxraug.gan.moments import MomentLoss, MomentTargets
+from cxraug.gan.sampling import class_table, draw_indices
 from cxraug.gan.spectral import SpectrumLoss
 
 LECAM_DECAY = 0.99
@@ -47,6 +49,7 @@ class _ConvStep:
     def __init__(self, state: Any, images: Any, labels: Any) -> None:
         self.state, self.cfg, self.images, self.labels = state, state.cfg, images, labels
         self.n_images = int(images.shape[0])
+        self.table = class_table(self.cfg, labels.numpy())  # --sampling balanced (else None)
         self.policy = parse_policy(self.cfg.augment)
         # R1 on the first quarter of the (augmented) reals: a double backward pass through D
         # on B/4 images costs ~5 % of the step instead of ~40 % on all B (groups of
@@ -116,7 +119,7 @@ class _ConvStep:
         state, cfg, rng = self.state, self.cfg, self.state.rng
         gen, disc = state.gen, state.disc
         b = cfg.batch_size
-        idx = rng.uniform([b], 0, self.n_images, dtype=tf.int64)
+        idx = draw_indices(rng, b, self.n_images, self.table)
         z = rng.normal([b, cfg.latent_dim])
         real = tf.gather(self.images, idx)[..., None]  # (B, H, W, 1)
         y = tf.gather(self.labels, idx)

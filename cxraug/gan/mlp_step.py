@@ -2,7 +2,8 @@
 explicit GradientTape, explicit variable lists.
 
 One iteration (batch B, images (H, W, 1)):
-    idx ~ U{0..N-1}^B (with replacement), z ~ N(0, I) (B, L), y = labels[idx]
+    idx ~ U{0..N-1}^B (with replacement; --sampling balanced: cxraug.gan.sampling),
+    z ~ N(0, I) (B, L), y = labels[idx]
     fake = G([z, y], training)                               # (B, H, W, 1), the ONLY G pass
     D step: logits = D([real + s*e_r ; fake + s*e_f], [y; y])   # ONE pass, (2B,)
             d_loss = mean BCE(1, logits[:B]) and BCE(0, logits[B:]); Adam update of D only
@@ -33,6 +34,7 @@ from cxraug.gan.augment import diff_augment
 from cxraug.gan.config import TrainConfig, parse_policy
 from cxraug.gan.ema import update_ema
 from cxraug.gan.mlp import dropout_layers, forward_flops
+from cxraug.gan.sampling import class_table, draw_indices
 
 
 def _bce_sum(target: float, logits: Any) -> Any:
@@ -73,6 +75,7 @@ class _MlpStep:
         self.b = self.b_glob // st.num_replicas_in_sync
         self.drop_w = [cfg.d_widths[i] for i in dropout_layers(cfg)]
         self.n_images = int(images.shape[0])
+        self.table = class_table(cfg, labels.numpy())  # --sampling balanced (else None)
         self.apply_d = _updater(state.d_opt, state.disc.trainable_variables,
                                 jit=scope == "update")  # fmt: skip
         self.apply_g = _updater(state.g_opt, state.gen.trainable_variables,
@@ -136,7 +139,7 @@ class _MlpStep:
         # the result does not depend on the number of replicas.
         cfg, rng, st, b_glob = self.cfg, self.state.rng, self.state.strategy, self.b_glob
         s = cfg.image_size
-        idx = rng.uniform([b_glob], 0, self.n_images, dtype=tf.int64)
+        idx = draw_indices(rng, b_glob, self.n_images, self.table)
         z = rng.normal([b_glob, cfg.latent_dim])
         e_real = rng.normal([b_glob, s, s, 1]) if noisy else None
         e_fake = rng.normal([b_glob, s, s, 1]) if noisy else None
