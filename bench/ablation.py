@@ -35,11 +35,14 @@ import time
 from pathlib import Path
 
 #: arm -> `cxraug train` options (on top of --iterations/--seed given to this script).
-#: "conv" is the default recipe (DiffAugment cutout, flatten D head, EMA, mode seeking);
+#: "conv" is the default recipe (DiffAugment cutout, flatten D head, EMA, mode seeking,
+#: class-balanced batches); "conv-uniform" the default of 2026-12-05 before balanced batches;
 #: "conv-sum" the default of 2026-12-02 to 12-04 (translation,cutout, D summed over
 #: positions); "conv+color" the one before it (with DiffAugment's brightness/contrast). The
-#: regulariser arms were measured on top of those earlier defaults, so they name them explicitly.
-_SUM = ["--conv-d-head", "sum"]
+#: regulariser arms were measured on top of those earlier defaults, so they name them
+#: explicitly; every arm measured before balanced batches keeps uniform ones (_UNI).
+_UNI = ["--sampling", "uniform"]
+_SUM = [*_UNI, "--conv-d-head", "sum"]
 _OLD = [*_SUM, "--augment", "translation,cutout"]  # the default of 2026-12-02 to 12-04
 _COLOR = [*_SUM, "--augment", "color,translation,cutout"]
 ARMS: dict[str, list[str]] = {
@@ -59,10 +62,12 @@ ARMS: dict[str, list[str]] = {
     "conv+r1": ["--recipe", "conv", *_OLD, "--r1", "0.3"],
     # issue 17: twice the channels at G's 56-224 px levels; StyleGAN's per-pixel noise inputs;
     # StyleGAN2's output skips; FastGAN's skip-layer excitation
-    "conv+wideg": ["--recipe", "conv", "--conv-g-channels", "256,128,64,64,32,16"],
-    "conv+noise": ["--recipe", "conv", "--conv-g-noise"],
+    "conv+wideg": ["--recipe", "conv", *_UNI, "--conv-g-channels", "256,128,64,64,32,16"],
+    "conv+noise": ["--recipe", "conv", *_UNI, "--conv-g-noise"],
     "conv+skip": ["--recipe", "conv", "--conv-g-output", "skip"],
     "conv+sle": ["--recipe", "conv", "--conv-g-sle"],
+    # the default until session 9 (2026-12-05): batches uniform over images (COVID ~1/5)
+    "conv-uniform": ["--recipe", "conv", *_UNI],
 }  # fmt: skip
 
 #: the same checkpoint choice for every arm (the conv recipe's own values), so that arms differ

@@ -84,10 +84,12 @@ def test_the_default_config_is_the_default_recipe_and_paper_is_table_2() -> None
     assert DEFAULT_RECIPE == "conv" and RECIPES[DEFAULT_RECIPE] == {}
     assert TrainConfig() == recipe_config(DEFAULT_RECIPE) and TrainConfig().recipe == "conv"
     assert TrainConfig().arch == "conv" and TrainConfig().conv_upsample == "resize"
+    assert TrainConfig().sampling == "balanced"  # since 2026-12-05 (bench/RESULTS.md)
     p = recipe_config("paper")
     table2 = dict(arch="mlp", latent_dim=128, lr=2e-4, beta_1=0.6, leaky_slope=0.2,
                   bn_momentum=0.8, batch_size=128, iterations=10_000, sample_interval=200,
-                  ema_decay=0.0, augment="", score_samples=0, recipe="paper")  # fmt: skip
+                  ema_decay=0.0, augment="", score_samples=0, recipe="paper",
+                  sampling="uniform")  # fmt: skip  (Keras-GAN's batches: uniform over images)
     assert {k: getattr(p, k) for k in table2} == table2
 
 

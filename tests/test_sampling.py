@@ -21,7 +21,8 @@ def test_uniform_is_the_old_draw_number_for_number() -> None:
     """With no table the indices are rng.uniform's, so runs without --sampling (and resumed
     old runs) draw the very batches they drew before the option existed."""
     a, b = tf.random.Generator.from_seed(3), tf.random.Generator.from_seed(3)
-    got = draw_indices(a, 64, 100, class_table(TrainConfig(), np.zeros(100, np.int32)))
+    uniform = TrainConfig(sampling="uniform")
+    got = draw_indices(a, 64, 100, class_table(uniform, np.zeros(100, np.int32)))
     want = b.uniform([64], 0, 100, dtype=tf.int64)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
@@ -63,9 +64,10 @@ def test_a_missing_class_is_never_drawn_and_the_option_is_checked() -> None:
     assert set(np.unique(idx)) == set(range(7))
     with pytest.raises(InputError, match="sampling"):
         TrainConfig(sampling="stratified")
-    old = TrainConfig(sampling="balanced").to_dict()
+    old = TrainConfig().to_dict()  # the default since 2026-12-05: balanced
     del old["sampling"]
-    assert TrainConfig.from_dict(old).sampling == "uniform"
+    assert TrainConfig().sampling == "balanced"
+    assert TrainConfig.from_dict(old).sampling == "uniform"  # how every older run trained
 
 
 @pytest.mark.parametrize("arch", ["conv", "mlp"])

@@ -227,12 +227,15 @@ class TrainConfig(Settings):
     # index), set by `train` from the training set and recorded in config.json and checkpoints
     sources: tuple[str, ...] = ()
     # --- data ---
-    # uniform leaves the scarce class ~1/5 of each batch on the shared data: its images stayed
-    # soft while the common class's showed ribs (bench/RESULTS.md "Balanced batches")
+    # uniform (the paper's loop; the default until 2026-12-05) leaves the scarce class ~1/5 of
+    # each batch on the shared data: its images stayed soft and one template while the common
+    # class's showed ribs. Balanced, at 224 px on seeds 0 and 1: C2ST 0.94 / 0.92 at 32 px
+    # (uniform 0.99 / 1.00), recall 0.77 / 0.77 (0.58 / 0.69) (bench/RESULTS.md "Balanced
+    # batches")
     sampling: str = setting(
-        "uniform", "How each batch is drawn: uniform (every training image equally likely, so "
-        "each class in proportion to its count) | balanced (a class uniformly, then one of its "
-        "images: the scarce class gets as many updates as the common one).",
+        "balanced", "How each batch is drawn: uniform (every training image equally likely, so "
+        "each class in proportion to its count; the paper's) | balanced (a class uniformly, "
+        "then one of its images: the scarce class gets as many updates as the common one).",
     )  # fmt: skip
     # The manifest's `marks` column (cxraug.prep.marks): figures from papers carry arrows,
     # panel letters and text that the GAN copies into its images.
@@ -422,6 +425,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": "mlp", "conv_upsample": "transposed", "diversity": 0.0, "beta_1": 0.6,
         "batch_size": 128, "iterations": 10_000, "noise_start": 1.0, "noise_iterations": 5_000,
         "augment": "", "ema_decay": 0.0, "checkpoint_interval": 500, "score_samples": 0,
+        "sampling": "uniform",
     },
 }  # fmt: skip
 #: What a config dict's missing keys read as (`TrainConfig.from_dict`): the values the
@@ -433,7 +437,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
-    "conv_g_output": "last", "conv_g_sle": False, "sampling": "uniform",
+    "conv_g_output": "last", "conv_g_sle": False,
 }  # fmt: skip
 
 
