@@ -230,8 +230,8 @@ class TrainConfig(Settings):
     # uniform (the paper's loop; the default until 2026-12-05) leaves the scarce class ~1/5 of
     # each batch on the shared data: its images stayed soft and one template while the common
     # class's showed ribs. Balanced, at 224 px on seeds 0 and 1: C2ST 0.94 / 0.92 at 32 px
-    # (uniform 0.99 / 1.00), recall 0.77 / 0.77 (0.58 / 0.69) (bench/RESULTS.md "Balanced
-    # batches")
+    # (uniform 0.99 / 1.00), recall 0.77 / 0.77 (0.58 / 0.69) (bench/RESULTS.md "What more
+    # time buys, and balanced batches")
     sampling: str = setting(
         "balanced", "How each batch is drawn: uniform (every training image equally likely, so "
         "each class in proportion to its count; the paper's) | balanced (a class uniformly, "

@@ -1,16 +1,17 @@
 """Which training images each iteration's batch holds (`--sampling`), drawn in-graph from the
 run's tf.random.Generator (so resume equals uninterrupted).
 
-uniform (the default; the paper's Keras-GAN loop): idx ~ U{0..N-1}^B with replacement, so each
-class appears in proportion to its count. On the shared data the scarce class (COVID, ~260 of
-~1,260 training images once marked ones are left out) is ~21 % of every batch: G's COVID
-images get a fifth of the updates, and at 2,000-3,600 iterations its normal images showed
-ribs while its COVID images were still soft (bench/RESULTS.md "Balanced batches").
+uniform (the paper's Keras-GAN loop and recipe; the default until 2026-12-05): idx ~
+U{0..N-1}^B with replacement, so each class appears in proportion to its count. On the shared
+data the scarce class (COVID, ~260 of ~1,260 training images once marked ones are left out) is
+~21 % of every batch: G's COVID images get a fifth of the updates, and at 2,000-4,800
+iterations its normal images showed ribs while its COVID images stayed soft and grew alike
+(bench/RESULTS.md "What more time buys, and balanced batches").
 
-balanced: each row first draws a class uniformly from the classes present, then an image of
-that class uniformly: every class is ~1/K of every batch. With source conditioning the labels
-are cells (class x source, cxraug.gan.cells); balancing is over CLASSES, and within a class the
-sources keep their proportions.
+balanced (the default): each row first draws a class uniformly from the classes present, then
+an image of that class uniformly: every class is ~1/K of every batch. With source conditioning
+the labels are cells (class x source, cxraug.gan.cells); balancing is over CLASSES, and within
+a class the sources keep their proportions.
 """
 
 from __future__ import annotations
