@@ -496,6 +496,8 @@ def test_skip_excitation_gates_each_channel_by_the_small_map_alone() -> None:
                                                 "conv_g_sle": True}))  # fmt: skip
     z = tf.random.stateless_normal((2, 8), (5, 6))
     assert g([z, tf.constant([0, 1])]).shape == (2, 16, 16, 1) and sorted(g.sle) == [3]
+    with pytest.raises(InputError, match="conv-g-sle"):  # 3 levels: no gate to make
+        recipe_config("paper", **{**CONV_TINY, "conv_g_sle": True})
 
 
 def test_class_conditioning_changes_the_output() -> None:

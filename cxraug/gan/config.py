@@ -43,6 +43,9 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
 G_OUTPUTS = ("last", "skip")  # cxraug.gan.conv.ConvGenerator
+#: --conv-g-sle: G's level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here
+#: 8x, so that each of the three finest levels, 56-224 px, gets a gate)
+SLE_GAP = 3
 #: cxraug.gan.conv.ConvGenerator's upsampling (resize and bilinear: conv.RESIZE_UPSAMPLES)
 UPSAMPLES = ("transposed", "resize", "bilinear")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -304,6 +307,10 @@ class TrainConfig(Settings):
                     f"{self.mbstd_group}")  # fmt: skip
             vassert(self.conv_upsample in UPSAMPLES,
                     f"conv_upsample={self.conv_upsample!r}; use one of {', '.join(UPSAMPLES)}")
+            vassert(not self.conv_g_sle or lv >= SLE_GAP,
+                    f"--conv-g-sle gates level j by level j - {SLE_GAP}, so G needs at least "
+                    f"{SLE_GAP + 1} --conv-g-channels (it has {lv + 1}); drop --conv-g-sle or "
+                    "give more levels")  # fmt: skip
             vassert(self.conv_g_output in G_OUTPUTS,
                     f"conv_g_output={self.conv_g_output!r}; use one of {', '.join(G_OUTPUTS)}")
             vassert(self.conv_d_head in D_HEADS,

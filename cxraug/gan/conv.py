@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import keras, tf
-from cxraug.gan.config import TrainConfig
+from cxraug.gan.config import SLE_GAP, TrainConfig
 from cxraug.gan.layers import SeededInit, dtype_policy
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
@@ -188,11 +188,6 @@ def z_noise(z: Any, sides: list[int]) -> list[Any]:
         maps.append(tf.reshape(flat[:, at:at + s * s], (-1, s, s, 1)))
         at += s * s
     return maps
-
-
-#: --conv-g-sle: level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here 8x,
-#: so that each of the three finest levels, 56-224 px, gets a gate)
-SLE_GAP = 3
 
 
 def area_matrix(side: int, out: int) -> np.ndarray:
