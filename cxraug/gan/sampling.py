@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import tf
+from cxraug.gan.cells import decode
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ClassTable:
     @classmethod
     def from_labels(cls, labels: np.ndarray, num_sources: int = 1) -> ClassTable:
         """labels (N,) int: classes, or cells class * num_sources + source."""
-        klass = np.asarray(labels, np.int64) // max(1, num_sources)
+        klass = decode(np.asarray(labels, np.int64), max(1, num_sources))[0]
         order = np.argsort(klass, kind="stable")
         _, counts = np.unique(klass, return_counts=True)  # the classes present, in order
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
