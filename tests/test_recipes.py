@@ -17,11 +17,12 @@ from test_train import TINY, make_workspace, toy_images
 from cxraug.core.errors import InputError
 from cxraug.core.manifest import Manifest, write_manifest
 from cxraug.core.tf_setup import keras, tf
-from cxraug.gan import scoring
+from cxraug.gan import cells, scoring
 from cxraug.gan.arch import build_models, forward_flops
 from cxraug.gan.augment import diff_augment
 from cxraug.gan.checkpoint import find_best, find_latest, list_checkpoints, read_checkpoint
 from cxraug.gan.config import (
+    D_PATCH_LEVEL,
     DEFAULT_RECIPE,
     RECIPES,
     UPSAMPLES,
@@ -272,7 +273,8 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
         over = {**CONV_TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
                 "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True,
                 "conv_g_output": "skip", "conv_g_sle": True, "sampling": "balanced",
-                "conv_g_channels": (16, 8, 8, 4)}  # fmt: skip  (4 levels: one SLE gate)
+                "conv_g_channels": (16, 8, 8, 4),  # 4 levels: one SLE gate
+                "conv_d_channels": (8, 16, 16), "conv_d_patch": 1.0}  # fmt: skip
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
                 "sampling": "balanced"}  # fmt: skip
@@ -286,13 +288,15 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     b = read_checkpoint(find_latest(ws_b.runs_dir / "r")).arrays  # type: ignore[arg-type]
     assert any(k.startswith("ema.") for k in a) and any(k.startswith("aux.") for k in a)
     if recipe == "conv":  # the noise inputs' strengths and the skips' 1x1 convs are saved too
-        plain = build_models(recipe_config("paper", **{**over, "conv_g_noise": False,
-                                                       "conv_g_output": "last",
-                                                       "conv_g_sle": False}))[0]
+        plain, plain_d = build_models(recipe_config("paper", **{
+            **over, "conv_g_noise": False, "conv_g_output": "last", "conv_g_sle": False,
+            "conv_d_patch": 0.0}))  # fmt: skip
         n_g = sum(k.startswith("g.") for k in a)
         levels = len(over["conv_g_channels"]) - 1
         # a strength per level; a skip's kernel and bias per level; one gate's two Dense
         assert n_g == len(plain.weights) + levels + 2 * levels + 4
+        # the patch head's kernel, bias and class table
+        assert sum(k.startswith("d.") for k in a) == len(plain_d.weights) + 3
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -380,6 +384,106 @@ def test_d_head_sum_ignores_where_a_blob_sits_and_flatten_sees_it(head: str) -> 
         odd = recipe_config("paper", **{**CONV_TINY, "image_size": 28,
                                         "conv_d_channels": (8, 16, 32), "conv_d_head": head})
         assert ProjectionDiscriminator(odd)([tf.zeros((4, 28, 28, 1)), y]).shape == (4,)
+
+
+def _patch_cfg(**over: object) -> TrainConfig:
+    """A tiny conv config whose D has the D_PATCH_LEVEL convs the patch head needs."""
+    return recipe_config("paper", **{**CONV_TINY, "conv_d_channels": (8, 16, 16),
+                                     "conv_d_patch": 1.0, **over})  # fmt: skip
+
+
+def _numpy_patches(d: ProjectionDiscriminator, x: tf.Tensor, k: np.ndarray,
+                   s: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """The patch logits w . h + b + (E(k) [+ E_src(s)]) . h in numpy, h = D's map after conv
+    D_PATCH_LEVEL computed from its own layers."""
+    h = x
+    for conv in d.convs[:D_PATCH_LEVEL]:
+        h = tf.nn.leaky_relu(conv(h), d.cfg.leaky_slope)
+    h = h.numpy()
+    e = d.patch[1].embeddings.numpy()[k]
+    if s is not None:
+        e = e + d.patch[2].embeddings.numpy()[s]
+    dense = d.patch[0]
+    return (h @ dense.kernel.numpy())[..., 0] + dense.bias.numpy()[0] + np.einsum(
+        "bijc,bc->bij", h, e)
+
+
+def test_patch_head_starts_as_the_plain_d_and_equals_its_formula() -> None:
+    """--conv-d-patch adds weights after all others (the plain D's weights and logits are
+    unchanged) and its logit per position is w . h + b + E(y) . h on D's map after conv 3,
+    recomputed in numpy from the layers' own weights; with cells E(y) is the class part plus
+    the source part."""
+    cfg = _patch_cfg()
+    d, plain = ProjectionDiscriminator(cfg), ProjectionDiscriminator(cfg.replace(conv_d_patch=0.0))
+    x = tf.random.stateless_normal((4, 16, 16, 1), (3, 4))
+    k = np.array([0, 1, 1, 0])
+    y = tf.constant(k, tf.int32)
+    logits, patches = d([x, y], with_patches=True)
+    np.testing.assert_array_equal(plain([x, y]).numpy(), logits.numpy())
+    np.testing.assert_array_equal(d([x, y]).numpy(), logits.numpy())
+    assert len(d.weights) == len(plain.weights) + 3  # Dense kernel, bias; the class table
+    for a, b in zip(plain.weights, d.weights, strict=False):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert patches.shape == (4, 2, 2)  # 16 -> 8 -> 4 -> 2
+    np.testing.assert_allclose(patches.numpy(), _numpy_patches(d, x, k), rtol=1e-5, atol=1e-6)
+    src = np.array([1, 0, 1, 1])
+    dc = ProjectionDiscriminator(cfg.replace(condition="class,source", sources=("a", "b")))
+    _, pc = dc([x, tf.constant(cells.encode(k, src, 2))], with_patches=True)
+    assert len(dc.patch) == 3  # + the source table
+    np.testing.assert_allclose(pc.numpy(), _numpy_patches(dc, x, k, src), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="conv-d-patch"):
+        plain([x, y], with_patches=True)
+    with pytest.raises(InputError, match="conv-d-patch reads D's map after its conv number 3"):
+        recipe_config("paper", **{**CONV_TINY, "conv_d_patch": 1.0})  # D has 2 convs
+    with pytest.raises(InputError, match="conv_d_patch apply to --arch conv only"):
+        recipe_config("paper", conv_d_patch=1.0)
+
+
+def test_patch_head_judges_each_patch_where_it_is() -> None:
+    """A blob moved by D's stride at the patch map (8 px: three stride-2 convs) moves the patch
+    logits by one position, unchanged, wherever neither receptive field (22 px) meets the
+    border; the whole-image (flatten) logit changes: the patch head sees local content, not
+    where it sits."""
+    cfg = _patch_cfg(image_size=64, conv_d_channels=(8, 16, 16, 16))
+    d = ProjectionDiscriminator(cfg)
+    x = np.zeros((4, 64, 64, 1), np.float32)
+    x[:, 24:30, 25:29] = 1.0
+    moved = np.roll(x, (8, 8), axis=(1, 2))
+    y = tf.constant([0, 0, 1, 1])
+    la, pa = d([tf.constant(x), y], with_patches=True)
+    lb, pb = d([tf.constant(moved), y], with_patches=True)
+    assert pa.shape == (4, 8, 8)
+    np.testing.assert_allclose(pb.numpy()[:, 3:6, 3:6], pa.numpy()[:, 2:5, 2:5], rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+    assert np.abs(pb.numpy() - pa.numpy()).max() > 1e-3  # and the map did change
+    assert np.abs(lb.numpy() - la.numpy()).min() > 1e-4
+
+
+def test_patch_term_enters_both_updates_and_vanishes_with_its_weight() -> None:
+    """One step from the same seed: a vanishing patch weight gives the plain step's G and D
+    (the patch head draws its seeds last and no random number of the step); weight 1 changes
+    D's update (D steps first: only D's loss can do that) and, with D's learning rate at 0 so
+    that G meets the same D either way, G's update: the term is in both losses."""
+    img, labels = toy_images()
+
+    def one_step(weight: float, d_lr: float = 2e-4) -> tuple[list[np.ndarray], ...]:
+        st = build_state(_patch_cfg(conv_d_patch=weight))
+        st.d_opt.learning_rate.assign(d_lr)
+        make_step(st, *resident_dataset(img, labels))(0.0, False)
+        convs = [w.numpy() for c in st.disc.convs for w in c.weights]  # created first
+        return [v.numpy() for v in st.gen.weights], convs
+
+    def differ(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+        return max(float(np.abs(u - v).max()) for u, v in zip(a, b, strict=True))
+
+    (g0, d0), (g_tiny, d_tiny), (_, d1) = one_step(0.0), one_step(1e-9), one_step(1.0)
+    for a, b in zip(g0 + d0, g_tiny + d_tiny, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert differ(d0, d1) > 1e-5
+    (g0, d0), (g1, d1) = one_step(0.0, d_lr=0.0), one_step(1.0, d_lr=0.0)
+    np.testing.assert_array_equal(np.concatenate([a.ravel() for a in d0]),
+                                  np.concatenate([a.ravel() for a in d1]))  # fmt: skip
+    assert differ(g0, g1) > 1e-5
 
 
 @pytest.mark.parametrize("upsample", ["resize", "bilinear"])

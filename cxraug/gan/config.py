@@ -42,6 +42,10 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
+#: --conv-d-patch: the patch head reads D's map after this many of its stride-2 4x4 convs
+#: (28 px at 224; each position sees a 4 + 3*2 + 3*4 = 22 px patch, about one rib and the
+#: space beside it)
+D_PATCH_LEVEL = 3
 G_OUTPUTS = ("last", "skip")  # cxraug.gan.conv.ConvGenerator
 #: --conv-g-sle: G's level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here
 #: 8x, so that each of the three finest levels, 56-224 px, gets a gate)
@@ -141,6 +145,16 @@ class TrainConfig(Settings):
     conv_d_head: str = setting(
         "flatten", "conv D: its last feature map -> one vector: sum (over positions: "
         "translation-invariant) | flatten (a weight per position: D sees where things are).",
+    )  # fmt: skip
+    # tried because one logit per image lets D settle for layout and intensity: every
+    # generated set so far matches the real layout (the C2ST's pixels block ~0.5) and stays
+    # soft (its detail block 0.88-1.0), and a verdict per 22 px patch can only be about
+    # local texture (docs/training.md "Patch head")
+    conv_d_patch: float = setting(
+        0.0, "conv D: weight of a patch head (PatchGAN, Isola et al. 2017): a class-projected "
+        "logit per position of D's 28 px map (each sees a 22 px patch), in D's and G's "
+        "losses beside the whole-image logit (0: off).",
+        bounds=at_least(0),
     )  # fmt: skip
     # tried because G has no source of per-pixel randomness and its images are soft
     # (StyleGAN without its noise inputs: a "featureless painterly look", Karras et al. 2019);
@@ -313,6 +327,10 @@ class TrainConfig(Settings):
                     "give more levels")  # fmt: skip
             vassert(self.conv_g_output in G_OUTPUTS,
                     f"conv_g_output={self.conv_g_output!r}; use one of {', '.join(G_OUTPUTS)}")
+            vassert(self.conv_d_patch == 0 or len(self.conv_d_channels) >= D_PATCH_LEVEL,
+                    f"--conv-d-patch reads D's map after its conv number {D_PATCH_LEVEL}, so D "
+                    f"needs at least {D_PATCH_LEVEL} --conv-d-channels (it has "
+                    f"{len(self.conv_d_channels)}); drop --conv-d-patch or give more")
             vassert(self.conv_d_head in D_HEADS,
                     f"conv_d_head={self.conv_d_head!r}; use one of {', '.join(D_HEADS)}")
             vassert(self.conv_g_norm in ("pixel", "batch"),
@@ -320,9 +338,9 @@ class TrainConfig(Settings):
         else:
             vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0
                     and self.r1 == 0 and self.moments == 0 and self.spectrum == 0
-                    and self.detail == 0,
-                    "spectral_norm, lecam, r1, diversity, moments, detail and spectrum apply to "
-                    "--arch conv only")  # fmt: skip
+                    and self.detail == 0 and self.conv_d_patch == 0,
+                    "spectral_norm, lecam, r1, diversity, moments, detail, spectrum and "
+                    "conv_d_patch apply to --arch conv only")  # fmt: skip
         parse_policy(self.augment)
         vassert(self.sampling in SAMPLINGS,
                 f"sampling={self.sampling!r}; use one of {', '.join(SAMPLINGS)}")  # fmt: skip

@@ -38,6 +38,14 @@ Discriminator (projection, Miyato & Koyama 2018), with d = conv_d_channels = (d1
 The flatten head (the default since 2026-12-05) gives each position its own weights, so D
 sees WHERE things are; summed, a G whose lungs merged across the mediastinum cost D nothing
 it could see (bench/RESULTS.md "A discriminator that sees the layout").
+With --conv-d-patch W, D also answers per patch (PatchGAN, Isola et al. 2017): its map after
+conv D_PATCH_LEVEL (3: (B, 28, 28, d3) at 224 px, each position seeing a 22 px patch) gives
+    patch_logit[b, i, j] = w_p . h[b, i, j] + b_p + E_p(y_b) . h[b, i, j]        # (B, 28, 28)
+and both losses add W times the same softplus terms averaged over the patches. A patch logit
+cannot see the layout, only the local texture around it: a generated set whose layout matches
+and whose detail does not (every one measured so far) still loses there. The patch head's
+weights are created last (a run without it builds exactly the weights it built before); R1
+regularises the whole-image logit only.
 Spectral normalisation (--spectral-norm, Miyato et al. 2018) divides each D kernel by its
 largest singular value, estimated by one power iteration per training call (two per iteration:
 the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
@@ -51,7 +59,8 @@ class-only run builds exactly the weights (order, seeds) it built before.
 
 Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
 convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
-(G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts them (registered
+(G ~0.59 GFLOP; 0.27 with transposed convs); the heads (projection, patch head) add < 1 %
+and are not counted. `conv_forward_flops` counts them (registered
 with the networks and the step, cxraug.gan.conv_step, in cxraug.gan.arch). This module knows
 nothing about files.
 """
@@ -63,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import keras, tf
-from cxraug.gan.config import SLE_GAP, TrainConfig
+from cxraug.gan.config import D_PATCH_LEVEL, SLE_GAP, TrainConfig
 from cxraug.gan.layers import SeededInit, dtype_policy
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
@@ -365,29 +374,48 @@ class ProjectionDiscriminator(keras.Model):
             for _ in cfg.conv_d_channels:  # a "same" stride-2 conv: ceil(side / 2)
                 side = -(-side // 2)
             phi_dim *= side * side
-        self.embed = keras.layers.Embedding(
-            cfg.num_classes, phi_dim,
-            embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05, seed=ini._next()),
-        )  # fmt: skip
+        self.embed = self._embedding(cfg.num_classes, phi_dim, ini)
         self.num_sources = len(cfg.sources)  # 0: conditioned on the class only
         if self.num_sources:  # the projection's source part (created last, as in G)
-            self.embed_src = keras.layers.Embedding(
-                self.num_sources, phi_dim,
-                embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05,
-                                                                       seed=ini._next()))
+            self.embed_src = self._embedding(self.num_sources, phi_dim, ini)
+        # --conv-d-patch: [Dense(1), E_p(class)[, E_p(source)]] (a list: Keras tracks lists)
+        self.patch: list[Any] = []
+        if cfg.conv_d_patch > 0:  # after everything else: the weights above keep their seeds
+            c = cfg.conv_d_channels[D_PATCH_LEVEL - 1]
+            self.patch = [keras.layers.Dense(1, kernel_initializer=ini.glorot()),
+                          self._embedding(cfg.num_classes, c, ini),
+                          *([self._embedding(self.num_sources, c, ini)] if self.num_sources
+                            else [])]  # fmt: skip
 
-    def projection(self, y: Any) -> Any:
-        """The label's projection vector: class part (+ source part for cells), (B, d5 [+1])."""
+    @staticmethod
+    def _embedding(n: int, dim: int, ini: SeededInit) -> Any:
+        """A projection table (n, dim), N(0, 0.05^2) (float32: the heads run in fp32)."""
+        return keras.layers.Embedding(
+            n, dim, embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.05,
+                                                                            seed=ini._next()))
+
+    def projection(self, y: Any, tables: list[Any] | None = None) -> Any:
+        """The label's projection vector from `tables` (class table[, source table]; default
+        the whole-image head's): class part (+ source part for cells), (B, dim)."""
+        tables = tables or ([self.embed, self.embed_src] if self.num_sources else [self.embed])
         if not self.num_sources:
-            return self.embed(y)
+            return tables[0](y)
         k, s = split_cell(y, self.num_sources)
-        return self.embed(k) + self.embed_src(s)
+        return tables[0](k) + tables[1](s)
 
-    def call(self, inputs: Any, training: bool = False, **unused: Any) -> Any:
+    def call(self, inputs: Any, training: bool = False, with_patches: bool = False,
+             **unused: Any) -> Any:  # fmt: skip
+        """Logits (B,); with `with_patches` (needs --conv-d-patch) (logits, patch logits
+        (B, s, s), s the side of the map after conv D_PATCH_LEVEL)."""
+        if with_patches and not self.patch:
+            raise ValueError("with_patches needs a discriminator built with --conv-d-patch > 0")
         x, y = inputs
         h = tf.cast(x, self.compute_dtype)
-        for conv in self.convs:
+        patches = None
+        for i, conv in enumerate(self.convs):
             h = tf.nn.leaky_relu(conv(h, training=training), self.cfg.leaky_slope)
+            if self.patch and i + 1 == D_PATCH_LEVEL:  # every call: the first one builds it
+                patches = self._patch_logits(tf.cast(h, tf.float32), y)
         h = tf.cast(h, tf.float32)
         if self.cfg.mbstd_group > 1:
             h = minibatch_stddev(h, self.cfg.mbstd_group)
@@ -395,7 +423,13 @@ class ProjectionDiscriminator(keras.Model):
             phi = tf.reshape(h, (tf.shape(h)[0], -1))
         else:
             phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
-        return tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.projection(y) * phi, -1)
+        logits = tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.projection(y) * phi, -1)
+        return (logits, patches) if with_patches else logits
+
+    def _patch_logits(self, h: Any, y: Any) -> Any:
+        """(B, s, s, c) float32 features, y (B,) -> (B, s, s): w_p . h + b_p + E_p(y) . h."""
+        e = self.projection(y, self.patch[1:])[:, None, None, :]  # (B, 1, 1, c)
+        return tf.squeeze(self.patch[0](h), -1) + tf.reduce_sum(e * h, -1)
 
 
 def minibatch_stddev(h: Any, group: int) -> Any:

@@ -8,8 +8,10 @@ at every call, identity when --augment is empty:
     D step: logits = D([T(real) ; T(fake)], [y; y])               # ONE D pass, (2B,)
             d_loss = mean softplus(-l_real) + mean softplus(l_fake)   (= BCE with logits)
                      [+ lecam * LeCam(l_real, l_fake)] [+ r1/2 * R1 on B/4 of T(real)]
+                     [+ patch * (mean softplus(-p_real) + mean softplus(p_fake))]
             Adam update of D only
     G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'
+            [+ patch * mean softplus(-p'_fake)]
             [+ diversity * mode seeking] [+ moments * coarse-layout moments (gan.moments)]
             [+ detail * detail-map moments (gan.moments, kind "detail")]
             [+ spectrum * log-spectrum distance (gan.spectral)]
@@ -19,7 +21,8 @@ D has no batch statistics (projection D, optional spectral norm), so unlike the 
 real and fake halves need not share a pass for correctness; they do so because one pass is
 cheaper. LeCam (Tseng et al. 2021): anchors a_r, a_f are EMAs (decay 0.99) of D's mean output
 on reals and fakes; the penalty mean(relu(l_real - a_f)^2) + mean(relu(a_r - l_fake)^2) keeps
-D's outputs from drifting apart on a small data set.
+D's outputs from drifting apart on a small data set. p_* are D's patch logits (--conv-d-patch,
+cxraug.gan.conv.ProjectionDiscriminator), one per position of its 28 px map, from the same pass.
 Every random number (batch, z, instance noise, augmentation) comes from the run's
 tf.random.Generator, in-graph, so resume equals uninterrupted. The G step draws a fresh T
 (DiffAugment's reference does the same; the MLP step reuses its D-step T for its joint
@@ -112,6 +115,13 @@ class _ConvStep:
             g_obj = g_obj + self.cfg.spectrum * self.spectrum(fake, y)
         return g_obj
 
+    def _disc(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """D's logits and, with --conv-d-patch, its patch logits (else None)."""
+        if self.cfg.conv_d_patch > 0:
+            logits, patches = self.state.disc([x, y], training=True, with_patches=True)
+            return logits, patches
+        return self.state.disc([x, y], training=True), None
+
     def __call__(self, sigma: Any, noisy: bool) -> dict[str, Any]:
         # One piece: the G tape must record the fake batch, the D step (outside it) and the G
         # step's pass through the UPDATED D in this order, and the random numbers are drawn
@@ -127,20 +137,22 @@ class _ConvStep:
             fake = gen([z, y], training=True)  # (B, H, W, 1)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 x = self._noise(tf.concat([self._aug(real), self._aug(fake)], 0), sigma, noisy)
-                logits = disc([x, tf.concat([y, y], 0)], training=True)  # (2B,)
+                logits, patches = self._disc(x, tf.concat([y, y], 0))  # (2B,), (2B, s, s)
                 l_real, l_fake = logits[:b], logits[b:]
-                d_loss = tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(
-                    tf.nn.softplus(l_fake)
-                )
+                d_loss = _real_fake_loss(l_real, l_fake)
                 d_obj = self._d_objective(d_loss, l_real, l_fake, x, y)
+                if patches is not None:
+                    d_obj = d_obj + cfg.conv_d_patch * _real_fake_loss(patches[:b], patches[b:])
             d_vars = disc.trainable_variables
             state.d_opt.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars, strict=True))
             if cfg.lecam > 0:
                 m = tf.stack([tf.reduce_mean(l_real), tf.reduce_mean(l_fake)])
                 state.lecam.assign(LECAM_DECAY * state.lecam + (1 - LECAM_DECAY) * m)
-            g_logits = disc([self._noise(self._aug(fake), sigma, noisy), y], training=True)
+            g_logits, g_patches = self._disc(self._noise(self._aug(fake), sigma, noisy), y)
             g_loss = tf.reduce_mean(tf.nn.softplus(-g_logits))
             g_obj = self._g_objective(g_loss, fake, z, y)
+            if g_patches is not None:
+                g_obj = g_obj + cfg.conv_d_patch * tf.reduce_mean(tf.nn.softplus(-g_patches))
         g_vars = gen.trainable_variables
         state.g_opt.apply_gradients(zip(g_tape.gradient(g_obj, g_vars), g_vars, strict=True))
         if state.ema is not None:
@@ -152,6 +164,11 @@ class _ConvStep:
             "d_real_acc": tf.reduce_mean(tf.cast(l_real > 0, f32)),
             "d_fake_acc": tf.reduce_mean(tf.cast(l_fake < 0, f32)),
         }  # fmt: skip
+
+
+def _real_fake_loss(l_real: Any, l_fake: Any) -> Any:
+    """mean softplus(-l_real) + mean softplus(l_fake): BCE with logits, reals labelled 1."""
+    return tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(tf.nn.softplus(l_fake))
 
 
 def make_conv_step(state: Any, images: Any, labels: Any, scope: str = "none") -> Any:
