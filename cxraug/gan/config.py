@@ -149,7 +149,9 @@ class TrainConfig(Settings):
     # tried because one logit per image lets D settle for layout and intensity: every
     # generated set so far matches the real layout (the C2ST's pixels block ~0.5) and stays
     # soft (its detail block 0.88-1.0), and a verdict per 22 px patch can only be about
-    # local texture (docs/training.md "Patch head")
+    # local texture (docs/training.md "Patch head"); measured at 224 px (seed 0) it lowered the
+    # C2ST at 16-32 px, raised it at 64-128 px and left the images as soft, so it is off
+    # (bench/RESULTS.md "More time with balanced batches, and three levers for detail")
     conv_d_patch: float = setting(
         0.0, "conv D: weight of a patch head (PatchGAN, Isola et al. 2017): a class-projected "
         "logit per position of D's 28 px map (each sees a 22 px patch), in D's and G's "
@@ -173,6 +175,8 @@ class TrainConfig(Settings):
         "(StyleGAN2's output skips: every level adds a 1x1-conv image to the bilinearly "
         "upsampled image of the levels before it, so the fine levels add detail).",
     )  # fmt: skip
+    # measured at 224 px (seed 0): blotchy images, recall 0.62, so it is off (bench/RESULTS.md
+    # "More time with balanced batches, and three levers for detail")
     conv_g_sle: bool = setting(
         False, "conv G: FastGAN's skip-layer excitation: the 56, 112 and 224 px levels' channels "
         "are gated per image by the 7, 14 and 28 px levels' features.",
