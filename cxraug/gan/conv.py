@@ -59,8 +59,8 @@ class-only run builds exactly the weights (order, seeds) it built before.
 
 Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
 convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
-(G ~0.59 GFLOP; 0.27 with transposed convs); the heads (projection, patch head) add < 1 %
-and are not counted. `conv_forward_flops` counts them (registered
+(G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts the levels; D's
+heads (projection, patch head) add < 1 % and are not counted (registered
 with the networks and the step, cxraug.gan.conv_step, in cxraug.gan.arch). This module knows
 nothing about files.
 """
