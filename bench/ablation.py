@@ -68,6 +68,8 @@ ARMS: dict[str, list[str]] = {
     "conv+sle": ["--recipe", "conv", "--conv-g-sle"],
     # issue 17: a D logit per 22 px patch beside the whole-image one (PatchGAN)
     "conv+patch": ["--recipe", "conv", "--conv-d-patch", "1"],
+    # issue 17: FastGAN's self-supervised D (decoders rebuild the reals from D's maps)
+    "conv+recon": ["--recipe", "conv", "--conv-d-recon", "1"],
     # the default until session 9 (2026-12-05): batches uniform over images (COVID ~1/5)
     "conv-uniform": ["--recipe", "conv", *_UNI],
 }  # fmt: skip

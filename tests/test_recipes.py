@@ -274,7 +274,8 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
                 "spectral_norm": True, "lecam": 0.1, "r1": 1.0, "conv_g_noise": True,
                 "conv_g_output": "skip", "conv_g_sle": True, "sampling": "balanced",
                 "conv_g_channels": (16, 8, 8, 4),  # 4 levels: one SLE gate
-                "conv_d_channels": (8, 16, 16), "conv_d_patch": 1.0}  # fmt: skip
+                "conv_d_channels": (8, 16, 16, 16), "conv_d_patch": 1.0,
+                "conv_d_recon": 1.0}  # fmt: skip
     else:
         over = {**TINY, "ema_decay": 0.9, "augment": "color,translation,cutout",
                 "sampling": "balanced"}  # fmt: skip
@@ -290,13 +291,13 @@ def test_resume_equals_uninterrupted_for_every_recipe(recipe: str, tmp_path: Pat
     if recipe == "conv":  # the noise inputs' strengths and the skips' 1x1 convs are saved too
         plain, plain_d = build_models(recipe_config("paper", **{
             **over, "conv_g_noise": False, "conv_g_output": "last", "conv_g_sle": False,
-            "conv_d_patch": 0.0}))  # fmt: skip
+            "conv_d_patch": 0.0, "conv_d_recon": 0.0}))  # fmt: skip
         n_g = sum(k.startswith("g.") for k in a)
         levels = len(over["conv_g_channels"]) - 1
         # a strength per level; a skip's kernel and bias per level; one gate's two Dense
         assert n_g == len(plain.weights) + levels + 2 * levels + 4
-        # the patch head's kernel, bias and class table
-        assert sum(k.startswith("d.") for k in a) == len(plain_d.weights) + 3
+        # the patch head's kernel, bias and class table; 2 decoders x 4 convs x kernel, bias
+        assert sum(k.startswith("d.") for k in a) == len(plain_d.weights) + 3 + 16
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -435,7 +436,7 @@ def test_patch_head_starts_as_the_plain_d_and_equals_its_formula() -> None:
         plain([x, y], with_patches=True)
     with pytest.raises(InputError, match="conv-d-patch reads D's map after its conv number 3"):
         recipe_config("paper", **{**CONV_TINY, "conv_d_patch": 1.0})  # D has 2 convs
-    with pytest.raises(InputError, match="conv_d_patch apply to --arch conv only"):
+    with pytest.raises(InputError, match="conv_d_patch and conv_d_recon apply to --arch conv only"):
         recipe_config("paper", conv_d_patch=1.0)
 
 

@@ -46,6 +46,14 @@ D_HEADS = ("sum", "flatten")  # cxraug.gan.conv.ProjectionDiscriminator
 #: (28 px at 224; each position sees a 4 + 3*2 + 3*4 = 22 px patch, about one rib and the
 #: space beside it)
 D_PATCH_LEVEL = 3
+#: --conv-d-recon (FastGAN's self-supervised D): the first decoder rebuilds the whole image (at
+#: half size) from D's map after conv D_RECON_LEVELS[0] (14 px at 224); the second rebuilds one
+#: quarter of it at FULL resolution from that quarter of the map after conv D_RECON_LEVELS[1]
+#: (28 px): D's fine features must then keep the detail (ribs) that its verdict could ignore
+D_RECON_LEVELS = (4, 3)
+#: each decoder: [nearest x2 -> Conv 3x3 -> LReLU] per width, so a map's side grows 8x;
+#: thin, because the decoders run on every real image of D's step (~+20 % of the step at 224)
+D_RECON_WIDTHS = (32, 16, 8)
 G_OUTPUTS = ("last", "skip")  # cxraug.gan.conv.ConvGenerator
 #: --conv-g-sle: G's level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here
 #: 8x, so that each of the three finest levels, 56-224 px, gets a gate)
@@ -156,6 +164,17 @@ class TrainConfig(Settings):
         0.0, "conv D: weight of a patch head (PatchGAN, Isola et al. 2017): a class-projected "
         "logit per position of D's 28 px map (each sees a 22 px patch), in D's and G's "
         "losses beside the whole-image logit (0: off).",
+        bounds=at_least(0),
+    )  # fmt: skip
+    # tried because every lever on G left the C2ST's detail block at 0.88-1.0: a D that can
+    # tell the sets apart by layout and intensity need not keep the detail in its features,
+    # and then gives G no gradient towards it (FastGAN's remedy; docs/training.md
+    # "Reconstruction decoders")
+    conv_d_recon: float = setting(
+        0.0, "conv D: weight of FastGAN's self-supervised reconstruction loss: on real images "
+        "only, decoders rebuild the image from D's 14 px map and one quarter of it at full "
+        "resolution from D's 28 px map (L1 on pixels and on their Laplacian; D's loss only; "
+        "0: off).",
         bounds=at_least(0),
     )  # fmt: skip
     # tried because G has no source of per-pixel randomness and its images are soft
@@ -335,6 +354,14 @@ class TrainConfig(Settings):
                     f"--conv-d-patch reads D's map after its conv number {D_PATCH_LEVEL}, so D "
                     f"needs at least {D_PATCH_LEVEL} --conv-d-channels (it has "
                     f"{len(self.conv_d_channels)}); drop --conv-d-patch or give more")
+            need = max(D_RECON_LEVELS)
+            vassert(self.conv_d_recon == 0 or (len(self.conv_d_channels) >= need
+                                               and self.image_size % 2**need == 0),
+                    f"--conv-d-recon decodes D's maps after its convs {D_RECON_LEVELS}, so D "
+                    f"needs at least {need} --conv-d-channels (it has "
+                    f"{len(self.conv_d_channels)}) and an image side that is a multiple of "
+                    f"{2**need} (it is {self.image_size}); drop --conv-d-recon or change "
+                    "them")  # fmt: skip
             vassert(self.conv_d_head in D_HEADS,
                     f"conv_d_head={self.conv_d_head!r}; use one of {', '.join(D_HEADS)}")
             vassert(self.conv_g_norm in ("pixel", "batch"),
@@ -342,9 +369,9 @@ class TrainConfig(Settings):
         else:
             vassert(not self.spectral_norm and self.lecam == 0 and self.diversity == 0
                     and self.r1 == 0 and self.moments == 0 and self.spectrum == 0
-                    and self.detail == 0 and self.conv_d_patch == 0,
-                    "spectral_norm, lecam, r1, diversity, moments, detail, spectrum and "
-                    "conv_d_patch apply to --arch conv only")  # fmt: skip
+                    and self.detail == 0 and self.conv_d_patch == 0 and self.conv_d_recon == 0,
+                    "spectral_norm, lecam, r1, diversity, moments, detail, spectrum, "
+                    "conv_d_patch and conv_d_recon apply to --arch conv only")  # fmt: skip
         parse_policy(self.augment)
         vassert(self.sampling in SAMPLINGS,
                 f"sampling={self.sampling!r}; use one of {', '.join(SAMPLINGS)}")  # fmt: skip

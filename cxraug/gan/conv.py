@@ -46,6 +46,14 @@ cannot see the layout, only the local texture around it: a generated set whose l
 and whose detail does not (every one measured so far) still loses there. The patch head's
 weights are created last (a run without it builds exactly the weights it built before); R1
 regularises the whole-image logit only.
+With --conv-d-recon W, D also carries FastGAN's two reconstruction decoders (Liu et al. 2021,
+their self-supervised D), created after everything else: from its maps after convs
+D_RECON_LEVELS = (4, 3) (14 and 28 px at 224),
+    whole = Dec_w(h4)                         # (B, H/2, H/2, 1): the image, half size
+    part  = Dec_p(quarter q of h3)            # (B, H/2, H/2, 1): quarter q at FULL resolution
+each Dec = [nearest x2 -> Conv(D_RECON_WIDTHS[k], 3x3) -> LReLU] x 3 -> Conv(1, 3x3) -> tanh.
+The step (cxraug.gan.conv_step) asks for them on the real images only and adds W times their
+reconstruction error to D's loss; G never sees them.
 Spectral normalisation (--spectral-norm, Miyato et al. 2018) divides each D kernel by its
 largest singular value, estimated by one power iteration per training call (two per iteration:
 the D and the G step; the vector u is a non-trainable weight, so it is checkpointed and a
@@ -60,7 +68,8 @@ class-only run builds exactly the weights (order, seeds) it built before.
 Every level costs about the same where channels halve as resolution doubles: D's stride-2 4x4
 convs ~51 MFLOP each (D ~0.21 GFLOP per image forward); G's resize levels ~116 MFLOP each
 (G ~0.59 GFLOP; 0.27 with transposed convs). `conv_forward_flops` counts the levels; D's
-heads (projection, patch head) add < 1 % and are not counted (registered
+heads (projection, patch head) add < 1 % and are not counted; --conv-d-recon's decoders,
+which run on the real images of D's step only, are not counted either (registered
 with the networks and the step, cxraug.gan.conv_step, in cxraug.gan.arch). This module knows
 nothing about files.
 """
@@ -72,7 +81,7 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import keras, tf
-from cxraug.gan.config import D_PATCH_LEVEL, SLE_GAP, TrainConfig
+from cxraug.gan.config import D_PATCH_LEVEL, D_RECON_LEVELS, D_RECON_WIDTHS, SLE_GAP, TrainConfig
 from cxraug.gan.layers import SeededInit, dtype_policy
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
@@ -386,6 +395,11 @@ class ProjectionDiscriminator(keras.Model):
                           self._embedding(cfg.num_classes, c, ini),
                           *([self._embedding(self.num_sources, c, ini)] if self.num_sources
                             else [])]  # fmt: skip
+        # --conv-d-recon: [whole-image decoder, quarter decoder], created after the patch head
+        self.decoders: list[Any] = []
+        if cfg.conv_d_recon > 0:
+            self.decoders = [_Decoder(D_RECON_WIDTHS, cfg.leaky_slope, ini, dtype=pol,
+                                      name=f"recon_{k}") for k in ("whole", "quarter")]  # fmt: skip
 
     @staticmethod
     def _embedding(n: int, dim: int, ini: SeededInit) -> Any:
@@ -404,18 +418,23 @@ class ProjectionDiscriminator(keras.Model):
         return tables[0](k) + tables[1](s)
 
     def call(self, inputs: Any, training: bool = False, with_patches: bool = False,
-             **unused: Any) -> Any:  # fmt: skip
-        """Logits (B,); with `with_patches` (needs --conv-d-patch) (logits, patch logits
-        (B, s, s), s the side of the map after conv D_PATCH_LEVEL)."""
+             with_maps: bool = False, **unused: Any) -> Any:  # fmt: skip
+        """Logits (B,); with `with_patches` (needs --conv-d-patch) also the patch logits
+        (B, s, s), s the side of the map after conv D_PATCH_LEVEL; with `with_maps` also the
+        maps `reconstruct` reads, {level: (B, s, s, c)}: (logits[, patches][, maps])."""
         if with_patches and not self.patch:
             raise ValueError("with_patches needs a discriminator built with --conv-d-patch > 0")
         x, y = inputs
         h = tf.cast(x, self.compute_dtype)
-        patches = None
+        patches, maps = None, {}
         for i, conv in enumerate(self.convs):
             h = tf.nn.leaky_relu(conv(h, training=training), self.cfg.leaky_slope)
             if self.patch and i + 1 == D_PATCH_LEVEL:  # every call: the first one builds it
                 patches = self._patch_logits(tf.cast(h, tf.float32), y)
+            if i + 1 in D_RECON_LEVELS:
+                maps[i + 1] = h
+        if self.decoders and not self.decoders[0].built:  # the first call builds them
+            self.reconstruct(maps, tf.constant(0))
         h = tf.cast(h, tf.float32)
         if self.cfg.mbstd_group > 1:
             h = minibatch_stddev(h, self.cfg.mbstd_group)
@@ -424,12 +443,53 @@ class ProjectionDiscriminator(keras.Model):
         else:
             phi = tf.reduce_sum(h, axis=[1, 2])  # (B, d5 [+1])
         logits = tf.squeeze(self.lin(phi), -1) + tf.reduce_sum(self.projection(y) * phi, -1)
-        return (logits, patches) if with_patches else logits
+        if not (with_patches or with_maps):
+            return logits
+        return (logits, *([patches] if with_patches else []), *([maps] if with_maps else []))
+
+    def reconstruct(self, maps: dict[int, Any], quarter: Any) -> tuple[Any, Any]:
+        """--conv-d-recon's decoders on D's `maps` (call's with_maps) -> (the whole image at
+        half size, quarter `quarter` (0 top left, 1 top right, 2 bottom left, 3 bottom right;
+        a scalar int tensor) at full size), each (B, H/2, H/2, 1) float32 in [-1, 1]."""
+        if not self.decoders:
+            raise ValueError("reconstruct needs a discriminator built with --conv-d-recon > 0")
+        whole = self.decoders[0](maps[D_RECON_LEVELS[0]])
+        h = maps[D_RECON_LEVELS[1]]
+        part = self.decoders[1](quarter_of(h, quarter))
+        return tf.cast(whole, tf.float32), tf.cast(part, tf.float32)
 
     def _patch_logits(self, h: Any, y: Any) -> Any:
         """(B, s, s, c) float32 features, y (B,) -> (B, s, s): w_p . h + b_p + E_p(y) . h."""
         e = self.projection(y, self.patch[1:])[:, None, None, :]  # (B, 1, 1, c)
         return tf.squeeze(self.patch[0](h), -1) + tf.reduce_sum(e * h, -1)
+
+
+class _Decoder(keras.layers.Layer):
+    """(B, s, s, c) -> (B, 8s, 8s, 1) in [-1, 1] (with three widths): per width,
+    nearest x2 -> Conv 3x3 -> LReLU; then Conv(1, 3x3) -> tanh (FastGAN's decoder, without its
+    GLU and batch norm: D has no batch statistics anywhere else either)."""
+
+    def __init__(self, widths: tuple[int, ...], slope: float, ini: SeededInit,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.slope = slope
+        self.convs = [keras.layers.Conv2D(c, 3, padding="same", kernel_initializer=ini.glorot(),
+                                          dtype=kwargs.get("dtype")) for c in widths]  # fmt: skip
+        self.out = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer=ini.glorot(),
+                                       dtype=kwargs.get("dtype"))  # fmt: skip
+
+    def call(self, h: Any) -> Any:
+        for conv in self.convs:
+            h = tf.repeat(tf.repeat(h, 2, axis=1), 2, axis=2)  # nearest x2
+            h = tf.nn.leaky_relu(conv(h), self.slope)
+        return tf.tanh(self.out(h))
+
+
+def quarter_of(x: Any, quarter: Any) -> Any:
+    """Quarter `quarter` (0 top left, 1 top right, 2 bottom left, 3 bottom right; a scalar int
+    tensor) of x (B, S, S, C), S even: (B, S/2, S/2, C)."""
+    s = int(x.shape[1]) // 2
+    return tf.slice(x, tf.stack([0, quarter // 2 * s, quarter % 2 * s, 0]), [-1, s, s, -1])
 
 
 def minibatch_stddev(h: Any, group: int) -> Any:

@@ -9,6 +9,7 @@ at every call, identity when --augment is empty:
             d_loss = mean softplus(-l_real) + mean softplus(l_fake)   (= BCE with logits)
                      [+ lecam * LeCam(l_real, l_fake)] [+ r1/2 * R1 on B/4 of T(real)]
                      [+ patch * (mean softplus(-p_real) + mean softplus(p_fake))]
+                     [+ recon * reconstruction error of T(real) from D's maps]
             Adam update of D only
     G step: g_loss = mean softplus(-D'(T(fake), y)) through the UPDATED D'
             [+ patch * mean softplus(-p'_fake)]
@@ -23,6 +24,10 @@ cheaper. LeCam (Tseng et al. 2021): anchors a_r, a_f are EMAs (decay 0.99) of D'
 on reals and fakes; the penalty mean(relu(l_real - a_f)^2) + mean(relu(a_r - l_fake)^2) keeps
 D's outputs from drifting apart on a small data set. p_* are D's patch logits (--conv-d-patch,
 cxraug.gan.conv.ProjectionDiscriminator), one per position of its 28 px map, from the same pass.
+The reconstruction term (--conv-d-recon, FastGAN's self-supervised D) decodes the real half's
+maps from the same pass too: the whole T(real) at half size and one quarter of it at full size
+(`recon_loss`); the quarter is read from the signs of z[0, :2] (uniform over the four, and no
+extra draw: a run's other random numbers stay those of the run without the term).
 Every random number (batch, z, instance noise, augmentation) comes from the run's
 tf.random.Generator, in-graph, so resume equals uninterrupted. The G step draws a fresh T
 (DiffAugment's reference does the same; the MLP step reuses its D-step T for its joint
@@ -37,6 +42,7 @@ from typing import Any
 from cxraug.core.errors import vassert
 from cxraug.core.tf_setup import tf
 from cxraug.gan.augment import diff_augment, parse_policy
+from cxraug.gan.conv import quarter_of
 from cxraug.gan.ema import update_ema
 from cxraug.gan.moments import MomentLoss, MomentTargets
 from cxraug.gan.sampling import class_table, draw_indices
@@ -115,12 +121,14 @@ class _ConvStep:
             g_obj = g_obj + self.cfg.spectrum * self.spectrum(fake, y)
         return g_obj
 
-    def _disc(self, x: Any, y: Any) -> tuple[Any, Any]:
-        """D's logits and, with --conv-d-patch, its patch logits (else None)."""
-        if self.cfg.conv_d_patch > 0:
-            logits, patches = self.state.disc([x, y], training=True, with_patches=True)
-            return logits, patches
-        return self.state.disc([x, y], training=True), None
+    def _disc(self, x: Any, y: Any, with_maps: bool = False) -> tuple[Any, Any, Any]:
+        """D's logits, with --conv-d-patch its patch logits (else None) and, `with_maps`, the
+        maps its decoders read (else None)."""
+        patch = self.cfg.conv_d_patch > 0
+        out = self.state.disc([x, y], training=True, with_patches=patch, with_maps=with_maps)
+        if not (patch or with_maps):
+            return out, None, None
+        return out[0], out[1] if patch else None, out[-1] if with_maps else None
 
     def __call__(self, sigma: Any, noisy: bool) -> dict[str, Any]:
         # One piece: the G tape must record the fake batch, the D step (outside it) and the G
@@ -137,18 +145,24 @@ class _ConvStep:
             fake = gen([z, y], training=True)  # (B, H, W, 1)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 x = self._noise(tf.concat([self._aug(real), self._aug(fake)], 0), sigma, noisy)
-                logits, patches = self._disc(x, tf.concat([y, y], 0))  # (2B,), (2B, s, s)
-                l_real, l_fake = logits[:b], logits[b:]
+                recon = cfg.conv_d_recon > 0
+                logits, patches, maps = self._disc(x, tf.concat([y, y], 0), with_maps=recon)
+                l_real, l_fake = logits[:b], logits[b:]  # (B,) each; patches (2B, s, s)
                 d_loss = _real_fake_loss(l_real, l_fake)
                 d_obj = self._d_objective(d_loss, l_real, l_fake, x, y)
                 if patches is not None:
                     d_obj = d_obj + cfg.conv_d_patch * _real_fake_loss(patches[:b], patches[b:])
+                if recon:  # the real half only
+                    quarter = tf.cast(z[0, 0] > 0, tf.int32) + 2 * tf.cast(z[0, 1] > 0, tf.int32)
+                    real_maps = {k: v[:b] for k, v in maps.items()}
+                    d_obj = d_obj + cfg.conv_d_recon * recon_loss(disc, real_maps, x[:b],
+                                                                  quarter)  # fmt: skip
             d_vars = disc.trainable_variables
             state.d_opt.apply_gradients(zip(d_tape.gradient(d_obj, d_vars), d_vars, strict=True))
             if cfg.lecam > 0:
                 m = tf.stack([tf.reduce_mean(l_real), tf.reduce_mean(l_fake)])
                 state.lecam.assign(LECAM_DECAY * state.lecam + (1 - LECAM_DECAY) * m)
-            g_logits, g_patches = self._disc(self._noise(self._aug(fake), sigma, noisy), y)
+            g_logits, g_patches, _ = self._disc(self._noise(self._aug(fake), sigma, noisy), y)
             g_loss = tf.reduce_mean(tf.nn.softplus(-g_logits))
             g_obj = self._g_objective(g_loss, fake, z, y)
             if g_patches is not None:
@@ -169,6 +183,31 @@ class _ConvStep:
 def _real_fake_loss(l_real: Any, l_fake: Any) -> Any:
     """mean softplus(-l_real) + mean softplus(l_fake): BCE with logits, reals labelled 1."""
     return tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(tf.nn.softplus(l_fake))
+
+
+#: The 3x3 Laplacian recon_loss compares (edges and texture: what a pixel L1 lets a blur keep)
+_LAPLACIAN = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+def laplacian(x: Any) -> Any:
+    """The 3x3 Laplacian of x (B, H, W, 1), valid positions only: (B, H - 2, W - 2, 1)."""
+    k = tf.constant(_LAPLACIAN, tf.float32)[:, :, None, None]
+    return tf.nn.conv2d(tf.cast(x, tf.float32), k, 1, "VALID")
+
+
+def recon_loss(disc: Any, maps: dict[int, Any], x: Any, quarter: Any) -> Any:
+    """--conv-d-recon's error: D's decoders on `maps` (of the images x (B, H, W, 1)) against the
+    whole of x at half size (2 x 2 means) and quarter `quarter` of x at full size, each as
+    mean |rec - t| + mean |lap(rec) - lap(t)|. FastGAN compares with LPIPS, a learnt
+    perceptual distance this project cannot download; a pixel L1 alone is least for a blur of
+    the target, so the Laplacian term asks for the edges too."""
+    whole, part = disc.reconstruct(maps, quarter)
+    x = tf.cast(x, tf.float32)
+    loss = 0.0
+    for rec, t in ((whole, tf.nn.avg_pool2d(x, 2, 2, "VALID")), (part, quarter_of(x, quarter))):
+        loss += tf.reduce_mean(tf.abs(rec - t))
+        loss += tf.reduce_mean(tf.abs(laplacian(rec) - laplacian(t)))
+    return loss
 
 
 def make_conv_step(state: Any, images: Any, labels: Any, scope: str = "none") -> Any:
