@@ -13,7 +13,8 @@ from cxraug.core.errors import InputError
 from cxraug.core.tf_setup import tf
 from cxraug.gan.config import D_RECON_LEVELS, D_RECON_WIDTHS, TrainConfig, recipe_config
 from cxraug.gan.conv import ProjectionDiscriminator, quarter_of
-from cxraug.gan.conv_step import laplacian, recon_loss
+from cxraug.gan.conv_step import recon_loss
+from cxraug.gan.moments import laplacian
 from cxraug.gan.step import build_state, make_step, resident_dataset
 
 

@@ -169,7 +169,9 @@ class TrainConfig(Settings):
     # tried because every lever on G left the C2ST's detail block at 0.88-1.0: a D that can
     # tell the sets apart by layout and intensity need not keep the detail in its features,
     # and then gives G no gradient towards it (FastGAN's remedy; docs/training.md
-    # "Reconstruction decoders")
+    # "Reconstruction decoders"). Measured at 224 px (seed 0): the C2ST rose at every scale
+    # (0.968 / 0.986 at 16 / 32 px against 0.767 / 0.944) at 1.2x the time, so it is off
+    # (bench/RESULTS.md "FastGAN's self-supervised D, the wide G on balanced batches, ...")
     conv_d_recon: float = setting(
         0.0, "conv D: weight of FastGAN's self-supervised reconstruction loss: on real images "
         "only, decoders rebuild the image from D's 14 px map and one quarter of it at full "

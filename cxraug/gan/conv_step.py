@@ -44,7 +44,7 @@ from cxraug.core.tf_setup import tf
 from cxraug.gan.augment import diff_augment, parse_policy
 from cxraug.gan.conv import quarter_of
 from cxraug.gan.ema import update_ema
-from cxraug.gan.moments import MomentLoss, MomentTargets
+from cxraug.gan.moments import MomentLoss, MomentTargets, laplacian
 from cxraug.gan.sampling import class_table, draw_indices
 from cxraug.gan.spectral import SpectrumLoss
 
@@ -183,16 +183,6 @@ class _ConvStep:
 def _real_fake_loss(l_real: Any, l_fake: Any) -> Any:
     """mean softplus(-l_real) + mean softplus(l_fake): BCE with logits, reals labelled 1."""
     return tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(tf.nn.softplus(l_fake))
-
-
-#: The 3x3 Laplacian recon_loss compares (edges and texture: what a pixel L1 lets a blur keep)
-_LAPLACIAN = [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]
-
-
-def laplacian(x: Any) -> Any:
-    """The 3x3 Laplacian of x (B, H, W, 1), valid positions only: (B, H - 2, W - 2, 1)."""
-    k = tf.constant(_LAPLACIAN, tf.float32)[:, :, None, None]
-    return tf.nn.conv2d(tf.cast(x, tf.float32), k, 1, "VALID")
 
 
 def recon_loss(disc: Any, maps: dict[int, Any], x: Any, quarter: Any) -> Any:

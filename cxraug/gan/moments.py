@@ -61,6 +61,12 @@ from cxraug.core.tf_setup import tf
 #: The 4-neighbour Laplacian as a (3, 3, 1, 1) conv kernel (OpenCV's ksize=1 kernel).
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32).reshape(3, 3, 1, 1)
 
+
+def laplacian(x: Any) -> Any:
+    """The 4-neighbour Laplacian of x (B, H, W, 1), valid positions only: (B, H - 2, W - 2, 1)
+    float32 (pad first for OpenCV's border, as `maps` does)."""
+    return tf.nn.conv2d(tf.cast(x, tf.float32), _LAPLACIAN, 1, "VALID")
+
 #: Thumbnail side aimed at: the C2ST's 32 px scale, where the layout difference is plain.
 THUMB = 32
 #: Principal directions per label: the layout modes (framing, zoom, brightness gradients)
@@ -227,7 +233,7 @@ class MomentLoss:
         if self.kind == "pixels":
             return t
         u = tf.pad((t + 1.0) * 0.5, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-        lap = tf.nn.conv2d(u, _LAPLACIAN, 1, "VALID")  # REFLECT = OpenCV's reflect-101
+        lap = laplacian(u)  # REFLECT = OpenCV's reflect-101
         return tf.math.log(tf.abs(lap) + DETAIL_FLOOR)
 
     def __call__(self, fake: Any, labels: Any) -> Any:
