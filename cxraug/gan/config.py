@@ -190,7 +190,9 @@ class TrainConfig(Settings):
         "--conv-g-noise/--no-conv-g-noise",
     )  # fmt: skip
     # tried because the generated images are soft: the 112 and 224 px levels carry the whole
-    # image through 16 and 8 channels (docs/training.md "Output skips")
+    # image through 16 and 8 channels (docs/training.md "Output skips"); at 224 px sharper by
+    # the spectrum at seed 0, worse by the C2ST at seed 1 (0.985 at 32 px against 0.915), so
+    # it is off
     conv_g_output: str = setting(
         "last", "conv G: where the image comes from: last (the last level's 3x3 conv) | skip "
         "(StyleGAN2's output skips: every level adds a 1x1-conv image to the bilinearly "
