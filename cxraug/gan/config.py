@@ -158,7 +158,8 @@ class TrainConfig(Settings):
     # generated set so far matches the real layout (the C2ST's pixels block ~0.5) and stays
     # soft (its detail block 0.88-1.0), and a verdict per 22 px patch can only be about
     # local texture (docs/training.md "Patch head"); measured at 224 px (seed 0) it lowered the
-    # C2ST at 16-32 px, raised it at 64-128 px and left the images as soft, so it is off
+    # C2ST at 16-32 px, raised it at 64-128 px and left the images as soft; at seed 1 it
+    # changed nothing beyond the noise, so it is off
     # (bench/RESULTS.md "More time with balanced batches, and three levers for detail")
     conv_d_patch: float = setting(
         0.0, "conv D: weight of a patch head (PatchGAN, Isola et al. 2017): a class-projected "
