@@ -10,7 +10,7 @@ from test_recipes import CONV_TINY
 from test_train import toy_images
 
 from cxraug.core.errors import InputError
-from cxraug.core.tf_setup import tf
+from cxraug.core.tf_setup import keras, tf
 from cxraug.gan.config import D_RECON_LEVELS, D_RECON_WIDTHS, TrainConfig, recipe_config
 from cxraug.gan.conv import ProjectionDiscriminator, quarter_of
 from cxraug.gan.conv_step import recon_loss
@@ -114,7 +114,7 @@ def test_decoders_learn_to_rebuild_the_images() -> None:
     y = tf.zeros((16,), tf.int32)
     d = ProjectionDiscriminator(_recon_cfg())
     d([x, y])
-    opt = tf.keras.optimizers.Adam(1e-2)
+    opt = keras.optimizers.Adam(1e-2)
 
     def loss() -> tf.Tensor:
         _, maps = d([x, y], with_maps=True)

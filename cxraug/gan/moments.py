@@ -61,12 +61,6 @@ from cxraug.core.tf_setup import tf
 #: The 4-neighbour Laplacian as a (3, 3, 1, 1) conv kernel (OpenCV's ksize=1 kernel).
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32).reshape(3, 3, 1, 1)
 
-
-def laplacian(x: Any) -> Any:
-    """The 4-neighbour Laplacian of x (B, H, W, 1), valid positions only: (B, H - 2, W - 2, 1)
-    float32 (pad first for OpenCV's border, as `maps` does)."""
-    return tf.nn.conv2d(tf.cast(x, tf.float32), _LAPLACIAN, 1, "VALID")
-
 #: Thumbnail side aimed at: the C2ST's 32 px scale, where the layout difference is plain.
 THUMB = 32
 #: Principal directions per label: the layout modes (framing, zoom, brightness gradients)
@@ -85,6 +79,12 @@ KINDS = ("pixels", "detail")
 EDGE_MARGIN = 2.0
 #: Floor under |Laplacian| before the log: one grey level of [0, 1], as the C2ST probe's.
 DETAIL_FLOOR = 1.0 / 255.0
+
+
+def laplacian(x: Any) -> Any:
+    """The 4-neighbour Laplacian of x (B, H, W, 1), valid positions only: (B, H - 2, W - 2, 1)
+    float32 (pad first for OpenCV's border, as `maps` does)."""
+    return tf.nn.conv2d(tf.cast(x, tf.float32), _LAPLACIAN, 1, "VALID")
 
 
 def pool_factor(image_size: int) -> int:
