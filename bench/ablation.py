@@ -59,7 +59,8 @@ ARMS: dict[str, list[str]] = {
     "conv+sn": ["--recipe", "conv", *_OLD, "--spectral-norm"],
     # issue 17 (pass for real): the default also sees unaugmented images half of the time
     "conv+p05": ["--recipe", "conv", *_OLD, "--augment-p", "0.5"],
-    "conv+r1": ["--recipe", "conv", *_OLD, "--r1", "0.3"],
+    # R1 at StyleGAN2-ADA's heuristic gamma (0.0002 x 224^2 / 32), on the default
+    "conv+r1": ["--recipe", "conv", "--r1", "0.3"],
     # issue 17: twice the channels at G's 56-224 px levels; StyleGAN's per-pixel noise inputs;
     # StyleGAN2's output skips; FastGAN's skip-layer excitation
     "conv+wideg": ["--recipe", "conv", *_UNI, "--conv-g-channels", "256,128,64,64,32,16"],
@@ -70,6 +71,9 @@ ARMS: dict[str, list[str]] = {
     "conv+patch": ["--recipe", "conv", "--conv-d-patch", "1"],
     # issue 17: FastGAN's self-supervised D (decoders rebuild the reals from D's maps)
     "conv+recon": ["--recipe", "conv", "--conv-d-recon", "1"],
+    # issue 17: D reads three detail bands beside the pixels; G pays for a grid at fixed pixels
+    "conv+bands": ["--recipe", "conv", "--conv-d-input", "bands"],
+    "conv+fixed": ["--recipe", "conv", "--fixed", "10"],
     # the default until session 9 (2026-12-05): batches uniform over images (COVID ~1/5)
     "conv-uniform": ["--recipe", "conv", *_UNI],
 }  # fmt: skip

@@ -74,7 +74,7 @@ def test_config_refuses_what_the_decoders_cannot_read() -> None:
         _recon_cfg(conv_d_channels=(8, 16, 16))
     with pytest.raises(InputError, match="multiple of 16"):
         _recon_cfg(image_size=24, conv_g_channels=(16, 8, 4, 4))
-    with pytest.raises(InputError, match="conv_d_recon apply to --arch conv only"):
+    with pytest.raises(InputError, match="conv_d_recon and conv_d_input bands apply to --arch"):
         recipe_config("paper", conv_d_recon=1.0)
 
 

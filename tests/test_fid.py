@@ -332,7 +332,7 @@ def test_manifest_status_selection(tmp_path: Path, tiny: None) -> None:
 
 SPECTRUM_KEYS = {"cutoff", "hf_share_real", "hf_share_fake", "hf_ratio", "laplacian_var_real",
                  "laplacian_var_fake", "laplacian_ratio", "freq", "real_power", "fake_power",
-                 "sizes"}  # fmt: skip
+                 "sizes", "fixed_real", "fixed_fake"}  # fmt: skip
 
 
 def test_cli_pixel_judges_json_table_and_figures(tmp_path: Path, tiny: None) -> None:
@@ -361,6 +361,7 @@ def test_cli_pixel_judges_json_table_and_figures(tmp_path: Path, tiny: None) -> 
     spec = data["spectrum"]
     assert set(spec) == SPECTRUM_KEYS and spec["cutoff"] == 0.125 and len(spec["freq"]) == 16
     assert spec["hf_ratio"] > 0 and spec["sizes"] == ["32x32"]
+    assert all(isinstance(spec[k], float) for k in ("fixed_real", "fixed_fake"))
     assert json.loads(out.read_text())["c2st"] == c
     plot = cv2.imread(str(out.with_name("report.spectrum.png")))
     grid = cv2.imread(str(sheet))
@@ -373,7 +374,7 @@ def test_cli_pixel_judges_json_table_and_figures(tmp_path: Path, tiny: None) -> 
     rows = [ln for ln in output.splitlines() if ln.startswith("│") and " px │" in ln]
     assert len(rows) == 3 + 2  # a C2ST row per size, then a by-block row per computed size
     assert "by block" in output and "texture" in output
-    assert "hf ratio" in output and "Laplacian var ratio" in output
+    assert "hf ratio" in output and "Laplacian var ratio" in output and "fixed pattern" in output
     assert "valid with any --features" in output
 
 

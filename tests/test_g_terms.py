@@ -1,11 +1,11 @@
 """G's extra terms: the coarse-layout moment loss (`train --moments`, cxraug.gan.moments), the
-same on the thumbnails' detail maps (`train --detail`) and the spectrum loss (`train
---spectrum`, cxraug.gan.spectral).
+same on the thumbnails' detail maps (`train --detail`), the spectrum loss (`train
+--spectrum`, cxraug.gan.spectral) and the fixed-pattern term (`train --fixed`, the same).
 
 Expectations come from maths (whitening gives identity moments on the set it was fitted on;
 the U-statistics against a brute-force double loop), from an independent implementation (the
-spectrum against `cxraug fid`'s numpy check) and from toy optimisations that each loss must
-move."""
+spectrum and the fixed-pattern share against `cxraug fid`'s numpy and OpenCV checks) and from
+toy optimisations that each loss must move."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from cxraug.gan.moments import (
     pool_factor,
     thumbnails,
 )
-from cxraug.gan.spectral import EPS, SpectrumLoss
+from cxraug.gan.spectral import EPS, SpectrumLoss, fixed_pattern_loss
 from cxraug.gan.step import build_state, make_step, resident_dataset
 from cxraug.metrics.probe import block_widths, scale_features
-from cxraug.metrics.spectrum import compare_spectra, set_spectrum
+from cxraug.metrics.spectrum import compare_spectra, fixed_share, set_spectrum
 from cxraug.train import train
 
 
@@ -156,20 +156,22 @@ def test_the_loss_moves_a_toy_generator_to_the_real_moments() -> None:
 
 
 def test_moments_is_conv_only_and_recorded_in_the_run_config(tmp_path: Path) -> None:
-    for term in ("moments", "detail", "spectrum"):
+    for term in ("moments", "detail", "spectrum", "fixed"):
         with pytest.raises(InputError, match=term):
             recipe_config("paper", **{term: 1.0})
         assert getattr(TrainConfig(), term) == 0.0  # off unless asked for (bench/RESULTS.md)
         assert getattr(TrainConfig.from_dict({"arch": "conv"}), term) == 0.0  # an old config
     cfg = recipe_config("paper", **{**CONV_TINY, "moments": 2.0, "spectrum": 0.5, "detail": 3.0,
-                                    "iterations": 4, "checkpoint_interval": 2})  # fmt: skip
+                                    "fixed": 4.0, "iterations": 4,
+                                    "checkpoint_interval": 2})  # fmt: skip
     ws = make_workspace(tmp_path / "ws")
     train(ws, cfg, name="m", quiet=True)
     saved = json.loads((ws.runs_dir / "m" / "config.json").read_text())
     assert saved["moments"] == 2.0 and saved["spectrum"] == 0.5 and saved["detail"] == 3.0
+    assert saved["fixed"] == 4.0
 
 
-@pytest.mark.parametrize("term", ["moments", "detail", "spectrum"])
+@pytest.mark.parametrize("term", ["moments", "detail", "spectrum", "fixed"])
 def test_the_conv_step_with_a_term_differs_from_without_only_in_g(term: str) -> None:
     """The term enters G's objective only: one step from the same state moves G's weights
     differently and D's weights identically (D steps before G)."""
@@ -316,3 +318,42 @@ def test_the_spectrum_loss_sharpens_a_toy_generator() -> None:
     before, after = _train_blur_kernel(SpectrumLoss(real, np.zeros(200, int), 1), 32, 15,
                                        hf_ratio)  # fmt: skip
     assert before < 0.75 and abs(after - 1) < 0.1, (before, after)  # box blur: 0.68
+
+
+# ---------------------------------------------------------------- the fixed-pattern term
+
+
+def _patterned(rng: np.random.Generator, n: int, pattern: np.ndarray) -> np.ndarray:
+    """n independent noise images plus one pattern shared by all, float in [-1, 1]."""
+    return (rng.normal(0, 0.2, (n, *pattern.shape)) + pattern).astype(np.float32)
+
+
+def test_the_fixed_pattern_loss_equals_the_fid_judge() -> None:
+    """The loss on a batch is `fid`'s fixed-pattern share of the same images (a matrix blur in
+    TF against OpenCV's blur in numpy): ~0 for independent images, the share for a planted
+    pattern."""
+    rng = np.random.default_rng(3)
+    for pattern in (np.zeros((40, 40)), rng.normal(0, 0.1, (40, 40))):
+        x = _patterned(rng, 16, pattern)
+        got = float(fixed_pattern_loss(tf.constant(x[..., None])))
+        want = fixed_share(list(x))
+        assert want is not None and got == pytest.approx(want, abs=1e-4)
+    assert want > 0.1  # the planted case shares something
+
+
+def test_the_fixed_pattern_loss_removes_a_shared_pattern() -> None:
+    """A toy G: each image = fresh noise + a learnt pattern P (started as a random pattern,
+    about a third of the images' fine detail). On the loss alone, Adam drives the shared part
+    towards nothing."""
+    rng = np.random.default_rng(4)
+    p = tf.Variable(rng.normal(0, 0.1, (32, 32)).astype(np.float32))
+    opt = tf.keras.optimizers.Adam(1e-2)
+    before = fixed_share(list(_patterned(rng, 32, p.numpy())))
+    for _ in range(150):
+        noise = tf.constant(rng.normal(0, 0.2, (16, 32, 32)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            loss = fixed_pattern_loss((noise + p)[..., None])
+        opt.apply_gradients([(tape.gradient(loss, p), p)])
+    after = fixed_share(list(_patterned(rng, 64, p.numpy())))
+    assert before is not None and after is not None
+    assert before > 0.2 and abs(after) < 0.02, (before, after)

@@ -436,7 +436,8 @@ def test_patch_head_starts_as_the_plain_d_and_equals_its_formula() -> None:
         plain([x, y], with_patches=True)
     with pytest.raises(InputError, match="conv-d-patch reads D's map after its conv number 3"):
         recipe_config("paper", **{**CONV_TINY, "conv_d_patch": 1.0})  # D has 2 convs
-    with pytest.raises(InputError, match="conv_d_patch and conv_d_recon apply to --arch conv only"):
+    with pytest.raises(InputError, match="conv_d_patch, conv_d_recon and conv_d_input bands "
+                       "apply to --arch conv"):
         recipe_config("paper", conv_d_patch=1.0)
 
 

@@ -83,3 +83,32 @@ def test_mixed_sizes_share_one_frequency_grid_and_bad_input_is_refused() -> None
         S.compare_spectra([np.zeros((32, 32), np.uint8)], _noise(rng, 1, 32))
     with pytest.raises(InputError, match="at least one image"):
         S.compare_spectra([], _noise(rng, 1, 32))
+
+
+def _fine(x: np.ndarray) -> np.ndarray:
+    """x - its Gaussian blur (sigma FIXED_SIGMA), by scipy: an implementation beside OpenCV's."""
+    import scipy.ndimage
+
+    return x - scipy.ndimage.gaussian_filter(x, S.FIXED_SIGMA, mode="mirror", truncate=4.0)
+
+
+def test_fixed_pattern_share_is_zero_for_independent_images_and_exact_for_a_planted_one() -> None:
+    """Independent noise images share nothing (|share| within the estimator's noise, no 1/N
+    bias); adding one pattern p to every image gives |fine(p)|^2 / (|fine(p)|^2 + E|fine(e)|^2)
+    (fine detail is linear), with both energies computed by scipy."""
+    rng = np.random.default_rng(1)
+    noise = _noise(rng, 60, 64)
+    alone = S.fixed_share(noise)
+    assert alone is not None and abs(alone) < 0.01  # the plain |mean|^2 / E would read 1/60
+    u = [(x.astype(np.float64) + 1) / 2 for x in noise]  # what the judge reads, in [0, 1]
+    e_noise = np.mean([np.mean(_fine(x) ** 2) for x in u])
+    pattern = rng.normal(0, 0.07, (64, 64))  # a fixed grain, in [0, 1] units
+    e_pattern = np.mean(_fine(pattern) ** 2)
+    want = e_pattern / (e_pattern + e_noise)
+    planted = [(x + pattern) * 2 - 1 for x in u]  # back to [-1, 1]
+    got = S.fixed_share(planted)
+    assert 0.2 < want < 0.8 and got == pytest.approx(want, abs=0.02)
+    assert S.fixed_share([planted[0]] * 5) == pytest.approx(1.0)  # one image five times
+    assert S.fixed_share(noise[:1]) is None and S.fixed_share([noise[0], noise[1][:32]]) is None
+    r = S.compare_spectra(noise, planted)
+    assert r.fixed_real == pytest.approx(alone) and r.fixed_fake == pytest.approx(got)

@@ -53,8 +53,8 @@ def toy_images(n: int = 24, size: int = 16, seed: int = 0) -> tuple[np.ndarray, 
     return np.clip(img, -1, 1), labels
 
 
-def make_workspace(root: Path, n: int = 24, nan: bool = False) -> Workspace:
-    img, labels = toy_images(n)
+def make_workspace(root: Path, n: int = 24, nan: bool = False, size: int = 16) -> Workspace:
+    img, labels = toy_images(n, size)
     if nan:
         img[:] = np.nan
     ids = np.array([f"toy/{i}" for i in range(n)])

@@ -38,6 +38,11 @@ Discriminator (projection, Miyato & Koyama 2018), with d = conv_d_channels = (d1
 The flatten head (the default since 2026-12-05) gives each position its own weights, so D
 sees WHERE things are; summed, a G whose lungs merged across the mediastinum cost D nothing
 it could see (bench/RESULTS.md "A discriminator that sees the layout").
+With --conv-d-input bands, D's first conv reads x and three difference-of-Gaussians bands of
+it instead of x alone (`detail_bands`: x - G_1 x, G_1 x - G_3 x, G_3 x - G_8 x, each scaled to
+about the pixels' std, config.D_BAND_GAINS): the same information, but detail at the scale of
+layout instead of ~1/10 of it, so D's weights on detail, and G's gradient towards it, are not
+~10x smaller than those on layout.
 With --conv-d-patch W, D also answers per patch (PatchGAN, Isola et al. 2017): its map after
 conv D_PATCH_LEVEL (3: (B, 28, 28, d3) at 224 px, each position seeing a 22 px patch) gives
     patch_logit[b, i, j] = w_p . h[b, i, j] + b_p + E_p(y_b) . h[b, i, j]        # (B, 28, 28)
@@ -81,8 +86,17 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import keras, tf
-from cxraug.gan.config import D_PATCH_LEVEL, D_RECON_LEVELS, D_RECON_WIDTHS, SLE_GAP, TrainConfig
-from cxraug.gan.layers import SeededInit, dtype_policy
+from cxraug.gan.config import (
+    D_BAND_GAINS,
+    D_BAND_SIGMAS,
+    D_PATCH_LEVEL,
+    D_RECON_LEVELS,
+    D_RECON_WIDTHS,
+    SLE_GAP,
+    TrainConfig,
+    band_radius,
+)
+from cxraug.gan.layers import SeededInit, blur_matrix, dtype_policy
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
 #: with: nearest repeats each pixel into a 2 x 2 block, which the 3x3 conv must smooth out at
@@ -425,6 +439,8 @@ class ProjectionDiscriminator(keras.Model):
         if with_patches and not self.patch:
             raise ValueError("with_patches needs a discriminator built with --conv-d-patch > 0")
         x, y = inputs
+        if self.cfg.conv_d_input == "bands":  # in fp32: the bands are small differences
+            x = detail_bands(tf.cast(x, tf.float32))
         h = tf.cast(x, self.compute_dtype)
         patches, maps = None, {}
         for i, conv in enumerate(self.convs):
@@ -492,6 +508,26 @@ def quarter_of(x: Any, quarter: Any) -> Any:
     return tf.slice(x, tf.stack([0, quarter // 2 * s, quarter % 2 * s, 0]), [-1, s, s, -1])
 
 
+def detail_bands(x: Any) -> Any:
+    """--conv-d-input bands: x (B, H, W, 1) float32 -> (B, H, W, 1 + len(D_BAND_SIGMAS)): x,
+    then its difference-of-Gaussians bands from the finest, x - G_s1 x, G_s1 x - G_s2 x, ...,
+    each times its gain (D_BAND_GAINS). Linear and fixed: G's gradient flows through it, and
+    x = sum(band_k / gain_k) + G_sK x, so nothing of the image is lost.
+    Each blur G_s x = M_s X M_s^T is two dense matrix products (blur_matrix): 224 multiply-adds
+    per pixel and pass instead of a 49-tap convolution's 49, yet faster here, because a
+    1-channel convolution runs far below the CPU's matrix-multiply speed (bench/d_bands.py)."""
+    h, w = int(x.shape[1]), int(x.shape[2])
+    mh = tf.constant(np.stack([blur_matrix(h, s, band_radius(s)) for s in D_BAND_SIGMAS]))
+    mw = mh if w == h else tf.constant(np.stack([blur_matrix(w, s, band_radius(s))
+                                                 for s in D_BAND_SIGMAS]))  # fmt: skip
+    img = x[..., 0][:, None]  # (B, 1, H, W)
+    blurred = tf.matmul(tf.matmul(mh[None], img), mw[None], transpose_b=True)  # (B, K, H, W)
+    levels = tf.concat([img, blurred], 1)  # (B, K + 1, H, W): x, G_s1 x, G_s2 x, ...
+    gains = tf.constant(D_BAND_GAINS, tf.float32)[None, :, None, None]
+    bands = gains * (levels[:, :-1] - levels[:, 1:])  # (B, K, H, W)
+    return tf.concat([x, tf.transpose(bands, (0, 2, 3, 1))], -1)
+
+
 def minibatch_stddev(h: Any, group: int) -> Any:
     """(B, H, W, C) -> (B, H, W, C + 1): the extra channel is the standard deviation of the
     features over each group of `group` CONSECUTIVE samples, averaged over H, W, C (ProGAN's
@@ -515,7 +551,8 @@ def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
     stride-2 4x4 conv to (s, s, c) from (2s, 2s, a) does the same; G's last 3x3 conv does
     H*W*c5*9; with --conv-g-output skip each level i < 5 adds s_i*s_i*c_i (its 1x1 conv to
     one channel); with --conv-g-sle each gate's Dense layers add 16 a c + c^2. Activations,
-    norms and the projection are not counted (< 1 %).
+    norms and the projection are not counted (< 1 %); nor are the Gaussian blurs of
+    --conv-d-input bands (~0.015 GFLOP per image), whose bands widen D's first conv's input.
     """
     ch, s = cfg.conv_g_channels, base_size(cfg)
     g = cfg.latent_dim * 2 * s * s * ch[0]
@@ -528,7 +565,7 @@ def conv_forward_flops(cfg: TrainConfig) -> tuple[int, int]:
         g += sum((base_size(cfg) * 2**i) ** 2 * c for i, c in enumerate(ch[:-1]))
     if cfg.conv_g_sle:  # each gate's two Dense layers: 16 a -> c -> c
         g += sum(16 * ch[j - SLE_GAP] * ch[j] + ch[j] * ch[j] for j in range(SLE_GAP, len(ch)))
-    d, side, cin = 0, cfg.image_size, 1
+    d, side, cin = 0, cfg.image_size, 1 + len(D_BAND_SIGMAS) * (cfg.conv_d_input == "bands")
     for c in cfg.conv_d_channels:
         side //= 2
         d += side * side * cin * c * 16

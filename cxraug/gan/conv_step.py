@@ -16,6 +16,7 @@ at every call, identity when --augment is empty:
             [+ diversity * mode seeking] [+ moments * coarse-layout moments (gan.moments)]
             [+ detail * detail-map moments (gan.moments, kind "detail")]
             [+ spectrum * log-spectrum distance (gan.spectral)]
+            [+ fixed * the share of fine detail common to the fake batch (gan.spectral)]
             Adam update of G
     EMA:    ema <- d_t ema + (1 - d_t) G                      (cxraug.gan.ema; --ema-decay > 0)
 D has no batch statistics (projection D, optional spectral norm), so unlike the MLP step the
@@ -46,7 +47,7 @@ from cxraug.gan.conv import quarter_of
 from cxraug.gan.ema import update_ema
 from cxraug.gan.moments import MomentLoss, MomentTargets, laplacian
 from cxraug.gan.sampling import class_table, draw_indices
-from cxraug.gan.spectral import SpectrumLoss
+from cxraug.gan.spectral import SpectrumLoss, fixed_pattern_loss
 
 LECAM_DECAY = 0.99
 
@@ -105,8 +106,8 @@ class _ConvStep:
     def _g_objective(self, g_loss: Any, fake: Any, z: Any, y: Any) -> Any:
         """g_loss + the mode-seeking term (pairs (i, i + B/2) should differ with z) + the
         coarse-layout moment term (cxraug.gan.moments) + the detail-map moment term (the
-        same, kind "detail") + the spectrum term (cxraug.gan.spectral), each where its weight
-        is > 0."""
+        same, kind "detail") + the spectrum term and the fixed-pattern term (cxraug.gan.
+        spectral), each where its weight is > 0."""
         g_obj = g_loss
         if self.cfg.diversity > 0:
             h = self.cfg.batch_size // 2
@@ -119,6 +120,8 @@ class _ConvStep:
             g_obj = g_obj + self.cfg.detail * self.detail(fake, y)
         if self.spectrum is not None:
             g_obj = g_obj + self.cfg.spectrum * self.spectrum(fake, y)
+        if self.cfg.fixed > 0:
+            g_obj = g_obj + self.cfg.fixed * fixed_pattern_loss(fake)
         return g_obj
 
     def _disc(self, x: Any, y: Any, with_maps: bool = False) -> tuple[Any, Any, Any]:

@@ -31,7 +31,9 @@ MEANING = (
     "feature block alone, what separates: pixels = layout, framing, intensity; detail = where "
     "the image is sharp or soft; texture = the distribution of fine detail (grain, strokes). "
     "hf ratio < 1: FAKE has less fine "
-    "detail (blur); > 1: more (noise). Pixel judges: valid with any --features."
+    "detail (blur); > 1: more (noise). Fixed pattern: the share of fine detail common to "
+    "every image (0 = none; real X-rays measured 0.004-0.009). Pixel judges: valid with any "
+    "--features."
 )
 
 
@@ -145,6 +147,11 @@ def judges_table(j: PixelJudges) -> Table:
         t.add_row("", "Laplacian var ratio", f"{s['laplacian_ratio']:.3f}", "", "",
                   f"fake/real mean var(Laplacian): {s['laplacian_var_fake']:.3g} / "
                   f"{s['laplacian_var_real']:.3g}")  # fmt: skip
+        if s.get("fixed_fake") is not None:  # None: images of several sizes, or < 2
+            t.add_row("", "fixed pattern", f"{s['fixed_fake']:.3f}", "", "",
+                      f"share of fine detail the same in every image (a grid glued to "
+                      f"pixel positions): fake / real {s['fixed_fake']:.3f} / "
+                      f"{_num(s['fixed_real'])}")  # fmt: skip
     return t
 
 

@@ -27,6 +27,20 @@ amplitude transfer function), the relation tests/test_spectrum.py checks.
 Laplacian variance (`laplacian_ratio`): the classic focus measure, var(lap x) with OpenCV's
 4-neighbour Laplacian on x in [0, 1] (NOT standardised: contrast counts here), averaged over a
 set; FAKE mean / REAL mean.
+
+Fixed-pattern share (`fixed_share`; `fixed_real`, `fixed_fake`): how much of a set's fine detail
+is the SAME in every image, i.e. glued to pixel positions rather than to the content (a
+generator's grid or lattice; StyleGAN3's "texture sticking"). Fine detail of image i:
+d_i = x_i - G_2 x_i (x_i in [0, 1], G_2 OpenCV's Gaussian blur of sigma FIXED_SIGMA px). Writing
+d_i = mu + e_i with mu the detail common to the set and e_i independent with E e_i = 0,
+E = mean_i |d_i|^2 and M = |mean_i d_i|^2 (per-pixel means) give E[M] = |mu|^2 + (E - |mu|^2) / N,
+so
+    |mu|^2 ~ (N M - E) / (N - 1)   (unbiased: a plain M would count 1/N of every image's detail
+                                    as common),  fixed_share = |mu|^2 / E,
+0 for independent images (it scatters around 0, a little below too), 1 when every image has
+the same detail. Real chest X-rays, whose anatomy differs in place from one to the next, share
+little (0.004-0.009 measured); the generated sets measured shared 0.19-0.36, a grid the eye
+sees (bench/RESULTS.md "A judge for the grid"). Needs >= 2 images of one size: None otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +57,9 @@ from cxraug.metrics.probe import as_unit_gray
 
 #: The high-frequency band starts at 1/4 of the Nyquist frequency (0.5 cycles/px).
 CUTOFF = 0.125
+#: Fine detail for the fixed-pattern share: x minus its Gaussian blur of this sigma (px), i.e.
+#: structure under ~6 px at 224 px, where a generator's grid sits
+FIXED_SIGMA = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,8 @@ class SpectrumResult:
     real_power: list[float]  # mean ring power of each set
     fake_power: list[float]
     sizes: list[str]  # image sizes seen, e.g. ["224x224"]
+    fixed_real: float | None = None  # fixed_share(REAL); None: sizes differ or < 2 images
+    fixed_fake: float | None = None  # fixed_share(FAKE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +144,27 @@ def set_spectrum(images: Sequence[np.ndarray], bins: int, cutoff: float = CUTOFF
     return SetSpectrum(fsum / np.maximum(count, 1), power / k, hf, total, lap / k)
 
 
+def fixed_share(images: Sequence[np.ndarray], sigma: float = FIXED_SIGMA) -> float | None:
+    """The share of the set's fine detail common to every image (module docstring); None for
+    fewer than 2 images, images of several sizes, or no detail at all."""
+    shapes = {tuple(im.shape[:2]) for im in images}
+    if len(images) < 2 or len(shapes) != 1:
+        return None
+    total = np.zeros(next(iter(shapes)))
+    energy = 0.0
+    for im in images:
+        x = as_unit_gray(im).astype(np.float64)
+        d = x - cv2.GaussianBlur(x, (0, 0), sigma)
+        total += d
+        energy += float(np.mean(d * d))
+    n = len(images)
+    e = energy / n
+    if e == 0:
+        return None
+    common = (n * float(np.mean((total / n) ** 2)) - e) / (n - 1)
+    return common / e
+
+
 def compare_spectra(real: Sequence[np.ndarray], fake: Sequence[np.ndarray],
                     cutoff: float = CUTOFF) -> SpectrumResult:  # fmt: skip
     """FAKE's spectrum against REAL's (module docstring). Images (H, W) uint8 or float
@@ -149,4 +189,6 @@ def compare_spectra(real: Sequence[np.ndarray], fake: Sequence[np.ndarray],
         real_power=r.power.tolist(),
         fake_power=f.power.tolist(),
         sizes=shapes,
+        fixed_real=fixed_share(real),
+        fixed_fake=fixed_share(fake),
     )
