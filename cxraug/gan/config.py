@@ -199,10 +199,11 @@ class TrainConfig(Settings):
     )  # fmt: skip
     # tried because every generated set carries a faint grid at fixed pixel positions, 19-36 %
     # of its fine detail the same in every image (real X-rays 0.4-0.9 %; the fid judge's
-    # fixed-pattern share), which D lets pass. Measured at 224 px: the grid goes (0.05) and
-    # the C2ST at 16-64 px falls to ~0.5-0.57 (seed 0), yet the lungs fill with painted, wavy
-    # outlines that the eye, the 128 px probe and `filter --realism` all reject, so it is off
-    # (bench/RESULTS.md "A judge for the grid"; docs/training.md "Fixed pattern")
+    # fixed-pattern share), which D lets pass. Measured at 224 px (seeds 0 and 1): the grid
+    # goes (0.05-0.06) and the C2ST at 16-64 px falls to 0.49-0.57 (128 px 0.865 / 0.817),
+    # yet the lungs fill with painted, wavy outlines that the eye and `filter --realism`
+    # reject, so it is off (bench/RESULTS.md "A judge for the grid"; docs/training.md
+    # "Fixed pattern")
     fixed: float = setting(
         0.0, "conv G: weight of the fixed-pattern term: the share of the fake batch's fine "
         "detail (x - Gaussian blur, sigma 2 px) that is the same in every image, as `fid` "
