@@ -96,7 +96,7 @@ from cxraug.gan.config import (
     TrainConfig,
     band_radius,
 )
-from cxraug.gan.layers import SeededInit, blur_matrix, dtype_policy
+from cxraug.gan.layers import SeededInit, dtype_policy, gaussian_blurs
 
 #: --conv-upsample choices that resize x2 then convolve, and the interpolation each resizes
 #: with: nearest repeats each pixel into a 2 x 2 block, which the 3x3 conv must smooth out at
@@ -513,16 +513,12 @@ def detail_bands(x: Any) -> Any:
     then its difference-of-Gaussians bands from the finest, x - G_s1 x, G_s1 x - G_s2 x, ...,
     each times its gain (D_BAND_GAINS). Linear and fixed: G's gradient flows through it, and
     x = sum(band_k / gain_k) + G_sK x, so nothing of the image is lost.
-    Each blur G_s x = M_s X M_s^T is two dense matrix products (blur_matrix): 224 multiply-adds
+    Each blur G_s x = M_s X M_s^T is two dense matrix products (gaussian_blurs): 224 multiply-adds
     per pixel and pass instead of a 49-tap convolution's 49, yet faster here, because a
     1-channel convolution runs far below the CPU's matrix-multiply speed (bench/d_bands.py)."""
-    h, w = int(x.shape[1]), int(x.shape[2])
-    mh = tf.constant(np.stack([blur_matrix(h, s, band_radius(s)) for s in D_BAND_SIGMAS]))
-    mw = mh if w == h else tf.constant(np.stack([blur_matrix(w, s, band_radius(s))
-                                                 for s in D_BAND_SIGMAS]))  # fmt: skip
-    img = x[..., 0][:, None]  # (B, 1, H, W)
-    blurred = tf.matmul(tf.matmul(mh[None], img), mw[None], transpose_b=True)  # (B, K, H, W)
-    levels = tf.concat([img, blurred], 1)  # (B, K + 1, H, W): x, G_s1 x, G_s2 x, ...
+    img = x[..., 0]  # (B, H, W)
+    blurred = gaussian_blurs(img, [(s, band_radius(s)) for s in D_BAND_SIGMAS])  # (B, K, H, W)
+    levels = tf.concat([img[:, None], blurred], 1)  # (B, K + 1, H, W): x, G_s1 x, G_s2 x, ...
     gains = tf.constant(D_BAND_GAINS, tf.float32)[None, :, None, None]
     bands = gains * (levels[:, :-1] - levels[:, 1:])  # (B, K, H, W)
     return tf.concat([x, tf.transpose(bands, (0, 2, 3, 1))], -1)

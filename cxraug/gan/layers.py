@@ -66,3 +66,15 @@ def blur_matrix(side: int, sigma: float, radius: int) -> np.ndarray:
     m = np.zeros((side, side))
     np.add.at(m, (np.repeat(np.arange(side), len(k)), j.ravel()), np.tile(k, side))
     return m.astype(np.float32)
+
+
+def gaussian_blurs(img: Any, blurs: list[tuple[float, int]]) -> Any:
+    """img (B, H, W) float32 -> (B, K, H, W): img blurred by each (sigma, radius) of `blurs`,
+    as M_H img M_W^T (blur_matrix), all K in two matrix products. Written as einsums: a
+    tf.matmul that broadcasts both operands ((1, K, H, H) @ (B, 1, H, W)) crashed this CPU
+    build at small sizes (a segmentation fault at 16 px)."""
+    h, w = int(img.shape[1]), int(img.shape[2])
+    mh = tf.constant(np.stack([blur_matrix(h, s, r) for s, r in blurs]))  # (K, H, H)
+    mw = mh if w == h else tf.constant(np.stack([blur_matrix(w, s, r) for s, r in blurs]))
+    rows = tf.einsum("kij,bjl->bkil", mh, img)  # (B, K, H, W): each column blurred
+    return tf.einsum("bkil,kml->bkim", rows, mw)  # ... then each row

@@ -21,7 +21,7 @@ i != i' of fakes with the same label of (s_i - t)(s_i' - t) / R (cxraug.gan.mome
 The fixed-pattern term (`--fixed W`, `fixed_pattern_loss`): `cxraug fid`'s fixed-pattern judge
 (cxraug.metrics.spectrum.fixed_share) on each fake batch. Fine detail d_i = x_i - G_2 x_i (the
 same Gaussian, sigma FIXED_SIGMA px and OpenCV's 4-sigma kernel, as a matrix:
-cxraug.gan.layers.blur_matrix); E = mean_i |d_i|^2, M = |mean_i d_i|^2; the loss is the
+cxraug.gan.layers.gaussian_blurs); E = mean_i |d_i|^2, M = |mean_i d_i|^2; the loss is the
 unbiased common energy (B M - E) / (B - 1) over E, E held constant for the gradient. Its
 gradient on d_i is proportional to sum_{j != i} d_j (per pixel, d(B M - E)/d d_i =
 2 (mean_j d_j - d_i / B)): each image's detail is pushed away from the OTHER images' detail
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from cxraug.core.tf_setup import tf
-from cxraug.gan.layers import blur_matrix
+from cxraug.gan.layers import gaussian_blurs
 from cxraug.gan.moments import pair_mean
 from cxraug.metrics.spectrum import FIXED_SIGMA, ring_grid
 
@@ -94,11 +94,9 @@ FIXED_RADIUS = int(4 * FIXED_SIGMA + 0.5)
 def fixed_pattern_loss(x: Any) -> Any:
     """The share of the batch's fine detail common to every image (module docstring), a scalar;
     x (B, H, W, 1) float, B >= 2."""
-    b, h, w = int(x.shape[0]), int(x.shape[1]), int(x.shape[2])
-    mh = tf.constant(blur_matrix(h, FIXED_SIGMA, FIXED_RADIUS))
-    mw = mh if w == h else tf.constant(blur_matrix(w, FIXED_SIGMA, FIXED_RADIUS))
+    b = int(x.shape[0])
     img = tf.cast(x[..., 0], tf.float32)  # (B, H, W)
-    d = img - tf.matmul(tf.matmul(mh[None], img), mw[None], transpose_b=True)
+    d = img - gaussian_blurs(img, [(FIXED_SIGMA, FIXED_RADIUS)])[:, 0]
     energy = tf.reduce_mean(tf.square(d))  # E: mean over images and pixels
     common = (b * tf.reduce_mean(tf.square(tf.reduce_mean(d, 0))) - energy) / (b - 1)
     return common / tf.stop_gradient(energy + 1e-12)
