@@ -99,7 +99,7 @@ def test_on_real_xrays_blur_and_templates_are_rejected_and_real_kept(
     print("\nfilter --realism, rejected share:", {k: round(float(v), 3) for k, v in shares.items()})
     assert shares["held-out real"] <= 0.15
     assert shares["blurred"] >= 0.9 and shares["one template"] >= 0.9
-    assert shares["marked"] >= 0.4  # thin strokes: 0.68 in this draw
+    assert shares["marked"] >= 0.4  # thin strokes: 0.64 in this draw (one-PCA probe: 0.68)
 
 
 def test_cli_realism_through_the_manifest(tmp_path, planted) -> None:  # noqa: F811

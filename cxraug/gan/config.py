@@ -200,10 +200,11 @@ class TrainConfig(Settings):
     # tried because every generated set carries a faint grid at fixed pixel positions, 19-36 %
     # of its fine detail the same in every image (real X-rays 0.4-0.9 %; the fid judge's
     # fixed-pattern share), which D lets pass. Measured at 224 px (seeds 0 and 1): the grid
-    # goes (0.05-0.06) and the C2ST at 16-64 px falls to 0.49-0.57 (128 px 0.865 / 0.817),
-    # yet the lungs fill with painted, wavy outlines that the eye and `filter --realism`
-    # reject, so it is off (bench/RESULTS.md "A judge for the grid"; docs/training.md
-    # "Fixed pattern")
+    # goes (0.05-0.06) and the one-PCA C2ST at 16-64 px fell to 0.49-0.57, yet the lungs
+    # fill with painted, wavy outlines that the eye and `filter --realism` reject; the
+    # per-block C2ST sees them too (0.82 at 32 px, 0.97 at 128 px), so it is off
+    # (bench/RESULTS.md "A judge for the grid", "The C2ST probe drowned the detail block";
+    # docs/training.md "Fixed pattern")
     fixed: float = setting(
         0.0, "conv G: weight of the fixed-pattern term: the share of the fake batch's fine "
         "detail (x - Gaussian blur, sigma 2 px) that is the same in every image, as `fid` "

@@ -11,8 +11,9 @@ Protocol (`c2st`), the same at every scale s in `sizes`:
    sides of a train/test split and the probe cannot score by recognising a person. Groups are
    dealt out per class, largest first, each to the fold with the fewest images of that class:
    every fold holds ~n/K images of each side.
-3. Each fold's probe (cxraug.metrics.probe: standardise -> PCA -> logistic regression, fitted
-   on the other K - 1 folds only) scores its held-out images; the pooled out-of-fold scores
+3. Each fold's probe (cxraug.metrics.probe: per feature block, standardise -> PCA; one
+   logistic regression over all the blocks' directions; fitted on the other K - 1 folds
+   only) scores its held-out images; the pooled out-of-fold scores
    give one AUC per repeat, and `repeats` seeded repeats (new folds) are averaged:
    auc = mean_r AUC_r. `auc_std` is their spread.
 4. AUC = P(score(fake) > score(real)) + P(tie) / 2, the Mann-Whitney statistic: with ranks of
@@ -34,12 +35,14 @@ Protocol (`c2st`), the same at every scale s in `sizes`:
 Clipped to [0, 1]. Measured under the null on real images (100 random patient-grouped halves
 of a workspace's 342 training COVID images, docs/fid.md): the bootstrap alone covered 0.5 in
 88-89 % of the splits at 32 and 64 px; the sum covered it in 89-92 % with 171 per side and
-93-95 % with 85 per side. Under the null the AUC scatters on both sides of 0.5, slightly more
+93-95 % with 85 per side (the one-PCA probe before 2026-12-05; the per-block probe, 40 splits
+of 85 per side: 90 % at 32 px, 95 % at 64 px). Under the null the AUC scatters on both sides of 0.5, slightly more
 below: a held-out image is missing from its own class's training fold, which pulls the
 probe away from it (the small negative bias of cross-validated AUC).
 
-By block (`C2stResult.blocks`): the same probe, draws and folds on ONE feature block at a time
-(pixels, detail, texture: cxraug.metrics.probe), the mean of its per-repeat AUCs, no interval.
+By block (`C2stResult.blocks`): the AUC of the regression on ONE block's directions alone
+(pixels, detail, texture: cxraug.metrics.probe), same folds and PCAs as the whole, the mean of
+its per-repeat AUCs, no interval.
 A diagnostic of WHAT separates the sets (layout and intensity; where the image is sharp or
 soft; the distribution of fine detail), not a second test: read the interval of the whole.
 
@@ -58,7 +61,7 @@ import numpy as np
 import scipy.stats
 
 from cxraug.core.errors import InputError, vassert
-from cxraug.metrics.probe import COMPONENTS, LinearProbe, block_widths, scale_features
+from cxraug.metrics.probe import COMPONENTS, BlockProbe, block_widths, scale_features
 
 SIZES = (16, 32, 64, 128)
 FOLDS = 5
@@ -127,15 +130,23 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, folds: int,
     return fold
 
 
-def oof_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, widths: Sequence[int],
-               components: int = COMPONENTS) -> np.ndarray:  # fmt: skip
-    """Out-of-fold log-odds: each fold scored by a probe fitted on the other folds."""
-    s = np.empty(len(y))
+def oof_all_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, widths: Sequence[int],
+                   components: int = COMPONENTS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Out-of-fold log-odds, each fold scored by a probe fitted on the other folds: the whole
+    probe's (n,) and each block's own regression's (n, B)."""
+    whole, by_block = np.empty(len(y)), np.empty((len(y), len(widths)))
     for f in np.unique(fold):
         test = fold == f
-        probe = LinearProbe.fit(x[~test], y[~test], widths, components)
-        s[test] = probe.decision(x[test])
-    return s
+        probe = BlockProbe.fit(x[~test], y[~test], widths, components)
+        whole[test] = probe.decision(x[test])
+        by_block[test] = probe.block_decisions(x[test])
+    return whole, by_block
+
+
+def oof_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, widths: Sequence[int],
+               components: int = COMPONENTS) -> np.ndarray:  # fmt: skip
+    """(n,) out-of-fold log-odds of the whole probe."""
+    return oof_all_scores(x, y, fold, widths, components)[0]
 
 
 def _as_list(images: Images, name: str) -> list[np.ndarray]:
@@ -216,7 +227,7 @@ def c2st(
     blocks: bool = True,
 ) -> list[C2stResult]:
     """Held-out AUC of a linear probe telling FAKE from REAL, one result per size (see the
-    module docstring); with `blocks`, also each feature block's AUC alone (4x the fits).
+    module docstring); with `blocks`, also each block's AUC alone (B small extra fits).
     Images: (N, H, W) arrays or lists of (H, W), uint8 or float in [-1, 1]; groups (e.g.
     patient ids, one per image) keep a group inside one fold; None = every image its own
     group. Raises InputError when a side has fewer than `folds` groups."""
@@ -252,33 +263,25 @@ def c2st(
             continue
         feats = scale_features([pooled[i] for i in used], size)  # rows: the images in `used`
         widths = block_widths(size)
-        scores = [oof_scores(feats[row[r.items]], r.y, r.fold, widths, components)
-                  for r in reps]
+        both = [oof_all_scores(feats[row[r.items]], r.y, r.fold, widths, components)
+                for r in reps]  # per repeat: (n,) whole, (n, B) by block
+        scores, by_block = [w for w, _ in both], [b for _, b in both]
         aucs = [auc(s[r.y == 1], s[r.y == 0]) for r, s in zip(reps, scores, strict=True)]
         mean = float(np.mean(aucs))
         split_var = float(np.var(aucs, ddof=1)) if len(aucs) > 1 else 0.0
         half = Z95 * np.sqrt(bootstrap_var(reps, scores, gid, boot, rng) + split_var)
         ci = (float(max(0.0, mean - half)), float(min(1.0, mean + half)))
         results.append(C2stResult(size, mean, ci, float(np.std(aucs)), **common,  # type: ignore[arg-type]
-                                  blocks=block_aucs(feats, reps, row, widths, components)
-                                  if blocks else None))  # fmt: skip
+                                  blocks=block_aucs(reps, by_block) if blocks else None))
     return results
 
 
-def block_aucs(feats: np.ndarray, reps: list[_Repeat], row: np.ndarray, widths: Sequence[int],
-               components: int) -> dict[str, float]:  # fmt: skip
-    """{block: mean over the repeats of the out-of-fold AUC of the probe on that block alone,
-    same draws and folds}; feats (M, D) the features of the images used, `row` maps a pooled
-    image index to its row of feats."""
-    edges = np.cumsum([0, *widths])
-    out = {}
-    for name, lo, hi in zip(BLOCKS, edges[:-1], edges[1:], strict=True):
-        aucs = []
-        for r in reps:
-            s = oof_scores(feats[row[r.items], lo:hi], r.y, r.fold, (hi - lo,), components)
-            aucs.append(auc(s[r.y == 1], s[r.y == 0]))
-        out[name] = float(np.mean(aucs))
-    return out
+def block_aucs(reps: list[_Repeat], by_block: list[np.ndarray]) -> dict[str, float]:
+    """{block: mean over the repeats of the out-of-fold AUC of that block's regression alone};
+    by_block[r] (n, B) holds repeat r's out-of-fold log-odds per block."""
+    return {name: float(np.mean([auc(b[r.y == 1, j], b[r.y == 0, j])
+                                 for r, b in zip(reps, by_block, strict=True)]))
+            for j, name in enumerate(BLOCKS)}  # fmt: skip
 
 
 def split_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """The linear probe of the classifier two-sample test (cxraug.metrics.c2st): per-scale
-features of each image, then standardise -> PCA -> L2-regularised logistic regression, all
-fitted on the training fold only. Pure numpy/scipy/OpenCV.
+features of each image in three blocks, a PCA per block (standardised, whitened), then one
+L2-regularised logistic regression over all the blocks' directions, all fitted on the
+training fold only. Pure numpy/scipy/OpenCV.
 
 Features at scale s (`scale_features`): each image, as read, is reduced to s x s with
 cv2.INTER_AREA (the area average: no aliasing when shrinking), gray in [0, 1], and three
@@ -23,21 +24,30 @@ turn "thin bright strokes somewhere" into one. Every block is computed at the pr
 so a 32 px probe sees only what a 32 px thumbnail shows: high AUC at coarse scales = layout /
 intensity differs; high only at fine scales = texture / sharpness differs.
 
-Model, fitted on n training rows (`LinearProbe.fit`):
-1. standardise every feature with the training mean and std (std 0 -> 1: a constant feature
-   then stays 0 and carries nothing), and weight each block by 1 / sqrt(its width), so each
-   block has the same total variance and PCA does not favour the pixel maps for having more
-   numbers than the 63 quantiles;
-2. PCA to k = min(components, n // 10) directions through the thin SVD X = U S V^T of the
-   centred training matrix, computed from the n x n Gram matrix G = X X^T = U S^2 U^T (n is a
-   few hundred, D up to 32,831: n^2 D instead of n D^2). The k directions are
-   V_k = X^T U_k S_k^-1; a row x projects to z = x V_k = (x X^T) U_k S_k^-1, and is whitened
-   by the component's std S_j / sqrt(n - 1): u_j = z_j sqrt(n - 1) / S_j (training rows get
-   u = U_k sqrt(n - 1): unit variance in every direction);
-3. logistic regression on u with labels y in {-1, +1}:
+Model, fitted on n training rows (`BlockProbe.fit`):
+1. per block, standardise every feature with the training mean and std (std 0 -> 1: a
+   constant feature then stays 0 and carries nothing);
+2. per block, PCA to k = min(components, n // 10) directions through the thin SVD
+   X = U S V^T of the block's centred training matrix, computed from the n x n Gram matrix
+   G = X X^T = U S^2 U^T (n is a few hundred, D up to 16,384: n^2 D instead of n D^2). The k
+   directions are V_k = X^T U_k S_k^-1; a row x projects to z = x V_k = (x X^T) U_k S_k^-1,
+   and is whitened by the component's std S_j / sqrt(n - 1): u_j = z_j sqrt(n - 1) / S_j
+   (training rows get u = U_k sqrt(n - 1): unit variance in every direction) (`Whitener`);
+3. ONE logistic regression on the three blocks' whitened directions side by side, u (3k),
+   with labels y in {-1, +1}:
        L(w, b) = sum_i log(1 + exp(-y_i (u_i.w + b))) + (lam / 2) |w|^2,
        dL/dw = -sum_i y_i sigma(-y_i m_i) u_i + lam w,   dL/db = -sum_i y_i sigma(-y_i m_i),
    minimised with L-BFGS on the exact loss and gradient; the intercept b is not penalised.
+   For the by-block diagnostic, the same regression on one block's k directions alone.
+Why a PCA per block and not one over the three blocks concatenated (the design until
+2026-12-05, each block weighted to the same total variance): with k = n / 10 directions in
+all, the few directions went to the pixel maps' large shared variations (framing,
+brightness), and a difference carried by the detail map alone fell outside all of them. A
+generated set that paints wavy outlines into the lungs scored 0.49 at 32 px where its detail
+and texture blocks alone scored 0.73 and 0.76 (bench/RESULTS.md "The C2ST probe drowned the
+detail block"). Why one regression and not the sum of three per-block regressions' log-odds
+(tried the same day): a block that carries nothing then adds its noise to the score at full
+weight; the joint regression weighs each direction by the evidence in the training fold.
 
 Capacity and regularisation, fixed by reasoning (never tuned on the data they report):
 - k <= n / 10: at least ten training rows per fitted direction, the usual rule of thumb for
@@ -127,25 +137,22 @@ def fit_logistic(u: np.ndarray, y01: np.ndarray, lam: float = L2) -> np.ndarray:
 
 
 @dataclass
-class LinearProbe:
-    """standardise -> PCA (k whitened directions) -> logistic regression, fitted on one fold."""
+class Whitener:
+    """standardise -> PCA to k whitened directions, fitted on one block's training rows."""
 
     mean: np.ndarray  # (D,)
-    std: np.ndarray  # (D,) the training std times sqrt(width of the feature's block)
+    std: np.ndarray  # (D,)
     train: np.ndarray  # (n, D) standardised training rows (to project new rows: x X^T)
     proj: np.ndarray  # (n, k) = U_k sqrt(n - 1) / S_k
-    theta: np.ndarray  # (k + 1,)
+    fitted: np.ndarray  # (n, k) = U_k sqrt(n - 1): the training rows' own whitened coordinates
 
     @classmethod
-    def fit(cls, x: np.ndarray, y01: np.ndarray, widths: Sequence[int],
-            components: int = COMPONENTS, lam: float = L2) -> LinearProbe:  # fmt: skip
-        """Fit on rows x (n, D) with labels y01 in {0, 1}; `widths` of the feature blocks."""
+    def fit(cls, x: np.ndarray, components: int = COMPONENTS) -> Whitener:
+        """Fit on rows x (n, D) of one feature block."""
         n = x.shape[0]
         mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
         std = x.std(axis=0, dtype=np.float64).astype(np.float32)
         std[std <= 1e-12] = 1.0  # a constant feature stays 0 after centring: carries nothing
-        # each block scaled to the same total variance: divide by std * sqrt(block width)
-        std *= np.concatenate([np.full(w, np.sqrt(w), np.float32) for w in widths])
         xs = (x - mean) / std  # (n, D)
         gram = np.asarray(xs @ xs.T, np.float64)  # (n, n) = U S^2 U^T
         evals, evecs = np.linalg.eigh(gram)  # ascending
@@ -154,17 +161,50 @@ class LinearProbe:
         s2 = evals[top]
         # directions with (numerically) zero variance would be whitened by 1/0: drop them
         keep = s2 > s2[0] * 1e-6 if k else np.zeros(0, bool)  # float32 Gram: ~1e-7 noise
-        s = np.sqrt(s2[keep])
-        u_train = evecs[:, top[keep]] * np.sqrt(n - 1)  # (n, k) whitened training scores
-        proj = evecs[:, top[keep]] * (np.sqrt(n - 1) / s**2)  # z_white = (x X^T) proj
-        theta = fit_logistic(u_train, y01, lam)
-        return cls(mean, std, xs, proj.astype(np.float32), theta)
+        proj = evecs[:, top[keep]] * (np.sqrt(n - 1) / s2[keep])  # z_white = (x X^T) proj
+        return cls(mean, std, xs, proj.astype(np.float32), evecs[:, top[keep]] * np.sqrt(n - 1))
 
     def whiten(self, x: np.ndarray) -> np.ndarray:
         """(m, D) rows -> (m, k) whitened PCA coordinates of the training fold."""
         xs = (x - self.mean) / self.std
         return np.asarray((xs @ self.train.T) @ self.proj, np.float64)
 
+
+@dataclass
+class BlockProbe:
+    """The probe of the module docstring's "Model": a `Whitener` per feature block, one
+    logistic regression over all their directions (`theta`), and one per block alone
+    (`block_thetas`, the by-block diagnostic)."""
+
+    edges: tuple[int, ...]  # column where each block starts, then the total width
+    whiteners: list[Whitener]
+    theta: np.ndarray  # (sum k_b + 1,)
+    block_thetas: list[np.ndarray]  # (k_b + 1,) each
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y01: np.ndarray, widths: Sequence[int],
+            components: int = COMPONENTS, lam: float = L2) -> BlockProbe:  # fmt: skip
+        """Fit on rows x (n, sum(widths)) with labels y01 in {0, 1}; `widths` of the blocks."""
+        edges = tuple(int(e) for e in np.cumsum([0, *widths]))
+        if edges[-1] != x.shape[1]:
+            raise ValueError(f"block widths {list(widths)} sum to {edges[-1]}, rows have "
+                             f"{x.shape[1]} features")  # fmt: skip
+        whiteners = [Whitener.fit(x[:, lo:hi], components)
+                     for lo, hi in zip(edges[:-1], edges[1:], strict=True)]  # fmt: skip
+        u = [w.fitted for w in whiteners]  # = whitened(x) without a second Gram product
+        return cls(edges, whiteners, fit_logistic(np.hstack(u), y01, lam),
+                   [fit_logistic(ub, y01, lam) for ub in u])  # fmt: skip
+
+    def whitened(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each block's (m, k_b) whitened coordinates."""
+        return [w.whiten(x[:, lo:hi]) for w, lo, hi
+                in zip(self.whiteners, self.edges[:-1], self.edges[1:], strict=True)]  # fmt: skip
+
     def decision(self, x: np.ndarray) -> np.ndarray:
-        """(m,) log-odds that each row is of class 1."""
-        return self.whiten(x) @ self.theta[:-1] + self.theta[-1]
+        """(m,) the probe's log-odds of class 1."""
+        return np.asarray(np.hstack(self.whitened(x)) @ self.theta[:-1] + self.theta[-1])
+
+    def block_decisions(self, x: np.ndarray) -> np.ndarray:
+        """(m, B) log-odds of class 1 by each block's own regression."""
+        pairs = zip(self.whitened(x), self.block_thetas, strict=True)
+        return np.stack([u @ t[:-1] + t[-1] for u, t in pairs], axis=1)

@@ -23,12 +23,13 @@ from cxraug.metrics import c2st as c2st_mod
 from cxraug.metrics.spectrum import compare_spectra
 
 MEANING = (
-    "C2ST: held-out AUC of a linear probe (pixels, log-Laplacian detail map, detail quantiles; "
-    "standardise, PCA, logistic regression; grouped 5-fold CV) telling FAKE from REAL. "
+    "C2ST: held-out AUC of a linear probe (three blocks: pixels, log-Laplacian detail map, "
+    "detail quantiles; a standardised PCA per block; one logistic regression over them; "
+    "grouped 5-fold CV) telling FAKE from REAL. "
     "0.5 = it cannot tell them apart; read it against the real-vs-real AUC (two halves of "
     "REAL, the noise floor). High at coarse sizes = layout, framing or intensity differs; high "
-    "only at fine sizes = texture or sharpness differs. 'by block': the same probe on one "
-    "feature block alone, what separates: pixels = layout, framing, intensity; detail = where "
+    "only at fine sizes = texture or sharpness differs. 'by block': one block alone, "
+    "what separates: pixels = layout, framing, intensity; detail = where "
     "the image is sharp or soft; texture = the distribution of fine detail (grain, strokes). "
     "hf ratio < 1: FAKE has less fine "
     "detail (blur); > 1: more (noise). Fixed pattern: the share of fine detail common to "
