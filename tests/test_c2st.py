@@ -161,8 +161,8 @@ def test_equal_sides_seeds_and_sizes_above_the_images() -> None:
 def test_separable_sets_score_one_and_identical_distributions_near_half() -> None:
     """Separable sets score ~1. Identical distributions: over 10 seeded nulls of 100 images a
     side, the mean AUC is within 0.05 of 0.5 and at least 7 of the 10 intervals cover 0.5
-    (a nominal 95 % interval fails that with probability ~1e-4, a 90 % one ~1 %). Several
-    seeds, because one null draw is a coin toss: at 40 a side this probe's null AUC averaged
+    (binomial: a nominal 95 % interval fails that with probability 0.001, a 90 % one 0.013).
+    Several seeds, because one null draw is a coin toss: at 40 a side this probe's null AUC averaged
     0.46 / 0.45 at 8 / 32 px over 12 seeds (sd 0.07), the earlier one-PCA probe's 0.48 / 0.45
     (sd 0.06 / 0.09): the small-sample negative bias of a cross-validated AUC (docs/fid.md)."""
     rng = np.random.default_rng(7)

@@ -36,9 +36,9 @@ Clipped to [0, 1]. Measured under the null on real images (100 random patient-gr
 of a workspace's 342 training COVID images, docs/fid.md): the bootstrap alone covered 0.5 in
 88-89 % of the splits at 32 and 64 px; the sum covered it in 89-92 % with 171 per side and
 93-95 % with 85 per side (the one-PCA probe before 2026-12-05; the per-block probe, 40 splits
-of 85 per side: 90 % at 32 px, 95 % at 64 px). Under the null the AUC scatters on both sides of 0.5, slightly more
-below: a held-out image is missing from its own class's training fold, which pulls the
-probe away from it (the small negative bias of cross-validated AUC).
+of 85 per side: 90 % at 32 px, 95 % at 64 px). Under the null the AUC scatters on both sides
+of 0.5, slightly more below: a held-out image is missing from its own class's training fold,
+which pulls the probe away from it (the small negative bias of cross-validated AUC).
 
 By block (`C2stResult.blocks`): the AUC of the regression on ONE block's directions alone
 (pixels, detail, texture: cxraug.metrics.probe), same folds and PCAs as the whole, the mean of
