@@ -202,7 +202,7 @@ class TrainConfig(Settings):
     # fixed-pattern share), which D lets pass. Measured at 224 px (seeds 0 and 1): the grid
     # goes (0.05-0.06) and the one-PCA C2ST at 16-64 px fell to 0.49-0.57, yet the lungs
     # fill with painted, wavy outlines that the eye and `filter --realism` reject; the
-    # per-block C2ST sees them too (0.82 at 32 px, 0.97 at 128 px), so it is off
+    # per-block C2ST sees them too (0.82 at 32 px, 0.97-0.98 at 128 px), so it is off
     # (bench/RESULTS.md "A judge for the grid", "The C2ST probe drowned the detail block";
     # docs/training.md "Fixed pattern")
     fixed: float = setting(
