@@ -138,8 +138,7 @@ def oof_all_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, widths: Seque
     for f in np.unique(fold):
         test = fold == f
         probe = BlockProbe.fit(x[~test], y[~test], widths, components)
-        whole[test] = probe.decision(x[test])
-        by_block[test] = probe.block_decisions(x[test])
+        whole[test], by_block[test] = probe.scores(x[test])
     return whole, by_block
 
 

@@ -204,11 +204,18 @@ class BlockProbe:
         return [w.whiten(x[:, lo:hi]) for w, lo, hi
                 in zip(self.whiteners, self.edges[:-1], self.edges[1:], strict=True)]  # fmt: skip
 
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The probe's (m,) log-odds of class 1 and each block's own regression's (m, B), from
+        one projection of x (the projection is the cost: an (m, n) product per block)."""
+        u = self.whitened(x)
+        whole = np.hstack(u) @ self.theta[:-1] + self.theta[-1]
+        pairs = zip(u, self.block_thetas, strict=True)
+        return np.asarray(whole), np.stack([ub @ t[:-1] + t[-1] for ub, t in pairs], axis=1)
+
     def decision(self, x: np.ndarray) -> np.ndarray:
         """(m,) the probe's log-odds of class 1."""
-        return np.asarray(np.hstack(self.whitened(x)) @ self.theta[:-1] + self.theta[-1])
+        return self.scores(x)[0]
 
     def block_decisions(self, x: np.ndarray) -> np.ndarray:
         """(m, B) log-odds of class 1 by each block's own regression."""
-        pairs = zip(self.whitened(x), self.block_thetas, strict=True)
-        return np.stack([u @ t[:-1] + t[-1] for u, t in pairs], axis=1)
+        return self.scores(x)[1]
