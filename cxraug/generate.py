@@ -37,7 +37,7 @@ from cxraug.core.names import check_run_name
 from cxraug.core.parallel import thread_pool
 from cxraug.core.settings import SEED, Settings, at_least, setting
 from cxraug.core.ui import progress
-from cxraug.core.workspace import Workspace, manifest_writer
+from cxraug.core.workspace import RunDir, Workspace, manifest_writer
 from cxraug.gan.cells import MISSING, target_sources
 from cxraug.gan.checkpoint import Checkpoint, assign_generator, choose_checkpoint
 from cxraug.gan.config import TrainConfig
@@ -70,6 +70,10 @@ class GenerateConfig(Settings):
         "if its checkpoints were scored, else its latest].",
     )  # fmt: skip
     force: bool = setting(False, "Replace existing PNGs/rows of the same run and seed.")
+    refine: bool = setting(
+        True, "Apply the run's detail refiner to every image (runs trained with --refine; "
+        "--no-refine: the generator's images as they are).", "--refine/--no-refine",
+    )  # fmt: skip
     # runs trained with --condition class,source only (cxraug.gan.cells, docs/training.md)
     source: str | None = setting(
         None, "Source look (runs trained with --condition class,source): a source of the run; "
@@ -256,6 +260,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
         raise InputError(f"run {run} was trained on {tcfg.num_classes} class(es); "
                          f"it cannot generate {label!r}")  # fmt: skip
     cells = source_cells(cfg, tcfg, manifest, run, label)
+    refiner = _refiner_file(cfg, tcfg, run_dir, run)  # before anything is written
     n = balance_count(manifest, label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
@@ -267,11 +272,13 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     stem = f"{run}-s{cfg.seed}"
     _replace_old_set(ws, manifest, cfg, label, n, stem)
     group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
-                          res.paths)  # fmt: skip
+                          res.paths, refiner)  # fmt: skip
     pending.end(ws.generate_journal(label, stem))
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",
+                "refiner": str(refiner.path) if refiner else None,
+                "refiner_sha256": refiner.sha256 if refiner else None,
                 **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(label, stem), resolved)
@@ -283,16 +290,46 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     return res
 
 
+def _refiner_file(cfg: GenerateConfig, tcfg: TrainConfig, run_dir: RunDir,
+                  run: str) -> Any:  # fmt: skip
+    """The run's finished refiner file (cxraug.gan.refine.RefinerFile) when --refine is on
+    and the run has one, else None. A run asks for one when its checkpoint's or its
+    config.json's `refine` is > 0 (`train --resume RUN --refine N` adds a refiner to a
+    finished run: then only config.json says so); a missing or unfinished one is an error,
+    since generating without it would silently give other images than the run's."""
+    if not cfg.refine:
+        return None
+    from cxraug.gan.refine import find_latest  # TensorFlow: not for --help
+
+    wanted = tcfg.refine
+    try:
+        wanted = max(wanted, TrainConfig.from_json(run_dir.config_path.read_text()).refine)
+    except (OSError, InputError):  # no (readable) config.json: the checkpoint's says
+        pass
+    f = find_latest(run_dir.path)
+    if f is not None and f.done:
+        return f
+    if wanted > 0:
+        at = "has no refiner file" if f is None else \
+            f"has its refiner at iteration {f.meta['iteration']} of {f.meta['iterations']}"
+        raise InputError(f"run {run} was trained with --refine {wanted} but {at}: finish it "
+                         f"with `cxraug train --resume {run}`, or pass --no-refine for the "
+                         "generator's images as they are")  # fmt: skip
+    return None
+
+
 def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label: str, n: int,
                   stem: str, run_ref: str, ckpt: Checkpoint,
                   cells: tuple[tuple[str, ...], list[int]] | None,
-                  written: list[Path]) -> str:  # fmt: skip
+                  written: list[Path], refiner_file: Any = None) -> str:  # fmt: skip
     """Make images 0..n-1 of `label` batch by batch: journal, PNGs, then (every
     cfg.commit_seconds and at the end) the manifest with their rows; `cells`: source_cells'
-    (sources, cells) or None. Appends the paths to `written`; returns the generator group
-    used ("ema" or the trained one)."""
+    (sources, cells) or None; `refiner_file`: the run's refiner (cxraug.gan.refine), applied
+    to each image with that image's own noise map, or None. Appends the paths to `written`;
+    returns the generator group used ("ema" or the trained one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
+    from cxraug.gan import refine
     from cxraug.gan.arch import build_generator
 
     tcfg = ckpt.config
@@ -300,6 +337,9 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
     group = assign_generator(gen, ckpt)  # the EMA generator when the run kept one
     y_idx = LABELS.index(label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
+    refiner = refine.load_refiner(refiner_file) if refiner_file is not None else None
+    note = f"refined: {refiner_file.path.name} sha256 {refiner_file.sha256[:16]}" \
+        if refiner_file is not None else ""
     bs, journal = cfg.batch_size, ws.generate_journal(label, stem)
     todo: list[Record] = []  # written, not yet in the saved manifest
     last, cost = time.monotonic(), 0.0
@@ -315,7 +355,12 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
             z[: hi - lo] = np.stack([latent(cfg.seed, i, tcfg.latent_dim) for i in range(lo, hi)])
             y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
                  else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
-            imgs = to_uint8(infer(tf.constant(z), y).numpy()[: hi - lo, ..., 0])
+            raw = infer(tf.constant(z), y).numpy()[..., 0]  # (bs, H, W): fixed batch shape
+            if refiner is not None:  # the padding rows get noise too: the same batch shape
+                raw = refine.apply(refiner, raw, np.stack(
+                    [refine.image_noise(cfg.seed, i, tcfg.image_size)
+                     for i in range(lo, lo + bs)]))  # fmt: skip
+            imgs = to_uint8(raw[: hi - lo])
             pngs = list(pool.map(encode_png_gray, imgs))
             list(pool.map(atomic_write_bytes, paths, pngs))
             for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
@@ -324,7 +369,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,
-                    cond_source=cells[0][i % len(cells[0])] if cells else "",
+                    cond_source=cells[0][i % len(cells[0])] if cells else "", note=note,
                 ))  # fmt: skip
             written += paths
             bar.advance(task, hi - lo)

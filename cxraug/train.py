@@ -29,7 +29,7 @@ from typing import Any
 from cxraug.core.dataset import Dataset, load_dataset
 from cxraug.core.errors import InputError, vassert
 from cxraug.core.fsutil import sha256_file
-from cxraug.core.ui import warn
+from cxraug.core.ui import err, warn
 from cxraug.core.workspace import RunDir, Workspace
 from cxraug.gan.cells import dataset_cells, run_sources, with_sources
 from cxraug.gan.checkpoint import Checkpoint, find_latest, read_checkpoint
@@ -178,10 +178,24 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
          dataset_sha256: str, left_out: list[str], cue_facts: dict[str, Any], *,
          replace: bool = False, quiet: bool, on_iteration: Callable[[int], None] | None,
          extractor: Any) -> TrainResult:  # fmt: skip
-    """The loop shared by `train` and `resume` (cxraug.gan.loop.run_training)."""
+    """The loop shared by `train` and `resume` (cxraug.gan.loop.run_training), then, with
+    --refine, the refiner's (cxraug.gan.refine) on the same training images: after the GAN,
+    so that an interrupted GAN resumes first and a finished run can gain a refiner."""
     # TensorFlow is imported here, where the networks run: `cxraug --help` stays fast
     from cxraug.gan.loop import run_training
 
-    return run_training(run, cfg, ds, ckpt, strategy, dataset_sha256, left_out, cue_facts,
-                        replace=replace, quiet=quiet, on_iteration=on_iteration,
-                        extractor=extractor)  # fmt: skip
+    result = run_training(run, cfg, ds, ckpt, strategy, dataset_sha256, left_out, cue_facts,
+                          replace=replace, quiet=quiet, on_iteration=on_iteration,
+                          extractor=extractor)  # fmt: skip
+    if cfg.refine > 0:  # check_strategy refused --refine in a cluster: one process here
+        from cxraug.gan.refine import train_refiner
+
+        if not quiet:
+            err.print(f"refiner {run.path / 'refiner'}: iterations -> {cfg.refine}, on the "
+                      f"same {len(ds)} training images (blurred crops -> the real crops)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        ref = train_refiner(run.path, ds.images, cfg.refine, cfg.seed, dataset_sha256,
+                            quiet=quiet)  # fmt: skip
+        result.refiner, result.refiner_iteration = ref.path, ref.iteration
+        result.seconds += ref.seconds
+    return result

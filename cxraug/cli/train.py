@@ -46,7 +46,8 @@ def train_command(
                                     "\\[default: a timestamp]."),  # fmt: skip
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue RUN (a name under "
         "runs/ or that folder's path) from its latest checkpoint: same iteration, optimizer and "
-        "RNG state. Only --iterations, the intervals and --strategy may change."),  # fmt: skip
+        "RNG state. Only --iterations, the intervals, --strategy and --refine may change "
+        "(--refine N on a finished run trains its refiner alone)."),  # fmt: skip
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     image_size: int | None = typer.Option(None, help="Must equal the dataset's size "
                                           "\\[default: the dataset's]."),  # fmt: skip

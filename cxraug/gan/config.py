@@ -72,6 +72,20 @@ D_INPUTS = ("pixels", "bands")
 D_BAND_SIGMAS = (1.0, 3.0, 8.0)
 D_BAND_GAINS = (12.0, 9.0, 6.0)
 G_OUTPUTS = ("last", "skip")  # cxraug.gan.conv.ConvGenerator
+#: The detail refiner (--refine N, cxraug.gan.refine), trained after the GAN on blurred crops
+#: of the training images: its crop side (px), width (channels of its full-resolution convs),
+#: the blurs it learns to undo (Gaussian sigma, px; at 224 px they give a real image 0.4-1.2x
+#: its high-frequency energy and 0.07-0.5x its Laplacian variance, the range of the
+#: generated sets measured: 0.5-0.7x and 0.3-0.5x), the weight of its L1 term beside the
+#: adversarial one (pix2pix's ratio is 100; 10 leaves the critic room to ask for grain and
+#: edges), Adam's learning rate, the batch, and how often it is checkpointed
+REFINE_CROP = 64
+REFINE_WIDTH = 32
+REFINE_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5)
+REFINE_L1 = 10.0
+REFINE_LR = 2e-4
+REFINE_BATCH = 32
+REFINE_CHECKPOINT = 250
 #: --conv-g-sle: G's level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here
 #: 8x, so that each of the three finest levels, 56-224 px, gets a gate)
 SLE_GAP = 3
@@ -220,6 +234,12 @@ class TrainConfig(Settings):
     # ratio 0.30 against 0.46), C2ST 0.997-1.0 at every size, and the share of detail common
     # to every image rose from 0.23 to 0.58, at 1.36x the time, so it is off
     # (bench/RESULTS.md "A judge for the grid"; docs/training.md "Detail bands for D")
+    refine: int = setting(
+        0, "Iterations of the detail refiner, trained after the GAN on the same training "
+        "images (blurred crops -> the real crops; pix2pix-style, cxraug.gan.refine); generate "
+        "applies it to every image (0: none).",
+        bounds=at_least(0),
+    )  # fmt: skip
     conv_d_input: str = setting(
         "pixels", "conv D: what its first conv reads: pixels | bands (the image plus three "
         "difference-of-Gaussians detail bands, sigma 1/3/8 px, each scaled to the pixels' "
@@ -481,6 +501,10 @@ class TrainConfig(Settings):
         vassert(not parse_policy(self.augment),
                 "--augment draws its transforms per replica and cannot run with --strategy "
                 "multiworker; pass --augment none")  # fmt: skip
+        vassert(self.refine == 0,
+                "--refine trains the refiner in one process, after the GAN; train it with "
+                "--strategy default (`cxraug train --resume RUN --refine N` adds one to a "
+                "finished run)")  # fmt: skip
 
     def noise_sigma(self, iteration: int) -> float:
         """Instance-noise sigma at a 0-based iteration: linear from noise_start to 0."""
@@ -524,9 +548,11 @@ class TrainConfig(Settings):
 #: Not xla: XLA draws other random numbers from the same generator state than plain TF does.
 #: strategy may: the MLP step draws every random number for the global batch, so one process
 #: and a cluster compute the same iterations up to float rounding (tests/test_multiworker.py).
+#: refine may: the refiner trains after the GAN, on its own state, so a finished run can gain
+#: one (or more of its iterations) without touching the GAN's.
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "sample_interval", "checkpoint_interval", "keep_checkpoints", "recipe",
-     "score_samples", "strategy"}
+     "score_samples", "strategy", "refine"}
 )
 #: Named presets: the TrainConfig fields that differ from the dataclass defaults (which are
 #: the conv recipe, measured on the shared data: docs/training.md "Recipes", bench/RESULTS.md
@@ -552,7 +578,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
-    "conv_g_output": "last", "conv_g_sle": False,
+    "conv_g_output": "last", "conv_g_sle": False, "refine": 0,
 }  # fmt: skip
 
 

@@ -55,14 +55,14 @@ _PRECISION = {"none": "fp32", "bf16": "bf16 (mixed: fp32 weights)",
               "fp16": "fp16 (mixed: fp32 weights, loss scaling)"}  # fmt: skip
 
 
-class _StopFlag:
+class StopFlag:
     """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the iteration."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
@@ -212,7 +212,7 @@ class _Loop:
         state, cfg, log = self.state, self.state.cfg, self.log
         metrics: dict[str, float] = {}
         info = text_column("{task.fields[info]}")
-        with _StopFlag() as stop, progress(info, disable=quiet) as bar:
+        with StopFlag() as stop, progress(info, disable=quiet) as bar:
             task = bar.add_task("train", total=cfg.iterations, completed=state.iteration, info="")
             if state.iteration == 0 and log is not None:
                 log.sample(state.sampler, 0)

@@ -27,9 +27,13 @@ class TrainResult:
     seconds: float
     config: TrainConfig
     left_out_marked: int = 0  # training images left out for editorial marks
+    refiner: Path | None = None  # the refiner file written last (--refine)
+    refiner_iteration: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "iteration": self.iteration,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "metrics": self.metrics, "seconds": round(self.seconds, 2),
-                "left_out_marked": self.left_out_marked}  # fmt: skip
+                "left_out_marked": self.left_out_marked,
+                "refiner": str(self.refiner) if self.refiner else None,
+                "refiner_iteration": self.refiner_iteration}  # fmt: skip

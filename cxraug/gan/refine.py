@@ -1,0 +1,389 @@
+"""The detail refiner (`cxraug train --refine N`): a small fully convolutional network R that
+adds the fine detail a run's generator leaves out. It is trained after the GAN, on the run's
+own training images alone, and `generate` applies it to every image G makes.
+
+Why: every generated set measured is soft (energy above 1/4 Nyquist 0.5-0.7x the real
+images', Laplacian variance 0.3-0.5x; the C2ST's detail block tells them from real at
+0.84-0.95 from 32 px up), and no lever inside the GAN sharpened them: a wider G, noise inputs,
+output skips, skip-layer excitation, a patch head, a self-supervised D, detail bands for D,
+R1, more iterations (bench/RESULTS.md "Pass for real"). A GAN learns coarse structure first and
+fine detail last; on this CPU budget it stops before the last. The refiner learns that last
+step on its own, from real images: given a real image blurred by a Gaussian of sigma in
+config.REFINE_SIGMAS (a range that spans the generated sets' measured softness), give the real
+image back. It is a resolution cascade in its simplest form (LAPGAN, Denton et al. 2015): a
+coarse generator, then a conditional one for detail; the detail stage is pix2pix's (Isola et
+al. 2017): L1 to the target, plus a conditional patch discriminator so that the detail is
+drawn rather than averaged away (L1 alone is least for a blur of the possible targets).
+
+One iteration (batch B, crops of c = min(REFINE_CROP, image side) px; host numpy RNG `rng`):
+    i ~ U{train images}, sigma ~ U(REFINE_SIGMAS), a crop at a uniform offset
+    soft = (G_sigma * image)[crop]      # blurred with a margin, so exactly the crop of the
+                                        # blurred image (OpenCV, reflected at the image border)
+    n ~ N(0, 1) (B, c, c, 1);  out = soft + R([soft, n])
+    D_r: a logit per patch of [soft, y, y - soft] for y = the real crop and y = out
+    d_loss = mean softplus(-D_r(real)) + mean softplus(D_r(out))
+    r_loss = mean softplus(-D_r(out)) + REFINE_L1 * mean |out - real|
+R: conv3x3(w) x 2 -> stride-2 conv4x4(2w) -> conv3x3(2w) x 2 -> nearest x2, conv3x3(w) ->
+[with the full-resolution features] conv3x3(w) -> conv3x3(1), the last one zero-initialised
+(R starts as the identity). Its receptive field is ~30 px: local detail only, it cannot move
+the layout or copy a training image. D_r: three stride-2 conv4x4 (w, 2w, 4w) -> conv3x3(1).
+Every random number comes from `rng`, whose state the refiner's checkpoint saves, so an
+interrupted and resumed refiner follows the same trajectory as an uninterrupted one.
+
+Applying it (`apply`): x (B, H, W) in [-1, 1] -> clip(x + R([x, n]), -1, 1) at full size (R is
+fully convolutional), n a standard-normal map per image from that image's own seed, so an
+image does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cxraug.core.errors import InputError, NumericError, vassert
+from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_file
+from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
+from cxraug.core.ui import progress, text_column
+from cxraug.gan.config import (
+    REFINE_BATCH,
+    REFINE_CHECKPOINT,
+    REFINE_CROP,
+    REFINE_L1,
+    REFINE_LR,
+    REFINE_SIGMAS,
+    REFINE_WIDTH,
+)
+from cxraug.gan.layers import SeededInit
+from cxraug.gan.result import TrainingInterrupted
+
+FORMAT = "cxraug-refiner-1"
+GROUPS = ("r", "d", "r_opt", "d_opt")
+STREAM = 7  # SeededInit stream and RNG stream of the refiner (the GAN's use 0-6)
+
+
+def crop_side(image_size: int) -> int:
+    """The training crop: REFINE_CROP px, or the whole image when it is smaller."""
+    return min(REFINE_CROP, image_size)
+
+
+def _lrelu(x: Any) -> Any:
+    return keras.layers.LeakyReLU(0.2)(x)
+
+
+def build_refiner(width: int, seed: int) -> Any:
+    """R: ([x (B, H, W, 1), n (B, H, W, 1)]) -> x + r (B, H, W, 1); H, W even."""
+    init, L = SeededInit(seed, STREAM), keras.layers
+
+    def conv(c: int, k: int = 3, s: int = 1, last: bool = False) -> Any:
+        return L.Conv2D(c, k, strides=s, padding="same",
+                        kernel_initializer="zeros" if last else init.glorot())  # fmt: skip
+
+    x, n = L.Input((None, None, 1)), L.Input((None, None, 1))
+    h = _lrelu(conv(width)(L.Concatenate()([x, n])))
+    full = _lrelu(conv(width)(h))
+    h = _lrelu(conv(2 * width, 4, 2)(full))
+    h = _lrelu(conv(2 * width)(h))
+    h = _lrelu(conv(2 * width)(h))
+    h = _lrelu(conv(width)(L.UpSampling2D()(h)))
+    h = _lrelu(conv(width)(L.Concatenate()([h, full])))
+    return keras.Model([x, n], L.Add()([x, conv(1, last=True)(h)]), name="refiner")
+
+
+def build_critic(width: int, seed: int) -> Any:
+    """D_r: ([soft, y] (B, c, c, 1) each) -> patch logits (B, c/8, c/8, 1)."""
+    init, L = SeededInit(seed, STREAM + 1), keras.layers
+    soft, y = L.Input((None, None, 1)), L.Input((None, None, 1))
+    h = L.Concatenate()([soft, y, L.Subtract()([y, soft])])
+    for c in (width, 2 * width, 4 * width):
+        h = _lrelu(L.Conv2D(c, 4, strides=2, padding="same", kernel_initializer=init.glorot())(h))
+    out = L.Conv2D(1, 3, padding="same", kernel_initializer=init.glorot())(h)
+    return keras.Model([soft, y], out, name="refiner_critic")
+
+
+def soft_crops(images: np.ndarray, idx: np.ndarray, sigmas: np.ndarray, y0: np.ndarray,
+               x0: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(soft, real) crops (B, c, c): real = images[i, y0:y0+c, x0:x0+c]; soft = the same crop
+    of the image blurred by sigma (OpenCV's Gaussian, reflected at the image border),
+    computed on the crop plus a margin wider than the kernel's radius (OpenCV's is 4 sigma
+    for float images): exact, at ~(c/H)^2 of the cost of blurring the whole image."""
+    h, w = images.shape[1:]
+    soft, real = np.empty((len(idx), c, c), np.float32), np.empty((len(idx), c, c), np.float32)
+    for k, (i, s, a, b) in enumerate(zip(idx, sigmas, y0, x0, strict=True)):
+        r = int(np.ceil(4 * s)) + 1  # beyond OpenCV's kernel radius for float images
+        ya, yb, xa, xb = max(0, a - r), min(h, a + c + r), max(0, b - r), min(w, b + c + r)
+        part = images[i, ya:yb, xa:xb]
+        # BORDER_REFLECT_101 is correct only where the part touches the image border; the
+        # margin r keeps every other edge's reflection outside the kernel's reach
+        blurred = cv2.GaussianBlur(part, (0, 0), float(s), borderType=cv2.BORDER_REFLECT_101)
+        soft[k] = blurred[a - ya : a - ya + c, b - xa : b - xa + c]
+        real[k] = images[i, a : a + c, b : b + c]
+    return soft, real
+
+
+@dataclass
+class RefinerState:
+    """Everything a refiner checkpoint holds."""
+
+    refiner: Any
+    critic: Any
+    r_opt: Any
+    d_opt: Any
+    rng: np.random.Generator
+    iteration: int
+    width: int
+    crop: int
+    history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1] every 50
+
+    def groups(self) -> dict[str, list[Any]]:
+        return {"r": self.refiner.weights, "d": self.critic.weights,
+                "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables}  # fmt: skip
+
+
+def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH) -> RefinerState:
+    """A new refiner, critic, their Adam optimizers (slots created) and the seeded RNG."""
+    r, d = build_refiner(width, seed), build_critic(width, seed)
+    r_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="refiner_adam")
+    d_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="critic_adam")
+    r_opt.build(r.trainable_variables)
+    d_opt.build(d.trainable_variables)
+    rng = np.random.default_rng([seed, STREAM])
+    return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size))
+
+
+def make_step(state: RefinerState) -> Any:
+    """A tf.function (soft, real, noise) -> (d_loss, r_adv, r_l1) that updates D_r, then R."""
+    r, d = state.refiner, state.critic
+
+    def step(soft: Any, real: Any, n: Any) -> tuple[Any, Any, Any]:
+        with tf.GradientTape() as r_tape, tf.GradientTape() as d_tape:
+            out = r([soft, n], training=True)
+            l_real, l_fake = d([soft, real], training=True), d([soft, out], training=True)
+            d_loss = tf.reduce_mean(tf.nn.softplus(-l_real)) + tf.reduce_mean(
+                tf.nn.softplus(l_fake))
+            adv = tf.reduce_mean(tf.nn.softplus(-l_fake))
+            l1 = tf.reduce_mean(tf.abs(out - real))
+            r_loss = adv + REFINE_L1 * l1
+        d_vars, r_vars = d.trainable_variables, r.trainable_variables
+        state.d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars, strict=True))
+        state.r_opt.apply_gradients(zip(r_tape.gradient(r_loss, r_vars), r_vars, strict=True))
+        return d_loss, adv, l1
+
+    return tf.function(step, reduce_retracing=False)
+
+
+def draw_batch(state: RefinerState, images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One batch's (soft, real, noise), (B, c, c, 1) each, from state.rng."""
+    rng, c, (n, h, w) = state.rng, state.crop, images.shape
+    idx = rng.integers(0, n, REFINE_BATCH)
+    sig = rng.choice(np.asarray(REFINE_SIGMAS, np.float64), REFINE_BATCH)
+    y0, x0 = rng.integers(0, h - c + 1, REFINE_BATCH), rng.integers(0, w - c + 1, REFINE_BATCH)
+    soft, real = soft_crops(images, idx, sig, y0, x0, c)
+    noise = rng.standard_normal((REFINE_BATCH, c, c), np.float32)
+    return soft[..., None], real[..., None], noise[..., None]
+
+
+# --- files: runs/NAME/refiner/refiner-NNNNNNN.npz and the pointer refiner/latest -----------
+
+
+def refiner_dir(run_path: Path) -> Path:
+    return Path(run_path) / "refiner"
+
+
+def refiner_path(run_path: Path, iteration: int) -> Path:
+    return refiner_dir(run_path) / f"refiner-{iteration:07d}.npz"
+
+
+def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
+         keep: int = 2) -> Path:  # fmt: skip
+    """Write the refiner's state atomically, then move the `latest` pointer; prune all but
+    `keep` files. `total`: the iterations the refiner was asked for (done when reached)."""
+    arrays: dict[str, Any] = {}
+    names: dict[str, list[str]] = {}
+    for group, vs in state.groups().items():
+        names[group] = [getattr(v, "path", None) or v.name for v in vs]
+        for i, v in enumerate(vs):
+            arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
+    meta = {"format": FORMAT, "iteration": state.iteration, "iterations": total,
+            "names": names, "width": state.width, "crop": state.crop,
+            "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
+            "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR,
+            "batch": REFINE_BATCH, "history": state.history}  # fmt: skip
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = refiner_path(run_path, state.iteration)
+    atomic_save_npz(path, **arrays)
+    atomic_write_json(refiner_dir(run_path) / "latest",
+                      {"file": path.name, "sha256": sha256_file(path),
+                       "iteration": state.iteration})  # fmt: skip
+    files = sorted(refiner_dir(run_path).glob("refiner-*.npz"))
+    for old in files[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class RefinerFile:
+    path: Path
+    sha256: str
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def done(self) -> bool:
+        return int(self.meta["iteration"]) >= int(self.meta["iterations"])
+
+
+def read(path: Path) -> RefinerFile:
+    """Load and verify one refiner file (every array decompressed: zip CRCs checked)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"refiner file {path} is corrupt or truncated ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not a cxraug refiner file")
+    return RefinerFile(Path(path), sha256_file(path), meta, arrays)
+
+
+def find_latest(run_path: Path) -> RefinerFile | None:
+    """The pointer's file if its hash matches, else the newest file that loads; None if the
+    run has no refiner file."""
+    folder = refiner_dir(run_path)
+    try:
+        ptr = json.loads((folder / "latest").read_text())
+        cand = folder / str(ptr["file"])
+        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
+            return read(cand)
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        pass
+    for p in sorted(folder.glob("refiner-*.npz"), reverse=True) if folder.is_dir() else []:
+        try:
+            return read(p)
+        except InputError:
+            continue
+    return None
+
+
+def _assign(vs: list[Any], f: RefinerFile, group: str) -> None:
+    stored = f.meta["names"][group]
+    if len(stored) != len(vs):
+        raise InputError(f"refiner file {f.path.name}: {group} has {len(stored)} variables, "
+                         f"this cxraug's refiner has {len(vs)}: an incompatible version")
+    for i, v in enumerate(vs):
+        a = f.arrays[f"{group}.{i:04d}"]
+        if tuple(a.shape) != tuple(v.shape):
+            raise InputError(f"refiner file {f.path.name}: {stored[i]} has shape {a.shape}, "
+                             f"the refiner expects {tuple(v.shape)}")  # fmt: skip
+        v.assign(a)
+
+
+def restore(state: RefinerState, f: RefinerFile) -> None:
+    """Assign a refiner file's arrays and RNG state to a freshly built state."""
+    for group, vs in state.groups().items():
+        _assign(vs, f, group)
+    state.rng.bit_generator.state = f.meta["rng"]
+    state.iteration = int(f.meta["iteration"])
+    state.history = [list(h) for h in f.meta.get("history", [])]
+
+
+def load_refiner(f: RefinerFile, seed: int = 0) -> Any:
+    """R alone, with a file's weights (for `generate`)."""
+    r = build_refiner(int(f.meta["width"]), seed)
+    _assign(r.weights, f, "r")
+    return r
+
+
+def image_noise(seed: int, index: int, side: int) -> np.ndarray:
+    """The refiner's noise map (side, side) of image `index` of a `generate` seed: its own
+    stream, so image i is the same whatever -n or the batch size."""
+    rng = np.random.default_rng([seed, index, STREAM])
+    return rng.standard_normal((side, side), np.float32)
+
+
+def apply(refiner: Any, images: np.ndarray, noise: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """images (B, H, W) in [-1, 1], noise (B, H, W) -> refined images, clipped to [-1, 1];
+    `chunk` images per call (its full-resolution maps take ~6 MB per image and channel
+    group at 224 px: 32 images ~1 GB at most)."""
+    out = [np.asarray(refiner([tf.constant(images[k : k + chunk, ..., None], tf.float32),
+                               tf.constant(noise[k : k + chunk, ..., None], tf.float32)],
+                              training=False))[..., 0]
+           for k in range(0, len(images), chunk)]  # fmt: skip
+    return np.clip(np.concatenate(out), -1.0, 1.0)
+
+
+@dataclass
+class RefineResult:
+    path: Path | None  # the refiner file written last (None: nothing to do, no file)
+    iteration: int
+    seconds: float
+    losses: dict[str, float]
+
+
+def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int,
+                  dataset_sha256: str, *, quiet: bool,
+                  on_iteration: Callable[[int], None] | None = None) -> RefineResult:
+    """Train the run's refiner on `images` (N, H, W) in [-1, 1] (the GAN's training images) up
+    to `iterations`, continuing its latest file if it has one (same RNG and optimizer state:
+    resumed = uninterrupted). Saved every REFINE_CHECKPOINT iterations and at the end;
+    SIGINT/SIGTERM save and raise TrainingInterrupted (exit 130)."""
+    from cxraug.gan.loop import StopFlag  # the GAN loop's signal handling, shared
+
+    n, h, w = images.shape
+    vassert(h % 2 == 0 and w % 2 == 0,
+            f"the refiner halves and doubles its map once: image sides must be even, the "
+            f"images are {w}x{h} px; preprocess to an even --size or drop --refine")  # fmt: skip
+    state = build_state(seed, h)
+    latest = find_latest(run_path)
+    if latest is not None:
+        if latest.meta.get("dataset_sha256") != dataset_sha256:
+            raise InputError(f"the refiner in {refiner_dir(run_path)} was trained on another "
+                             "dataset; move that folder away to train a new refiner")
+        restore(state, latest)
+    t0 = time.perf_counter()
+    path = latest.path if latest is not None else None
+    if state.iteration >= iterations:
+        return RefineResult(path, state.iteration, 0.0, {})
+    images = np.ascontiguousarray(images, np.float32)
+    step = make_step(state)
+    losses: dict[str, float] = {}
+    traced = False
+    info = text_column("{task.fields[info]}")
+    with StopFlag() as stop, progress(info, disable=quiet) as bar:
+        task = bar.add_task("refiner", total=iterations, completed=state.iteration, info="")
+        while state.iteration < iterations:
+            batch = [tf.constant(a) for a in draw_batch(state, images)]
+            if traced:
+                out = step(*batch)
+            else:  # tracing + graph optimisation: keep grappler's lines off the terminal
+                with quiet_native_stderr():
+                    out = step(*batch)
+                traced = True
+            losses = dict(zip(("d_loss", "adv", "l1"), (float(v) for v in out), strict=True))
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise NumericError(f"non-finite refiner loss at its iteration "
+                                   f"{state.iteration + 1} ({losses}); the last refiner file "
+                                   f"is kept: {path or 'none'}")  # fmt: skip
+            state.iteration += 1
+            it = state.iteration
+            if it % 50 == 0:
+                state.history.append([it, *(round(v, 5) for v in losses.values())])
+            bar.update(task, completed=it, info=f"D {losses['d_loss']:.3f} "
+                       f"L1 {losses['l1']:.4f}")  # fmt: skip
+            if on_iteration is not None:
+                on_iteration(it)
+            if it % REFINE_CHECKPOINT == 0 or it == iterations or stop.signum is not None:
+                path = save(state, run_path, iterations, dataset_sha256)
+            if stop.signum is not None and it < iterations:
+                raise TrainingInterrupted(
+                    f"refiner interrupted at its iteration {it}; saved to {path}. Continue "
+                    f"with `cxraug train --resume {Path(run_path).name}`")
+    return RefineResult(path, state.iteration, time.perf_counter() - t0, losses)
