@@ -81,5 +81,6 @@ def train_command(
     else:
         m = result.metrics
         losses = f" d_loss {m['d_loss']:.4f} g_loss {m['g_loss']:.4f}" if m else ""
+        refiner = f"; refiner {result.refiner}" if result.refiner else ""
         out.print(f"{result.run_dir}: iteration {result.iteration}{losses}; "
-                  f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
+                  f"checkpoint {result.checkpoint}{refiner}", highlight=False, soft_wrap=True)
