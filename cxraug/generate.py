@@ -307,7 +307,7 @@ def _refiner_file(cfg: GenerateConfig, tcfg: TrainConfig, run_dir: RunDir,
     except (OSError, InputError):  # no (readable) config.json: the checkpoint's says
         pass
     f = find_latest(run_dir.path)
-    if f is not None and f.done:
+    if f is not None and f.done and int(f.meta["iteration"]) >= wanted:
         return f
     if wanted > 0:
         at = "has no refiner file" if f is None else \

@@ -50,7 +50,12 @@ import cv2
 import numpy as np
 
 from cxraug.core.errors import InputError, NumericError, vassert
-from cxraug.core.fsutil import atomic_save_npz, atomic_write_json, sha256_file
+from cxraug.core.fsutil import (
+    atomic_save_npz,
+    atomic_write_json,
+    remove_stale_temps,
+    sha256_file,
+)
 from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
 from cxraug.core.ui import progress, text_column
 from cxraug.gan.config import (
@@ -66,7 +71,6 @@ from cxraug.gan.layers import SeededInit
 from cxraug.gan.result import TrainingInterrupted
 
 FORMAT = "cxraug-refiner-1"
-GROUPS = ("r", "d", "r_opt", "d_opt")
 STREAM = 7  # SeededInit stream and RNG stream of the refiner (the GAN's use 0-6)
 
 
@@ -341,6 +345,8 @@ def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int
     vassert(h % 2 == 0 and w % 2 == 0,
             f"the refiner halves and doubles its map once: image sides must be even, the "
             f"images are {w}x{h} px; preprocess to an even --size or drop --refine")  # fmt: skip
+    # a process killed while saving left a temp file; we hold the run's lock (cxraug.train)
+    remove_stale_temps(refiner_dir(run_path))
     state = build_state(seed, h)
     latest = find_latest(run_path)
     if latest is not None:
