@@ -214,14 +214,14 @@ CHILD = textwrap.dedent("""
             return real_savez(f, **arrays)
         np.savez = savez
     elif point == "pointer":
-        real_ptr = ck._write_pointer
+        real_ptr = ck.write_pointer
         def write_pointer(ptr, path, *a, **k):
             if ptr.name == "latest":
                 count[0] += 1
                 if count[0] == n:
                     die()
             return real_ptr(ptr, path, *a, **k)
-        ck._write_pointer = write_pointer
+        ck.write_pointer = write_pointer
     elif point == "limit":
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))

@@ -73,21 +73,22 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int,
     if not write:
         return path
     atomic_save_npz(path, **arrays)
-    _write_pointer(run.latest_pointer, path, state.iteration)
-    best = _read_pointer(run.best_pointer).get("file")
+    write_pointer(run.latest_pointer, path, state.iteration)
+    best = read_pointer(run.best_pointer).get("file")
     for old in run.checkpoint_files()[:-keep]:
         if old.name != best:  # the best-scored checkpoint outlives pruning
             old.unlink(missing_ok=True)
     return path
 
 
-def _write_pointer(ptr: Path, path: Path, iteration: int, **extra: Any) -> None:
-    """A pointer file (`latest`, `best`): JSON naming a checkpoint and its SHA-256."""
+def write_pointer(ptr: Path, path: Path, iteration: int, **extra: Any) -> None:
+    """A pointer file (`latest`, `best`; the refiner's `latest`): JSON naming a file in the
+    pointer's folder and its SHA-256, written atomically."""
     atomic_write_json(ptr, {"file": path.name, "sha256": sha256_file(path),
                             "iteration": iteration, **extra})  # fmt: skip
 
 
-def _read_pointer(ptr: Path) -> dict[str, Any]:
+def read_pointer(ptr: Path) -> dict[str, Any]:
     """The pointer's JSON, or {} when it is missing or unreadable."""
     try:
         data = json.loads(ptr.read_text())
@@ -96,11 +97,12 @@ def _read_pointer(ptr: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _pointed(run: RunDir, ptr: Path) -> Path | None:
-    """The checkpoint a pointer names, if that file exists and its hash matches."""
-    data = _read_pointer(ptr)
+def pointed(ptr: Path) -> Path | None:
+    """The file a pointer names (in the pointer's folder), if it exists and its hash
+    matches. The refiner's pointer works the same way (cxraug.gan.refine)."""
+    data = read_pointer(ptr)
     try:
-        cand = run.checkpoints_dir / str(data["file"])
+        cand = ptr.parent / str(data["file"])
         if cand.is_file() and sha256_file(cand) == data["sha256"]:
             return cand
     except (OSError, KeyError, TypeError):
@@ -110,14 +112,14 @@ def _pointed(run: RunDir, ptr: Path) -> Path | None:
 
 def mark_best(run_dir: Path | RunDir, path: Path, score: dict[str, Any]) -> None:
     """Point checkpoints/best at `path` (atomically), with the score that chose it."""
-    _write_pointer(_run(run_dir).best_pointer, path, int(score.get("iteration", -1)),
+    write_pointer(_run(run_dir).best_pointer, path, int(score.get("iteration", -1)),
                    score=score)  # fmt: skip
 
 
 def find_best(run_dir: Path | RunDir) -> Path | None:
     """The best-scored checkpoint if the run has one and its hash matches, else None."""
     run = _run(run_dir)
-    return _pointed(run, run.best_pointer)
+    return pointed(run.best_pointer)
 
 
 def list_checkpoints(run_dir: Path | RunDir) -> list[Path]:
@@ -172,7 +174,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
 def find_latest(run_dir: Path | RunDir) -> Path | None:
     """The pointer's file if its hash matches, else the newest file that loads completely."""
     run = _run(run_dir)
-    if (found := _pointed(run, run.latest_pointer)) is not None:
+    if (found := pointed(run.latest_pointer)) is not None:
         return found
     for p in reversed(run.checkpoint_files()):
         try:

@@ -50,14 +50,10 @@ import cv2
 import numpy as np
 
 from cxraug.core.errors import InputError, NumericError, vassert
-from cxraug.core.fsutil import (
-    atomic_save_npz,
-    atomic_write_json,
-    remove_stale_temps,
-    sha256_file,
-)
+from cxraug.core.fsutil import atomic_save_npz, remove_stale_temps, sha256_file
 from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
 from cxraug.core.ui import progress, text_column
+from cxraug.gan.checkpoint import pointed, write_pointer
 from cxraug.gan.config import (
     REFINE_BATCH,
     REFINE_CHECKPOINT,
@@ -224,9 +220,7 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
     arrays["meta"] = np.array(json.dumps(meta))
     path = refiner_path(run_path, state.iteration)
     atomic_save_npz(path, **arrays)
-    atomic_write_json(refiner_dir(run_path) / "latest",
-                      {"file": path.name, "sha256": sha256_file(path),
-                       "iteration": state.iteration})  # fmt: skip
+    write_pointer(refiner_dir(run_path) / "latest", path, state.iteration)
     files = sorted(refiner_dir(run_path).glob("refiner-*.npz"))
     for old in files[:-keep]:
         old.unlink(missing_ok=True)
@@ -262,13 +256,11 @@ def find_latest(run_path: Path) -> RefinerFile | None:
     """The pointer's file if its hash matches, else the newest file that loads; None if the
     run has no refiner file."""
     folder = refiner_dir(run_path)
-    try:
-        ptr = json.loads((folder / "latest").read_text())
-        cand = folder / str(ptr["file"])
-        if cand.is_file() and sha256_file(cand) == ptr["sha256"]:
+    if (cand := pointed(folder / "latest")) is not None:
+        try:
             return read(cand)
-    except (OSError, ValueError, KeyError, TypeError, InputError):
-        pass
+        except InputError:  # a matching hash makes this unlikely; fall back as below
+            pass
     for p in sorted(folder.glob("refiner-*.npz"), reverse=True) if folder.is_dir() else []:
         try:
             return read(p)
