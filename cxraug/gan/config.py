@@ -234,6 +234,12 @@ class TrainConfig(Settings):
     # ratio 0.30 against 0.46), C2ST 0.997-1.0 at every size, and the share of detail common
     # to every image rose from 0.23 to 0.58, at 1.36x the time, so it is off
     # (bench/RESULTS.md "A judge for the grid"; docs/training.md "Detail bands for D")
+    # tried because every generated set is soft and no lever inside the GAN sharpened it: a
+    # second stage trained on real images to undo a blur (cxraug.gan.refine). Measured at
+    # 224 px on the --fixed 10 run (seed 0, 1,500 iterations, 9.7 min): C2ST worse at 32 and
+    # 64 px (0.91 / 0.94 against 0.82 / 0.90), the spectrum overshot (hf 1.43), and by eye it
+    # sharpens the painted outlines G drew, so it is off (bench/RESULTS.md "A ceiling for the
+    # judge, and a detail refiner"; docs/training.md "The detail refiner")
     refine: int = setting(
         0, "Iterations of the detail refiner, trained after the GAN on the same training "
         "images (blurred crops -> the real crops; pix2pix-style, cxraug.gan.refine); generate "
