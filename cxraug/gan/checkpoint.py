@@ -56,12 +56,7 @@ def save_checkpoint(state: Any, run_dir: Path | RunDir, keep: int,
     `write=False` (a multi-worker run's non-chief workers, cxraug.gan.cluster) reads every
     variable as the chief does, so that both run the same ops, writes nothing, and returns
     the path the chief writes."""
-    arrays: dict[str, Any] = {}
-    names: dict[str, list[str]] = {}
-    for group, vs in _variables(state).items():
-        names[group] = [getattr(v, "path", None) or v.name for v in vs]
-        for i, v in enumerate(vs):
-            arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
+    arrays, names = pack_groups(_variables(state))
     arrays["rng_state"] = state.rng.state.numpy()
     meta = {"format": FORMAT, "iteration": state.iteration, "names": names,
             "rng_algorithm": int(state.rng.algorithm), "config": state.cfg.to_dict()}  # fmt: skip
@@ -185,26 +180,44 @@ def find_latest(run_dir: Path | RunDir) -> Path | None:
     return None
 
 
+def pack_groups(groups: dict[str, list[Any]]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Variable groups as a file stores them: arrays "GROUP.0000", ... and each group's
+    variable names (for the messages of `assign_group`). Also the refiner's files."""
+    arrays: dict[str, Any] = {}
+    names: dict[str, list[str]] = {}
+    for group, vs in groups.items():
+        names[group] = [getattr(v, "path", None) or v.name for v in vs]
+        for i, v in enumerate(vs):
+            arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
+    return arrays, names
+
+
+def assign_group(vs: list[Any], arrays: dict[str, np.ndarray], names: dict[str, list[str]],
+                 group: str, file: str) -> None:  # fmt: skip
+    """Assign a stored group (`pack_groups`) to the variables `vs` of a freshly built model,
+    refusing a missing group, another variable count or another shape; `file` names the
+    file in the messages."""
+    if group not in names:
+        raise InputError(f"{file} has no {group!r} variables; it was written for another "
+                         "configuration: use a file of this run, or retrain")  # fmt: skip
+    stored = names[group]
+    if len(stored) != len(vs):
+        raise InputError(f"{file}: {group} has {len(stored)} variables, this cxraug's model "
+                         f"has {len(vs)}; it was written by an incompatible version: retrain "
+                         "with this version")  # fmt: skip
+    for i, v in enumerate(vs):
+        a = arrays[f"{group}.{i:04d}"]
+        if tuple(a.shape) != tuple(v.shape):
+            raise InputError(f"{file}: {stored[i]} has shape {a.shape}, the model expects "
+                             f"{tuple(v.shape)}; the file does not match this model: use a "
+                             "file of this run, or retrain")  # fmt: skip
+        v.assign(a)
+
+
 def restore(state: Any, ckpt: Checkpoint) -> None:
     """Assign a checkpoint's arrays to a freshly built state of the same config."""
     for group, vs in _variables(state).items():
-        if group not in ckpt.meta["names"]:
-            raise InputError(f"checkpoint {ckpt.path.name} has no {group!r} variables; it was "
-                             "written for another configuration")  # fmt: skip
-        stored = ckpt.meta["names"][group]
-        if len(stored) != len(vs):
-            raise InputError(
-                f"checkpoint {ckpt.path.name}: {group} has {len(stored)} variables, this "
-                f"cxraug's model has {len(vs)}; it was written by an incompatible version"
-            )
-        for i, v in enumerate(vs):
-            a = ckpt.arrays[f"{group}.{i:04d}"]
-            if tuple(a.shape) != tuple(v.shape):
-                raise InputError(
-                    f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, the model "
-                    f"expects {tuple(v.shape)}; the checkpoint does not match this model"
-                )
-            v.assign(a)
+        assign_group(vs, ckpt.arrays, ckpt.meta["names"], group, f"checkpoint {ckpt.path.name}")
     state.rng.reset(ckpt.arrays["rng_state"])
     state.iteration = ckpt.iteration
 
@@ -213,17 +226,8 @@ def assign_generator(gen: Any, ckpt: Checkpoint, *, ema: bool = True) -> str:
     """Load only a generator's weights (for `generate`): the EMA generator's when the
     checkpoint has one and `ema`, else the trained one. Returns the group used ("ema"/"g")."""
     group = "ema" if ema and "ema" in ckpt.meta["names"] else "g"
-    stored = ckpt.meta["names"][group]
-    if len(stored) != len(gen.weights):
-        raise InputError(f"checkpoint {ckpt.path.name} holds {len(stored)} generator variables; "
-                         f"the model has {len(gen.weights)}: incompatible checkpoint")  # fmt: skip
-    for i, v in enumerate(gen.weights):
-        a = ckpt.arrays[f"{group}.{i:04d}"]
-        if tuple(a.shape) != tuple(v.shape):
-            raise InputError(f"checkpoint {ckpt.path.name}: {stored[i]} has shape {a.shape}, "
-                             f"the model expects {tuple(v.shape)}; the checkpoint does not "
-                             "match this model")  # fmt: skip
-        v.assign(a)
+    assign_group(gen.weights, ckpt.arrays, ckpt.meta["names"], group,
+                 f"checkpoint {ckpt.path.name}")  # fmt: skip
     return group
 
 

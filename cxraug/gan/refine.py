@@ -53,7 +53,7 @@ from cxraug.core.errors import InputError, NumericError, vassert
 from cxraug.core.fsutil import atomic_save_npz, remove_stale_temps, sha256_file
 from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
 from cxraug.core.ui import progress, text_column
-from cxraug.gan.checkpoint import pointed, write_pointer
+from cxraug.gan.checkpoint import assign_group, pack_groups, pointed, write_pointer
 from cxraug.gan.config import (
     REFINE_BATCH,
     REFINE_CHECKPOINT,
@@ -206,12 +206,7 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
          keep: int = 2) -> Path:  # fmt: skip
     """Write the refiner's state atomically, then move the `latest` pointer; prune all but
     `keep` files. `total`: the iterations the refiner was asked for (done when reached)."""
-    arrays: dict[str, Any] = {}
-    names: dict[str, list[str]] = {}
-    for group, vs in state.groups().items():
-        names[group] = [getattr(v, "path", None) or v.name for v in vs]
-        for i, v in enumerate(vs):
-            arrays[f"{group}.{i:04d}"] = np.asarray(v.numpy())
+    arrays, names = pack_groups(state.groups())
     meta = {"format": FORMAT, "iteration": state.iteration, "iterations": total,
             "names": names, "width": state.width, "crop": state.crop,
             "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
@@ -269,23 +264,10 @@ def find_latest(run_path: Path) -> RefinerFile | None:
     return None
 
 
-def _assign(vs: list[Any], f: RefinerFile, group: str) -> None:
-    stored = f.meta["names"][group]
-    if len(stored) != len(vs):
-        raise InputError(f"refiner file {f.path.name}: {group} has {len(stored)} variables, "
-                         f"this cxraug's refiner has {len(vs)}: an incompatible version")
-    for i, v in enumerate(vs):
-        a = f.arrays[f"{group}.{i:04d}"]
-        if tuple(a.shape) != tuple(v.shape):
-            raise InputError(f"refiner file {f.path.name}: {stored[i]} has shape {a.shape}, "
-                             f"the refiner expects {tuple(v.shape)}")  # fmt: skip
-        v.assign(a)
-
-
 def restore(state: RefinerState, f: RefinerFile) -> None:
     """Assign a refiner file's arrays and RNG state to a freshly built state."""
     for group, vs in state.groups().items():
-        _assign(vs, f, group)
+        assign_group(vs, f.arrays, f.meta["names"], group, f"refiner file {f.path.name}")
     state.rng.bit_generator.state = f.meta["rng"]
     state.iteration = int(f.meta["iteration"])
     state.history = [list(h) for h in f.meta.get("history", [])]
@@ -294,7 +276,7 @@ def restore(state: RefinerState, f: RefinerFile) -> None:
 def load_refiner(f: RefinerFile, seed: int = 0) -> Any:
     """R alone, with a file's weights (for `generate`)."""
     r = build_refiner(int(f.meta["width"]), seed)
-    _assign(r.weights, f, "r")
+    assign_group(r.weights, f.arrays, f.meta["names"], "r", f"refiner file {f.path.name}")
     return r
 
 
