@@ -241,9 +241,12 @@ def read(path: Path) -> RefinerFile:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"refiner file {path} is corrupt or truncated ({e})") from e
+        raise InputError(f"refiner file {path} is corrupt or truncated ({e}); remove it: "
+                         "the run's other refiner file is used, or `cxraug train --resume RUN` "
+                         "trains the refiner again") from e  # fmt: skip
     if meta.get("format") != FORMAT:
-        raise InputError(f"{path} is not a cxraug refiner file")
+        raise InputError(f"{path} is not a cxraug refiner file; move it out of the run's "
+                         "refiner/ folder")
     return RefinerFile(Path(path), sha256_file(path), meta, arrays)
 
 
