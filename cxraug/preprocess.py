@@ -13,7 +13,9 @@ shrinking) when both sides shrink, else INTER_CUBIC.
 
 Huge JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (DCT scaling) when the crop
 still has >= 2x the target size per side afterwards: the paper's 5623x4757 scans then cost a
-fraction of the time and memory, and INTER_AREA does the remaining reduction.
+fraction of the time and memory, and INTER_AREA does the remaining reduction. The target is
+never below cxraug.prep.marks.DECODE_SIZE (224), so the mark detector sees the same pixels at
+every --size up to it.
 
 Each crop is also searched for burned-in editorial marks (cxraug.prep.marks: arrows, panel
 letters, text, colour, frames), in the colour pixels of the same decode; the reasons go into
@@ -62,7 +64,7 @@ from cxraug.prep.loading import (
     tasks_for,
     usable_rows,
 )
-from cxraug.prep.marks import DETECTOR_VERSION, detect_marks, record_marks
+from cxraug.prep.marks import DECODE_SIZE, DETECTOR_VERSION, detect_marks, record_marks
 from cxraug.prep.resize import (
     jpeg_reduce_setting,
     keep_aspect_setting,
@@ -118,7 +120,8 @@ def _preprocess_one(
     task: ImageTask, config: PreprocessConfig, out: str, shape: tuple[int, int, int], thumbs: bool
 ) -> _Done:
     try:
-        im = load_image(task, config.load_options(colour=True), config.size)
+        # decoded for the detector's sake no coarser than for DECODE_SIZE (cxraug.prep.marks)
+        im = load_image(task, config.load_options(colour=True), max(config.size, DECODE_SIZE))
         # on the crop: what training will see
         marks = tuple(detect_marks(*im.region(), burned_in=im.burned_in))
     except ImageError as e:

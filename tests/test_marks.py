@@ -286,6 +286,29 @@ def test_preprocess_writes_the_marks_column_and_keeps_a_verdict(tmp_path: Path) 
     assert r.exit_code == 0 and "up to date" not in r.output
 
 
+def test_marks_do_not_depend_on_the_size_asked(tmp_path: Path) -> None:
+    """A big JPEG is DCT-reduced to >= 2x the --size asked; the detector must see it as at
+    --size 224 all the same. The outline is 8 px wide at 2,048 px: ~2 px once decoded for 224
+    (reduced 4x, found), ~1 px when decoded for --size 32 (reduced 8x, missed before
+    detector version 2)."""
+    px = make_phantom(np.random.default_rng(2), "covid", (2048, 2048))
+    cv2.ellipse(px, (717, 1126), (164, 123), 20, 0, 360, 255, 8, cv2.LINE_AA)
+    cells = {}
+    for size in (32, 224):
+        ws = Workspace.at(tmp_path / f"ws{size}")
+        (ws.root / "img").mkdir(parents=True)
+        path = ws.root / "img" / "big.jpg"
+        path.write_bytes(encode_image(px, ".jpg"))
+        write_manifest(ws.manifest_path, Manifest([
+            Record("p/big", str(path), "covid", "train", width=2048, height=2048,
+                   sha256=sha256_file(path))]))  # fmt: skip
+        r = runner.invoke(app, ["preprocess", "-w", str(ws.root), "--size", str(size),
+                                "--workers", "1"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        cells[size] = read_manifest(ws.manifest_path).by_id()["p/big"].marks
+    assert cells == {32: "stroke", 224: "stroke"}
+
+
 def test_contact_sheet_frames_the_marked_images(tmp_path: Path) -> None:
     thumb = np.full((100, 100), 128, np.uint8)
     items = [SheetItem("a/clean", thumb, None), SheetItem("b/marked", thumb, None, marks="text"),
