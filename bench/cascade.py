@@ -68,7 +68,9 @@ def build_r(seed: int) -> Any:
 
 
 def build_critic(seed: int) -> Any:
-    """Patch logits of [x, y, y - x] (three stride-2 4x4 convs, then a 3x3 conv)."""
+    """Patch logits of [x, y, y - x] (three stride-2 4x4 convs, then a 3x3 conv): the
+    architecture of cxraug.gan.refine.build_critic, kept here with its own Glorot seeds so
+    that the numbers in bench/RESULTS.md ("A resolution cascade") rerun exactly."""
     L, init = keras.layers, keras.initializers.GlorotUniform(seed + 1)
     x, y = L.Input((None, None, 1)), L.Input((None, None, 1))
     h = L.Concatenate()([x, y, L.Subtract()([y, x])])

@@ -225,15 +225,6 @@ class TrainConfig(Settings):
         "measures it (unbiased; 0: off).",
         bounds=at_least(0),
     )  # fmt: skip
-    # tried because the generated images carry 0.62-0.68x the real images' energy in every
-    # band from 1 to 50 px (the missing ribs), while D reads the pixels, where that detail is
-    # ~1/10 of the signal: Adam moves each weight by about the same step whatever its input's
-    # scale, so D learns the detail's weights ~10x slower than the layout's, and G's gradient
-    # towards detail is as small (the spectral bias that SSD-GAN and SWAGAN address with a
-    # frequency-aware D). Measured at 224 px (seed 0): D won, the images got softer (Laplacian
-    # ratio 0.30 against 0.46), C2ST 0.997-1.0 at every size, and the share of detail common
-    # to every image rose from 0.23 to 0.58, at 1.36x the time, so it is off
-    # (bench/RESULTS.md "A judge for the grid"; docs/training.md "Detail bands for D")
     # tried because every generated set is soft and no lever inside the GAN sharpened it: a
     # second stage trained on real images to undo a blur (cxraug.gan.refine). Measured at
     # 224 px on the --fixed 10 run (seed 0, 1,500 iterations, 9.7 min): C2ST worse at 32 and
@@ -246,6 +237,15 @@ class TrainConfig(Settings):
         "applies it to every image (0: none).",
         bounds=at_least(0),
     )  # fmt: skip
+    # tried because the generated images carry 0.62-0.68x the real images' energy in every
+    # band from 1 to 50 px (the missing ribs), while D reads the pixels, where that detail is
+    # ~1/10 of the signal: Adam moves each weight by about the same step whatever its input's
+    # scale, so D learns the detail's weights ~10x slower than the layout's, and G's gradient
+    # towards detail is as small (the spectral bias that SSD-GAN and SWAGAN address with a
+    # frequency-aware D). Measured at 224 px (seed 0): D won, the images got softer (Laplacian
+    # ratio 0.30 against 0.46), C2ST 0.997-1.0 at every size, and the share of detail common
+    # to every image rose from 0.23 to 0.58, at 1.36x the time, so it is off
+    # (bench/RESULTS.md "A judge for the grid"; docs/training.md "Detail bands for D")
     conv_d_input: str = setting(
         "pixels", "conv D: what its first conv reads: pixels | bands (the image plus three "
         "difference-of-Gaussians detail bands, sigma 1/3/8 px, each scaled to the pixels' "
