@@ -268,7 +268,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     res = GenerateResult(label, n, run, ckpt.path, ckpt.sha256, out_dir)
     if _nothing_to_do(cfg, res, cells):
         return res
-    _check_room(ws, out_dir, n, tcfg.image_size, len(manifest))
+    _check_room(ws, out_dir, n, tcfg.image_size * tcfg.enlarge, len(manifest))
     stem = f"{run}-s{cfg.seed}"
     _replace_old_set(ws, manifest, cfg, label, n, stem)
     group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
@@ -307,6 +307,11 @@ def _refiner_file(cfg: GenerateConfig, tcfg: TrainConfig, run_dir: RunDir,
     except (OSError, InputError):  # no (readable) config.json: the checkpoint's says
         pass
     f = find_latest(run_dir.path)
+    if f is not None and int(f.meta.get("enlarge", 1)) != tcfg.enlarge:
+        raise InputError(f"run {run}'s refiner file {f.path.name} was trained for --enlarge "
+                         f"{f.meta.get('enlarge', 1)}, the run's generator for --enlarge "
+                         f"{tcfg.enlarge}; move the run's refiner/ folder away and train it "
+                         f"again with `cxraug train --resume {run} --refine N`")  # fmt: skip
     if f is not None and f.done and int(f.meta["iteration"]) >= wanted:
         return f
     if wanted > 0:
@@ -338,8 +343,12 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
     y_idx = LABELS.index(label)
     infer = tf.function(lambda z, y: gen([z, y], training=False))
     refiner = refine.load_refiner(refiner_file) if refiner_file is not None else None
+    side = tcfg.image_size * tcfg.enlarge  # what the images are written at: the dataset's
     note = f"refined: {refiner_file.path.name} sha256 {refiner_file.sha256[:16]}" \
         if refiner_file is not None else ""
+    if tcfg.enlarge > 1:  # --enlarge K: G's images are K times smaller than the dataset's
+        how = "the learnt enlargement" if refiner is not None else "bilinearly (--no-refine)"
+        note = f"enlarged {tcfg.enlarge}x {how}" + (f"; {note}" if note else "")
     bs, journal = cfg.batch_size, ws.generate_journal(label, stem)
     todo: list[Record] = []  # written, not yet in the saved manifest
     last, cost = time.monotonic(), 0.0
@@ -356,10 +365,11 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
             y = (tf.fill((bs,), y_idx) if cells is None  # a cell per image: (i mod K)-th source
                  else tf.constant([cells[1][i % len(cells[1])] for i in range(lo, lo + bs)]))
             raw = infer(tf.constant(z), y).numpy()[..., 0]  # (bs, H, W): fixed batch shape
+            if tcfg.enlarge > 1:  # the enlargement's input, as it was trained (refine.degraded)
+                raw = refine.enlarge_bilinear(raw, side)
             if refiner is not None:  # the padding rows get noise too: the same batch shape
                 raw = refine.apply(refiner, raw, np.stack(
-                    [refine.image_noise(cfg.seed, i, tcfg.image_size)
-                     for i in range(lo, lo + bs)]))  # fmt: skip
+                    [refine.image_noise(cfg.seed, i, side) for i in range(lo, lo + bs)]))
             imgs = to_uint8(raw[: hi - lo])
             pngs = list(pool.map(encode_png_gray, imgs))
             list(pool.map(atomic_write_bytes, paths, pngs))
@@ -367,7 +377,7 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
                 todo.append(Record(
                     id=ws.synthetic_id(label, p.stem), path=ws.relpath(p), label=label,
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
-                    width=tcfg.image_size, height=tcfg.image_size, synthetic=True, run=run_ref,
+                    width=side, height=side, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,
                     cond_source=cells[0][i % len(cells[0])] if cells else "", note=note,
                 ))  # fmt: skip

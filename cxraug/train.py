@@ -42,7 +42,7 @@ from cxraug.gan.config import (
     recipe_config,
 )
 from cxraug.gan.result import TrainingInterrupted, TrainResult
-from cxraug.gan.trainset import training_set
+from cxraug.gan.trainset import model_side, shrunk, training_set
 
 __all__ = ["DEFAULT_RECIPE", "RECIPES", "RESUMABLE_CHANGES", "TrainConfig", "TrainResult",
            "TrainingInterrupted", "recipe_config", "resume", "train"]  # fmt: skip
@@ -61,9 +61,10 @@ def train(
 ) -> TrainResult:
     """Start run NAME (default: a timestamp) under WORKSPACE/runs with `cfg` (by default the
     default recipe, as `cxraug train` with no options). The model's image_size and
-    num_classes are the dataset's; `image_size`, if given, must equal it. `extractor`: the
-    feature extractor of the checkpoint scores (None: cxraug.gan.scoring's fixed-seed random
-    Inception-v3; tests pass a tiny one)."""
+    num_classes are the dataset's (the side divided by cfg.enlarge); `image_size`, if given,
+    must equal the dataset's side. `extractor`: the feature extractor of the checkpoint
+    scores (None: cxraug.gan.scoring's fixed-seed random Inception-v3; tests pass a tiny
+    one)."""
     cfg.check_strategy()  # argument checks: the same on every worker, before a cluster forms
     if cfg.strategy == "multiworker" and name is None:
         raise InputError("--strategy multiworker needs --name: every worker must name the "
@@ -86,12 +87,14 @@ def train(
             if image_size is not None and image_size != ds.image_size:
                 raise InputError(f"--image-size {image_size} differs from the dataset's "
                                  f"{ds.image_size} px; re-run `cxraug preprocess --size ...`")
+            model_side(ds.image_size, cfg.enlarge)  # a side --enlarge does not divide: exit 3
             if cfg.condition == "class,source":
                 with_sources(ds, ws.load_manifest())
             return ds, left_out, cue_facts, exists
 
         ds, left_out, cue_facts, exists = agreed(strategy, check)
-        cfg = cfg.replace(image_size=ds.image_size, num_classes=len(ds.classes),
+        cfg = cfg.replace(image_size=model_side(ds.image_size, cfg.enlarge),
+                          num_classes=len(ds.classes),
                           sources=run_sources(ds) if ds.sources is not None else ())
         return _run(run, cfg, ds, None, strategy, sha256_file(ws.dataset_path), left_out,
                     cue_facts, replace=exists, quiet=quiet, on_iteration=on_iteration,
@@ -151,10 +154,10 @@ def _resume(ws: Workspace, run_dir: RunDir, *, quiet: bool,
                                                cfg.cue_steps)  # fmt: skip
         if cfg.sources:  # the cells follow the run's recorded source order
             dataset_cells(with_sources(ds, ws.load_manifest()), cfg.sources)
-        if cfg.image_size != ds.image_size:
-            raise InputError(f"the run was trained on {cfg.image_size} px images, the "
-                             f"dataset now holds {ds.image_size} px; resume needs the same "
-                             "dataset")  # fmt: skip
+        if cfg.image_size * cfg.enlarge != ds.image_size:
+            raise InputError(f"the run was trained on {cfg.image_size * cfg.enlarge} px "
+                             f"images, the dataset now holds {ds.image_size} px; resume needs "
+                             "the same dataset")  # fmt: skip
         now = sha256_file(ws.dataset_path)
         started = ckpt.meta.get("dataset_sha256")
         if started is None:  # a run from before checkpoints recorded it
@@ -184,18 +187,25 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
     # TensorFlow is imported here, where the networks run: `cxraug --help` stays fast
     from cxraug.gan.loop import run_training
 
-    result = run_training(run, cfg, ds, ckpt, strategy, dataset_sha256, left_out, cue_facts,
-                          replace=replace, quiet=quiet, on_iteration=on_iteration,
+    # --enlarge K: G and D see the images shrunk K times; the enlargement, the full ones
+    small = ds if cfg.enlarge == 1 else shrunk(ds, cfg.image_size)
+    if cfg.enlarge > 1 and not quiet:
+        err.print(f"--enlarge {cfg.enlarge}: G and D train on the {ds.image_size} px images "
+                  f"shrunk to {cfg.image_size} px", highlight=False, soft_wrap=True)
+    result = run_training(run, cfg, small, ckpt, strategy, dataset_sha256, left_out,
+                          cue_facts, replace=replace, quiet=quiet, on_iteration=on_iteration,
                           extractor=extractor)  # fmt: skip
     if cfg.refine > 0:  # check_strategy refused --refine in a cluster: one process here
         from cxraug.gan.refine import train_refiner
 
         if not quiet:
+            task = ("blurred crops -> the real crops" if cfg.enlarge == 1 else
+                    f"crops shrunk {cfg.enlarge}x and enlarged bilinearly -> the real crops")
             err.print(f"refiner {run.path / 'refiner'}: iterations -> {cfg.refine}, on the "
-                      f"same {len(ds)} training images (blurred crops -> the real crops)",
+                      f"same {len(ds)} training images ({task})",
                       highlight=False, soft_wrap=True)  # fmt: skip
         ref = train_refiner(run.path, ds.images, cfg.refine, cfg.seed, dataset_sha256,
-                            quiet=quiet)  # fmt: skip
+                            quiet=quiet, enlarge=cfg.enlarge)  # fmt: skip
         result.refiner, result.refiner_iteration = ref.path, ref.iteration
         result.seconds += ref.seconds
     return result

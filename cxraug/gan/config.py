@@ -86,6 +86,15 @@ REFINE_L1 = 10.0
 REFINE_LR = 2e-4
 REFINE_BATCH = 32
 REFINE_CHECKPOINT = 250
+#: The learnt enlargement (--enlarge K with --refine N): the same refiner machinery, trained to
+#: turn a real image shrunk K times (area average) and enlarged back bilinearly into the real
+#: image. Two levels down and up (receptive field ~70 px at 224: a rib's width and spacing),
+#: crops of 96 px and batches of 16: the network and batches measured in bench/cascade.py
+#: (bench/RESULTS.md "A resolution cascade"), whose ceiling on real images reached C2ST 0.87
+#: at 128 px after 3,000 iterations
+ENLARGE_LEVELS = 2
+ENLARGE_CROP = 96
+ENLARGE_BATCH = 16
 #: --conv-g-sle: G's level j is gated by level j - SLE_GAP (FastGAN: 8 -> 128 px, 16x; here
 #: 8x, so that each of the three finest levels, 56-224 px, gets a gate)
 SLE_GAP = 3
@@ -112,7 +121,7 @@ _POSITIVE = at_least(1)
 @dataclass(frozen=True)
 class TrainConfig(Settings):
     # --- model (paper §3.c); image_size and num_classes are the dataset's (set by `train`) ---
-    image_size: int = 224  # H = W; must equal the dataset's image size
+    image_size: int = 224  # H = W of G's and D's images: the dataset's side / enlarge
     num_classes: int = 2  # normal = 0, covid = 1 (cxraug.core.manifest.LABELS)
     latent_dim: int = setting(128, "Noise size.", bounds=_POSITIVE)
     g_widths: tuple[int, ...] = setting((128, 256, 512, 1024), "Generator hidden Dense widths.",
@@ -236,6 +245,18 @@ class TrainConfig(Settings):
         "images (blurred crops -> the real crops; pix2pix-style, cxraug.gan.refine); generate "
         "applies it to every image (0: none).",
         bounds=at_least(0),
+    )  # fmt: skip
+    # the resolution cascade (LAPGAN, Denton et al. 2015): G and D at 1/K of the dataset's
+    # side get ~2.5x the iterations per minute at K = 4 (the small convs are overhead-bound),
+    # and G draws ribs at 56 px where every 224 px run drew wavy outlines; the learnt
+    # enlargement (--refine) adds the detail (bench/RESULTS.md "A resolution cascade";
+    # docs/training.md "The resolution cascade"). Off by default: measured on seed 0 only.
+    enlarge: int = setting(
+        1, "Train G and D on the dataset shrunk K times (area average; --conv-g-channels must "
+        "then fit the smaller side) and let generate enlarge their images back K times with "
+        "the learnt enlargement that --refine N trains (a resolution cascade; needs --refine "
+        "when K > 1). 1: the dataset's own size.",
+        bounds=at_least(1),
     )  # fmt: skip
     # tried because the generated images carry 0.62-0.68x the real images' energy in every
     # band from 1 to 50 px (the missing ribs), while D reads the pixels, where that detail is
@@ -396,6 +417,11 @@ class TrainConfig(Settings):
     def check(self) -> None:
         """Rules between fields and choices (each number's own range: `bounds` above)."""
         vassert(self.image_size >= 4, f"image_size={self.image_size}: use at least 4 pixels")
+        vassert(self.enlarge == 1 or self.refine > 0,
+                f"--enlarge {self.enlarge} trains G at 1/{self.enlarge} of the dataset's side "
+                "and needs the learnt enlargement back: give --refine N (e.g. 3000; "
+                "bilinear enlargement alone scores C2ST 0.86 at 32 px, bench/RESULTS.md "
+                '"A resolution cascade")')  # fmt: skip
         vassert(self.num_classes >= 1, "num_classes must be at least 1")
         vassert(len(self.g_widths) >= 1 and len(self.d_widths) >= 1,
                 "give one or more --g-widths and --d-widths")  # fmt: skip
@@ -574,6 +600,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": "", "ema_decay": 0.0, "checkpoint_interval": 500, "score_samples": 0,
         "sampling": "uniform",
     },
+    # the resolution cascade (docs/training.md "The resolution cascade"): G and D at 56 px on
+    # a 224 px dataset (four G levels, three D levels), the fixed-pattern term, 12,000
+    # iterations (~44 min here) and a 3,000-iteration enlargement (~35 min): within the
+    # issue's 90 minutes on the 2-core CPU
+    "cascade": {
+        "enlarge": 4, "conv_g_channels": (256, 128, 64, 32), "conv_d_channels": (64, 128, 256),
+        "fixed": 10.0, "iterations": 12_000, "checkpoint_interval": 500,
+        "sample_interval": 1000, "refine": 3000,
+    },
 }  # fmt: skip
 #: What a config dict's missing keys read as (`TrainConfig.from_dict`): the values the
 #: dataclass defaults had when every older run was written (the paper recipe's, whatever
@@ -584,7 +619,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 OLD_DEFAULTS: dict[str, Any] = {
     **RECIPES["paper"], "recipe": "paper", "include_marked": True, "cues": "none", "moments": 0.0,
     "spectrum": 0.0, "detail": 0.0, "conv_d_head": "sum", "conv_g_noise": False,
-    "conv_g_output": "last", "conv_g_sle": False, "refine": 0,
+    "conv_g_output": "last", "conv_g_sle": False, "refine": 0, "enlarge": 1,
 }  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """The detail refiner (`cxraug train --refine N`): a small fully convolutional network R that
-adds the fine detail a run's generator leaves out. It is trained after the GAN, on the run's
+adds the fine detail a run's generator leaves out; with `--enlarge K`, the learnt K x
+enlargement of a resolution cascade (below). It is trained after the GAN, on the run's
 own training images alone, and `generate` applies it to every image G makes.
 
 Why: every generated set measured is soft (energy above 1/4 Nyquist 0.5-0.7x the real
@@ -30,6 +31,15 @@ the layout or copy a training image. D_r: three stride-2 conv4x4 (w, 2w, 4w) -> 
 Every random number comes from `rng`, whose state the refiner's checkpoint saves, so an
 interrupted and resumed refiner follows the same trajectory as an uninterrupted one.
 
+The learnt enlargement (`train --enlarge K --refine N`, the resolution cascade of
+docs/training.md): the same machinery with another degradation and a deeper R. G then works
+at 1/K of the dataset's side, and R learns to take the real image shrunk K times (the area
+average, trainset.shrink) and enlarged back bilinearly (`degraded`, computed once for the
+whole training set) to the real image: soft = degraded[i][crop], real = image[i][crop], at the
+same offset, crops of ENLARGE_CROP px, ENLARGE_BATCH per batch. R has ENLARGE_LEVELS (2)
+levels down and up (`build_refiner`; receptive field ~70 px at 224), D_r is unchanged.
+`generate` enlarges G's images bilinearly (`enlarge_bilinear`) and applies R as below.
+
 Applying it (`apply`): x (B, H, W) in [-1, 1] -> clip(x + R([x, n]), -1, 1) at full size (R is
 fully convolutional), n a standard-normal map per image from that image's own seed, so an
 image does not depend on its batch.
@@ -55,6 +65,9 @@ from cxraug.core.tf_setup import keras, quiet_native_stderr, tf
 from cxraug.core.ui import progress, text_column
 from cxraug.gan.checkpoint import assign_group, pack_groups, pointed, write_pointer
 from cxraug.gan.config import (
+    ENLARGE_BATCH,
+    ENLARGE_CROP,
+    ENLARGE_LEVELS,
     REFINE_BATCH,
     REFINE_CHECKPOINT,
     REFINE_CROP,
@@ -65,22 +78,51 @@ from cxraug.gan.config import (
 )
 from cxraug.gan.layers import SeededInit
 from cxraug.gan.result import TrainingInterrupted
+from cxraug.gan.trainset import shrink
 
 FORMAT = "cxraug-refiner-1"
 STREAM = 7  # SeededInit stream and RNG stream of the refiner (the GAN's use 0-6)
 
 
-def crop_side(image_size: int) -> int:
-    """The training crop: REFINE_CROP px, or the whole image when it is smaller."""
-    return min(REFINE_CROP, image_size)
+def crop_side(image_size: int, enlarge: int = 1) -> int:
+    """The training crop: REFINE_CROP px (ENLARGE_CROP for an enlargement), or the whole
+    image when it is smaller."""
+    return min(REFINE_CROP if enlarge == 1 else ENLARGE_CROP, image_size)
+
+
+def refiner_levels(enlarge: int) -> int:
+    """U-Net levels: 1 for the detail refiner, ENLARGE_LEVELS for an enlargement."""
+    return 1 if enlarge == 1 else ENLARGE_LEVELS
+
+
+def enlarge_bilinear(images: np.ndarray, side: int) -> np.ndarray:
+    """(N, h, w) -> (N, side, side) float32 by OpenCV's bilinear resize: the enlargement's
+    input, in training (`degraded`) and in `generate` alike."""
+    out = np.empty((len(images), side, side), np.float32)
+    for i, im in enumerate(images):
+        out[i] = cv2.resize(np.asarray(im, np.float32), (side, side),
+                            interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    return out
+
+
+def degraded(images: np.ndarray, enlarge: int) -> np.ndarray:
+    """What the enlargement learns to undo: each image (N, H, W) shrunk `enlarge` times by
+    the area average that shrinks the GAN's training images (trainset.shrink), then enlarged
+    bilinearly back to H x W."""
+    side = images.shape[1]
+    return enlarge_bilinear(shrink(images, side // enlarge), side)
 
 
 def _lrelu(x: Any) -> Any:
     return keras.layers.LeakyReLU(0.2)(x)
 
 
-def build_refiner(width: int, seed: int) -> Any:
-    """R: ([x (B, H, W, 1), n (B, H, W, 1)]) -> x + r (B, H, W, 1); H, W even."""
+def build_refiner(width: int, seed: int, levels: int = 1) -> Any:
+    """R: ([x (B, H, W, 1), n (B, H, W, 1)]) -> x + r (B, H, W, 1); H, W multiples of
+    2^levels. A U-Net: two convs at full size, then per level a stride-2 conv doubling the
+    width (one more conv on the way down, two at the bottom), and back up through nearest x2
+    and a conv, each level joined with its way-down features. levels 1 is the detail
+    refiner (the module docstring), 2 the enlargement (config.ENLARGE_LEVELS)."""
     init, L = SeededInit(seed, STREAM), keras.layers
 
     def conv(c: int, k: int = 3, s: int = 1, last: bool = False) -> Any:
@@ -89,12 +131,17 @@ def build_refiner(width: int, seed: int) -> Any:
 
     x, n = L.Input((None, None, 1)), L.Input((None, None, 1))
     h = _lrelu(conv(width)(L.Concatenate()([x, n])))
-    full = _lrelu(conv(width)(h))
-    h = _lrelu(conv(2 * width, 4, 2)(full))
-    h = _lrelu(conv(2 * width)(h))
-    h = _lrelu(conv(2 * width)(h))
-    h = _lrelu(conv(width)(L.UpSampling2D()(h)))
-    h = _lrelu(conv(width)(L.Concatenate()([h, full])))
+    skips = [_lrelu(conv(width)(h))]  # the way-down features at each level, finest first
+    h = skips[0]
+    for lv in range(1, levels + 1):
+        h = _lrelu(conv(width * 2**lv, 4, 2)(h))
+        h = _lrelu(conv(width * 2**lv)(h))
+        if lv < levels:
+            skips.append(h)
+    h = _lrelu(conv(width * 2**levels)(h))
+    for lv in range(levels, 0, -1):
+        h = _lrelu(conv(width * 2 ** (lv - 1))(L.UpSampling2D()(h)))
+        h = _lrelu(conv(width * 2 ** (lv - 1))(L.Concatenate()([h, skips[lv - 1]])))
     return keras.Model([x, n], L.Add()([x, conv(1, last=True)(h)]), name="refiner")
 
 
@@ -141,6 +188,9 @@ class RefinerState:
     iteration: int
     width: int
     crop: int
+    enlarge: int = 1  # 1: the detail refiner; K > 1: the K x enlargement
+    levels: int = 1
+    batch: int = REFINE_BATCH
     history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1] every 50
 
     def groups(self) -> dict[str, list[Any]]:
@@ -148,15 +198,19 @@ class RefinerState:
                 "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables}  # fmt: skip
 
 
-def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH) -> RefinerState:
-    """A new refiner, critic, their Adam optimizers (slots created) and the seeded RNG."""
-    r, d = build_refiner(width, seed), build_critic(width, seed)
+def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH,
+                enlarge: int = 1) -> RefinerState:  # fmt: skip
+    """A new refiner (an enlargement when `enlarge` > 1), critic, their Adam optimizers
+    (slots created) and the seeded RNG."""
+    levels = refiner_levels(enlarge)
+    r, d = build_refiner(width, seed, levels), build_critic(width, seed)
     r_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="refiner_adam")
     d_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="critic_adam")
     r_opt.build(r.trainable_variables)
     d_opt.build(d.trainable_variables)
     rng = np.random.default_rng([seed, STREAM])
-    return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size))
+    return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size, enlarge),
+                        enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH)
 
 
 def make_step(state: RefinerState) -> Any:
@@ -180,14 +234,23 @@ def make_step(state: RefinerState) -> Any:
     return tf.function(step, reduce_retracing=False)
 
 
-def draw_batch(state: RefinerState, images: np.ndarray) -> tuple[np.ndarray, ...]:
-    """One batch's (soft, real, noise), (B, c, c, 1) each, from state.rng."""
-    rng, c, (n, h, w) = state.rng, state.crop, images.shape
-    idx = rng.integers(0, n, REFINE_BATCH)
-    sig = rng.choice(np.asarray(REFINE_SIGMAS, np.float64), REFINE_BATCH)
-    y0, x0 = rng.integers(0, h - c + 1, REFINE_BATCH), rng.integers(0, w - c + 1, REFINE_BATCH)
-    soft, real = soft_crops(images, idx, sig, y0, x0, c)
-    noise = rng.standard_normal((REFINE_BATCH, c, c), np.float32)
+def draw_batch(state: RefinerState, images: np.ndarray,
+               inputs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """One batch's (soft, real, noise), (B, c, c, 1) each, from state.rng. `inputs`: an
+    enlargement's `degraded` images (soft = their crops at the real crops' offsets), None
+    for the detail refiner (soft = the crops blurred by a sigma drawn from REFINE_SIGMAS)."""
+    rng, c, b, (n, h, w) = state.rng, state.crop, state.batch, images.shape
+    idx = rng.integers(0, n, b)
+    if inputs is None:
+        sig = rng.choice(np.asarray(REFINE_SIGMAS, np.float64), b)
+    y0, x0 = rng.integers(0, h - c + 1, b), rng.integers(0, w - c + 1, b)
+    if inputs is None:
+        soft, real = soft_crops(images, idx, sig, y0, x0, c)
+    else:
+        at = list(zip(idx, y0, x0, strict=True))
+        soft = np.stack([inputs[i, y : y + c, x : x + c] for i, y, x in at])
+        real = np.stack([images[i, y : y + c, x : x + c] for i, y, x in at])
+    noise = rng.standard_normal((b, c, c), np.float32)
     return soft[..., None], real[..., None], noise[..., None]
 
 
@@ -209,9 +272,10 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
     arrays, names = pack_groups(state.groups())
     meta = {"format": FORMAT, "iteration": state.iteration, "iterations": total,
             "names": names, "width": state.width, "crop": state.crop,
+            "enlarge": state.enlarge, "levels": state.levels,
             "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
             "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR,
-            "batch": REFINE_BATCH, "history": state.history}  # fmt: skip
+            "batch": state.batch, "history": state.history}  # fmt: skip
     arrays["meta"] = np.array(json.dumps(meta))
     path = refiner_path(run_path, state.iteration)
     atomic_save_npz(path, **arrays)
@@ -278,7 +342,7 @@ def restore(state: RefinerState, f: RefinerFile) -> None:
 
 def load_refiner(f: RefinerFile, seed: int = 0) -> Any:
     """R alone, with a file's weights (for `generate`)."""
-    r = build_refiner(int(f.meta["width"]), seed)
+    r = build_refiner(int(f.meta["width"]), seed, int(f.meta.get("levels", 1)))
     assign_group(r.weights, f.arrays, f.meta["names"], "r", f"refiner file {f.path.name}")
     return r
 
@@ -311,31 +375,41 @@ class RefineResult:
 
 def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int,
                   dataset_sha256: str, *, quiet: bool,
-                  on_iteration: Callable[[int], None] | None = None) -> RefineResult:
-    """Train the run's refiner on `images` (N, H, W) in [-1, 1] (the GAN's training images) up
-    to `iterations`, continuing its latest file if it has one (same RNG and optimizer state:
-    resumed = uninterrupted). Saved every REFINE_CHECKPOINT iterations and at the end;
-    SIGINT/SIGTERM save and raise TrainingInterrupted (exit 130)."""
+                  on_iteration: Callable[[int], None] | None = None,
+                  enlarge: int = 1) -> RefineResult:  # fmt: skip
+    """Train the run's refiner on `images` (N, H, W) in [-1, 1] (the GAN's training images,
+    at the dataset's size) up to `iterations`, continuing its latest file if it has one (same
+    RNG and optimizer state: resumed = uninterrupted); `enlarge` > 1: the enlargement of a
+    run whose G works at 1/enlarge of the side (`degraded` inputs). Saved every
+    REFINE_CHECKPOINT iterations and at the end; SIGINT/SIGTERM save and raise
+    TrainingInterrupted (exit 130)."""
     from cxraug.gan.loop import StopFlag  # the GAN loop's signal handling, shared
 
     n, h, w = images.shape
-    vassert(h % 2 == 0 and w % 2 == 0,
-            f"the refiner halves and doubles its map once: image sides must be even, the "
-            f"images are {w}x{h} px; preprocess to an even --size or drop --refine")  # fmt: skip
+    levels = refiner_levels(enlarge)
+    vassert(h % 2**levels == 0 and w % 2**levels == 0,
+            f"the refiner halves and doubles its map {levels} time(s): image sides must be "
+            f"{'even' if levels == 1 else f'multiples of {2**levels}'}, the images are "
+            f"{w}x{h} px; preprocess to another --size or drop --refine")  # fmt: skip
     # a process killed while saving left a temp file; we hold the run's lock (cxraug.train)
     remove_stale_temps(refiner_dir(run_path))
-    state = build_state(seed, h)
+    state = build_state(seed, h, enlarge=enlarge)
     latest = find_latest(run_path)
     if latest is not None:
         if latest.meta.get("dataset_sha256") != dataset_sha256:
             raise InputError(f"the refiner in {refiner_dir(run_path)} was trained on another "
                              "dataset; move that folder away to train a new refiner")
+        if int(latest.meta.get("enlarge", 1)) != enlarge:
+            raise InputError(f"the refiner in {refiner_dir(run_path)} was trained for "
+                             f"--enlarge {latest.meta.get('enlarge', 1)}, this run has "
+                             f"--enlarge {enlarge}; move that folder away to train a new one")
         restore(state, latest)
     t0 = time.perf_counter()
     path = latest.path if latest is not None else None
     if state.iteration >= iterations:
         return RefineResult(path, state.iteration, 0.0, {})
     images = np.ascontiguousarray(images, np.float32)
+    inputs = degraded(images, enlarge) if enlarge > 1 else None
     step = make_step(state)
     losses: dict[str, float] = {}
     traced = False
@@ -343,7 +417,7 @@ def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int
     with StopFlag() as stop, progress(info, disable=quiet) as bar:
         task = bar.add_task("refiner", total=iterations, completed=state.iteration, info="")
         while state.iteration < iterations:
-            batch = [tf.constant(a) for a in draw_batch(state, images)]
+            batch = [tf.constant(a) for a in draw_batch(state, images, inputs)]
             if traced:
                 out = step(*batch)
             else:  # tracing + graph optimisation: keep grappler's lines off the terminal

@@ -18,6 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from cxraug.core.dataset import Dataset, load_dataset
@@ -57,6 +58,32 @@ def _kept(dataset_path: Path, include_marked: bool) -> tuple[Dataset, list[str]]
                          "clean in the marks cells of the images that are fine and re-run "
                          "`cxraug preprocess`")  # fmt: skip
     return kept, [str(i) for i in ds.ids[marked]]
+
+
+def model_side(side: int, enlarge: int) -> int:
+    """The side G and D work at: the dataset's `side` divided by --enlarge, which must divide
+    it (the enlargement then gives back exactly the dataset's side)."""
+    if side % enlarge:
+        raise InputError(f"--enlarge {enlarge} does not divide the dataset's {side} px side; "
+                         "give a K that does (224 px: 2, 4, 7, 8, ...) or preprocess to "
+                         "another --size")  # fmt: skip
+    return side // enlarge
+
+
+def shrink(images: np.ndarray, side: int) -> np.ndarray:
+    """(N, H, W) float32 -> (N, side, side) by OpenCV's area average (no aliasing when
+    shrinking; what `preprocess` shrinks with). The one place a cascade's images are shrunk:
+    the GAN's training images and the enlargement's degraded inputs both come from here."""
+    out = np.empty((len(images), side, side), np.float32)
+    for i, im in enumerate(images):
+        out[i] = cv2.resize(np.asarray(im, np.float32), (side, side),
+                            interpolation=cv2.INTER_AREA)  # fmt: skip
+    return out
+
+
+def shrunk(ds: Dataset, side: int) -> Dataset:
+    """The dataset with every image shrunk to `side` px (`shrink`), labels and ids as they are."""
+    return dataclasses.replace(ds, images=shrink(ds.images, side))
 
 
 def write_training_set(run: RunDir, ds: Dataset, dataset_sha256: str, include_marked: bool,
