@@ -16,8 +16,10 @@ MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
 #: --help's epilog: which recipe is the default and where its measurements are (the ablation
 #: table has one home, bench/RESULTS.md "Ablation"; README.md and docs/training.md point to it)
 EPILOG = (
-    f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured) and paper (the paper's "
-    "exact setup: --recipe paper; every option not given takes Table 2's value). Which recipe, "
+    f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured), paper (the paper's "
+    "exact setup: --recipe paper; every option not given takes Table 2's value) and cascade "
+    "(opt-in: G at 56 px on 224 px data, then a learnt 4x enlargement; ~80 min here; "
+    'docs/training.md, "The resolution cascade"). Which recipe, '
     'measured: bench/RESULTS.md, "Ablation" (every arm\'s kept share, FID against the '
     "real-vs-real baseline and precision/recall, with the sample grids and the seeds); what "
     'each part of the recipe does: docs/training.md, "Recipes".'
