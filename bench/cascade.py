@@ -1,5 +1,10 @@
 """Experiment (issue 17): a resolution cascade, measured outside the product.
 
+The product has it since session 16: `cxraug train --recipe cascade` (`--enlarge 4 --refine
+3000`; cxraug.gan.refine's enlargement is this script's R, trained inside the run). This
+script stays so that the numbers of bench/RESULTS.md "A resolution cascade" rerun exactly,
+and as a judge of any folder of PNGs through an enlargement.
+
 A GAN trained at 56 px (`cxraug preprocess --size 56` into its own workspace, `cxraug train`
 with four G levels) gets ~5x the iterations of the 224 px run in the same time; a 4x
 super-resolution stage R, trained on the 224 px workspace's REAL training images, takes its
