@@ -254,3 +254,35 @@ def test_crash_between_pngs_and_rows_is_swept_by_the_next_run(
     assert not list((ws.root / "synthetic").rglob(".generate-*"))
     # and the interrupted generate can simply be run again (no "already exist" refusal)
     assert gen(ws, "--class", "covid", "-n", "3", "--seed", "1").exit_code == 0
+
+
+def test_z_scale_feeds_g_the_scaled_noise(trained: Workspace, tmp_path: Path) -> None:
+    """--z-scale S: image i is G(S z_i) (computed here from the checkpoint's generator
+    directly, outside `generate`); S = 1 is the plain image; the json records S."""
+    from cxraug.core.images import to_uint8
+    from cxraug.core.tf_setup import tf
+    from cxraug.gan.arch import build_generator
+    from cxraug.gan.checkpoint import assign_generator, read_checkpoint
+    from cxraug.generate import latent
+
+    ws = copy_ws(trained, tmp_path / "w")
+    r = gen(ws, "--class", "covid", "-n", "2", "--z-scale", "1.7")
+    assert r.exit_code == 0, r.output
+    ck = read_checkpoint(find_latest(ws.runs_dir / "r1"))  # type: ignore[arg-type]
+    g = build_generator(ck.config)
+    assign_generator(g, ck)
+    seen = []
+    for s in (1.7, 1.0):
+        z = np.stack([s * latent(0, i, ck.config.latent_dim) for i in range(2)])
+        want = to_uint8(np.asarray(g([tf.constant(z), tf.fill((2,), 1)], training=False))[..., 0])
+        if s == 1.0:
+            assert gen(ws, "--class", "covid", "-n", "2", "--force").exit_code == 0
+        for i in range(2):
+            got = read_gray_u8(ws.root / f"synthetic/covid/r1-s0-{i:06d}.png").astype(int)
+            assert np.abs(got - want[i].astype(int)).max() <= 1, s  # batch rounding only
+            seen.append(got)
+        cfg = json.loads((ws.root / "synthetic/covid/generate-r1-s0.json").read_text())
+        assert cfg["z_scale"] == s
+    assert not np.array_equal(seen[0], seen[2])  # the scale changed the image
+    r = gen(ws, "--class", "covid", "-n", "1", "--z-scale", "0", "--force")
+    assert r.exit_code == 2 and "(0, 4]" in r.output
