@@ -41,6 +41,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cxraug.core.tf_setup import keras, tf  # noqa: E402
+from cxraug.gan.refine import enlarge_bilinear  # noqa: E402
+from cxraug.gan.trainset import shrink  # noqa: E402
 from cxraug.metrics import c2st  # noqa: E402
 from cxraug.metrics.spectrum import compare_spectra  # noqa: E402
 
@@ -48,10 +50,10 @@ SIDE, LOW, WIDTH, CROP, BATCH = 224, 56, 32, 96, 16
 
 
 def enlarge(im: np.ndarray) -> np.ndarray:
-    """(h, w) float32 -> the LOW px image enlarged bilinearly to SIDE (shrunk first if larger)."""
-    if im.shape != (LOW, LOW):
-        im = cv2.resize(im, (LOW, LOW), interpolation=cv2.INTER_AREA)
-    return cv2.resize(im, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
+    """(h, w) float32 -> the LOW px image enlarged bilinearly to SIDE (shrunk first if larger):
+    the product's degradation (cxraug.gan.refine.degraded), the same OpenCV calls."""
+    small = shrink(im[None], LOW) if im.shape != (LOW, LOW) else im[None]
+    return enlarge_bilinear(small, SIDE)[0]
 
 
 def build_r(seed: int) -> Any:

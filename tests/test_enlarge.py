@@ -81,6 +81,11 @@ def test_an_enlargement_has_two_levels_and_learns_to_undo_the_shrinking(tmp_path
 def test_an_enlarge_run_needs_its_enlargement() -> None:
     with pytest.raises(InputError, match="--enlarge 2 trains G at 1/2 .* give --refine N"):
         recipe_config("paper", **TINY).replace(enlarge=2)
+    # G's levels must fit the shrunk side, and the message names --enlarge as the cause
+    with pytest.raises(InputError, match=r"16 px \(the dataset's side / --enlarge 4: G's "
+                                         r"size\)\. Pass fewer --conv-g-channels, a smaller "
+                                         r"--enlarge"):  # fmt: skip
+        recipe_config("conv", enlarge=4, refine=10).replace(image_size=16)
 
 
 @pytest.fixture(scope="module")

@@ -432,10 +432,13 @@ class TrainConfig(Settings):
         if self.arch == "conv":
             lv = len(self.conv_g_channels) - 1
             vassert(lv >= 1, f"conv_g_channels={self.conv_g_channels}: give 2 or more widths")
+            shrunk = (f" (the dataset's side / --enlarge {self.enlarge}: G's size)"
+                      if self.enlarge > 1 else "")
             vassert(self.image_size % 2**lv == 0,
                     f"the conv generator doubles its size {lv} times ({len(self.conv_g_channels)} "
                     f"--conv-g-channels), so the image side must be a multiple of 2^{lv}; the "
-                    f"images are {self.image_size} px. Pass fewer --conv-g-channels, "
+                    f"images are {self.image_size} px{shrunk}. Pass fewer --conv-g-channels"
+                    f"{', a smaller --enlarge' if self.enlarge > 1 else ''}, "
                     "preprocess to another --size (224 = 7 * 2^5), or use --recipe paper")
             vassert(len(self.conv_d_channels) >= 1
                     and self.image_size >= 2 ** len(self.conv_d_channels),

@@ -241,7 +241,7 @@ def draw_batch(state: RefinerState, images: np.ndarray,
     for the detail refiner (soft = the crops blurred by a sigma drawn from REFINE_SIGMAS)."""
     rng, c, b, (n, h, w) = state.rng, state.crop, state.batch, images.shape
     idx = rng.integers(0, n, b)
-    if inputs is None:
+    if inputs is None:  # drawn before the offsets: the detail refiner's draws, as ever
         sig = rng.choice(np.asarray(REFINE_SIGMAS, np.float64), b)
     y0, x0 = rng.integers(0, h - c + 1, b), rng.integers(0, w - c + 1, b)
     if inputs is None:
