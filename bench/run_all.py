@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["collect.py", "preprocess.py", "train_step.py", "conv_step.py", "d_bands.py",
-           "filter.py", "fid.py"]
+BENCHES = ["collect.py", "preprocess.py", "train_step.py", "conv_step.py", "refine_step.py",
+           "d_bands.py", "filter.py", "fid.py"]
 
 
 def main() -> int:
