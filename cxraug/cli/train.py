@@ -16,8 +16,9 @@ MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
 #: --help's epilog: which recipe is the default and where its measurements are (the ablation
 #: table has one home, bench/RESULTS.md "Ablation"; README.md and docs/training.md point to it)
 EPILOG = (
-    f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured), paper (the paper's "
-    "exact setup: --recipe paper; every option not given takes Table 2's value) and cascade "
+    f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured in ~30 min), paper "
+    "(the paper's exact setup: --recipe paper; every option not given takes Table 2's value) "
+    "and cascade "
     "(opt-in: G at 56 px on 224 px data, then a learnt 4x enlargement; 85 min here; "
     'docs/training.md, "The resolution cascade"). Which recipe, '
     'measured: bench/RESULTS.md, "Ablation" (every arm\'s kept share, FID against the '
@@ -39,8 +40,8 @@ def train_command(
     cfg: TrainConfig,
     workspace: Path = workspace_option(),
     recipe: str = typer.Option(DEFAULT_RECIPE, help=f"{' | '.join(RECIPES)}. The defaults "
-        f"shown are recipe {DEFAULT_RECIPE}'s (the best measured, docs/training.md); with "
-        f"--recipe paper every option not given takes the paper's value "
+        f"shown are recipe {DEFAULT_RECIPE}'s (the best measured in ~30 min, docs/training.md); "
+        f"with --recipe paper every option not given takes the paper's value "
         f"({_paper()})."),  # fmt: skip
     name: str | None = typer.Option(None, help="Run name: WORKSPACE/runs/NAME "
                                     "(letters, digits, '.', '_', '-'; at most "
