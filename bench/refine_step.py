@@ -2,7 +2,7 @@
 `--refine 3000` stage: `cxraug.gan.refine`, --enlarge 4 on 224 px images) in fp32, as the
 product runs it, against the same step under Keras's mixed_bfloat16 policy, in the same run.
 
-Why: on the 2-core CPU the enlargement takes ~38 of the recipe's ~89 minutes in fp32, while
+Why: on the 2-core CPU the enlargement takes 34.7 of the recipe's 84.7 minutes in fp32, while
 the GAN runs in bf16 (2.3-2.4x faster than fp32 for the conv step, bench/conv_step.py). If
 bf16 halves the enlargement, the time saved buys the GAN more iterations inside issue 17's
 90-minute budget. This measures speed only: whether a bf16 enlargement is as good is not
