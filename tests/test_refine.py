@@ -19,6 +19,7 @@ from test_train import TINY, make_workspace
 from cxraug.core.errors import InputError
 from cxraug.core.images import read_gray_u8
 from cxraug.core.manifest import Manifest, read_manifest, write_manifest
+from cxraug.core.tf_setup import tf
 from cxraug.core.workspace import Workspace
 from cxraug.gan import refine
 from cxraug.gan.checkpoint import find_latest as find_gan_latest
@@ -113,6 +114,42 @@ def test_refiner_resumed_equals_uninterrupted(tmp_path: Path,
     (tmp_path / "full" / "refiner" / "refiner-0000006.npz").write_bytes(b"PK\x03\x04torn")
     found = refine.find_latest(tmp_path / "full")
     assert found is not None and found.meta["iteration"] == 4
+
+
+def test_generate_applies_the_weight_average_and_older_files_start_it_from_r(
+        tmp_path: Path) -> None:  # fmt: skip
+    """R_ema follows cxraug.gan.ema's warm-up, d_t = min(REFINE_EMA, (1 + t) / (10 + t)) after
+    R's update t: checked against that recursion in numpy; `load_refiner` applies it; a file
+    written before it existed gives R, and a resumed state's average starts from R."""
+    imgs = bars(12, 16, 0)
+    state = refine.build_state(3, 16)
+    ema = [v.numpy().copy() for v in state.refiner.weights]  # ema_0 = w_0
+    step = refine.make_step(state)
+    for t in (1, 2, 3):
+        step(*[tf.constant(a) for a in refine.draw_batch(state, imgs)])
+        d = min(refine.REFINE_EMA, (1 + t) / (10 + t))
+        ema = [d * e + (1 - d) * w.numpy() for e, w in zip(ema, state.refiner.weights,
+                                                            strict=True)]  # fmt: skip
+        for a, b in zip(state.ema.weights, ema, strict=True):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(state.ema.weights[-2].numpy(), state.refiner.weights[-2].numpy())
+    res = refine.train_refiner(tmp_path, imgs, 4, 3, "d", quiet=True)
+    f = refine.read(res.path)  # type: ignore[arg-type]
+
+    def weights(r: object, group: str) -> None:
+        for i, v in enumerate(r.weights):  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(v.numpy(), f.arrays[f"{group}.{i:04d}"])
+
+    weights(refine.load_refiner(f), "r_ema")
+    weights(refine.load_refiner(f, average=False), "r")
+    # the same file as an older cxraug wrote it: no average
+    del f.meta["names"]["r_ema"]
+    f.arrays = {k: a for k, a in f.arrays.items() if not k.startswith("r_ema.")}
+    weights(refine.load_refiner(f), "r")
+    resumed = refine.build_state(3, 16)
+    refine.restore(resumed, f)
+    for a, b in zip(resumed.ema.weights, resumed.refiner.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,13 @@ REFINE_L1 = 10.0
 REFINE_LR = 2e-4
 REFINE_BATCH = 32
 REFINE_CHECKPOINT = 250
+#: The decay of the refiner's weight average (R_ema, cxraug.gan.ema's warm-up; `generate`
+#: applies R_ema): the enlargement's sharpness swings by up to 2x within 250 iterations
+#: (energy above 1/4 Nyquist 0.59 -> 1.15 on training images between its last two files,
+#: bench/RESULTS.md "The cascade at seed 1"), so its last weights are a draw from a swing. With
+#: the warm-up, the decay at 3,000 iterations is 0.997: an average over ~330 iterations, more
+#: than one swing. G's average (--ema-decay) uses the same value.
+REFINE_EMA = 0.999
 #: The learnt enlargement (--enlarge K with --refine N): the same refiner machinery, trained to
 #: turn a real image shrunk K times (area average) and enlarged back bilinearly into the real
 #: image. Two levels down and up (receptive field ~70 px at 224: a rib's width and spacing),

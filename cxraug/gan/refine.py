@@ -71,11 +71,13 @@ from cxraug.gan.config import (
     REFINE_BATCH,
     REFINE_CHECKPOINT,
     REFINE_CROP,
+    REFINE_EMA,
     REFINE_L1,
     REFINE_LR,
     REFINE_SIGMAS,
     REFINE_WIDTH,
 )
+from cxraug.gan.ema import copy_weights, update_ema
 from cxraug.gan.layers import SeededInit
 from cxraug.gan.result import TrainingInterrupted
 from cxraug.gan.trainset import shrink
@@ -191,30 +193,37 @@ class RefinerState:
     enlarge: int = 1  # 1: the detail refiner; K > 1: the K x enlargement
     levels: int = 1
     batch: int = REFINE_BATCH
+    ema: Any = None  # R_ema, the weight average of R (REFINE_EMA) that `generate` applies
     history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1] every 50
 
     def groups(self) -> dict[str, list[Any]]:
-        return {"r": self.refiner.weights, "d": self.critic.weights,
-                "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables}  # fmt: skip
+        g = {"r": self.refiner.weights, "d": self.critic.weights,
+             "r_opt": self.r_opt.variables, "d_opt": self.d_opt.variables}  # fmt: skip
+        if self.ema is not None:
+            g["r_ema"] = self.ema.weights
+        return g
 
 
 def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH,
                 enlarge: int = 1) -> RefinerState:  # fmt: skip
-    """A new refiner (an enlargement when `enlarge` > 1), critic, their Adam optimizers
-    (slots created) and the seeded RNG."""
+    """A new refiner (an enlargement when `enlarge` > 1), its weight average (a copy),
+    critic, their Adam optimizers (slots created) and the seeded RNG."""
     levels = refiner_levels(enlarge)
     r, d = build_refiner(width, seed, levels), build_critic(width, seed)
+    ema = build_refiner(width, seed, levels)
+    copy_weights(ema, r)
     r_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="refiner_adam")
     d_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="critic_adam")
     r_opt.build(r.trainable_variables)
     d_opt.build(d.trainable_variables)
     rng = np.random.default_rng([seed, STREAM])
     return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size, enlarge),
-                        enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH)
+                        enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH, ema)
 
 
 def make_step(state: RefinerState) -> Any:
-    """A tf.function (soft, real, noise) -> (d_loss, r_adv, r_l1) that updates D_r, then R."""
+    """A tf.function (soft, real, noise) -> (d_loss, r_adv, r_l1) that updates D_r, then R,
+    then R_ema (its update count is R's optimizer's, which the file saves)."""
     r, d = state.refiner, state.critic
 
     def step(soft: Any, real: Any, n: Any) -> tuple[Any, Any, Any]:
@@ -229,6 +238,7 @@ def make_step(state: RefinerState) -> Any:
         d_vars, r_vars = d.trainable_variables, r.trainable_variables
         state.d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars, strict=True))
         state.r_opt.apply_gradients(zip(r_tape.gradient(r_loss, r_vars), r_vars, strict=True))
+        update_ema(state.ema, r, state.r_opt.iterations, REFINE_EMA)
         return d_loss, adv, l1
 
     return tf.function(step, reduce_retracing=False)
@@ -274,7 +284,7 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
             "names": names, "width": state.width, "crop": state.crop,
             "enlarge": state.enlarge, "levels": state.levels,
             "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
-            "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR,
+            "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR, "ema": REFINE_EMA,
             "batch": state.batch, "history": state.history}  # fmt: skip
     arrays["meta"] = np.array(json.dumps(meta))
     path = refiner_path(run_path, state.iteration)
@@ -333,17 +343,23 @@ def find_latest(run_path: Path) -> RefinerFile | None:
 
 def restore(state: RefinerState, f: RefinerFile) -> None:
     """Assign a refiner file's arrays and RNG state to a freshly built state."""
+    old = "r_ema" not in f.meta["names"]  # written before R had an average
     for group, vs in state.groups().items():
-        assign_group(vs, f.arrays, f.meta["names"], group, f"refiner file {f.path.name}")
+        if not (old and group == "r_ema"):
+            assign_group(vs, f.arrays, f.meta["names"], group, f"refiner file {f.path.name}")
+    if old:  # the average starts from the file's weights
+        copy_weights(state.ema, state.refiner)
     state.rng.bit_generator.state = f.meta["rng"]
     state.iteration = int(f.meta["iteration"])
     state.history = [list(h) for h in f.meta.get("history", [])]
 
 
-def load_refiner(f: RefinerFile, seed: int = 0) -> Any:
-    """R alone, with a file's weights (for `generate`)."""
+def load_refiner(f: RefinerFile, seed: int = 0, average: bool = True) -> Any:
+    """R alone, with a file's weights (for `generate`): its weight average R_ema (`average`;
+    R where the file has none: written before 2026-12-06), else its last weights."""
     r = build_refiner(int(f.meta["width"]), seed, int(f.meta.get("levels", 1)))
-    assign_group(r.weights, f.arrays, f.meta["names"], "r", f"refiner file {f.path.name}")
+    group = "r_ema" if average and "r_ema" in f.meta["names"] else "r"
+    assign_group(r.weights, f.arrays, f.meta["names"], group, f"refiner file {f.path.name}")
     return r
 
 
