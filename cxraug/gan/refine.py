@@ -42,7 +42,11 @@ levels down and up (`build_refiner`; receptive field ~70 px at 224), D_r is unch
 
 Applying it (`apply`): x (B, H, W) in [-1, 1] -> clip(x + R([x, n]), -1, 1) at full size (R is
 fully convolutional), n a standard-normal map per image from that image's own seed, so an
-image does not depend on its batch.
+image does not depend on its batch. The R applied is R_ema, the running average of R's
+weights: after R's update t, R_ema = d_t R_ema + (1 - d_t) R with d_t = min(REFINE_EMA,
+(1 + t) / (10 + t)) (cxraug.gan.ema, as G's average), saved in each file beside R. Why: the
+adversarial term makes R's sharpness swing by up to 2x within 250 iterations, so the last
+weights are wherever the swing stopped (config.REFINE_EMA).
 """
 
 from __future__ import annotations
