@@ -464,6 +464,24 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.exit_code == 3 and "no usable checkpoint" in r.output
 
 
+def test_cli_checks_the_recipe_it_will_train(tmp_path: Path) -> None:
+    """The rules between options judge --recipe's values plus the options given: the cascade
+    carries --refine, so --enlarge 2 with it is valid (refused until 2026-12-06, when the
+    options were checked against the default recipe first); the default recipe has no
+    refiner, so there --enlarge 2 is still refused, naming the fix."""
+    r = runner.invoke(app, ["train", "-w", str(tmp_path), "--enlarge", "2"])
+    assert r.exit_code == 3 and "give --refine N" in r.output, r.output
+    # valid: the command gets as far as the workspace, which holds no dataset
+    r = runner.invoke(app, ["train", "-w", str(tmp_path), "--recipe", "cascade", "--enlarge", "2",
+                            "--conv-g-channels", "256,128,64,32,16"])  # fmt: skip
+    assert r.exit_code == 3 and "cxraug preprocess" in r.output and "--refine" not in r.output
+    r = runner.invoke(app, ["train", "-w", str(tmp_path), "--recipe", "cascade", "--enlarge", "2",
+                            "--refine", "0"])  # fmt: skip
+    assert r.exit_code == 3 and "give --refine N" in r.output
+    r = runner.invoke(app, ["train", "-w", str(tmp_path), "--recipe", "nope"])
+    assert r.exit_code == 3 and "unknown recipe 'nope'" in r.output
+
+
 def test_cli_train_json_and_resume_refuses_model_change(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     base = ["train", "-w", str(ws.root), "--recipe", "paper", "--no-xla", "--batch-size", "8",

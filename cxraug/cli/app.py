@@ -148,13 +148,18 @@ def _option(f: dataclasses.Field[Any], hint: Any, default: Any) -> inspect.Param
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=hint)
 
 
+def _is_given(ctx: typer.Context, name: str) -> bool:
+    """Whether option NAME came from the command line or the environment (not its default)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name != "DEFAULT"
+
+
 def given(ctx: typer.Context, config: type) -> dict[str, Any]:
     """The config fields whose option was given (command line or environment), with values."""
     hints = typing.get_type_hints(config)
     out = {}
     for f in config_fields(config):
-        src = ctx.get_parameter_source(f.name)
-        if src is not None and src.name != "DEFAULT":
+        if _is_given(ctx, f.name):
             v = ctx.params[f.name]
             out[f.name] = _numbers(v, f.name) if _is_tuple(hints[f.name]) else v
     return out
@@ -184,11 +189,16 @@ def command(
     config: type | None = None,
     base: Callable[[], Any] | None = None,
     epilog: str | None = None,
+    build: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
 ) -> Callable[[Callable[..., None]], None]:
     """Register `fn` as command NAME. With `config`, its option fields become options and `fn`
     is called with `cfg=config(**their values)` (tuple fields parsed from "a,b,..."). `base`
     makes the defaults shown (and used) those of base() instead of config()'s. `epilog` is
-    printed after the options in --help (paragraphs separated by blank lines)."""
+    printed after the options in --help (paragraphs separated by blank lines). `build`, when
+    given, makes `cfg` instead: `build(given, kwargs)` from the config options given on the
+    command line alone and the command's own arguments (`fn` must take `ctx`; `train`: the
+    --recipe's values, then the options given), so the rules between fields judge the config
+    the command will run, not the defaults the options were shown with."""
 
     def register(fn: Callable[..., None]) -> None:
         own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
@@ -212,7 +222,11 @@ def command(
                     values[k] = _numbers(v, k)
             # building the config checks it before the command runs: a number out of its range
             # is a UsageError (exit 2), a bad choice an InputError (exit 3)
-            return fn(cfg=config(**values), **kwargs)
+            if build is None:
+                return fn(cfg=config(**values), **kwargs)
+            ctx = kwargs["ctx"]  # a command with `build` takes the typer.Context
+            return fn(cfg=build({k: v for k, v in values.items() if _is_given(ctx, k)}, kwargs),
+                      **kwargs)  # fmt: skip
 
         # --help order: arguments and --workspace, the config's options, then the command's own
         front = [p for p in own if p.name in ("ctx", "workspace")

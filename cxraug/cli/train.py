@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,7 +34,14 @@ def _paper() -> str:
             f"{p.iterations:,} iterations")
 
 
-@command("train", TrainConfig, epilog=EPILOG)
+def _recipe_then_given(options: dict[str, Any], kwargs: dict[str, Any]) -> TrainConfig:
+    """The config a new run trains: --recipe's values, then the options given. Built before
+    the command runs, so `--recipe cascade --enlarge 2` is checked with the cascade's
+    --refine, not the default recipe's 0 (it was refused until 2026-12-06)."""
+    return recipe_config(kwargs["recipe"], **options)
+
+
+@command("train", TrainConfig, epilog=EPILOG, build=_recipe_then_given)
 def train_command(
     ctx: typer.Context,
     cfg: TrainConfig,
@@ -73,7 +81,6 @@ def train_command(
         result = resume_run(ws, resume, quiet=quiet, **given(ctx, TrainConfig))
     else:
         options = given(ctx, TrainConfig)
-        cfg = recipe_config(recipe, **options)  # the recipe, then the options given
         if unused := sorted(set(options) & MLP_ONLY if cfg.arch == "conv" else set()):
             warn(f"{', '.join('--' + u.replace('_', '-') for u in unused)} only apply to "
                  "--arch mlp (the paper's networks): ignored by this conv run")  # fmt: skip

@@ -532,8 +532,7 @@ class TrainConfig(Settings):
 
     def check_strategy(self) -> None:
         """Refuse what --strategy multiworker would run wrongly (called by `train`/`resume`
-        before a cluster forms; not in check(), because the CLI validates its options
-        against the default recipe's values before --recipe applies): the conv step
+        before a cluster forms): the conv step
         (cxraug.gan.conv_step) and DiffAugment draw their random numbers on one device, not
         for a global batch split over workers."""
         if self.strategy != "multiworker":
