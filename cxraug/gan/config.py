@@ -86,6 +86,16 @@ REFINE_L1 = 10.0
 REFINE_LR = 2e-4
 REFINE_BATCH = 32
 REFINE_CHECKPOINT = 250
+#: The weight of the refiner's texture term (cxraug.gan.refine.texture_loss) beside L1 and the
+#: adversarial one: the per-crop 1-D Wasserstein distance between the distributions of
+#: asinh(255 Laplacian) of R's output and of the real crop, at 1x, 1/2 and 1/4 of the side
+#: (REFINE_TEXTURE_SCALES). Why: L1 is least for the mean of the possible details (a blur),
+#: the critic's push towards detail swings (REFINE_EMA), and the C2ST's texture block, which
+#: reads the same position-free distribution at 64 and 128 px, tells the enlargement's
+#: output on REAL inputs from real at 0.94 (bench/RESULTS.md, session 18); this term asks
+#: for the right amount and shape of detail wherever R draws it. 0: off.
+REFINE_TEXTURE = 0.0
+REFINE_TEXTURE_SCALES = (1, 2, 4)
 #: The decay of the refiner's weight average (R_ema, cxraug.gan.ema's warm-up; `generate`
 #: applies R_ema): the enlargement's sharpness swings by up to 2x within 250 iterations
 #: (energy above 1/4 Nyquist 0.59 -> 1.15 on training images between its last two files,

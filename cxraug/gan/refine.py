@@ -79,6 +79,8 @@ from cxraug.gan.config import (
     REFINE_L1,
     REFINE_LR,
     REFINE_SIGMAS,
+    REFINE_TEXTURE,
+    REFINE_TEXTURE_SCALES,
     REFINE_WIDTH,
 )
 from cxraug.gan.ema import copy_weights, update_ema
@@ -198,7 +200,8 @@ class RefinerState:
     levels: int = 1
     batch: int = REFINE_BATCH
     ema: Any = None  # R_ema, the weight average of R (REFINE_EMA) that `generate` applies
-    history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1] every 50
+    texture: float = REFINE_TEXTURE  # the texture term's weight (saved; a resume keeps it)
+    history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1, texture] / 50
 
     def groups(self) -> dict[str, list[Any]]:
         g = {"r": self.refiner.weights, "d": self.critic.weights,
@@ -208,8 +211,8 @@ class RefinerState:
         return g
 
 
-def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH,
-                enlarge: int = 1) -> RefinerState:  # fmt: skip
+def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH, enlarge: int = 1,
+                texture: float = REFINE_TEXTURE) -> RefinerState:  # fmt: skip
     """A new refiner (an enlargement when `enlarge` > 1), its weight average (a copy),
     critic, their Adam optimizers (slots created) and the seeded RNG."""
     levels = refiner_levels(enlarge)
@@ -222,15 +225,43 @@ def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH,
     d_opt.build(d.trainable_variables)
     rng = np.random.default_rng([seed, STREAM])
     return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size, enlarge),
-                        enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH, ema)
+                        enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH, ema,
+                        texture)  # fmt: skip
+
+
+#: the 4-neighbour Laplacian, as the C2ST's probe computes it (cxraug.metrics.probe)
+_LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32).reshape(3, 3, 1, 1)
+
+
+def texture_loss(out: Any, real: Any, scales: tuple[int, ...] = REFINE_TEXTURE_SCALES) -> Any:
+    """Mean over `scales` of the 1-D Wasserstein-1 distance, per crop, between the values of
+    t(x) = asinh(255 * Laplacian of the grey image (x + 1) / 2) in `out` and in `real`
+    ((B, c, c, 1) each, in [-1, 1]), each first shrunk by the scale (the area average;
+    the Laplacian on valid pixels only). Between two sets of M values that distance is the
+    mean |difference| of their sorted values: it is 0 when the crop's detail has the real
+    crop's distribution WHEREVER it sits (a mirrored crop scores 0), unlike L1. asinh(255 .)
+    is the probe's texture transform: ~linear below one grey level, logarithmic above."""
+    lap = tf.constant(_LAPLACIAN)
+    total = tf.constant(0.0, tf.float32)
+    for k in scales:
+        vals = []
+        for x in (out, real):
+            g = (tf.cast(x, tf.float32) + 1.0) / 2.0
+            if k > 1:
+                g = tf.nn.avg_pool2d(g, k, k, "VALID")
+            t = tf.asinh(255.0 * tf.nn.conv2d(g, lap, 1, "VALID"))
+            vals.append(tf.sort(tf.reshape(t, (tf.shape(t)[0], -1)), axis=1))
+        total += tf.reduce_mean(tf.abs(vals[0] - vals[1]))
+    return total / len(scales)
 
 
 def make_step(state: RefinerState) -> Any:
-    """A tf.function (soft, real, noise) -> (d_loss, r_adv, r_l1) that updates D_r, then R,
-    then R_ema (its update count is R's optimizer's, which the file saves)."""
-    r, d = state.refiner, state.critic
+    """A tf.function (soft, real, noise) -> (d_loss, r_adv, r_l1, r_texture) that updates
+    D_r, then R, then R_ema (its update count is R's optimizer's, which the file saves).
+    R's loss: adv + REFINE_L1 * l1 + state.texture * texture_loss (reported as 0 when off)."""
+    r, d, texture = state.refiner, state.critic, state.texture
 
-    def step(soft: Any, real: Any, n: Any) -> tuple[Any, Any, Any]:
+    def step(soft: Any, real: Any, n: Any) -> tuple[Any, Any, Any, Any]:
         with tf.GradientTape() as r_tape, tf.GradientTape() as d_tape:
             out = r([soft, n], training=True)
             l_real, l_fake = d([soft, real], training=True), d([soft, out], training=True)
@@ -238,12 +269,14 @@ def make_step(state: RefinerState) -> Any:
                 tf.nn.softplus(l_fake))
             adv = tf.reduce_mean(tf.nn.softplus(-l_fake))
             l1 = tf.reduce_mean(tf.abs(out - real))
-            r_loss = adv + REFINE_L1 * l1
+            # off (0), the term is not computed: the step is the one before it existed
+            tex = texture_loss(out, real) if texture > 0 else tf.constant(0.0, tf.float32)
+            r_loss = adv + REFINE_L1 * l1 + texture * tex
         d_vars, r_vars = d.trainable_variables, r.trainable_variables
         state.d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars, strict=True))
         state.r_opt.apply_gradients(zip(r_tape.gradient(r_loss, r_vars), r_vars, strict=True))
         update_ema(state.ema, r, state.r_opt.iterations, REFINE_EMA)
-        return d_loss, adv, l1
+        return d_loss, adv, l1, tex
 
     return tf.function(step, reduce_retracing=False)
 
@@ -289,6 +322,7 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
             "enlarge": state.enlarge, "levels": state.levels,
             "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
             "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR, "ema": REFINE_EMA,
+            "texture": state.texture,
             "batch": state.batch, "history": state.history}  # fmt: skip
     arrays["meta"] = np.array(json.dumps(meta))
     path = refiner_path(run_path, state.iteration)
@@ -355,6 +389,7 @@ def restore(state: RefinerState, f: RefinerFile) -> None:
         copy_weights(state.ema, state.refiner)
     state.rng.bit_generator.state = f.meta["rng"]
     state.iteration = int(f.meta["iteration"])
+    state.texture = float(f.meta.get("texture", 0.0))  # files before the term: off
     state.history = [list(h) for h in f.meta.get("history", [])]
 
 
@@ -396,11 +431,12 @@ class RefineResult:
 def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int,
                   dataset_sha256: str, *, quiet: bool,
                   on_iteration: Callable[[int], None] | None = None,
-                  enlarge: int = 1) -> RefineResult:  # fmt: skip
+                  enlarge: int = 1, texture: float = REFINE_TEXTURE) -> RefineResult:  # fmt: skip
     """Train the run's refiner on `images` (N, H, W) in [-1, 1] (the GAN's training images,
     at the dataset's size) up to `iterations`, continuing its latest file if it has one (same
     RNG and optimizer state: resumed = uninterrupted); `enlarge` > 1: the enlargement of a
-    run whose G works at 1/enlarge of the side (`degraded` inputs). Saved every
+    run whose G works at 1/enlarge of the side (`degraded` inputs); `texture`: the weight of
+    the texture term (texture_loss; a resumed refiner keeps its file's). Saved every
     REFINE_CHECKPOINT iterations and at the end; SIGINT/SIGTERM save and raise
     TrainingInterrupted (exit 130)."""
     from cxraug.gan.loop import StopFlag  # the GAN loop's signal handling, shared
@@ -413,7 +449,7 @@ def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int
             f"{w}x{h} px; preprocess to another --size or drop --refine")  # fmt: skip
     # a process killed while saving left a temp file; we hold the run's lock (cxraug.train)
     remove_stale_temps(refiner_dir(run_path))
-    state = build_state(seed, h, enlarge=enlarge)
+    state = build_state(seed, h, enlarge=enlarge, texture=texture)
     latest = find_latest(run_path)
     if latest is not None:
         if latest.meta.get("dataset_sha256") != dataset_sha256:
@@ -444,7 +480,8 @@ def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int
                 with quiet_native_stderr():
                     out = step(*batch)
                 traced = True
-            losses = dict(zip(("d_loss", "adv", "l1"), (float(v) for v in out), strict=True))
+            losses = dict(zip(("d_loss", "adv", "l1", "texture"), (float(v) for v in out),
+                              strict=True))  # fmt: skip
             if not all(math.isfinite(v) for v in losses.values()):
                 raise NumericError(f"non-finite refiner loss at its iteration "
                                    f"{state.iteration + 1} ({losses}); the last refiner file "
