@@ -93,7 +93,11 @@ REFINE_CHECKPOINT = 250
 #: the critic's push towards detail swings (REFINE_EMA), and the C2ST's texture block, which
 #: reads the same position-free distribution at 64 and 128 px, tells the enlargement's
 #: output on REAL inputs from real at 0.94 (bench/RESULTS.md, session 18); this term asks
-#: for the right amount and shape of detail wherever R draws it. 0: off.
+#: for the right amount and shape of detail wherever R draws it. Measured with weight 1 on the
+#: 2x enlargement of a 112 px cascade (seed 0): the term fell from ~1 to 0.08, and the C2ST did
+#: not move on the training images, the held-out ones or real inputs (0.772 at 128 px with
+#: and without), so it is off (0); untried on the 56 px cascade's 4x enlargement
+#: (bench/RESULTS.md "A cascade from 112 px, and a texture term for the enlargement").
 REFINE_TEXTURE = 0.0
 REFINE_TEXTURE_SCALES = (1, 2, 4)
 #: The decay of the refiner's weight average (R_ema, cxraug.gan.ema's warm-up; `generate`
