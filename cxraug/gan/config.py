@@ -96,8 +96,11 @@ REFINE_CHECKPOINT = 250
 #: for the right amount and shape of detail wherever R draws it. Measured with weight 1 on the
 #: 2x enlargement of a 112 px cascade (seed 0): the term fell from ~1 to 0.08, and the C2ST did
 #: not move on the training images, the held-out ones or real inputs (0.772 at 128 px with
-#: and without), so it is off (0); untried on the 56 px cascade's 4x enlargement
-#: (bench/RESULTS.md "A cascade from 112 px, and a texture term for the enlargement").
+#: and without). On the 56 px cascade's 4x enlargement (seed 0) it lowered 64 px (0.985 to
+#: 0.957 on the training images, 0.83 to 0.75 held out) and moved no target (32 px 0.82,
+#: 128 px 0.96-0.99, hf 0.53-0.55): one seed of an enlargement whose own seed moves these by
+#: up to 0.06, so it is off (0) (bench/RESULTS.md "A cascade from 112 px, and a texture term
+#: for the enlargement"; "Grain, example-based detail, and the spectrum term at 56 px").
 REFINE_TEXTURE = 0.0
 REFINE_TEXTURE_SCALES = (1, 2, 4)
 #: The decay of the refiner's weight average (R_ema, cxraug.gan.ema's warm-up; `generate`
