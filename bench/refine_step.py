@@ -1,18 +1,18 @@
 """Benchmark: one iteration of the cascade's learnt enlargement (`train --recipe cascade`'s
-`--refine 3000` stage: `cxraug.gan.refine`, --enlarge 4 on 224 px images) in fp32, as the
-product runs it, against the same step under Keras's mixed_bfloat16 policy, in the same run.
+`--refine 3000` stage: `cxraug.gan.refine`, --enlarge 4 on 224 px images) at the run's
+precision bf16 (what `train` runs on a CPU with native bf16 since 2026-12-06) against fp32
+(`--mixed-precision none`, what it ran before), in the same run.
 
-Why: on the 2-core CPU the enlargement takes 34.7 of the recipe's 84.7 minutes in fp32, while
-the GAN runs in bf16 (2.3-2.4x faster than fp32 for the conv step, bench/conv_step.py). If
-bf16 halves the enlargement, the time saved buys the GAN more iterations inside issue 17's
-90-minute budget. This measures speed only: whether a bf16 enlargement is as good is not
-measured here (its residual would need float32 output and losses; see bench/RESULTS.md).
+Why: in fp32 the enlargement took 34.7 of the cascade's 84.7 minutes on the 2-core CPU,
+while the GAN ran in bf16 (2.3-2.4x faster than fp32 for the conv step, bench/conv_step.py).
+This measures speed only; whether the bf16 enlargement is as good is measured on the real
+data in bench/RESULTS.md ("A bf16 enlargement").
 
-Each precision in its own subprocess (the Keras policy is global; own peak RSS): the
-product's `build_state(enlarge=4)` and `make_step`, batches from the product's `draw_batch`
-over `degraded` random images (64 x 224 x 224 in [-1, 1]); in bf16 the three batch tensors are
-cast to bfloat16 (R's residual add and the losses then run in bf16). Median s/iteration of
-N timed iterations (batch drawing included, as in `train_refiner`) after two warm-up calls.
+Each precision in its own subprocess (own peak RSS): the product's
+`build_state(enlarge=4, precision=P)` (R and D_r compute in P; the residual add, the last
+conv, the logits and the losses stay float32) and `make_step`, batches from the product's
+`draw_batch` over `degraded` random images (64 x 224 x 224 in [-1, 1]). Median s/iteration
+of N timed iterations (batch drawing included, as in `train_refiner`) after two warm-up calls.
 Usage: .venv/bin/python bench/refine_step.py [--iters N] [--quick]
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import _parts  # bench/_parts.py: the script's folder is on sys.path
 
 SIDE, ENLARGE, N_IMAGES = 224, 4, 64
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+PRECISIONS = {"fp32": "none", "bf16": "bf16"}  # row name -> the run's --mixed-precision
 
 
 def part_step(iters: int, precision: str) -> dict[str, Any]:
@@ -36,18 +36,16 @@ def part_step(iters: int, precision: str) -> dict[str, Any]:
 
     import numpy as np
 
-    from cxraug.core.tf_setup import keras, tf
+    from cxraug.core.tf_setup import tf
     from cxraug.gan.refine import build_state, degraded, draw_batch, make_step
 
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
-    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     images = np.random.default_rng(0).uniform(-1, 1, (N_IMAGES, SIDE, SIDE)).astype(np.float32)
     inputs = degraded(images, ENLARGE)
-    state = build_state(0, SIDE, enlarge=ENLARGE)
+    state = build_state(0, SIDE, enlarge=ENLARGE, precision=PRECISIONS[precision])
     step = make_step(state)
 
     def one() -> list[float]:
-        batch = [tf.cast(tf.constant(a), dtype) for a in draw_batch(state, images, inputs)]
+        batch = [tf.constant(a) for a in draw_batch(state, images, inputs)]
         return [float(v) for v in step(*batch)]
 
     t = time.perf_counter()
@@ -76,7 +74,7 @@ def main() -> None:
         return
     n = a.iters or (2 if a.quick else 20)
     load = os.getloadavg()[0]
-    res = {p: _parts.run_part(__file__, [p, str(n)]) for p in POLICIES}
+    res = {p: _parts.run_part(__file__, [p, str(n)]) for p in PRECISIONS}
     r0 = res["fp32"]
     print(f"machine: {os.cpu_count()} cores, load average at start {load:.2f} "
           f"(other jobs compete for the cores when > ~0.5)")

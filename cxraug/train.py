@@ -196,6 +196,7 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                           cue_facts, replace=replace, quiet=quiet, on_iteration=on_iteration,
                           extractor=extractor)  # fmt: skip
     if cfg.refine > 0:  # check_strategy refused --refine in a cluster: one process here
+        from cxraug.gan.hardware import resolve_precision
         from cxraug.gan.refine import train_refiner
 
         if not quiet:
@@ -205,7 +206,8 @@ def _run(run: RunDir, cfg: TrainConfig, ds: Dataset, ckpt: Checkpoint | None, st
                       f"same {len(ds)} training images ({task})",
                       highlight=False, soft_wrap=True)  # fmt: skip
         ref = train_refiner(run.path, ds.images, cfg.refine, cfg.seed, dataset_sha256,
-                            quiet=quiet, enlarge=cfg.enlarge)  # fmt: skip
+                            quiet=quiet, enlarge=cfg.enlarge,
+                            precision=resolve_precision(cfg).mixed_precision)  # fmt: skip
         result.refiner, result.refiner_iteration = ref.path, ref.iteration
         result.seconds += ref.seconds
     return result

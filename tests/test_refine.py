@@ -80,6 +80,39 @@ def test_refiner_starts_as_the_identity_and_learns_to_undo_a_blur(tmp_path: Path
         0.5 * abs(np.log(lap_var(soft) / lap_var(test_imgs)))  # fmt: skip
 
 
+def test_a_bf16_refiner_computes_in_bf16_and_keeps_float32_where_it_matters(
+        tmp_path: Path) -> None:  # fmt: skip
+    """precision "bf16" (a bf16 run's refiner): the convs compute in bfloat16, but the
+    weights, the residual add, the output and the critic's logits are float32, so R starts as
+    the identity exactly (x never passes through bf16, which would round it) and its file
+    loads into the float32 R that `generate` applies, which then gives what the bf16 R gives
+    up to bf16 rounding of the residual."""
+    state = refine.build_state(0, 32, enlarge=2, precision="bf16")
+    convs = [la for la in state.refiner.layers if la.__class__.__name__ == "Conv2D"]
+    assert {c.compute_dtype for c in convs[:-1]} == {"bfloat16"}
+    assert convs[-1].compute_dtype == "float32" and state.refiner.output.dtype == "float32"
+    assert state.critic.output.dtype == "float32"
+    assert {v.dtype for v in [*state.refiner.weights, *state.critic.weights]} == {"float32"}
+    assert {v.dtype for v in state.ema.weights} == {"float32"}
+    x = bars(4, 32, 3)
+    x += np.random.default_rng(4).uniform(-0.01, 0.01, x.shape).astype(np.float32)
+    assert not np.array_equal(tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy(), x)
+    noise = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(refine.apply(state.refiner, x, noise), x)
+    res = refine.train_refiner(tmp_path, bars(16, 32, 0), 20, 0, "toy", quiet=True,
+                               enlarge=2, precision="bf16")  # fmt: skip
+    f = refine.read(res.path)  # type: ignore[arg-type]
+    assert f.meta["precision"] == "bf16" and np.isfinite(res.losses["l1"])
+    trained = refine.build_state(0, 32, enlarge=2, precision="bf16")
+    refine.restore(trained, f)
+    soft = refine.degraded(x, 2)
+    fp32, bf16 = (refine.apply(r, soft, noise) for r in (refine.load_refiner(f, average=False),
+                                                          trained.refiner))  # fmt: skip
+    resid = np.abs(fp32 - soft).max()
+    assert resid > 0.01  # R learnt something to compare
+    assert np.abs(fp32 - bf16).max() < 0.05 * resid + 0.01
+
+
 def test_refiner_resumed_equals_uninterrupted(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(refine, "REFINE_CHECKPOINT", 2)

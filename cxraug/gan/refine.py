@@ -84,7 +84,7 @@ from cxraug.gan.config import (
     REFINE_WIDTH,
 )
 from cxraug.gan.ema import copy_weights, update_ema
-from cxraug.gan.layers import SeededInit
+from cxraug.gan.layers import POLICIES, SeededInit
 from cxraug.gan.result import TrainingInterrupted
 from cxraug.gan.trainset import shrink
 
@@ -121,46 +121,57 @@ def degraded(images: np.ndarray, enlarge: int) -> np.ndarray:
     return enlarge_bilinear(shrink(images, side // enlarge), side)
 
 
-def _lrelu(x: Any) -> Any:
-    return keras.layers.LeakyReLU(0.2)(x)
+def _lrelu(x: Any, policy: str) -> Any:
+    return keras.layers.LeakyReLU(0.2, dtype=policy)(x)
 
 
-def build_refiner(width: int, seed: int, levels: int = 1) -> Any:
+def build_refiner(width: int, seed: int, levels: int = 1, policy: str = "float32") -> Any:
     """R: ([x (B, H, W, 1), n (B, H, W, 1)]) -> x + r (B, H, W, 1); H, W multiples of
     2^levels. A U-Net: two convs at full size, then per level a stride-2 conv doubling the
     width (one more conv on the way down, two at the bottom), and back up through nearest x2
     and a conv, each level joined with its way-down features. levels 1 is the detail
-    refiner (the module docstring), 2 the enlargement (config.ENLARGE_LEVELS)."""
+    refiner (the module docstring), 2 the enlargement (config.ENLARGE_LEVELS). `policy`:
+    the Keras dtype policy of every conv but the last (layers.POLICIES: "mixed_bfloat16"
+    when the run trains in bf16); the last conv, the residual add and the output are float32
+    whatever the policy, so x reaches the output untouched by bf16's 8-bit mantissa and the
+    weights (float32 under every policy) load into a float32 R for `generate`."""
     init, L = SeededInit(seed, STREAM), keras.layers
 
     def conv(c: int, k: int = 3, s: int = 1, last: bool = False) -> Any:
-        return L.Conv2D(c, k, strides=s, padding="same",
+        return L.Conv2D(c, k, strides=s, padding="same", dtype="float32" if last else policy,
                         kernel_initializer="zeros" if last else init.glorot())  # fmt: skip
 
+    def act(h: Any) -> Any:
+        return _lrelu(h, policy)
+
     x, n = L.Input((None, None, 1)), L.Input((None, None, 1))
-    h = _lrelu(conv(width)(L.Concatenate()([x, n])))
-    skips = [_lrelu(conv(width)(h))]  # the way-down features at each level, finest first
+    h = act(conv(width)(L.Concatenate(dtype=policy)([x, n])))
+    skips = [act(conv(width)(h))]  # the way-down features at each level, finest first
     h = skips[0]
     for lv in range(1, levels + 1):
-        h = _lrelu(conv(width * 2**lv, 4, 2)(h))
-        h = _lrelu(conv(width * 2**lv)(h))
+        h = act(conv(width * 2**lv, 4, 2)(h))
+        h = act(conv(width * 2**lv)(h))
         if lv < levels:
             skips.append(h)
-    h = _lrelu(conv(width * 2**levels)(h))
+    h = act(conv(width * 2**levels)(h))
     for lv in range(levels, 0, -1):
-        h = _lrelu(conv(width * 2 ** (lv - 1))(L.UpSampling2D()(h)))
-        h = _lrelu(conv(width * 2 ** (lv - 1))(L.Concatenate()([h, skips[lv - 1]])))
-    return keras.Model([x, n], L.Add()([x, conv(1, last=True)(h)]), name="refiner")
+        h = act(conv(width * 2 ** (lv - 1))(L.UpSampling2D(dtype=policy)(h)))
+        h = act(conv(width * 2 ** (lv - 1))(L.Concatenate(dtype=policy)([h, skips[lv - 1]])))
+    r = conv(1, last=True)(h)  # float32: its input is cast up from the policy's dtype
+    return keras.Model([x, n], L.Add(dtype="float32")([x, r]), name="refiner")
 
 
-def build_critic(width: int, seed: int) -> Any:
-    """D_r: ([soft, y] (B, c, c, 1) each) -> patch logits (B, c/8, c/8, 1)."""
+def build_critic(width: int, seed: int, policy: str = "float32") -> Any:
+    """D_r: ([soft, y] (B, c, c, 1) each) -> patch logits (B, c/8, c/8, 1), float32 (the
+    last conv's) whatever `policy`, the dtype policy of the rest (as build_refiner's). y - soft
+    is taken in float32 before the cast: the detail it carries is small beside the image."""
     init, L = SeededInit(seed, STREAM + 1), keras.layers
     soft, y = L.Input((None, None, 1)), L.Input((None, None, 1))
-    h = L.Concatenate()([soft, y, L.Subtract()([y, soft])])
+    h = L.Concatenate(dtype=policy)([soft, y, L.Subtract(dtype="float32")([y, soft])])
     for c in (width, 2 * width, 4 * width):
-        h = _lrelu(L.Conv2D(c, 4, strides=2, padding="same", kernel_initializer=init.glorot())(h))
-    out = L.Conv2D(1, 3, padding="same", kernel_initializer=init.glorot())(h)
+        h = _lrelu(L.Conv2D(c, 4, strides=2, padding="same", dtype=policy,
+                            kernel_initializer=init.glorot())(h), policy)  # fmt: skip
+    out = L.Conv2D(1, 3, padding="same", dtype="float32", kernel_initializer=init.glorot())(h)
     return keras.Model([soft, y], out, name="refiner_critic")
 
 
@@ -201,6 +212,7 @@ class RefinerState:
     batch: int = REFINE_BATCH
     ema: Any = None  # R_ema, the weight average of R (REFINE_EMA) that `generate` applies
     texture: float = REFINE_TEXTURE  # the texture term's weight (saved; a resume keeps it)
+    precision: str = "none"  # the run's resolved --mixed-precision (saved, for the record)
     history: list[list[float]] = field(default_factory=list)  # [it, d, adv, l1, texture] / 50
 
     def groups(self) -> dict[str, list[Any]]:
@@ -212,12 +224,17 @@ class RefinerState:
 
 
 def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH, enlarge: int = 1,
-                texture: float = REFINE_TEXTURE) -> RefinerState:  # fmt: skip
+                texture: float = REFINE_TEXTURE, precision: str = "none") -> RefinerState:
     """A new refiner (an enlargement when `enlarge` > 1), its weight average (a copy),
-    critic, their Adam optimizers (slots created) and the seeded RNG."""
-    levels = refiner_levels(enlarge)
-    r, d = build_refiner(width, seed, levels), build_critic(width, seed)
-    ema = build_refiner(width, seed, levels)
+    critic, their Adam optimizers (slots created) and the seeded RNG. `precision`: the run's
+    resolved --mixed-precision ("none", "bf16", "fp16"): R and D_r compute in it (their
+    weights, R_ema and Adam's slots stay float32), as G and D do. Why: in fp32 the
+    enlargement took 34.7 of the cascade's 84.7 minutes while the GAN ran in bf16; in bf16
+    its step is ~1.9x faster (bench/refine_step.py) and its images judge the same
+    (bench/RESULTS.md, "A bf16 enlargement")."""
+    levels, policy = refiner_levels(enlarge), POLICIES[precision]
+    r, d = build_refiner(width, seed, levels, policy), build_critic(width, seed, policy)
+    ema = build_refiner(width, seed, levels)  # float32: only averaged, saved and applied
     copy_weights(ema, r)
     r_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="refiner_adam")
     d_opt = keras.optimizers.Adam(REFINE_LR, beta_1=0.5, beta_2=0.999, name="critic_adam")
@@ -226,7 +243,7 @@ def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH, enlarge: 
     rng = np.random.default_rng([seed, STREAM])
     return RefinerState(r, d, r_opt, d_opt, rng, 0, width, crop_side(image_size, enlarge),
                         enlarge, levels, REFINE_BATCH if enlarge == 1 else ENLARGE_BATCH, ema,
-                        texture)  # fmt: skip
+                        texture, precision)  # fmt: skip
 
 
 #: the 4-neighbour Laplacian, as the C2ST's probe computes it (cxraug.metrics.probe)
@@ -322,7 +339,7 @@ def save(state: RefinerState, run_path: Path, total: int, dataset_sha256: str,
             "enlarge": state.enlarge, "levels": state.levels,
             "rng": state.rng.bit_generator.state, "dataset_sha256": dataset_sha256,
             "sigmas": list(REFINE_SIGMAS), "l1": REFINE_L1, "lr": REFINE_LR, "ema": REFINE_EMA,
-            "texture": state.texture,
+            "texture": state.texture, "precision": state.precision,
             "batch": state.batch, "history": state.history}  # fmt: skip
     arrays["meta"] = np.array(json.dumps(meta))
     path = refiner_path(run_path, state.iteration)
@@ -431,12 +448,15 @@ class RefineResult:
 def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int,
                   dataset_sha256: str, *, quiet: bool,
                   on_iteration: Callable[[int], None] | None = None,
-                  enlarge: int = 1, texture: float = REFINE_TEXTURE) -> RefineResult:  # fmt: skip
+                  enlarge: int = 1, texture: float = REFINE_TEXTURE,
+                  precision: str = "none") -> RefineResult:  # fmt: skip
     """Train the run's refiner on `images` (N, H, W) in [-1, 1] (the GAN's training images,
     at the dataset's size) up to `iterations`, continuing its latest file if it has one (same
     RNG and optimizer state: resumed = uninterrupted); `enlarge` > 1: the enlargement of a
     run whose G works at 1/enlarge of the side (`degraded` inputs); `texture`: the weight of
-    the texture term (texture_loss; a resumed refiner keeps its file's). Saved every
+    the texture term (texture_loss; a resumed refiner keeps its file's); `precision`: the
+    run's resolved --mixed-precision (build_state; a resumed refiner takes the run's, as the
+    GAN does: the file's weights are float32 either way). Saved every
     REFINE_CHECKPOINT iterations and at the end; SIGINT/SIGTERM save and raise
     TrainingInterrupted (exit 130)."""
     from cxraug.gan.loop import StopFlag  # the GAN loop's signal handling, shared
@@ -449,7 +469,7 @@ def train_refiner(run_path: Path, images: np.ndarray, iterations: int, seed: int
             f"{w}x{h} px; preprocess to another --size or drop --refine")  # fmt: skip
     # a process killed while saving left a temp file; we hold the run's lock (cxraug.train)
     remove_stale_temps(refiner_dir(run_path))
-    state = build_state(seed, h, enlarge=enlarge, texture=texture)
+    state = build_state(seed, h, enlarge=enlarge, texture=texture, precision=precision)
     latest = find_latest(run_path)
     if latest is not None:
         if latest.meta.get("dataset_sha256") != dataset_sha256:
