@@ -143,7 +143,7 @@ def test_resume_checks_the_full_size_and_continues_the_enlargement(cascade: Work
 
 
 def test_the_enlargement_trains_at_the_runs_precision(tmp_path: Path) -> None:
-    """A bf16 run's enlargement computes in bf16 (its step ~1.9x faster on this CPU,
+    """A bf16 run's enlargement computes in bf16 (its step ~1.8x faster on this CPU,
     bench/refine_step.py), an fp32 run's in fp32; each file says which."""
     for precision in ("bf16", "none"):
         ws = make_workspace(tmp_path / precision, size=32)

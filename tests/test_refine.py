@@ -94,6 +94,10 @@ def test_a_bf16_refiner_computes_in_bf16_and_keeps_float32_where_it_matters(
     assert state.critic.output.dtype == "float32"
     assert {v.dtype for v in [*state.refiner.weights, *state.critic.weights]} == {"float32"}
     assert {v.dtype for v in state.ema.weights} == {"float32"}
+    # fp16 (GPUs) would need loss scaling, which the refiner's step has not: it stays fp32
+    fp16 = refine.build_state(0, 32, enlarge=2, precision="fp16")
+    assert fp16.precision == "none"
+    assert {la.compute_dtype for la in fp16.refiner.layers[2:]} == {"float32"}
     x = bars(4, 32, 3)
     x += np.random.default_rng(4).uniform(-0.01, 0.01, x.shape).astype(np.float32)
     assert not np.array_equal(tf.cast(tf.cast(x, tf.bfloat16), tf.float32).numpy(), x)

@@ -19,7 +19,7 @@ MLP_ONLY = {"g_widths", "d_widths", "bn_momentum", "dropout"}
 EPILOG = (
     f"[b]Recipes[/b]: {DEFAULT_RECIPE} (the default: the best measured in ~30 min), paper "
     "(the paper's exact setup: --recipe paper; every option not given takes Table 2's value) "
-    "and cascade (opt-in: G at 56 px on 224 px data, then a learnt 4x enlargement; 85 min here; "
+    "and cascade (opt-in: G at 56 px on 224 px data, then a learnt 4x enlargement; ~70 min here; "
     'docs/training.md, "The resolution cascade"). Which recipe, '
     'measured: bench/RESULTS.md, "Ablation" (every arm\'s kept share, FID against the '
     "real-vs-real baseline and precision/recall, with the sample grids and the seeds); what "

@@ -275,7 +275,7 @@ class TrainConfig(Settings):
     # and G draws ribs at 56 px where every 224 px run drew wavy outlines; the learnt
     # enlargement (--refine) adds the detail (bench/RESULTS.md "A resolution cascade";
     # docs/training.md "The resolution cascade"). Off by default: it misses issue 17's C2ST
-    # targets at 128 px at seeds 0 and 1, and takes ~85 min where the default takes ~30.
+    # targets at 128 px at seeds 0 and 1, and takes ~70 min where the default takes ~30.
     enlarge: int = setting(
         1, "Train G and D on the dataset shrunk K times (area average; --conv-g-channels must "
         "then fit the smaller side) and let generate enlarge their images back K times with "

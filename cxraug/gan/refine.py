@@ -227,11 +227,14 @@ def build_state(seed: int, image_size: int, width: int = REFINE_WIDTH, enlarge: 
                 texture: float = REFINE_TEXTURE, precision: str = "none") -> RefinerState:
     """A new refiner (an enlargement when `enlarge` > 1), its weight average (a copy),
     critic, their Adam optimizers (slots created) and the seeded RNG. `precision`: the run's
-    resolved --mixed-precision ("none", "bf16", "fp16"): R and D_r compute in it (their
-    weights, R_ema and Adam's slots stay float32), as G and D do. Why: in fp32 the
+    resolved --mixed-precision ("none", "bf16"; "fp16" gives "none"): R and D_r compute in
+    it (their weights, R_ema and Adam's slots stay float32), as G and D do. Why: in fp32 the
     enlargement took 34.7 of the cascade's 84.7 minutes while the GAN ran in bf16; in bf16
-    its step is ~1.9x faster (bench/refine_step.py) and its images judge the same
-    (bench/RESULTS.md, "A bf16 enlargement")."""
+    its step is ~1.8x faster (bench/refine_step.py) and its images judge the same
+    (bench/RESULTS.md, "A bf16 enlargement"). fp16 stays fp32 here: its small exponent range
+    needs loss scaling, which the GAN's step has and this one has not."""
+    if precision == "fp16":
+        precision = "none"
     levels, policy = refiner_levels(enlarge), POLICIES[precision]
     r, d = build_refiner(width, seed, levels, policy), build_critic(width, seed, policy)
     ema = build_refiner(width, seed, levels)  # float32: only averaged, saved and applied
