@@ -174,12 +174,14 @@ def test_pretrain_runs_both_phases_within_the_budget(monkeypatch: pytest.MonkeyP
 @pytest.fixture(scope="module")
 def new_arms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ev.EvalResult]:
     """pretrain and selected on the phantom workspace of test_evaluate (5 real covid training
-    images), fed 80 fresh covid phantom draws or 80 noise images."""
+    images), fed 80 fresh covid phantom draws or 80 noise images; three seeds, because one
+    seed's difference moves with the CPU's rounding (session 22: on an Intel Xeon with AMX
+    the noise arm's single-seed gain was 0.061 where fresh draws gave 0.123)."""
     out = {}
     for kind in ("fresh", "noise"):
         ws = make_workspace(tmp_path_factory.mktemp(kind), kind)
         cfg = ev.EvaluateConfig(**{**TINY.__dict__, "arms": "real,pretrain,selected",
-                                   "steps": 200})  # fmt: skip
+                                   "steps": 200, "seeds": 3})  # fmt: skip
         out[kind] = ev.evaluate(ws, cfg, show_progress=False)
     return out
 
@@ -189,20 +191,22 @@ def test_fresh_draws_help_an_arm_and_noise_does_not(new_arms: dict[str, ev.EvalR
                                                     arm: str) -> None:  # fmt: skip
     good = new_arms["fresh"].test_sets["test"]["differences"][arm]["auc"]
     bad = new_arms["noise"].test_sets["test"]["differences"][arm]["auc"]
-    assert good["value"] > 0.1 and good["hi"] > 0.2, good
+    assert good["value"] > 0.1 and good["hi"] > 0.2 and good["lo"] > 0, good  # evidence of a gain
     assert bad["value"] < good["value"] - 0.08 and not bad["lo"] > 0, bad  # no evidence of a gain
 
 
 def test_pretrain_and_selected_report_what_they_did(new_arms: dict[str, ev.EvalResult]) -> None:
     for r in new_arms.values():
-        (e,) = r.arms["pretrain"]["seeds"]
-        n = e["real_fit_images"]
-        assert e["train_images"] == n["normal"] + n["covid"] + 80
-        assert [p["steps"] for p in e["phases"]] == [100, 100]  # --pretrain-share 0.5 of 200
-        assert e["steps_run"] == sum(p["steps_run"] for p in e["phases"])
-        assert e["pretrain_images"] == 80 + n["normal"]  # the synthetic + the real normals
-        saved = json.loads(r.folder.results_path.read_text())["arms"]["selected"]["seeds"][0]
-        assert saved["kept"] == r.arms["selected"]["added_images"] <= saved["candidates"] == 80
+        assert len(r.arms["pretrain"]["seeds"]) == 3
+        for e in r.arms["pretrain"]["seeds"]:
+            n = e["real_fit_images"]
+            assert e["train_images"] == n["normal"] + n["covid"] + 80
+            assert [p["steps"] for p in e["phases"]] == [100, 100]  # --pretrain-share 0.5 of 200
+            assert e["steps_run"] == sum(p["steps_run"] for p in e["phases"])
+            assert e["pretrain_images"] == 80 + n["normal"]  # the synthetic + the real normals
+        saved = json.loads(r.folder.results_path.read_text())["arms"]["selected"]["seeds"]
+        for s, e in zip(saved, r.arms["selected"]["seeds"], strict=True):
+            assert s["kept"] == e["added_images"] <= s["candidates"] == 80
     # the noise lies away from every real image in the real-only model's features
     assert new_arms["noise"].arms["selected"]["added_images"] == 0
     assert new_arms["fresh"].arms["selected"]["added_images"] >= 10
