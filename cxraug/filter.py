@@ -163,6 +163,15 @@ def _judge(
     return decisions, ev
 
 
+def _without_filter_note(note: str) -> str:
+    """A row's note less what an earlier `filter` wrote (its "filter: ..." part, always the
+    last): what `generate` wrote there (the enlargement, the refiner file and its hash, the
+    grey-level reference) stays, and a second `filter` replaces its own scores only."""
+    if note.startswith("filter: "):
+        return ""
+    return note.split("; filter: ")[0]
+
+
 @manifest_writer("cxraug filter")
 def filter_synthetic(
     ws: Workspace,
@@ -195,7 +204,8 @@ def filter_synthetic(
     decisions, ev = _judge([r.id for r in rows], paths, real, real_ids, config)
     for rec, d in zip(rows, decisions, strict=True):
         rec.set_status("ok" if d.kept else "rejected", d.reason)
-        rec.note = d.note() if d.scores else ""
+        rec.note = "; ".join(t for t in (_without_filter_note(rec.note),
+                                          d.note() if d.scores else "") if t)  # fmt: skip
     result = FilterResult(label, decisions, ev, len(real_ids))
     thumbs = {r.id: p for r, p in zip(rows, paths, strict=True)}
     moves = save_verdicts(ws, manifest, label, rows, decisions, move=move_rejected,

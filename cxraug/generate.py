@@ -67,6 +67,15 @@ class GenerateConfig(Settings):
         "above 1 reaches into its tails: more varied, more detailed images).",
         bounds=between(0.0, 4.0, lo_open=True),
     )  # fmt: skip
+    # why: generated sets are lower in contrast than the real X-rays, which the
+    # C2ST's detail and texture blocks read as softness (cxraug.gan.intensity; measured in
+    # bench/RESULTS.md "Intensity matching"). Off by default: the paper's recipe writes G's
+    # images as they are
+    match_intensity: bool = setting(
+        False, "Map each image's grey levels onto those of the real training image of its "
+        "class with the nearest grey-level distribution (histogram matching: the shapes stay "
+        "G's, the contrast becomes a real image's).", "--match-intensity/--no-match-intensity",
+    )  # fmt: skip
     batch_size: int = setting(256, "Images per generator batch.", bounds=at_least(1))
     # None: the newest run with a checkpoint
     run: str | None = setting(
@@ -269,6 +278,7 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
                          f"it cannot generate {label!r}")  # fmt: skip
     cells = source_cells(cfg, tcfg, manifest, run, label)
     refiner = _refiner_file(cfg, tcfg, run_dir, run)  # before anything is written
+    refs = _intensity_references(ws, tcfg, label) if cfg.match_intensity else None
     n = balance_count(manifest, label) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
@@ -280,13 +290,14 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     stem = f"{run}-s{cfg.seed}"
     _replace_old_set(ws, manifest, cfg, label, n, stem)
     group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
-                          res.paths, refiner)  # fmt: skip
+                          res.paths, refiner, refs)  # fmt: skip
     pending.end(ws.generate_journal(label, stem))
     resolved = {**asdict(cfg), "n": n, "run": run, "checkpoint": str(ckpt.path),
                 "checkpoint_sha256": ckpt.sha256,
                 "generator": "ema" if group == "ema" else "trained",
                 "refiner": str(refiner.path) if refiner else None,
                 "refiner_sha256": refiner.sha256 if refiner else None,
+                "intensity_references": len(refs[0]) if refs else None,
                 **({"sources": list(cells[0])} if cells else {}),
                 "train_config": tcfg.to_dict()}  # fmt: skip
     atomic_write_json(ws.generate_config_path(label, stem), resolved)
@@ -331,18 +342,37 @@ def _refiner_file(cfg: GenerateConfig, tcfg: TrainConfig, run_dir: RunDir,
     return None
 
 
+def _intensity_references(ws: Workspace, tcfg: TrainConfig, label: str
+                          ) -> tuple[list[str], np.ndarray]:  # fmt: skip
+    """(ids, (N, LEVELS) grey-level quantiles) of the run's training images of `label`, the
+    references of --match-intensity (cxraug.gan.intensity): the dataset's train split as the
+    run trained on it (marked images left out unless it included them, its --cues applied)."""
+    from cxraug.gan import intensity
+    from cxraug.gan.trainset import training_set
+
+    ds = training_set(ws.dataset_path, tcfg.include_marked, tcfg.cue_steps)[0]
+    ds = ds.subset(label=label)
+    if len(ds) == 0:
+        raise InputError(f"--match-intensity needs real training images of {label}, and the "
+                         f"dataset has none the run could train on; re-run `cxraug preprocess` "
+                         f"or leave --match-intensity out")  # fmt: skip
+    return [str(i) for i in ds.ids], intensity.quantiles(ds.images)
+
+
 def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label: str, n: int,
                   stem: str, run_ref: str, ckpt: Checkpoint,
                   cells: tuple[tuple[str, ...], list[int]] | None,
-                  written: list[Path], refiner_file: Any = None) -> str:  # fmt: skip
+                  written: list[Path], refiner_file: Any = None,
+                  refs: tuple[list[str], np.ndarray] | None = None) -> str:  # fmt: skip
     """Make images 0..n-1 of `label` batch by batch: journal, PNGs, then (every
     cfg.commit_seconds and at the end) the manifest with their rows; `cells`: source_cells'
     (sources, cells) or None; `refiner_file`: the run's refiner (cxraug.gan.refine), applied
-    to each image with that image's own noise map, or None. Appends the paths to `written`;
+    to each image with that image's own noise map, or None; `refs`: _intensity_references'
+    (ids, quantiles) for --match-intensity, or None. Appends the paths to `written`;
     returns the generator group used ("ema" or the trained one)."""
     # TensorFlow loads here, not when the CLI imports GenerateConfig for --help
     from cxraug.core.tf_setup import tf
-    from cxraug.gan import refine
+    from cxraug.gan import intensity, refine
     from cxraug.gan.arch import build_generator
 
     tcfg = ckpt.config
@@ -379,16 +409,22 @@ def _write_images(ws: Workspace, manifest: Manifest, cfg: GenerateConfig, label:
             if refiner is not None:  # the padding rows get noise too: the same batch shape
                 raw = refine.apply(refiner, raw, np.stack(
                     [refine.image_noise(cfg.seed, i, side) for i in range(lo, lo + bs)]))
+            ref: list[int] = []  # each image's reference (--match-intensity)
+            if refs is not None:  # last: the grey levels of the finished image
+                ref = list(intensity.nearest(intensity.quantiles(raw[: hi - lo]), refs[1]))
+                raw = intensity.match(raw[: hi - lo], refs[1][ref])
             imgs = to_uint8(raw[: hi - lo])
             pngs = list(pool.map(encode_png_gray, imgs))
             list(pool.map(atomic_write_bytes, paths, pngs))
             for i, p, data in zip(range(lo, hi), paths, pngs, strict=True):
+                grey = f"grey levels matched to {refs[0][ref[i - lo]]}" if refs else ""
                 todo.append(Record(
                     id=ws.synthetic_id(label, p.stem), path=ws.relpath(p), label=label,
                     split="train", status="ok", source="synthetic", sha256=sha256_bytes(data),
                     width=side, height=side, synthetic=True, run=run_ref,
                     checkpoint_sha256=ckpt.sha256, seed=cfg.seed, noise_index=i,
-                    cond_source=cells[0][i % len(cells[0])] if cells else "", note=note,
+                    cond_source=cells[0][i % len(cells[0])] if cells else "",
+                    note="; ".join(t for t in (note, grey) if t),
                 ))  # fmt: skip
             written += paths
             bar.advance(task, hi - lo)

@@ -293,6 +293,19 @@ def test_filter_synthetic_updates_rows_and_leaves_real_rows(tmp_path, planted, g
     assert st["bad-copy"].reason.startswith("memorised: too close to real real/r007")
     assert st["dup-b"].reason.startswith("near-duplicate of synthetic/covid/dup-a")
     assert st[good3[0]].note.startswith("filter: saturated=") and "nn_real=" in st[good3[0]].note
+    # what generate wrote in a note stays; a second filter replaces only its own scores
+    gen_note = "enlarged 4x the learnt enlargement; grey levels matched to real/r001"
+    m2 = ws.load_manifest()
+    for r in m2:
+        if r.id == f"synthetic/covid/{good3[1]}":
+            r.note = gen_note
+    ws.save_manifest(m2)
+    filter_synthetic(ws, FilterConfig(), label="covid")
+    filter_synthetic(ws, FilterConfig(), label="covid")
+    notes = {r.id.split("/")[-1]: r.note for r in ws.load_manifest() if r.synthetic}
+    assert notes[good3[1]].startswith(gen_note + "; filter: saturated=")
+    assert notes[good3[1]].count("filter: ") == 1
+    assert notes[good3[0]].startswith("filter: ") and notes[good3[0]].count("filter: ") == 1
     assert res.by_reason() == {"memorised": 1, "near-duplicate": 1, "noise": 1}
     sheet = ws.synthetic_dir / "covid-filter-sheet.png"
     assert res.sheet_path == sheet and read_gray_u8(sheet).shape[1] == 10 * 112
