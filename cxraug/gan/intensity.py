@@ -75,7 +75,7 @@ def match(images: np.ndarray, refs: np.ndarray) -> np.ndarray:
     p = probabilities()
     for k, (x, r) in enumerate(zip(images, refs, strict=True)):
         _, inverse, counts = np.unique(np.asarray(x).ravel(), return_inverse=True,
-                                            return_counts=True)  # fmt: skip
+                                       return_counts=True)  # fmt: skip
         below = np.cumsum(counts) - counts  # pixels darker than each grey level
         cdf = (below + (counts - 1) / 2) / max(1, x.size - 1)  # mid-rank of each level
         out[k] = np.interp(cdf, p, r)[inverse].reshape(np.shape(x))
