@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class GenerateConfig(Settings):
     balance: bool = setting(
         False,
         "n = usable real train images of the majority class - usable train images (real + "
-        "synthetic) of --class.",
+        "synthetic) of --class (with --force, less the set it replaces).",
     )
     seed: int = setting(0, "Noise seed: image i uses z from (seed, i).", bounds=SEED)
     # why: the generated sets are smoother than real X-rays, and images from larger |z| carry
@@ -149,10 +150,12 @@ def source_cells(cfg: GenerateConfig, tcfg: TrainConfig, manifest: Manifest, run
     return targets, [k * tcfg.num_sources + tcfg.sources.index(s) for s in targets]
 
 
-def balance_count(manifest: Manifest, label: str) -> int:
-    """(#usable real train rows of the majority class) - (#usable train rows of `label`)."""
+def balance_count(manifest: Manifest, label: str, replaced: Collection[str] = ()) -> int:
+    """(#usable real train rows of the majority class) - (#usable train rows of `label`), the
+    rows `replaced` (ids of the set a --force run removes) not counted."""
     real = real_counts(manifest, "train")
-    have = len(manifest.select(label=label, split="train"))  # real + synthetic already present
+    have = sum(r.id not in replaced  # real + synthetic already present, and staying
+               for r in manifest.select(label=label, split="train"))  # fmt: skip
     return max(0, max(real.values()) - have)
 
 
@@ -279,7 +282,10 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     cells = source_cells(cfg, tcfg, manifest, run, label)
     refiner = _refiner_file(cfg, tcfg, run_dir, run)  # before anything is written
     refs = _intensity_references(ws, tcfg, label) if cfg.match_intensity else None
-    n = balance_count(manifest, label) if cfg.balance else cfg.n
+    stem = f"{run}-s{cfg.seed}"
+    # --force replaces this (run, seed) set: its rows do not count towards the balance
+    replaced = _own_images(ws, manifest, label, stem)[0] if cfg.force else {}
+    n = balance_count(manifest, label, replaced) if cfg.balance else cfg.n
     if n is None or n < 0:
         raise InputError("give -n COUNT (>= 0) or --balance")
     out_dir = ws.synthetic_class_dir(label)
@@ -287,7 +293,6 @@ def generate(ws: Workspace, cfg: GenerateConfig) -> GenerateResult:
     if _nothing_to_do(cfg, res, cells):
         return res
     _check_room(ws, out_dir, n, tcfg.image_size * tcfg.enlarge, len(manifest))
-    stem = f"{run}-s{cfg.seed}"
     _replace_old_set(ws, manifest, cfg, label, n, stem)
     group = _write_images(ws, manifest, cfg, label, n, stem, ws.run_ref(run_dir), ckpt, cells,
                           res.paths, refiner, refs)  # fmt: skip

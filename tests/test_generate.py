@@ -167,6 +167,11 @@ def test_balance_cli(trained: Workspace, tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout)["count"] == 6
     r = gen(ws, "--class", "covid", "--balance", "--seed", "9")
     assert r.exit_code == 0 and "nothing to generate" in r.output
+    # --force makes the same set again: the rows it replaces do not count, so it balances
+    r = gen(ws, "--class", "covid", "--balance", "--force", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["count"] == 6, r.output
+    m = read_manifest(ws.manifest_path)
+    assert balance_count(m, "covid") == 0 and sum(r.synthetic for r in m) == 6
 
 
 def test_errors(trained: Workspace, tmp_path: Path) -> None:
