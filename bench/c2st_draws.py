@@ -78,6 +78,10 @@ def d_scores(ws: Workspace, run: str, seed: int, n: int, z_scale: float) -> np.n
 
     _, ck = choose_checkpoint(ws, run, None)
     cfg = ck.config
+    # a class,source run's D reads a (class, source) cell, not the class: refuse, not guess
+    if cfg.condition != "class":
+        raise SystemExit(f"--rank-by-d needs a run conditioned on the class alone; {run} is "
+                         f"conditioned on {cfg.condition!r}: leave --rank-by-d out")
     g, d = build_models(cfg)
     assign_generator(g, ck)  # the EMA generator, as `generate` loads it
     assign_group(d.weights, ck.arrays, ck.meta["names"], "d", ck.path.name)
